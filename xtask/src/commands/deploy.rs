@@ -1,0 +1,21 @@
+//! `deploy <env>`: deploy the stack with the current secrets and wait until it
+//! has converged. Replaces `deploy-<env>.sh`.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::{Session, print_warnings};
+use crate::{
+    backend::DeployOptions,
+    flags::{DeployArgs, EnvArgs},
+    resolve::{self, Options},
+};
+
+pub fn run(root: &Path, e: &EnvArgs, a: DeployArgs) -> Result<()> {
+    let s = Session::open(root, e)?;
+    let t = s.target(root);
+    let r = resolve::resolve(root, &s.manifest, &s.env, Options { read_only: true, ..Options::default() })?;
+    print_warnings(&r);
+    s.backend.deploy(&t, &r, &DeployOptions { dry_run: a.dry_run, timeout: a.timeout })
+}

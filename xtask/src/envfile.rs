@@ -1,0 +1,302 @@
+//! Per-environment secret files in dotenv format.
+//!
+//! Values are parsed with `dotenvy::from_path_iter`, which never touches the
+//! process environment, and kept as [`SecretValue`]s. dotenvy does not report
+//! line numbers, so a light scan of the raw text maps keys to lines for messages.
+//! Writing back keeps every existing line and replaces the file atomically.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{fsutil, secret::SecretValue};
+
+#[derive(Debug)]
+pub struct EnvFile {
+    pub path: PathBuf,
+    /// Display path, relative to the repository root where possible.
+    pub shown: String,
+    pub exists: bool,
+    pub entries: BTreeMap<String, Entry>,
+    /// Keys that appear more than once, with their lines.
+    pub duplicates: Vec<(String, Vec<usize>)>,
+    /// Keys whose raw value has a `$` outside single quotes (dotenv substitutes it).
+    pub substituted: Vec<(String, usize)>,
+    raw: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub value: SecretValue,
+    pub line: usize,
+}
+
+impl EnvFile {
+    /// An env file that does not exist yet: every key is missing.
+    pub fn empty(path: PathBuf, shown: String) -> EnvFile {
+        EnvFile {
+            path,
+            shown,
+            exists: false,
+            entries: BTreeMap::new(),
+            duplicates: Vec::new(),
+            substituted: Vec::new(),
+            raw: String::new(),
+        }
+    }
+
+    pub fn load(path: &Path, shown: String) -> Result<EnvFile> {
+        let raw = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {shown}; check that it exists and is readable by you"))?;
+        let lines = key_lines(&raw);
+        let iter = dotenvy::from_path_iter(path).with_context(|| format!("cannot open {shown}"))?;
+        let mut entries = BTreeMap::new();
+        let mut seen: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for item in iter {
+            let (key, value) = match item {
+                Ok(kv) => kv,
+                Err(e) => return Err(parse_error(&shown, &raw, e)),
+            };
+            let occurrences = lines.get(&key).cloned().unwrap_or_default();
+            let n = seen.entry(key.clone()).or_default();
+            let line = occurrences.get(n.len()).copied().unwrap_or(0);
+            n.push(line);
+            entries.insert(key, Entry { value: SecretValue::from_string(value), line });
+        }
+        let duplicates = seen.into_iter().filter(|(_, l)| l.len() > 1).collect();
+        let substituted = dollar_lines(&raw);
+        Ok(EnvFile { path: path.to_path_buf(), shown, exists: true, entries, duplicates, substituted, raw })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        self.entries.get(key).filter(|e| !e.value.is_empty())
+    }
+
+    /// `file:line` for a key, for messages.
+    pub fn at(&self, key: &str) -> String {
+        match self.entries.get(key) {
+            Some(e) if e.line > 0 => format!("{}:{}", self.shown, e.line),
+            _ => self.shown.clone(),
+        }
+    }
+
+    /// The text with `updates` applied: an existing `KEY=` line (empty value) is
+    /// replaced in place, other keys are appended. Values must be dotenv-safe
+    /// (generated values are URL-safe, so they need no quoting).
+    pub fn render_with(&self, updates: &[(String, SecretValue)], header: &str) -> Result<zeroize::Zeroizing<String>> {
+        let mut out = zeroize::Zeroizing::new(String::with_capacity(self.raw.len() + 64 * updates.len()));
+        if self.raw.is_empty() {
+            out.push_str(header);
+        }
+        let mut pending: Vec<&(String, SecretValue)> = updates.iter().collect();
+        for line in self.raw.split_inclusive('\n') {
+            let key = line_key(line);
+            if let Some(pos) = key.and_then(|k| pending.iter().position(|(uk, _)| uk == k)) {
+                let (k, v) = pending.remove(pos);
+                push_assignment(&mut out, k, v)?;
+                out.push('\n');
+            } else {
+                out.push_str(line);
+            }
+        }
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        for (k, v) in pending {
+            push_assignment(&mut out, k, v)?;
+            out.push('\n');
+        }
+        Ok(out)
+    }
+
+    /// Writes the updates back atomically with mode 0600, then reloads.
+    pub fn write_updates(&mut self, updates: &[(String, SecretValue)], header: &str) -> Result<()> {
+        let text = self.render_with(updates, header)?;
+        fsutil::write_atomic(&self.path, text.as_bytes(), 0o600, None)
+            .with_context(|| format!("cannot write {}", self.shown))?;
+        *self = EnvFile::load(&self.path, self.shown.clone())?;
+        Ok(())
+    }
+}
+
+fn push_assignment(out: &mut String, key: &str, value: &SecretValue) -> Result<()> {
+    let Some(text) = value.expose_str() else { bail!("{key}: only text values can be written to an env file") };
+    let plain = text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@:/+=%,".contains(&b));
+    out.push_str(key);
+    out.push('=');
+    if plain {
+        out.push_str(text);
+    } else if !text.contains('\'') && !text.contains('\n') {
+        out.push('\'');
+        out.push_str(text);
+        out.push('\'');
+    } else {
+        bail!("{key}: the value cannot be written to an env file without changing it; edit the file by hand");
+    }
+    Ok(())
+}
+
+/// The key a line assigns, if it is an assignment line.
+fn line_key(line: &str) -> Option<&str> {
+    let t = line.trim_start();
+    if t.starts_with('#') {
+        return None;
+    }
+    let t = t.strip_prefix("export ").map(str::trim_start).unwrap_or(t);
+    let (k, _) = t.split_once('=')?;
+    let k = k.trim_end();
+    let valid = !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+    valid.then_some(k)
+}
+
+/// Line numbers (1-based) at which each key is assigned. Continuation lines of a
+/// quoted multi-line value are skipped by tracking open quotes.
+fn key_lines(raw: &str) -> BTreeMap<String, Vec<usize>> {
+    let mut out: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut open: Option<char> = None;
+    for (i, line) in raw.lines().enumerate() {
+        if let Some(q) = open {
+            if count_unescaped(line, q) % 2 == 1 {
+                open = None;
+            }
+            continue;
+        }
+        if let Some(k) = line_key(line) {
+            out.entry(k.to_string()).or_default().push(i + 1);
+            let value = line.split_once('=').map(|x| x.1.trim_start()).unwrap_or("");
+            if let Some(q) = value.chars().next().filter(|c| *c == '"' || *c == '\'')
+                && count_unescaped(&value[1..], q) % 2 == 0
+            {
+                open = Some(q);
+            }
+        }
+    }
+    out
+}
+
+fn count_unescaped(s: &str, q: char) -> usize {
+    let mut n = 0;
+    let mut escaped = false;
+    for c in s.chars() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' && q == '"' {
+            escaped = true;
+        } else if c == q {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Assignment lines whose value holds `$` outside single quotes: dotenv expands
+/// `$NAME` there, so the value used would not be the one typed.
+fn dollar_lines(raw: &str) -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    for (i, line) in raw.lines().enumerate() {
+        let Some(k) = line_key(line) else { continue };
+        let value = line.split_once('=').map(|x| x.1.trim()).unwrap_or("");
+        if !value.starts_with('\'') && value.contains('$') {
+            out.push((k.to_string(), i + 1));
+        }
+    }
+    out
+}
+
+/// dotenvy's parse error carries the offending line's text, which may hold a
+/// value: report only its line number.
+fn parse_error(shown: &str, raw: &str, e: dotenvy::Error) -> anyhow::Error {
+    match e {
+        dotenvy::Error::LineParse(text, col) => {
+            let line = raw.find(text.as_str()).map(|off| raw[..off].matches('\n').count() + 1);
+            let at = line.map(|l| format!("{shown}:{l}")).unwrap_or_else(|| shown.to_string());
+            anyhow::anyhow!(
+                "{at}: cannot parse this line (at column {}); write KEY=VALUE, and put values with spaces, '#' or quotes in single quotes",
+                col + 1
+            )
+        }
+        dotenvy::Error::Io(io) => anyhow::anyhow!("cannot read {shown}: {io}"),
+        _ => anyhow::anyhow!("cannot parse {shown}; check it is KEY=VALUE lines in UTF-8"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<EnvFile> {
+        let dir = crate::testutil::TempDir::new();
+        let p = dir.path().join("t.env");
+        std::fs::write(&p, text).unwrap();
+        EnvFile::load(&p, "t.env".into())
+    }
+
+    fn val(f: &EnvFile, k: &str) -> String {
+        f.get(k).unwrap().value.expose_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn parses_quotes_comments_export_and_crlf() {
+        let f = load_text(
+            "# comment\r\nexport A=plain\r\nB='single # not comment'\r\nC=\"double\\nline\"\r\nD=value # trailing comment\r\n\r\nE=\r\n",
+        )
+        .unwrap();
+        assert_eq!(val(&f, "A"), "plain");
+        assert_eq!(val(&f, "B"), "single # not comment");
+        assert_eq!(val(&f, "C"), "double\nline");
+        assert_eq!(val(&f, "D"), "value");
+        assert!(f.get("E").is_none(), "empty counts as missing");
+        assert_eq!(f.at("B"), "t.env:3");
+        assert_eq!(f.at("E"), "t.env:7");
+    }
+
+    #[test]
+    fn multiline_values_keep_line_numbers_right() {
+        let f = load_text("A=\"one\nB=not-a-key\nthree\"\nC=c\n").unwrap();
+        assert_eq!(val(&f, "A"), "one\nB=not-a-key\nthree");
+        assert_eq!(f.at("C"), "t.env:4");
+        assert!(f.get("B").is_none());
+    }
+
+    #[test]
+    fn parse_errors_give_the_line_not_the_value() {
+        let e = load_text("A=ok\nB='unterminated-SECRETVALUE\n").unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("t.env:2"), "{msg}");
+        assert!(!msg.contains("SECRETVALUE"), "{msg}");
+    }
+
+    #[test]
+    fn duplicates_and_dollar_signs_are_reported() {
+        let f = load_text("A=1\nB=x$HOME\nA=2\nC='$lit'\n").unwrap();
+        assert_eq!(f.duplicates, vec![("A".to_string(), vec![1, 3])]);
+        assert_eq!(f.substituted, vec![("B".to_string(), 2)]);
+    }
+
+    #[test]
+    fn render_replaces_empty_lines_in_place_and_appends() {
+        let f = load_text("# keep\nA=\nB=b\n").unwrap();
+        let out = f
+            .render_with(
+                &[("A".into(), SecretValue::from_string("new".into())), ("Z".into(), SecretValue::from_string("z z".into()))],
+                "",
+            )
+            .unwrap();
+        assert_eq!(out.as_str(), "# keep\nA=new\nB=b\nZ='z z'\n");
+    }
+
+    #[test]
+    fn written_file_is_0600_and_reloads() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = crate::testutil::TempDir::new();
+        let p = dir.path().join("new.env");
+        let mut f = EnvFile::empty(p.clone(), "new.env".into());
+        f.write_updates(&[("K".into(), SecretValue::from_string("v".into()))], "# header\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "# header\nK=v\n");
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(val(&f, "K"), "v");
+    }
+}

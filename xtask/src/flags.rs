@@ -1,0 +1,244 @@
+//! The command line. Built with clap's builder API rather than its derive macros:
+//! no proc-macro crates keeps the cold build of the xtask fast.
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
+
+use crate::manifest::BackendKind;
+
+#[derive(Debug)]
+pub enum Cmd {
+    SetupSecrets(EnvArgs, SetupArgs),
+    ListSecrets(EnvArgs, bool),
+    VerifySecrets(EnvArgs),
+    RemoveSecrets(EnvArgs, RemoveArgs),
+    RotateSecrets(EnvArgs, RotateArgs),
+    GenerateSecret { length: usize },
+    Deploy(EnvArgs, DeployArgs),
+    Check,
+    Bench { what: String, sizes: Vec<usize> },
+}
+
+#[derive(Debug, Clone)]
+pub struct EnvArgs {
+    pub env: String,
+    pub backend: Option<BackendKind>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SetupArgs {
+    pub generate_missing: bool,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RemoveArgs {
+    pub secrets: Vec<String>,
+    pub yes: bool,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RotateArgs {
+    pub all: bool,
+    pub secrets: Vec<String>,
+    pub keep: usize,
+    pub dry_run: bool,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeployArgs {
+    pub dry_run: bool,
+    pub timeout: Duration,
+}
+
+fn env_command(name: &'static str, about: &'static str) -> Command {
+    Command::new(name)
+        .about(about)
+        .arg(Arg::new("env").required(true).value_name("ENV").help("Environment from deploy/secrets.toml (production, staging, develop, ...)"))
+        .arg(
+            Arg::new("backend")
+                .long("backend")
+                .value_name("BACKEND")
+                .value_parser(["compose", "swarm", "k8s", "vault", "aws"])
+                .help("Use this backend for this run instead of the environment's"),
+        )
+}
+
+fn dry_run() -> Arg {
+    Arg::new("dry-run").long("dry-run").action(ArgAction::SetTrue).help("Print the plan (never values) and change nothing")
+}
+
+fn timeout() -> Arg {
+    Arg::new("timeout")
+        .long("timeout")
+        .value_name("SECONDS")
+        .default_value("300")
+        .value_parser(value_parser!(u64).range(1..=86400))
+        .help("How long to wait for the stack to converge")
+}
+
+pub fn command() -> Command {
+    Command::new("xtask")
+        .about("Secrets and deployment tasks: replaces the setup/remove/deploy/rotate shell scripts")
+        .after_help("Run `cargo xtask setup-secrets develop` to create the develop secrets with no server needed.")
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .subcommand(
+            env_command("setup-secrets", "Validate an environment's env file and create its secrets in the backend")
+                .arg(
+                    Arg::new("generate-missing")
+                        .long("generate-missing")
+                        .action(ArgAction::SetTrue)
+                        .help("Generate missing values (the default for develop) and write them back to the env file"),
+                )
+                .arg(dry_run()),
+        )
+        .subcommand(
+            env_command("list-secrets", "List an environment's secrets in the backend: state, version, age, users")
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON for machines")),
+        )
+        .subcommand(env_command("verify-secrets", "Exit 1 when a secret is missing, weak or out of date in the backend"))
+        .subcommand(
+            env_command("remove-secrets", "Remove an environment's secrets from the backend")
+                .arg(Arg::new("secret").long("secret").value_name("NAME").action(ArgAction::Append).help("Only this secret (repeatable)"))
+                .arg(Arg::new("yes").long("yes").short('y').action(ArgAction::SetTrue).help("Do not ask for confirmation"))
+                .arg(dry_run()),
+        )
+        .subcommand(
+            env_command("rotate-secrets", "Give secrets new values, redeploy without downtime, retire old versions")
+                .arg(Arg::new("all").long("all").action(ArgAction::SetTrue).conflicts_with("secret").help("Rotate every secret"))
+                .arg(Arg::new("secret").long("secret").value_name("NAME").action(ArgAction::Append).help("Rotate this secret (repeatable)"))
+                .arg(
+                    Arg::new("keep")
+                        .long("keep")
+                        .value_name("N")
+                        .default_value("1")
+                        .value_parser(value_parser!(u32).range(0..=100))
+                        .help("Superseded versions to keep"),
+                )
+                .arg(dry_run())
+                .arg(timeout()),
+        )
+        .subcommand(
+            Command::new("generate-secret").about("Print one new random value (URL-safe) to stdout").arg(
+                Arg::new("length")
+                    .long("length")
+                    .value_name("N")
+                    .default_value("32")
+                    .value_parser(value_parser!(u32).range(16..=4096))
+                    .help("Number of characters"),
+            ),
+        )
+        .subcommand(env_command("deploy", "Deploy the stack with the current secrets and wait until it converged").arg(dry_run()).arg(timeout()))
+        .subcommand(Command::new("check").about("Check that deploy/secrets.toml and the compose files name the same secrets"))
+        .subcommand(
+            Command::new("bench")
+                .about("Benchmarks that print figures (needs a Docker engine in swarm mode)")
+                .arg(Arg::new("what").required(true).value_parser(["swarm"]))
+                .arg(
+                    Arg::new("sizes")
+                        .long("sizes")
+                        .value_name("N,N")
+                        .default_value("10,100")
+                        .value_delimiter(',')
+                        .value_parser(value_parser!(usize)),
+                ),
+        )
+}
+
+pub fn parse() -> Result<Cmd> {
+    from_matches(command().get_matches())
+}
+
+fn env_args(m: &ArgMatches) -> EnvArgs {
+    EnvArgs {
+        env: m.get_one::<String>("env").cloned().unwrap_or_default(),
+        backend: m.get_one::<String>("backend").and_then(|b| BackendKind::parse(b)),
+    }
+}
+
+fn flag(m: &ArgMatches, name: &str) -> bool {
+    m.get_flag(name)
+}
+
+fn names(m: &ArgMatches, name: &str) -> Vec<String> {
+    m.get_many::<String>(name).map(|v| v.cloned().collect()).unwrap_or_default()
+}
+
+fn secs(m: &ArgMatches) -> Duration {
+    Duration::from_secs(*m.get_one::<u64>("timeout").unwrap_or(&300))
+}
+
+pub fn from_matches(m: ArgMatches) -> Result<Cmd> {
+    let Some((name, m)) = m.subcommand() else { bail!("no command given; see `cargo xtask --help`") };
+    Ok(match name {
+        "setup-secrets" => Cmd::SetupSecrets(
+            env_args(m),
+            SetupArgs { generate_missing: flag(m, "generate-missing"), dry_run: flag(m, "dry-run") },
+        ),
+        "list-secrets" => Cmd::ListSecrets(env_args(m), flag(m, "json")),
+        "verify-secrets" => Cmd::VerifySecrets(env_args(m)),
+        "remove-secrets" => Cmd::RemoveSecrets(
+            env_args(m),
+            RemoveArgs { secrets: names(m, "secret"), yes: flag(m, "yes"), dry_run: flag(m, "dry-run") },
+        ),
+        "rotate-secrets" => {
+            let args = RotateArgs {
+                all: flag(m, "all"),
+                secrets: names(m, "secret"),
+                keep: *m.get_one::<u32>("keep").unwrap_or(&1) as usize,
+                dry_run: flag(m, "dry-run"),
+                timeout: secs(m),
+            };
+            if !args.all && args.secrets.is_empty() {
+                bail!("rotate-secrets needs --all or at least one --secret NAME");
+            }
+            Cmd::RotateSecrets(env_args(m), args)
+        }
+        "generate-secret" => Cmd::GenerateSecret { length: *m.get_one::<u32>("length").unwrap_or(&32) as usize },
+        "deploy" => Cmd::Deploy(env_args(m), DeployArgs { dry_run: flag(m, "dry-run"), timeout: secs(m) }),
+        "check" => Cmd::Check,
+        "bench" => Cmd::Bench {
+            what: m.get_one::<String>("what").cloned().unwrap_or_default(),
+            sizes: m.get_many::<usize>("sizes").map(|v| v.copied().collect()).unwrap_or_default(),
+        },
+        other => bail!("unknown command {other}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_args(args: &[&str]) -> Result<Cmd> {
+        from_matches(command().try_get_matches_from(args)?)
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn parses_common_forms() {
+        match parse_args(&["xtask", "setup-secrets", "production", "--generate-missing", "--backend", "swarm"]).unwrap() {
+            Cmd::SetupSecrets(e, s) => {
+                assert_eq!(e.env, "production");
+                assert_eq!(e.backend, Some(BackendKind::Swarm));
+                assert!(s.generate_missing && !s.dry_run);
+            }
+            c => panic!("{c:?}"),
+        }
+        match parse_args(&["xtask", "rotate-secrets", "staging", "--secret", "a", "--secret", "b", "--keep", "2"]).unwrap() {
+            Cmd::RotateSecrets(_, r) => assert_eq!((r.secrets.len(), r.keep, r.all), (2, 2, false)),
+            c => panic!("{c:?}"),
+        }
+        assert!(parse_args(&["xtask", "rotate-secrets", "staging"]).is_err());
+        assert!(parse_args(&["xtask", "setup-secrets", "x", "--backend", "nomad"]).is_err());
+        assert!(parse_args(&["xtask", "generate-secret", "--length", "8"]).is_err());
+    }
+}

@@ -1,0 +1,558 @@
+//! The project manifest (`deploy/secrets.toml`): environments, their backends and
+//! policies, and the secrets with their kinds and consumers.
+//!
+//! Parsing is pure (text in, [`Manifest`] out) so every rule is unit-tested, and
+//! every error names the file, the table and what to write instead.
+
+use std::{collections::BTreeMap, fmt, path::PathBuf};
+
+use anyhow::{Context, Result, bail};
+use toml::{Table, Value};
+
+pub const MANIFEST_PATH: &str = "deploy/secrets.toml";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum BackendKind {
+    Compose,
+    Swarm,
+    K8s,
+    Vault,
+    Aws,
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 5] = [Self::Compose, Self::Swarm, Self::K8s, Self::Vault, Self::Aws];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Compose => "compose",
+            Self::Swarm => "swarm",
+            Self::K8s => "k8s",
+            Self::Vault => "vault",
+            Self::Aws => "aws",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|b| b.name() == s)
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A random password; strength rules apply.
+    Password,
+    /// A random key or token (signing keys, API keys); strength rules apply.
+    Key,
+    /// A user name: not random, no strength rules, may have a default.
+    Username,
+    /// Built from other secrets through a template, e.g. a database URL.
+    Derived,
+    /// The env file names a file (a TLS certificate or key) whose bytes are the secret.
+    File,
+}
+
+impl Kind {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "password" => Self::Password,
+            "key" => Self::Key,
+            "username" => Self::Username,
+            "derived" => Self::Derived,
+            "file" => Self::File,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Password => "password",
+            Self::Key => "key",
+            Self::Username => "username",
+            Self::Derived => "derived",
+            Self::File => "file",
+        }
+    }
+
+    /// Strength, placeholder and reuse checks apply to these kinds.
+    pub fn is_random(self) -> bool {
+        matches!(self, Self::Password | Self::Key)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Percent-encode every substituted part (for URLs).
+    Url,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub name: String,
+    pub backend: BackendKind,
+    pub min_length: usize,
+    /// Generate missing values without `--generate-missing` (develop's default).
+    pub generate: bool,
+    /// Values here must never appear in another environment.
+    pub production: bool,
+    /// Explicit env file, relative to the repository root.
+    pub env_file: Option<PathBuf>,
+    /// `uid:gid` for files the compose backend writes.
+    pub owner: Option<(u32, u32)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SecretSpec {
+    pub name: String,
+    pub kind: Kind,
+    pub description: String,
+    /// Overrides the environment's minimum length.
+    pub min_length: Option<usize>,
+    /// Length of generated values (defaults to the minimum, at least 32).
+    pub length: Option<usize>,
+    pub services: Vec<String>,
+    /// Derived: the template, with `{secret}`, `{env}` and `{project}` placeholders.
+    pub template: Option<String>,
+    pub encoding: Encoding,
+    /// Username: the value used when generating (`{env}`, `{project}` expand).
+    pub default: Option<String>,
+    /// Environments the secret exists in; empty means all.
+    pub environments: Vec<String>,
+    /// Whether a missing value may be generated.
+    pub generate: bool,
+    /// File: require PEM content.
+    pub pem: bool,
+    pub owner: Option<(u32, u32)>,
+    /// Rotation hook: an argument vector run with the new value on stdin.
+    pub rotate_hook: Vec<String>,
+}
+
+impl SecretSpec {
+    pub fn applies_to(&self, env: &str) -> bool {
+        self.environments.is_empty() || self.environments.iter().any(|e| e == env)
+    }
+
+    /// The key in env files: the name in upper case (`postgres_password` -> `POSTGRES_PASSWORD`).
+    pub fn env_key(&self) -> String {
+        self.name.to_ascii_uppercase()
+    }
+
+    /// Secrets a derived template refers to, in order of appearance.
+    pub fn template_parts(&self) -> Vec<String> {
+        self.template.as_deref().map(template_refs).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub project: String,
+    pub environments: BTreeMap<String, Environment>,
+    /// In manifest order: derived secrets come after their parts once sorted by [`Manifest::parse`].
+    pub secrets: Vec<SecretSpec>,
+    pub compose_file: PathBuf,
+    pub stack_file: PathBuf,
+}
+
+impl Manifest {
+    pub fn load(root: &std::path::Path) -> Result<Manifest> {
+        let path = root.join(MANIFEST_PATH);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!("cannot read the manifest {}; it describes the project's environments and secrets (see README.md)", path.display())
+        })?;
+        Manifest::parse(&text).with_context(|| format!("in {MANIFEST_PATH}"))
+    }
+
+    pub fn env(&self, name: &str) -> Result<&Environment> {
+        match self.environments.get(name) {
+            Some(e) => Ok(e),
+            None => bail!(
+                "unknown environment {name:?}; {MANIFEST_PATH} defines: {}. Add an [environments.{name}] table to define it",
+                self.environments.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+
+    pub fn secret(&self, name: &str) -> Result<&SecretSpec> {
+        match self.secrets.iter().find(|s| s.name == name) {
+            Some(s) => Ok(s),
+            None => bail!(
+                "unknown secret {name:?}; {MANIFEST_PATH} defines: {}",
+                self.secrets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+
+    /// The secrets that exist in `env`, parts before the values derived from them.
+    pub fn secrets_for(&self, env: &str) -> Vec<&SecretSpec> {
+        self.secrets.iter().filter(|s| s.applies_to(env)).collect()
+    }
+
+    pub fn parse(text: &str) -> Result<Manifest> {
+        let table: Table = text.parse().map_err(|e: toml::de::Error| anyhow::anyhow!("{e}"))?;
+        let mut r = Reader::new(table, "the top level".into());
+        let project = r.req_str("project")?;
+        check_name(&project, "project").context("at the top level")?;
+        let compose_file = PathBuf::from(r.opt_str("compose_file")?.unwrap_or_else(|| "docker-compose.prod.yml".into()));
+        let stack_file = PathBuf::from(r.opt_str("stack_file")?.unwrap_or_else(|| "docker-compose.swarm.yml".into()));
+
+        let mut environments = BTreeMap::new();
+        for (name, v) in r.req_tables("environments")? {
+            check_name(&name, "environment").with_context(|| format!("in [environments.{name}]"))?;
+            let mut e = Reader::new(v, format!("[environments.{name}]"));
+            let backend_name = e.req_str("backend")?;
+            let Some(backend) = BackendKind::parse(&backend_name) else {
+                bail!(
+                    "in [environments.{name}]: unknown backend {backend_name:?}; use one of: compose, swarm, k8s, vault, aws"
+                );
+            };
+            let default_min = if name == "develop" { 16 } else { 32 };
+            let env = Environment {
+                min_length: e.opt_usize("min_length")?.unwrap_or(default_min),
+                generate: e.opt_bool("generate")?.unwrap_or(name == "develop"),
+                production: e.opt_bool("production")?.unwrap_or(name == "production"),
+                env_file: e.opt_str("env_file")?.map(PathBuf::from),
+                owner: e.opt_owner("owner")?,
+                backend,
+                name: name.clone(),
+            };
+            e.finish()?;
+            environments.insert(name, env);
+        }
+        if environments.is_empty() {
+            bail!("no environments: add at least one [environments.NAME] table with a backend");
+        }
+
+        let mut secrets = Vec::new();
+        for (name, v) in r.req_tables_ordered("secrets")? {
+            let where_ = format!("[secrets.{name}]");
+            check_secret_name(&name).with_context(|| format!("in {where_}"))?;
+            let mut s = Reader::new(v, where_.clone());
+            let kind_name = s.req_str("kind")?;
+            let Some(kind) = Kind::parse(&kind_name) else {
+                bail!("in {where_}: unknown kind {kind_name:?}; use one of: password, key, username, derived, file");
+            };
+            let template = s.opt_str("template")?;
+            match (kind, &template) {
+                (Kind::Derived, None) => bail!(
+                    "in {where_}: a derived secret needs a template, e.g. template = \"postgresql://{{postgres_user}}:{{postgres_password}}@postgres:5432/app\""
+                ),
+                (k, Some(_)) if k != Kind::Derived => {
+                    bail!("in {where_}: only kind = \"derived\" takes a template")
+                }
+                _ => {}
+            }
+            let encoding = match s.opt_str("encoding")?.as_deref() {
+                None | Some("url") => Encoding::Url,
+                Some("none") => Encoding::None,
+                Some(o) => bail!("in {where_}: unknown encoding {o:?}; use \"url\" or \"none\""),
+            };
+            let environments_list = s.opt_str_list("environments")?;
+            for e in &environments_list {
+                if !environments.contains_key(e) {
+                    bail!("in {where_}: environments names {e:?}, which has no [environments.{e}] table");
+                }
+            }
+            let spec = SecretSpec {
+                kind,
+                description: s.opt_str("description")?.unwrap_or_default(),
+                min_length: s.opt_usize("min_length")?,
+                length: s.opt_usize("length")?,
+                services: s.opt_str_list("services")?,
+                template,
+                encoding,
+                default: s.opt_str("default")?,
+                environments: environments_list,
+                generate: s.opt_bool("generate")?.unwrap_or(matches!(kind, Kind::Password | Kind::Key | Kind::Username)),
+                pem: s.opt_bool("pem")?.unwrap_or(false),
+                owner: s.opt_owner("owner")?,
+                rotate_hook: s.opt_str_list("rotate_hook")?,
+                name: name.clone(),
+            };
+            if spec.generate && matches!(kind, Kind::File | Kind::Derived) {
+                bail!("in {where_}: a {} secret cannot be generated; remove `generate`", kind.name());
+            }
+            if let Some(l) = spec.length
+                && l < spec.min_length.unwrap_or(0)
+            {
+                bail!("in {where_}: length {l} is below min_length");
+            }
+            s.finish()?;
+            secrets.push(spec);
+        }
+        r.finish()?;
+        let secrets = order_by_dependencies(secrets)?;
+        Ok(Manifest { project, environments, secrets, compose_file, stack_file })
+    }
+}
+
+/// Placeholder names in a template: `{name}`; `{{` and `}}` are literal braces.
+pub fn template_refs(template: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(i) = rest.find('{') {
+        if rest[i..].starts_with("{{") {
+            rest = &rest[i + 2..];
+            continue;
+        }
+        let Some(j) = rest[i..].find('}') else { break };
+        let name = &rest[i + 1..i + j];
+        if !out.iter().any(|n| n == name) {
+            out.push(name.to_string());
+        }
+        rest = &rest[i + j + 1..];
+    }
+    out
+}
+
+/// Puts every derived secret after the secrets it is built from, and rejects
+/// unknown parts and cycles.
+fn order_by_dependencies(secrets: Vec<SecretSpec>) -> Result<Vec<SecretSpec>> {
+    for s in &secrets {
+        for part in s.template_parts() {
+            if part == "env" || part == "project" {
+                continue;
+            }
+            let Some(p) = secrets.iter().find(|p| p.name == part) else {
+                bail!(
+                    "in [secrets.{}]: the template refers to {{{part}}}, which is not a secret in the manifest (nor {{env}} or {{project}})",
+                    s.name
+                );
+            };
+            if p.kind == Kind::File {
+                bail!("in [secrets.{}]: the template refers to the file secret {part:?}; templates take text secrets", s.name);
+            }
+            for e in &s.environments {
+                if !p.applies_to(e) {
+                    bail!("in [secrets.{}]: it exists in {e:?} but its part {part:?} does not", s.name);
+                }
+            }
+        }
+    }
+    let mut ordered: Vec<SecretSpec> = Vec::with_capacity(secrets.len());
+    let mut pending = secrets;
+    while !pending.is_empty() {
+        let before = pending.len();
+        let mut i = 0;
+        while i < pending.len() {
+            let ready = pending[i]
+                .template_parts()
+                .iter()
+                .all(|p| p == "env" || p == "project" || ordered.iter().any(|o| &o.name == p));
+            if ready {
+                ordered.push(pending.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        if pending.len() == before {
+            let names: Vec<_> = pending.iter().map(|s| s.name.as_str()).collect();
+            bail!("derived secrets refer to each other in a cycle: {}", names.join(", "));
+        }
+    }
+    Ok(ordered)
+}
+
+fn check_name(name: &str, what: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-');
+    if !ok {
+        bail!("{what} name {name:?} must be 1-32 characters of a-z, 0-9 and '-', not starting with '-'");
+    }
+    Ok(())
+}
+
+fn check_secret_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name.as_bytes()[0].is_ascii_lowercase()
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !ok {
+        bail!("secret name {name:?} must be 1-40 characters of a-z, 0-9 and '_', starting with a letter");
+    }
+    Ok(())
+}
+
+/// Typed access to one TOML table that reports unknown keys and wrong types with
+/// the table's name.
+struct Reader {
+    table: Table,
+    at: String,
+}
+
+impl Reader {
+    fn new(table: Table, at: String) -> Reader {
+        Reader { table, at }
+    }
+
+    fn take(&mut self, key: &str) -> Option<Value> {
+        self.table.remove(key)
+    }
+
+    fn type_err(&self, key: &str, want: &str) -> anyhow::Error {
+        anyhow::anyhow!("in {}: `{key}` must be {want}", self.at)
+    }
+
+    fn opt_str(&mut self, key: &str) -> Result<Option<String>> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(self.type_err(key, "a string")),
+        }
+    }
+
+    fn req_str(&mut self, key: &str) -> Result<String> {
+        match self.opt_str(key)? {
+            Some(s) => Ok(s),
+            None => bail!("in {}: `{key}` is missing", self.at),
+        }
+    }
+
+    fn opt_bool(&mut self, key: &str) -> Result<Option<bool>> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::Boolean(b)) => Ok(Some(b)),
+            Some(_) => Err(self.type_err(key, "true or false")),
+        }
+    }
+
+    fn opt_usize(&mut self, key: &str) -> Result<Option<usize>> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::Integer(i)) if (1..=1_000_000).contains(&i) => Ok(Some(i as usize)),
+            Some(_) => Err(self.type_err(key, "a whole number from 1 to 1000000")),
+        }
+    }
+
+    fn opt_str_list(&mut self, key: &str) -> Result<Vec<String>> {
+        match self.take(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    _ => Err(self.type_err(key, "a list of strings")),
+                })
+                .collect(),
+            Some(_) => Err(self.type_err(key, "a list of strings")),
+        }
+    }
+
+    fn opt_owner(&mut self, key: &str) -> Result<Option<(u32, u32)>> {
+        let Some(s) = self.opt_str(key)? else { return Ok(None) };
+        let parsed = s.split_once(':').and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)));
+        match parsed {
+            Some(o) => Ok(Some(o)),
+            None => bail!("in {}: `{key}` must be \"UID:GID\" in numbers, e.g. \"999:999\"; got {s:?}", self.at),
+        }
+    }
+
+    fn req_tables(&mut self, key: &str) -> Result<BTreeMap<String, Table>> {
+        Ok(self.req_tables_ordered(key)?.into_iter().collect())
+    }
+
+    /// Sub-tables in file order (`preserve_order`), so output follows the manifest.
+    fn req_tables_ordered(&mut self, key: &str) -> Result<Vec<(String, Table)>> {
+        match self.take(key) {
+            None => bail!("in {}: [{key}.NAME] tables are missing", self.at),
+            Some(Value::Table(t)) => t
+                .into_iter()
+                .map(|(k, v)| match v {
+                    Value::Table(t) => Ok((k, t)),
+                    _ => bail!("in {}: `{key}.{k}` must be a table ([{key}.{k}])", self.at),
+                })
+                .collect(),
+            Some(_) => Err(self.type_err(key, "a table")),
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        if let Some(k) = self.table.keys().next() {
+            bail!("in {}: unknown key `{k}`; check its spelling against README.md's manifest reference", self.at);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASIC: &str = r#"
+project = "demo"
+[environments.production]
+backend = "swarm"
+[environments.develop]
+backend = "compose"
+[secrets.database_url]
+kind = "derived"
+template = "postgresql://{postgres_user}:{postgres_password}@db/{env}"
+[secrets.postgres_user]
+kind = "username"
+default = "demo_{env}"
+[secrets.postgres_password]
+kind = "password"
+services = ["db", "api"]
+"#;
+
+    #[test]
+    fn parses_and_orders_parts_first() {
+        let m = Manifest::parse(BASIC).unwrap();
+        assert_eq!(m.project, "demo");
+        let names: Vec<_> = m.secrets.iter().map(|s| s.name.as_str()).collect();
+        let url = names.iter().position(|n| *n == "database_url").unwrap();
+        assert!(names.iter().position(|n| *n == "postgres_user").unwrap() < url);
+        assert!(names.iter().position(|n| *n == "postgres_password").unwrap() < url);
+        assert_eq!(m.env("production").unwrap().min_length, 32);
+        assert!(m.env("production").unwrap().production);
+        let dev = m.env("develop").unwrap();
+        assert_eq!((dev.min_length, dev.generate, dev.production), (16, true, false));
+        assert_eq!(m.secret("postgres_password").unwrap().services, ["db", "api"]);
+    }
+
+    #[test]
+    fn errors_name_the_table_and_the_fix() {
+        let e = Manifest::parse(&BASIC.replace("kind = \"password\"", "kind = \"pasword\"")).unwrap_err();
+        assert!(format!("{e:#}").contains("[secrets.postgres_password]: unknown kind \"pasword\""), "{e:#}");
+        let e = Manifest::parse(&BASIC.replace("backend = \"swarm\"", "backend = \"nomad\"")).unwrap_err();
+        assert!(format!("{e:#}").contains("[environments.production]: unknown backend"), "{e:#}");
+        let e = Manifest::parse(&BASIC.replace("{postgres_user}", "{pg_user}")).unwrap_err();
+        assert!(format!("{e:#}").contains("{pg_user}"), "{e:#}");
+        let e = Manifest::parse(&format!("{BASIC}\nsevices = 1\n")).unwrap_err();
+        assert!(format!("{e:#}").contains("unknown key `sevices`"), "{e:#}");
+        let e = Manifest::parse(&BASIC.replace("default = \"demo_{env}\"", "default = 3")).unwrap_err();
+        assert!(format!("{e:#}").contains("`default` must be a string"), "{e:#}");
+    }
+
+    #[test]
+    fn rejects_cycles_and_bad_names() {
+        let cyc = r#"
+project = "demo"
+[environments.develop]
+backend = "compose"
+[secrets.a]
+kind = "derived"
+template = "{b}"
+[secrets.b]
+kind = "derived"
+template = "{a}"
+"#;
+        let e = Manifest::parse(cyc).unwrap_err();
+        assert!(format!("{e:#}").contains("cycle"), "{e:#}");
+        let bad = BASIC.replace("[secrets.postgres_password]", "[secrets.Postgres-Password]");
+        assert!(Manifest::parse(&bad).is_err());
+    }
+
+    #[test]
+    fn template_refs_skip_escaped_braces() {
+        assert_eq!(template_refs("{{x}} {a}:{b}@{a}"), ["a", "b"]);
+    }
+}

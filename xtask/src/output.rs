@@ -1,0 +1,60 @@
+//! Terminal output: plans, tables and warnings. Colour only on a terminal and
+//! never when `NO_COLOR` is set.
+
+use std::io::IsTerminal;
+
+use crate::backend::{Action, Step};
+
+pub fn color() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+}
+
+fn paint(code: &str, s: &str) -> String {
+    if color() { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() }
+}
+
+pub fn warn(msg: &str) {
+    let tag = if std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal() { "\x1b[33mwarning\x1b[0m" } else { "warning" };
+    eprintln!("{tag}: {msg}");
+}
+
+/// Prints a plan as aligned lines: `  create   postgres_password  secrets/develop/postgres_password`.
+pub fn print_plan(title: &str, steps: &[Step]) {
+    println!("{title}");
+    let width = steps.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for s in steps {
+        let word = format!("{:<9}", s.action.word());
+        let word = match s.action {
+            Action::Create => paint("32", &word),
+            Action::Update => paint("33", &word),
+            Action::Extra => paint("35", &word),
+            Action::Unchanged => paint("2", &word),
+        };
+        println!("  {word} {:<width$}  {}", s.name, s.detail);
+    }
+}
+
+/// Prints rows as a table with a header, columns padded to their widest cell.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}

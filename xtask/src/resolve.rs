@@ -1,0 +1,438 @@
+//! From an environment's env file to the full set of values to store: find the
+//! file, refuse unsafe ones, fill what may be generated, rebuild derived values,
+//! validate everything and report every problem at once.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::{
+    envfile::EnvFile,
+    fsutil, git,
+    manifest::{Encoding, Environment, Kind, Manifest, SecretSpec},
+    secret::{self, SecretValue},
+    validate,
+};
+
+/// The env-file entry that holds the key for content fingerprints. It travels
+/// with the secrets, so everyone who holds them computes the same fingerprints.
+pub const FINGERPRINT_KEY: &str = "XTASK_FINGERPRINT_KEY";
+
+/// Unreserved characters (RFC 3986) stay; everything else in a part is encoded.
+const URL_PART: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub spec: SecretSpec,
+    pub value: SecretValue,
+    /// Where the value came from, for messages: `file:line`, a path, or "built from …".
+    pub origin: String,
+}
+
+#[derive(Debug)]
+pub struct Resolved {
+    pub env: Environment,
+    pub file: EnvFile,
+    pub desired: Vec<Desired>,
+    pub warnings: Vec<String>,
+    /// Keys generated in this run (written back unless dry-run).
+    pub generated: Vec<String>,
+    pub fingerprint_key: Option<SecretValue>,
+}
+
+impl Resolved {
+    pub fn get(&self, name: &str) -> Option<&Desired> {
+        self.desired.iter().find(|d| d.spec.name == name)
+    }
+
+    pub fn fingerprint_key(&self) -> Result<&SecretValue> {
+        match &self.fingerprint_key {
+            Some(k) => Ok(k),
+            None => bail!(
+                "{} has no {FINGERPRINT_KEY}; the {} backend labels secrets with keyed fingerprints. Run `cargo xtask setup-secrets {} --generate-missing` once to add one",
+                self.file.shown,
+                self.env.backend,
+                self.env.name
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Options {
+    /// `--generate-missing`.
+    pub generate: bool,
+    pub dry_run: bool,
+    /// Never generate or write: for commands that only look (list, verify, deploy).
+    pub read_only: bool,
+}
+
+/// Where an environment's env file is: the manifest's `env_file`, else
+/// `secrets/<env>.env`, else the seeds' `secrets-<env>.env`. Both of the latter
+/// existing is an error rather than a silent choice.
+pub fn locate(root: &Path, env: &Environment) -> Result<(PathBuf, String)> {
+    if let Some(p) = &env.env_file {
+        return Ok((root.join(p), p.display().to_string()));
+    }
+    let new = format!("secrets/{}.env", env.name);
+    let old = format!("secrets-{}.env", env.name);
+    match (root.join(&new).exists(), root.join(&old).exists()) {
+        (true, true) => bail!(
+            "both {new} and {old} exist for {}; keep one (move the other away) so there is one source of truth",
+            env.name
+        ),
+        (false, true) => Ok((root.join(&old), old)),
+        _ => Ok((root.join(&new), new)),
+    }
+}
+
+pub fn resolve(root: &Path, manifest: &Manifest, env: &Environment, opts: Options) -> Result<Resolved> {
+    let (path, shown) = locate(root, env)?;
+    let mut warnings = Vec::new();
+    let mut file = if path.exists() {
+        if git::is_tracked(root, &path)? {
+            bail!(
+                "{shown} is tracked by git, so its secrets are in the repository's history; run `git rm --cached {shown}`, add it to .gitignore, and rotate every value in it"
+            );
+        }
+        fsutil::check_private(&path, &shown)?;
+        EnvFile::load(&path, shown.clone())?
+    } else {
+        EnvFile::empty(path.clone(), shown.clone())
+    };
+    if file.exists && !git::is_ignored(root, &path) {
+        warnings.push(format!("{shown} is not covered by .gitignore; add it so it is never committed"));
+    }
+    if !file.duplicates.is_empty() {
+        let d: Vec<_> = file
+            .duplicates
+            .iter()
+            .map(|(k, lines)| format!("{k} (lines {})", lines.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ")))
+            .collect();
+        bail!("{shown}: keys set more than once: {}; keep one line for each", d.join(", "));
+    }
+    for (k, line) in &file.substituted {
+        warnings.push(format!(
+            "{shown}:{line}: {k} contains `$`, which dotenv expands as a variable; put the value in single quotes to keep it literal"
+        ));
+    }
+
+    let specs = manifest.secrets_for(&env.name);
+    for key in file.entries.keys() {
+        let known = key == FINGERPRINT_KEY || specs.iter().any(|s| &s.env_key() == key);
+        if !known {
+            let hint = match manifest.secrets.iter().find(|s| &s.env_key() == key) {
+                Some(_) => format!("it is not used in {}", env.name),
+                None => "it is not a secret in deploy/secrets.toml".to_string(),
+            };
+            warnings.push(format!("{}: unknown key {key} ({hint}); it is ignored", file.at(key)));
+        }
+    }
+
+    let may_generate = !opts.read_only && (env.generate || opts.generate);
+    let mut desired: Vec<Desired> = Vec::new();
+    let mut updates: Vec<(String, SecretValue)> = Vec::new();
+    let mut missing: Vec<(String, bool)> = Vec::new();
+    let mut problems: Vec<String> = Vec::new();
+
+    for spec in &specs {
+        let key = spec.env_key();
+        match spec.kind {
+            Kind::Derived => {
+                // A missing part is already reported; rendering would only repeat it.
+                let parts = spec.template_parts();
+                if parts.iter().any(|p| p != "env" && p != "project" && !desired.iter().any(|d| &d.spec.name == p)) {
+                    continue;
+                }
+                let value = render_template(spec, &manifest.project, &env.name, &desired)?;
+                if let Some(e) = file.get(&key)
+                    && !e.value.ct_eq(&value)
+                {
+                    warnings.push(format!(
+                        "{}: {key} differs from the value built from its parts ({}); the built value is used, remove the line",
+                        file.at(&key),
+                        spec.template_parts().join(", ")
+                    ));
+                }
+                let origin = format!("built from {}", spec.template_parts().join(", "));
+                desired.push(Desired { spec: (*spec).clone(), value, origin });
+            }
+            Kind::File => match file.get(&key) {
+                None => missing.push((key, false)),
+                Some(e) => {
+                    let rel = e.value.expose_str().unwrap_or_default().to_string();
+                    let base = file.path.parent().unwrap_or(root);
+                    let p = base.join(&rel);
+                    match std::fs::read(&p) {
+                        Ok(bytes) => desired.push(Desired {
+                            spec: (*spec).clone(),
+                            value: SecretValue::new(bytes),
+                            origin: p.display().to_string(),
+                        }),
+                        Err(err) => problems.push(format!(
+                            "{}: {key} names the file {}, which cannot be read ({err}); fix the path (relative to {})",
+                            file.at(&key),
+                            p.display(),
+                            base.display()
+                        )),
+                    }
+                }
+            },
+            _ => match file.get(&key) {
+                Some(e) => {
+                    desired.push(Desired { spec: (*spec).clone(), value: e.value.clone(), origin: file.at(&key) })
+                }
+                None if may_generate && spec.generate => {
+                    let value = generate_for(spec, env, &manifest.project)?;
+                    updates.push((key.clone(), value.clone()));
+                    desired.push(Desired { spec: (*spec).clone(), value, origin: format!("{shown} (generated)") });
+                }
+                None => missing.push((key, spec.generate)),
+            },
+        }
+    }
+
+    if !missing.is_empty() {
+        let keys: Vec<_> = missing.iter().map(|(k, _)| k.as_str()).collect();
+        let can: Vec<_> = missing.iter().filter(|(_, g)| *g).map(|(k, _)| k.as_str()).collect();
+        let mut msg = format!("{shown}: missing {} for {}: {}", plural(keys.len(), "key"), env.name, keys.join(", "));
+        if !can.is_empty() {
+            msg.push_str(&format!(
+                "; add them, or run `cargo xtask setup-secrets {} --generate-missing` to generate {}",
+                env.name,
+                if can.len() == keys.len() { "them".to_string() } else { can.join(", ") }
+            ));
+        } else {
+            msg.push_str("; add them (file secrets name a path to the file)");
+        }
+        problems.insert(0, msg);
+    }
+
+    for d in &desired {
+        for p in validate::problems(&d.spec, env, d.value.expose()) {
+            problems.push(format!("{}: {} {p}", d.origin, d.spec.env_key()));
+        }
+    }
+    problems.extend(reuse_problems(root, manifest, env, &desired));
+    if !problems.is_empty() {
+        bail!("{} problem{} with the secrets of {}:\n  - {}", problems.len(), if problems.len() == 1 { "" } else { "s" }, env.name, problems.join("\n  - "));
+    }
+
+    let mut fingerprint_key = file.get(FINGERPRINT_KEY).map(|e| e.value.clone());
+    if fingerprint_key.is_none() && may_generate {
+        let k = secret::generate(64)?;
+        updates.push((FINGERPRINT_KEY.to_string(), k.clone()));
+        fingerprint_key = Some(k);
+    }
+
+    let generated: Vec<String> = updates.iter().map(|(k, _)| k.clone()).collect();
+    if !updates.is_empty() && !opts.dry_run {
+        if let Some(dir) = file.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let header = format!(
+            "# Secrets for {} ({}). Never commit this file. Managed by `cargo xtask setup-secrets {}`.\n",
+            env.name, manifest.project, env.name
+        );
+        file.write_updates(&updates, &header)?;
+    }
+    Ok(Resolved { env: env.clone(), file, desired, warnings, generated, fingerprint_key })
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 { word.to_string() } else { format!("{word}s") }
+}
+
+fn generate_for(spec: &SecretSpec, env: &Environment, project: &str) -> Result<SecretValue> {
+    if spec.kind == Kind::Username {
+        let template = spec.default.as_deref().unwrap_or("{project}_{env}");
+        let v = template.replace("{project}", project).replace("{env}", &env.name).replace('-', "_");
+        return Ok(SecretValue::from_string(v));
+    }
+    let min = validate::min_length(spec, env);
+    secret::generate(spec.length.unwrap_or(min.max(32)))
+}
+
+/// Renders a derived secret's template. Parts are percent-encoded (unless the
+/// manifest says `encoding = "none"`), so `@`, `/` or `:` in a password cannot
+/// change the URL's structure.
+pub fn render_template(spec: &SecretSpec, project: &str, env: &str, parts: &[Desired]) -> Result<SecretValue> {
+    let template = spec.template.as_deref().unwrap_or_default();
+    let mut out = zeroize::Zeroizing::new(String::with_capacity(template.len() + 64));
+    let mut rest = template;
+    while let Some(i) = rest.find(['{', '}']) {
+        out.push_str(&rest[..i]);
+        if rest[i..].starts_with("{{") || rest[i..].starts_with("}}") {
+            out.push_str(&rest[i..i + 1]);
+            rest = &rest[i + 2..];
+            continue;
+        }
+        let Some(j) = rest[i..].find('}') else { bail!("[secrets.{}]: unclosed {{ in the template", spec.name) };
+        let name = &rest[i + 1..i + j];
+        let raw: &str = match name {
+            "env" => env,
+            "project" => project,
+            _ => {
+                let Some(p) = parts.iter().find(|d| d.spec.name == name) else {
+                    bail!("[secrets.{}]: the template part {name:?} has no value", spec.name)
+                };
+                let Some(s) = p.value.expose_str() else { bail!("{} is not text; templates take text secrets", p.origin) };
+                s
+            }
+        };
+        match spec.encoding {
+            Encoding::Url => out.extend(utf8_percent_encode(raw, URL_PART)),
+            Encoding::None => out.push_str(raw),
+        }
+        rest = &rest[i + j + 1..];
+    }
+    out.push_str(rest);
+    Ok(SecretValue::new(out.as_bytes().to_vec()))
+}
+
+/// A production value must not be used anywhere else. Compares random-kind
+/// values with every other environment's env file (where readable) on the
+/// production side of the pair, without printing either.
+fn reuse_problems(root: &Path, manifest: &Manifest, env: &Environment, desired: &[Desired]) -> Vec<String> {
+    let mut out = Vec::new();
+    for other in manifest.environments.values() {
+        if other.name == env.name || !(other.production || env.production) {
+            continue;
+        }
+        let Ok((path, shown)) = locate(root, other) else { continue };
+        let Ok(f) = EnvFile::load(&path, shown) else { continue };
+        for d in desired.iter().filter(|d| d.spec.kind.is_random()) {
+            if let Some(e) = f.get(&d.spec.env_key())
+                && e.value.ct_eq(&d.value)
+            {
+                let (prod, _) = if other.production { (other, env) } else { (env, other) };
+                out.push(format!(
+                    "{}: {} has the same value as in {} ({}); {} values must not be reused, generate a new one for {}",
+                    d.origin,
+                    d.spec.env_key(),
+                    other.name,
+                    f.at(&d.spec.env_key()),
+                    prod.name,
+                    if other.production { &env.name } else { &other.name },
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const M: &str = r#"
+project = "demo"
+[environments.production]
+backend = "swarm"
+[environments.staging]
+backend = "swarm"
+[environments.develop]
+backend = "compose"
+[secrets.postgres_user]
+kind = "username"
+[secrets.postgres_password]
+kind = "password"
+[secrets.database_url]
+kind = "derived"
+template = "postgresql://{postgres_user}:{postgres_password}@postgres:5432/{project}_{env}"
+[secrets.tls_cert]
+kind = "file"
+pem = true
+environments = ["production"]
+"#;
+
+    fn setup(files: &[(&str, &str)]) -> (crate::testutil::TempDir, Manifest) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = crate::testutil::TempDir::new();
+        for (name, text) in files {
+            let p = dir.path().join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        (dir, Manifest::parse(M).unwrap())
+    }
+
+    fn run(dir: &crate::testutil::TempDir, m: &Manifest, env: &str, generate: bool) -> Result<Resolved> {
+        resolve(dir.path(), m, m.env(env).unwrap(), Options { generate, dry_run: false, read_only: false })
+    }
+
+    #[test]
+    fn derived_values_percent_encode_their_parts() {
+        let (dir, m) = setup(&[("secrets/staging.env", "POSTGRES_USER=app\nPOSTGRES_PASSWORD='p@ss/w:rd?#%Zq9-aaaaaaaaaaaaaaaaaaaaaaaa'\n")]);
+        let r = run(&dir, &m, "staging", false).unwrap();
+        let url = r.get("database_url").unwrap().value.expose_str().unwrap().to_string();
+        assert_eq!(url, "postgresql://app:p%40ss%2Fw%3Ard%3F%23%25Zq9-aaaaaaaaaaaaaaaaaaaaaaaa@postgres:5432/demo_staging");
+    }
+
+    #[test]
+    fn all_missing_keys_are_listed_at_once() {
+        let (dir, m) = setup(&[("secrets/production.env", "# nothing yet\n")]);
+        let e = format!("{:#}", run(&dir, &m, "production", false).unwrap_err());
+        assert!(e.contains("missing keys for production: POSTGRES_USER, POSTGRES_PASSWORD, TLS_CERT"), "{e}");
+        assert!(e.contains("--generate-missing"), "{e}");
+    }
+
+    #[test]
+    fn develop_generates_by_default_and_writes_back() {
+        let (dir, m) = setup(&[]);
+        let r = run(&dir, &m, "develop", false).unwrap();
+        assert_eq!(r.generated, ["POSTGRES_USER", "POSTGRES_PASSWORD", FINGERPRINT_KEY]);
+        let text = std::fs::read_to_string(dir.path().join("secrets/develop.env")).unwrap();
+        assert!(text.contains("POSTGRES_USER=demo_develop\n"), "{text}");
+        // A second run reads the same values and generates nothing.
+        let again = run(&dir, &m, "develop", false).unwrap();
+        assert!(again.generated.is_empty());
+        assert!(again.get("postgres_password").unwrap().value.ct_eq(&r.get("postgres_password").unwrap().value));
+    }
+
+    #[test]
+    fn production_values_cannot_be_reused() {
+        let pw = "Zq9xWv8uTs7rQp6oNm5lKj4iHg3fEd2c";
+        let (dir, m) = setup(&[
+            ("secrets/production.env", &format!("POSTGRES_USER=a\nPOSTGRES_PASSWORD={pw}\nTLS_CERT=c.pem\n")),
+            ("secrets/c.pem", "-----BEGIN CERTIFICATE-----\n"),
+            ("secrets/staging.env", &format!("POSTGRES_USER=a\nPOSTGRES_PASSWORD={pw}\n")),
+        ]);
+        let e = format!("{:#}", run(&dir, &m, "staging", false).unwrap_err());
+        assert!(e.contains("same value as in production (secrets/production.env:2)"), "{e}");
+        assert!(!e.contains(pw));
+        let e = format!("{:#}", run(&dir, &m, "production", false).unwrap_err());
+        assert!(e.contains("same value as in staging"), "{e}");
+    }
+
+    #[test]
+    fn refuses_world_readable_files_and_both_layouts() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, m) = setup(&[("secrets/staging.env", "POSTGRES_USER=a\n")]);
+        let p = dir.path().join("secrets/staging.env");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = format!("{:#}", run(&dir, &m, "staging", false).unwrap_err());
+        assert!(e.contains("chmod 600"), "{e}");
+        std::fs::write(dir.path().join("secrets-staging.env"), "").unwrap();
+        let e = format!("{:#}", run(&dir, &m, "staging", false).unwrap_err());
+        assert!(e.contains("both secrets/staging.env and secrets-staging.env exist"), "{e}");
+    }
+
+    #[test]
+    fn seed_layout_is_found() {
+        let (dir, m) = setup(&[("secrets-staging.env", "POSTGRES_USER=a\nPOSTGRES_PASSWORD=Zq9xWv8uTs7rQp6oNm5lKj4iHg3fEd2c\n")]);
+        let r = run(&dir, &m, "staging", false).unwrap();
+        assert_eq!(r.file.shown, "secrets-staging.env");
+        assert_eq!(r.get("postgres_password").unwrap().origin, "secrets-staging.env:2");
+    }
+
+    #[test]
+    fn weak_values_are_reported_with_location_not_value() {
+        let (dir, m) = setup(&[("secrets/staging.env", "POSTGRES_USER=a\nPOSTGRES_PASSWORD=short-Secret1\n")]);
+        let e = format!("{:#}", run(&dir, &m, "staging", false).unwrap_err());
+        assert!(e.contains("secrets/staging.env:2: POSTGRES_PASSWORD is 13 characters; staging needs at least 32"), "{e}");
+        assert!(!e.contains("short-Secret1"));
+    }
+}
