@@ -36,10 +36,18 @@ impl Docker {
     pub fn read(&self, args: &[&str], next_step: &str) -> Result<String> {
         let sh = self.shell()?;
         let bin = &self.bin;
-        let out = cmd!(sh, "{bin} {args...}").quiet().ignore_status().output()?;
+        let out = cmd!(sh, "{bin} {args...}")
+            .quiet()
+            .ignore_status()
+            .output()?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
-            bail!("`docker {}` failed: {}{}", args.join(" "), err.trim(), next_step_suffix(next_step));
+            bail!(
+                "`docker {}` failed: {}{}",
+                args.join(" "),
+                err.trim(),
+                next_step_suffix(next_step)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -48,10 +56,19 @@ impl Docker {
     pub fn run_with_stdin(&self, args: &[&str], input: &[u8], next_step: &str) -> Result<String> {
         let sh = self.shell()?;
         let bin = &self.bin;
-        let out = cmd!(sh, "{bin} {args...}").quiet().ignore_status().stdin(input).output()?;
+        let out = cmd!(sh, "{bin} {args...}")
+            .quiet()
+            .ignore_status()
+            .stdin(input)
+            .output()?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
-            bail!("`docker {}` failed: {}{}", args.join(" "), err.trim(), next_step_suffix(next_step));
+            bail!(
+                "`docker {}` failed: {}{}",
+                args.join(" "),
+                err.trim(),
+                next_step_suffix(next_step)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -61,12 +78,18 @@ impl Docker {
         let sh = self.shell()?;
         let bin = &self.bin;
         let format = "{{.Server.Version}}";
-        let out = cmd!(sh, "{bin} version --format {format}").quiet().ignore_status().output()?;
+        let out = cmd!(sh, "{bin} version --format {format}")
+            .quiet()
+            .ignore_status()
+            .output()?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             bail!(
                 "the Docker daemon does not answer ({}); start it (`systemctl start docker`, or `dockerd &`) or point DOCKER_HOST at a running engine",
-                err.lines().find(|l| !l.trim().is_empty()).unwrap_or("no answer").trim()
+                err.lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("no answer")
+                    .trim()
             );
         }
         Ok(())
@@ -77,7 +100,13 @@ impl Docker {
     pub fn compose(&self) -> Result<Vec<OsString>> {
         let sh = self.shell()?;
         let bin = &self.bin;
-        if cmd!(sh, "{bin} compose version").quiet().ignore_stdout().ignore_stderr().run().is_ok() {
+        if cmd!(sh, "{bin} compose version")
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run()
+            .is_ok()
+        {
             return Ok(vec![self.bin.clone(), "compose".into()]);
         }
         match which::which("docker-compose") {
@@ -98,11 +127,21 @@ impl Docker {
         for (k, v) in envs {
             c = c.env(k, v);
         }
-        c.run().with_context(|| format!("`{} {}` failed; its output is above", prog.to_string_lossy(), args.join(" ")))?;
+        c.run().with_context(|| {
+            format!(
+                "`{} {}` failed; its output is above",
+                prog.to_string_lossy(),
+                args.join(" ")
+            )
+        })?;
         Ok(())
     }
 }
 
 fn next_step_suffix(s: &str) -> String {
-    if s.is_empty() { String::new() } else { format!("; {s}") }
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!("; {s}")
+    }
 }

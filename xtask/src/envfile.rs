@@ -49,8 +49,9 @@ impl EnvFile {
     }
 
     pub fn load(path: &Path, shown: String) -> Result<EnvFile> {
-        let raw = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {shown}; check that it exists and is readable by you"))?;
+        let raw = std::fs::read_to_string(path).with_context(|| {
+            format!("cannot read {shown}; check that it exists and is readable by you")
+        })?;
         let lines = key_lines(&raw);
         let iter = dotenvy::from_path_iter(path).with_context(|| format!("cannot open {shown}"))?;
         let mut entries = BTreeMap::new();
@@ -64,11 +65,25 @@ impl EnvFile {
             let n = seen.entry(key.clone()).or_default();
             let line = occurrences.get(n.len()).copied().unwrap_or(0);
             n.push(line);
-            entries.insert(key, Entry { value: SecretValue::from_string(value), line });
+            entries.insert(
+                key,
+                Entry {
+                    value: SecretValue::from_string(value),
+                    line,
+                },
+            );
         }
         let duplicates = seen.into_iter().filter(|(_, l)| l.len() > 1).collect();
         let substituted = dollar_lines(&raw);
-        Ok(EnvFile { path: path.to_path_buf(), shown, exists: true, entries, duplicates, substituted, raw })
+        Ok(EnvFile {
+            path: path.to_path_buf(),
+            shown,
+            exists: true,
+            entries,
+            duplicates,
+            substituted,
+            raw,
+        })
     }
 
     pub fn get(&self, key: &str) -> Option<&Entry> {
@@ -86,8 +101,13 @@ impl EnvFile {
     /// The text with `updates` applied: an existing `KEY=` line (empty value) is
     /// replaced in place, other keys are appended. Values must be dotenv-safe
     /// (generated values are URL-safe, so they need no quoting).
-    pub fn render_with(&self, updates: &[(String, SecretValue)], header: &str) -> Result<zeroize::Zeroizing<String>> {
-        let mut out = zeroize::Zeroizing::new(String::with_capacity(self.raw.len() + 64 * updates.len()));
+    pub fn render_with(
+        &self,
+        updates: &[(String, SecretValue)],
+        header: &str,
+    ) -> Result<zeroize::Zeroizing<String>> {
+        let mut out =
+            zeroize::Zeroizing::new(String::with_capacity(self.raw.len() + 64 * updates.len()));
         if self.raw.is_empty() {
             out.push_str(header);
         }
@@ -123,8 +143,12 @@ impl EnvFile {
 }
 
 fn push_assignment(out: &mut String, key: &str, value: &SecretValue) -> Result<()> {
-    let Some(text) = value.expose_str() else { bail!("{key}: only text values can be written to an env file") };
-    let plain = text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@:/+=%,".contains(&b));
+    let Some(text) = value.expose_str() else {
+        bail!("{key}: only text values can be written to an env file")
+    };
+    let plain = text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.@:/+=%,".contains(&b));
     out.push_str(key);
     out.push('=');
     if plain {
@@ -134,7 +158,9 @@ fn push_assignment(out: &mut String, key: &str, value: &SecretValue) -> Result<(
         out.push_str(text);
         out.push('\'');
     } else {
-        bail!("{key}: the value cannot be written to an env file without changing it; edit the file by hand");
+        bail!(
+            "{key}: the value cannot be written to an env file without changing it; edit the file by hand"
+        );
     }
     Ok(())
 }
@@ -148,7 +174,9 @@ fn line_key(line: &str) -> Option<&str> {
     let t = t.strip_prefix("export ").map(str::trim_start).unwrap_or(t);
     let (k, _) = t.split_once('=')?;
     let k = k.trim_end();
-    let valid = !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+    let valid = !k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
     valid.then_some(k)
 }
 
@@ -211,8 +239,12 @@ fn dollar_lines(raw: &str) -> Vec<(String, usize)> {
 fn parse_error(shown: &str, raw: &str, e: dotenvy::Error) -> anyhow::Error {
     match e {
         dotenvy::Error::LineParse(text, col) => {
-            let line = raw.find(text.as_str()).map(|off| raw[..off].matches('\n').count() + 1);
-            let at = line.map(|l| format!("{shown}:{l}")).unwrap_or_else(|| shown.to_string());
+            let line = raw
+                .find(text.as_str())
+                .map(|off| raw[..off].matches('\n').count() + 1);
+            let at = line
+                .map(|l| format!("{shown}:{l}"))
+                .unwrap_or_else(|| shown.to_string());
             anyhow::anyhow!(
                 "{at}: cannot parse this line (at column {}); write KEY=VALUE, and put values with spaces, '#' or quotes in single quotes",
                 col + 1
@@ -281,7 +313,10 @@ mod tests {
         let f = load_text("# keep\nA=\nB=b\n").unwrap();
         let out = f
             .render_with(
-                &[("A".into(), SecretValue::from_string("new".into())), ("Z".into(), SecretValue::from_string("z z".into()))],
+                &[
+                    ("A".into(), SecretValue::from_string("new".into())),
+                    ("Z".into(), SecretValue::from_string("z z".into())),
+                ],
                 "",
             )
             .unwrap();
@@ -294,9 +329,16 @@ mod tests {
         let dir = crate::testutil::TempDir::new();
         let p = dir.path().join("new.env");
         let mut f = EnvFile::empty(p.clone(), "new.env".into());
-        f.write_updates(&[("K".into(), SecretValue::from_string("v".into()))], "# header\n").unwrap();
+        f.write_updates(
+            &[("K".into(), SecretValue::from_string("v".into()))],
+            "# header\n",
+        )
+        .unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "# header\nK=v\n");
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(val(&f, "K"), "v");
     }
 }

@@ -58,7 +58,12 @@ pub struct DeployArgs {
 fn env_command(name: &'static str, about: &'static str) -> Command {
     Command::new(name)
         .about(about)
-        .arg(Arg::new("env").required(true).value_name("ENV").help("Environment from deploy/secrets.toml (production, staging, develop, ...)"))
+        .arg(
+            Arg::new("env")
+                .required(true)
+                .value_name("ENV")
+                .help("Environment from deploy/secrets.toml (production, staging, develop, ...)"),
+        )
         .arg(
             Arg::new("backend")
                 .long("backend")
@@ -69,7 +74,10 @@ fn env_command(name: &'static str, about: &'static str) -> Command {
 }
 
 fn dry_run() -> Arg {
-    Arg::new("dry-run").long("dry-run").action(ArgAction::SetTrue).help("Print the plan (never values) and change nothing")
+    Arg::new("dry-run")
+        .long("dry-run")
+        .action(ArgAction::SetTrue)
+        .help("Print the plan (never values) and change nothing")
 }
 
 fn timeout() -> Arg {
@@ -157,7 +165,9 @@ pub fn parse() -> Result<Cmd> {
 fn env_args(m: &ArgMatches) -> EnvArgs {
     EnvArgs {
         env: m.get_one::<String>("env").cloned().unwrap_or_default(),
-        backend: m.get_one::<String>("backend").and_then(|b| BackendKind::parse(b)),
+        backend: m
+            .get_one::<String>("backend")
+            .and_then(|b| BackendKind::parse(b)),
     }
 }
 
@@ -166,7 +176,9 @@ fn flag(m: &ArgMatches, name: &str) -> bool {
 }
 
 fn names(m: &ArgMatches, name: &str) -> Vec<String> {
-    m.get_many::<String>(name).map(|v| v.cloned().collect()).unwrap_or_default()
+    m.get_many::<String>(name)
+        .map(|v| v.cloned().collect())
+        .unwrap_or_default()
 }
 
 fn secs(m: &ArgMatches) -> Duration {
@@ -174,17 +186,26 @@ fn secs(m: &ArgMatches) -> Duration {
 }
 
 pub fn from_matches(m: ArgMatches) -> Result<Cmd> {
-    let Some((name, m)) = m.subcommand() else { bail!("no command given; see `cargo xtask --help`") };
+    let Some((name, m)) = m.subcommand() else {
+        bail!("no command given; see `cargo xtask --help`")
+    };
     Ok(match name {
         "setup-secrets" => Cmd::SetupSecrets(
             env_args(m),
-            SetupArgs { generate_missing: flag(m, "generate-missing"), dry_run: flag(m, "dry-run") },
+            SetupArgs {
+                generate_missing: flag(m, "generate-missing"),
+                dry_run: flag(m, "dry-run"),
+            },
         ),
         "list-secrets" => Cmd::ListSecrets(env_args(m), flag(m, "json")),
         "verify-secrets" => Cmd::VerifySecrets(env_args(m)),
         "remove-secrets" => Cmd::RemoveSecrets(
             env_args(m),
-            RemoveArgs { secrets: names(m, "secret"), yes: flag(m, "yes"), dry_run: flag(m, "dry-run") },
+            RemoveArgs {
+                secrets: names(m, "secret"),
+                yes: flag(m, "yes"),
+                dry_run: flag(m, "dry-run"),
+            },
         ),
         "rotate-secrets" => {
             let args = RotateArgs {
@@ -199,12 +220,23 @@ pub fn from_matches(m: ArgMatches) -> Result<Cmd> {
             }
             Cmd::RotateSecrets(env_args(m), args)
         }
-        "generate-secret" => Cmd::GenerateSecret { length: *m.get_one::<u32>("length").unwrap_or(&32) as usize },
-        "deploy" => Cmd::Deploy(env_args(m), DeployArgs { dry_run: flag(m, "dry-run"), timeout: secs(m) }),
+        "generate-secret" => Cmd::GenerateSecret {
+            length: *m.get_one::<u32>("length").unwrap_or(&32) as usize,
+        },
+        "deploy" => Cmd::Deploy(
+            env_args(m),
+            DeployArgs {
+                dry_run: flag(m, "dry-run"),
+                timeout: secs(m),
+            },
+        ),
         "check" => Cmd::Check,
         "bench" => Cmd::Bench {
             what: m.get_one::<String>("what").cloned().unwrap_or_default(),
-            sizes: m.get_many::<usize>("sizes").map(|v| v.copied().collect()).unwrap_or_default(),
+            sizes: m
+                .get_many::<usize>("sizes")
+                .map(|v| v.copied().collect())
+                .unwrap_or_default(),
         },
         other => bail!("unknown command {other}"),
     })
@@ -225,7 +257,16 @@ mod tests {
 
     #[test]
     fn parses_common_forms() {
-        match parse_args(&["xtask", "setup-secrets", "production", "--generate-missing", "--backend", "swarm"]).unwrap() {
+        match parse_args(&[
+            "xtask",
+            "setup-secrets",
+            "production",
+            "--generate-missing",
+            "--backend",
+            "swarm",
+        ])
+        .unwrap()
+        {
             Cmd::SetupSecrets(e, s) => {
                 assert_eq!(e.env, "production");
                 assert_eq!(e.backend, Some(BackendKind::Swarm));
@@ -233,7 +274,19 @@ mod tests {
             }
             c => panic!("{c:?}"),
         }
-        match parse_args(&["xtask", "rotate-secrets", "staging", "--secret", "a", "--secret", "b", "--keep", "2"]).unwrap() {
+        match parse_args(&[
+            "xtask",
+            "rotate-secrets",
+            "staging",
+            "--secret",
+            "a",
+            "--secret",
+            "b",
+            "--keep",
+            "2",
+        ])
+        .unwrap()
+        {
             Cmd::RotateSecrets(_, r) => assert_eq!((r.secrets.len(), r.keep, r.all), (2, 2, false)),
             c => panic!("{c:?}"),
         }

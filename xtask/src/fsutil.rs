@@ -14,9 +14,19 @@ use anyhow::{Context, Result, bail};
 /// over `path`, so readers see the old content or the new, never a mix. An
 /// interrupted run leaves at most a `.tmp` file, which the next run ignores.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().context("a file path has no file name")?.to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp-{}-{:x}", std::process::id(), crate::secret::random_u64()));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .context("a file path has no file name")?
+        .to_string_lossy();
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{:x}",
+        std::process::id(),
+        crate::secret::random_u64()
+    ));
     let result = (|| -> Result<()> {
         let mut f = OpenOptions::new()
             .write(true)

@@ -12,7 +12,11 @@ pub fn is_tracked(root: &Path, path: &Path) -> Result<bool> {
     }
     let sh = Shell::new()?;
     sh.change_dir(root);
-    let out = cmd!(sh, "git ls-files --error-unmatch -- {path}").quiet().ignore_status().ignore_stderr().output()?;
+    let out = cmd!(sh, "git ls-files --error-unmatch -- {path}")
+        .quiet()
+        .ignore_status()
+        .ignore_stderr()
+        .output()?;
     Ok(out.status.success())
 }
 
@@ -20,9 +24,18 @@ pub fn is_tracked(root: &Path, path: &Path) -> Result<bool> {
 pub fn is_ignored(root: &Path, path: &Path) -> bool {
     let Ok(sh) = Shell::new() else { return true };
     sh.change_dir(root);
-    let in_repo = cmd!(sh, "git rev-parse --is-inside-work-tree").quiet().ignore_stderr().read().is_ok_and(|s| s == "true");
+    let in_repo = cmd!(sh, "git rev-parse --is-inside-work-tree")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .is_ok_and(|s| s == "true");
     if !in_repo {
         return true;
     }
-    cmd!(sh, "git check-ignore -q -- {path}").quiet().ignore_status().ignore_stderr().output().is_ok_and(|o| o.status.success())
+    cmd!(sh, "git check-ignore -q -- {path}")
+        .quiet()
+        .ignore_status()
+        .ignore_stderr()
+        .output()
+        .is_ok_and(|o| o.status.success())
 }

@@ -45,6 +45,8 @@ fn try_main() -> Result<()> {
 /// read at run time first (cargo sets it; tests point it at a copy of the
 /// repository), then the path this binary was built from.
 fn project_root() -> PathBuf {
-    let dir = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
     dir.parent().map(PathBuf::from).unwrap_or(dir)
 }

@@ -21,7 +21,13 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 5] = [Self::Compose, Self::Swarm, Self::K8s, Self::Vault, Self::Aws];
+    pub const ALL: [BackendKind; 5] = [
+        Self::Compose,
+        Self::Swarm,
+        Self::K8s,
+        Self::Vault,
+        Self::Aws,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -146,7 +152,10 @@ impl SecretSpec {
 
     /// Secrets a derived template refers to, in order of appearance.
     pub fn template_parts(&self) -> Vec<String> {
-        self.template.as_deref().map(template_refs).unwrap_or_default()
+        self.template
+            .as_deref()
+            .map(template_refs)
+            .unwrap_or_default()
     }
 }
 
@@ -174,7 +183,11 @@ impl Manifest {
             Some(e) => Ok(e),
             None => bail!(
                 "unknown environment {name:?}; {MANIFEST_PATH} defines: {}. Add an [environments.{name}] table to define it",
-                self.environments.keys().cloned().collect::<Vec<_>>().join(", ")
+                self.environments
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }
     }
@@ -184,7 +197,11 @@ impl Manifest {
             Some(s) => Ok(s),
             None => bail!(
                 "unknown secret {name:?}; {MANIFEST_PATH} defines: {}",
-                self.secrets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                self.secrets
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }
     }
@@ -195,16 +212,25 @@ impl Manifest {
     }
 
     pub fn parse(text: &str) -> Result<Manifest> {
-        let table: Table = text.parse().map_err(|e: toml::de::Error| anyhow::anyhow!("{e}"))?;
+        let table: Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("{e}"))?;
         let mut r = Reader::new(table, "the top level".into());
         let project = r.req_str("project")?;
         check_name(&project, "project").context("at the top level")?;
-        let compose_file = PathBuf::from(r.opt_str("compose_file")?.unwrap_or_else(|| "docker-compose.prod.yml".into()));
-        let stack_file = PathBuf::from(r.opt_str("stack_file")?.unwrap_or_else(|| "docker-compose.swarm.yml".into()));
+        let compose_file = PathBuf::from(
+            r.opt_str("compose_file")?
+                .unwrap_or_else(|| "docker-compose.prod.yml".into()),
+        );
+        let stack_file = PathBuf::from(
+            r.opt_str("stack_file")?
+                .unwrap_or_else(|| "docker-compose.swarm.yml".into()),
+        );
 
         let mut environments = BTreeMap::new();
         for (name, v) in r.req_tables("environments")? {
-            check_name(&name, "environment").with_context(|| format!("in [environments.{name}]"))?;
+            check_name(&name, "environment")
+                .with_context(|| format!("in [environments.{name}]"))?;
             let mut e = Reader::new(v, format!("[environments.{name}]"));
             let backend_name = e.req_str("backend")?;
             let Some(backend) = BackendKind::parse(&backend_name) else {
@@ -236,7 +262,9 @@ impl Manifest {
             let mut s = Reader::new(v, where_.clone());
             let kind_name = s.req_str("kind")?;
             let Some(kind) = Kind::parse(&kind_name) else {
-                bail!("in {where_}: unknown kind {kind_name:?}; use one of: password, key, username, derived, file");
+                bail!(
+                    "in {where_}: unknown kind {kind_name:?}; use one of: password, key, username, derived, file"
+                );
             };
             let template = s.opt_str("template")?;
             match (kind, &template) {
@@ -256,7 +284,9 @@ impl Manifest {
             let environments_list = s.opt_str_list("environments")?;
             for e in &environments_list {
                 if !environments.contains_key(e) {
-                    bail!("in {where_}: environments names {e:?}, which has no [environments.{e}] table");
+                    bail!(
+                        "in {where_}: environments names {e:?}, which has no [environments.{e}] table"
+                    );
                 }
             }
             let spec = SecretSpec {
@@ -269,14 +299,19 @@ impl Manifest {
                 encoding,
                 default: s.opt_str("default")?,
                 environments: environments_list,
-                generate: s.opt_bool("generate")?.unwrap_or(matches!(kind, Kind::Password | Kind::Key | Kind::Username)),
+                generate: s
+                    .opt_bool("generate")?
+                    .unwrap_or(matches!(kind, Kind::Password | Kind::Key | Kind::Username)),
                 pem: s.opt_bool("pem")?.unwrap_or(false),
                 owner: s.opt_owner("owner")?,
                 rotate_hook: s.opt_str_list("rotate_hook")?,
                 name: name.clone(),
             };
             if spec.generate && matches!(kind, Kind::File | Kind::Derived) {
-                bail!("in {where_}: a {} secret cannot be generated; remove `generate`", kind.name());
+                bail!(
+                    "in {where_}: a {} secret cannot be generated; remove `generate`",
+                    kind.name()
+                );
             }
             if let Some(l) = spec.length
                 && l < spec.min_length.unwrap_or(0)
@@ -288,7 +323,13 @@ impl Manifest {
         }
         r.finish()?;
         let secrets = order_by_dependencies(secrets)?;
-        Ok(Manifest { project, environments, secrets, compose_file, stack_file })
+        Ok(Manifest {
+            project,
+            environments,
+            secrets,
+            compose_file,
+            stack_file,
+        })
     }
 }
 
@@ -326,11 +367,17 @@ fn order_by_dependencies(secrets: Vec<SecretSpec>) -> Result<Vec<SecretSpec>> {
                 );
             };
             if p.kind == Kind::File {
-                bail!("in [secrets.{}]: the template refers to the file secret {part:?}; templates take text secrets", s.name);
+                bail!(
+                    "in [secrets.{}]: the template refers to the file secret {part:?}; templates take text secrets",
+                    s.name
+                );
             }
             for e in &s.environments {
                 if !p.applies_to(e) {
-                    bail!("in [secrets.{}]: it exists in {e:?} but its part {part:?} does not", s.name);
+                    bail!(
+                        "in [secrets.{}]: it exists in {e:?} but its part {part:?} does not",
+                        s.name
+                    );
                 }
             }
         }
@@ -353,7 +400,10 @@ fn order_by_dependencies(secrets: Vec<SecretSpec>) -> Result<Vec<SecretSpec>> {
         }
         if pending.len() == before {
             let names: Vec<_> = pending.iter().map(|s| s.name.as_str()).collect();
-            bail!("derived secrets refer to each other in a cycle: {}", names.join(", "));
+            bail!(
+                "derived secrets refer to each other in a cycle: {}",
+                names.join(", ")
+            );
         }
     }
     Ok(ordered)
@@ -362,10 +412,14 @@ fn order_by_dependencies(secrets: Vec<SecretSpec>) -> Result<Vec<SecretSpec>> {
 fn check_name(name: &str, what: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 32
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-');
     if !ok {
-        bail!("{what} name {name:?} must be 1-32 characters of a-z, 0-9 and '-', not starting with '-'");
+        bail!(
+            "{what} name {name:?} must be 1-32 characters of a-z, 0-9 and '-', not starting with '-'"
+        );
     }
     Ok(())
 }
@@ -374,9 +428,13 @@ fn check_secret_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 40
         && name.as_bytes()[0].is_ascii_lowercase()
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     if !ok {
-        bail!("secret name {name:?} must be 1-40 characters of a-z, 0-9 and '_', starting with a letter");
+        bail!(
+            "secret name {name:?} must be 1-40 characters of a-z, 0-9 and '_', starting with a letter"
+        );
     }
     Ok(())
 }
@@ -447,11 +505,18 @@ impl Reader {
     }
 
     fn opt_owner(&mut self, key: &str) -> Result<Option<(u32, u32)>> {
-        let Some(s) = self.opt_str(key)? else { return Ok(None) };
-        let parsed = s.split_once(':').and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)));
+        let Some(s) = self.opt_str(key)? else {
+            return Ok(None);
+        };
+        let parsed = s
+            .split_once(':')
+            .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)));
         match parsed {
             Some(o) => Ok(Some(o)),
-            None => bail!("in {}: `{key}` must be \"UID:GID\" in numbers, e.g. \"999:999\"; got {s:?}", self.at),
+            None => bail!(
+                "in {}: `{key}` must be \"UID:GID\" in numbers, e.g. \"999:999\"; got {s:?}",
+                self.at
+            ),
         }
     }
 
@@ -476,7 +541,10 @@ impl Reader {
 
     fn finish(self) -> Result<()> {
         if let Some(k) = self.table.keys().next() {
-            bail!("in {}: unknown key `{k}`; check its spelling against README.md's manifest reference", self.at);
+            bail!(
+                "in {}: unknown key `{k}`; check its spelling against README.md's manifest reference",
+                self.at
+            );
         }
         Ok(())
     }
@@ -510,26 +578,50 @@ services = ["db", "api"]
         let names: Vec<_> = m.secrets.iter().map(|s| s.name.as_str()).collect();
         let url = names.iter().position(|n| *n == "database_url").unwrap();
         assert!(names.iter().position(|n| *n == "postgres_user").unwrap() < url);
-        assert!(names.iter().position(|n| *n == "postgres_password").unwrap() < url);
+        assert!(
+            names
+                .iter()
+                .position(|n| *n == "postgres_password")
+                .unwrap()
+                < url
+        );
         assert_eq!(m.env("production").unwrap().min_length, 32);
         assert!(m.env("production").unwrap().production);
         let dev = m.env("develop").unwrap();
-        assert_eq!((dev.min_length, dev.generate, dev.production), (16, true, false));
-        assert_eq!(m.secret("postgres_password").unwrap().services, ["db", "api"]);
+        assert_eq!(
+            (dev.min_length, dev.generate, dev.production),
+            (16, true, false)
+        );
+        assert_eq!(
+            m.secret("postgres_password").unwrap().services,
+            ["db", "api"]
+        );
     }
 
     #[test]
     fn errors_name_the_table_and_the_fix() {
-        let e = Manifest::parse(&BASIC.replace("kind = \"password\"", "kind = \"pasword\"")).unwrap_err();
-        assert!(format!("{e:#}").contains("[secrets.postgres_password]: unknown kind \"pasword\""), "{e:#}");
-        let e = Manifest::parse(&BASIC.replace("backend = \"swarm\"", "backend = \"nomad\"")).unwrap_err();
-        assert!(format!("{e:#}").contains("[environments.production]: unknown backend"), "{e:#}");
+        let e = Manifest::parse(&BASIC.replace("kind = \"password\"", "kind = \"pasword\""))
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("[secrets.postgres_password]: unknown kind \"pasword\""),
+            "{e:#}"
+        );
+        let e = Manifest::parse(&BASIC.replace("backend = \"swarm\"", "backend = \"nomad\""))
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("[environments.production]: unknown backend"),
+            "{e:#}"
+        );
         let e = Manifest::parse(&BASIC.replace("{postgres_user}", "{pg_user}")).unwrap_err();
         assert!(format!("{e:#}").contains("{pg_user}"), "{e:#}");
         let e = Manifest::parse(&format!("{BASIC}\nsevices = 1\n")).unwrap_err();
         assert!(format!("{e:#}").contains("unknown key `sevices`"), "{e:#}");
-        let e = Manifest::parse(&BASIC.replace("default = \"demo_{env}\"", "default = 3")).unwrap_err();
-        assert!(format!("{e:#}").contains("`default` must be a string"), "{e:#}");
+        let e =
+            Manifest::parse(&BASIC.replace("default = \"demo_{env}\"", "default = 3")).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("`default` must be a string"),
+            "{e:#}"
+        );
     }
 
     #[test]

@@ -10,11 +10,19 @@ pub fn color() -> bool {
 }
 
 fn paint(code: &str, s: &str) -> String {
-    if color() { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() }
+    if color() {
+        format!("\x1b[{code}m{s}\x1b[0m")
+    } else {
+        s.to_string()
+    }
 }
 
 pub fn warn(msg: &str) {
-    let tag = if std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal() { "\x1b[33mwarning\x1b[0m" } else { "warning" };
+    let tag = if std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal() {
+        "\x1b[33mwarning\x1b[0m"
+    } else {
+        "warning"
+    };
     eprintln!("{tag}: {msg}");
 }
 

@@ -20,7 +20,11 @@ use crate::{
 pub const FINGERPRINT_KEY: &str = "XTASK_FINGERPRINT_KEY";
 
 /// Unreserved characters (RFC 3986) stay; everything else in a part is encoded.
-const URL_PART: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const URL_PART: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 #[derive(Debug, Clone)]
 pub struct Desired {
@@ -87,7 +91,12 @@ pub fn locate(root: &Path, env: &Environment) -> Result<(PathBuf, String)> {
     }
 }
 
-pub fn resolve(root: &Path, manifest: &Manifest, env: &Environment, opts: Options) -> Result<Resolved> {
+pub fn resolve(
+    root: &Path,
+    manifest: &Manifest,
+    env: &Environment,
+    opts: Options,
+) -> Result<Resolved> {
     let (path, shown) = locate(root, env)?;
     let mut warnings = Vec::new();
     let mut file = if path.exists() {
@@ -102,15 +111,29 @@ pub fn resolve(root: &Path, manifest: &Manifest, env: &Environment, opts: Option
         EnvFile::empty(path.clone(), shown.clone())
     };
     if file.exists && !git::is_ignored(root, &path) {
-        warnings.push(format!("{shown} is not covered by .gitignore; add it so it is never committed"));
+        warnings.push(format!(
+            "{shown} is not covered by .gitignore; add it so it is never committed"
+        ));
     }
     if !file.duplicates.is_empty() {
         let d: Vec<_> = file
             .duplicates
             .iter()
-            .map(|(k, lines)| format!("{k} (lines {})", lines.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ")))
+            .map(|(k, lines)| {
+                format!(
+                    "{k} (lines {})",
+                    lines
+                        .iter()
+                        .map(|l| l.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
             .collect();
-        bail!("{shown}: keys set more than once: {}; keep one line for each", d.join(", "));
+        bail!(
+            "{shown}: keys set more than once: {}; keep one line for each",
+            d.join(", ")
+        );
     }
     for (k, line) in &file.substituted {
         warnings.push(format!(
@@ -126,7 +149,10 @@ pub fn resolve(root: &Path, manifest: &Manifest, env: &Environment, opts: Option
                 Some(_) => format!("it is not used in {}", env.name),
                 None => "it is not a secret in deploy/secrets.toml".to_string(),
             };
-            warnings.push(format!("{}: unknown key {key} ({hint}); it is ignored", file.at(key)));
+            warnings.push(format!(
+                "{}: unknown key {key} ({hint}); it is ignored",
+                file.at(key)
+            ));
         }
     }
 
@@ -142,7 +168,9 @@ pub fn resolve(root: &Path, manifest: &Manifest, env: &Environment, opts: Option
             Kind::Derived => {
                 // A missing part is already reported; rendering would only repeat it.
                 let parts = spec.template_parts();
-                if parts.iter().any(|p| p != "env" && p != "project" && !desired.iter().any(|d| &d.spec.name == p)) {
+                if parts.iter().any(|p| {
+                    p != "env" && p != "project" && !desired.iter().any(|d| &d.spec.name == p)
+                }) {
                     continue;
                 }
                 let value = render_template(spec, &manifest.project, &env.name, &desired)?;
@@ -156,7 +184,11 @@ pub fn resolve(root: &Path, manifest: &Manifest, env: &Environment, opts: Option
                     ));
                 }
                 let origin = format!("built from {}", spec.template_parts().join(", "));
-                desired.push(Desired { spec: (*spec).clone(), value, origin });
+                desired.push(Desired {
+                    spec: (*spec).clone(),
+                    value,
+                    origin,
+                });
             }
             Kind::File => match file.get(&key) {
                 None => missing.push((key, false)),
@@ -180,13 +212,19 @@ pub fn resolve(root: &Path, manifest: &Manifest, env: &Environment, opts: Option
                 }
             },
             _ => match file.get(&key) {
-                Some(e) => {
-                    desired.push(Desired { spec: (*spec).clone(), value: e.value.clone(), origin: file.at(&key) })
-                }
+                Some(e) => desired.push(Desired {
+                    spec: (*spec).clone(),
+                    value: e.value.clone(),
+                    origin: file.at(&key),
+                }),
                 None if may_generate && spec.generate => {
                     let value = generate_for(spec, env, &manifest.project)?;
                     updates.push((key.clone(), value.clone()));
-                    desired.push(Desired { spec: (*spec).clone(), value, origin: format!("{shown} (generated)") });
+                    desired.push(Desired {
+                        spec: (*spec).clone(),
+                        value,
+                        origin: format!("{shown} (generated)"),
+                    });
                 }
                 None => missing.push((key, spec.generate)),
             },
@@ -195,8 +233,17 @@ pub fn resolve(root: &Path, manifest: &Manifest, env: &Environment, opts: Option
 
     if !missing.is_empty() {
         let keys: Vec<_> = missing.iter().map(|(k, _)| k.as_str()).collect();
-        let can: Vec<_> = missing.iter().filter(|(_, g)| *g).map(|(k, _)| k.as_str()).collect();
-        let mut msg = format!("{shown}: missing {} for {}: {}", plural(keys.len(), "key"), env.name, keys.join(", "));
+        let can: Vec<_> = missing
+            .iter()
+            .filter(|(_, g)| *g)
+            .map(|(k, _)| k.as_str())
+            .collect();
+        let mut msg = format!(
+            "{shown}: missing {} for {}: {}",
+            plural(keys.len(), "key"),
+            env.name,
+            keys.join(", ")
+        );
         if !can.is_empty() {
             msg.push_str(&format!(
                 "; add them, or run `cargo xtask setup-secrets {} --generate-missing` to generate {}",
@@ -216,7 +263,13 @@ pub fn resolve(root: &Path, manifest: &Manifest, env: &Environment, opts: Option
     }
     problems.extend(reuse_problems(root, manifest, env, &desired));
     if !problems.is_empty() {
-        bail!("{} problem{} with the secrets of {}:\n  - {}", problems.len(), if problems.len() == 1 { "" } else { "s" }, env.name, problems.join("\n  - "));
+        bail!(
+            "{} problem{} with the secrets of {}:\n  - {}",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" },
+            env.name,
+            problems.join("\n  - ")
+        );
     }
 
     let mut fingerprint_key = file.get(FINGERPRINT_KEY).map(|e| e.value.clone());
@@ -237,17 +290,31 @@ pub fn resolve(root: &Path, manifest: &Manifest, env: &Environment, opts: Option
         );
         file.write_updates(&updates, &header)?;
     }
-    Ok(Resolved { env: env.clone(), file, desired, warnings, generated, fingerprint_key })
+    Ok(Resolved {
+        env: env.clone(),
+        file,
+        desired,
+        warnings,
+        generated,
+        fingerprint_key,
+    })
 }
 
 fn plural(n: usize, word: &str) -> String {
-    if n == 1 { word.to_string() } else { format!("{word}s") }
+    if n == 1 {
+        word.to_string()
+    } else {
+        format!("{word}s")
+    }
 }
 
-fn generate_for(spec: &SecretSpec, env: &Environment, project: &str) -> Result<SecretValue> {
+pub fn generate_for(spec: &SecretSpec, env: &Environment, project: &str) -> Result<SecretValue> {
     if spec.kind == Kind::Username {
         let template = spec.default.as_deref().unwrap_or("{project}_{env}");
-        let v = template.replace("{project}", project).replace("{env}", &env.name).replace('-', "_");
+        let v = template
+            .replace("{project}", project)
+            .replace("{env}", &env.name)
+            .replace('-', "_");
         return Ok(SecretValue::from_string(v));
     }
     let min = validate::min_length(spec, env);
@@ -257,7 +324,12 @@ fn generate_for(spec: &SecretSpec, env: &Environment, project: &str) -> Result<S
 /// Renders a derived secret's template. Parts are percent-encoded (unless the
 /// manifest says `encoding = "none"`), so `@`, `/` or `:` in a password cannot
 /// change the URL's structure.
-pub fn render_template(spec: &SecretSpec, project: &str, env: &str, parts: &[Desired]) -> Result<SecretValue> {
+pub fn render_template(
+    spec: &SecretSpec,
+    project: &str,
+    env: &str,
+    parts: &[Desired],
+) -> Result<SecretValue> {
     let template = spec.template.as_deref().unwrap_or_default();
     let mut out = zeroize::Zeroizing::new(String::with_capacity(template.len() + 64));
     let mut rest = template;
@@ -268,16 +340,23 @@ pub fn render_template(spec: &SecretSpec, project: &str, env: &str, parts: &[Des
             rest = &rest[i + 2..];
             continue;
         }
-        let Some(j) = rest[i..].find('}') else { bail!("[secrets.{}]: unclosed {{ in the template", spec.name) };
+        let Some(j) = rest[i..].find('}') else {
+            bail!("[secrets.{}]: unclosed {{ in the template", spec.name)
+        };
         let name = &rest[i + 1..i + j];
         let raw: &str = match name {
             "env" => env,
             "project" => project,
             _ => {
                 let Some(p) = parts.iter().find(|d| d.spec.name == name) else {
-                    bail!("[secrets.{}]: the template part {name:?} has no value", spec.name)
+                    bail!(
+                        "[secrets.{}]: the template part {name:?} has no value",
+                        spec.name
+                    )
                 };
-                let Some(s) = p.value.expose_str() else { bail!("{} is not text; templates take text secrets", p.origin) };
+                let Some(s) = p.value.expose_str() else {
+                    bail!("{} is not text; templates take text secrets", p.origin)
+                };
                 s
             }
         };
@@ -294,19 +373,32 @@ pub fn render_template(spec: &SecretSpec, project: &str, env: &str, parts: &[Des
 /// A production value must not be used anywhere else. Compares random-kind
 /// values with every other environment's env file (where readable) on the
 /// production side of the pair, without printing either.
-fn reuse_problems(root: &Path, manifest: &Manifest, env: &Environment, desired: &[Desired]) -> Vec<String> {
+fn reuse_problems(
+    root: &Path,
+    manifest: &Manifest,
+    env: &Environment,
+    desired: &[Desired],
+) -> Vec<String> {
     let mut out = Vec::new();
     for other in manifest.environments.values() {
         if other.name == env.name || !(other.production || env.production) {
             continue;
         }
-        let Ok((path, shown)) = locate(root, other) else { continue };
-        let Ok(f) = EnvFile::load(&path, shown) else { continue };
+        let Ok((path, shown)) = locate(root, other) else {
+            continue;
+        };
+        let Ok(f) = EnvFile::load(&path, shown) else {
+            continue;
+        };
         for d in desired.iter().filter(|d| d.spec.kind.is_random()) {
             if let Some(e) = f.get(&d.spec.env_key())
                 && e.value.ct_eq(&d.value)
             {
-                let (prod, _) = if other.production { (other, env) } else { (env, other) };
+                let (prod, _) = if other.production {
+                    (other, env)
+                } else {
+                    (env, other)
+                };
                 out.push(format!(
                     "{}: {} has the same value as in {} ({}); {} values must not be reused, generate a new one for {}",
                     d.origin,
@@ -359,23 +451,52 @@ environments = ["production"]
         (dir, Manifest::parse(M).unwrap())
     }
 
-    fn run(dir: &crate::testutil::TempDir, m: &Manifest, env: &str, generate: bool) -> Result<Resolved> {
-        resolve(dir.path(), m, m.env(env).unwrap(), Options { generate, dry_run: false, read_only: false })
+    fn run(
+        dir: &crate::testutil::TempDir,
+        m: &Manifest,
+        env: &str,
+        generate: bool,
+    ) -> Result<Resolved> {
+        resolve(
+            dir.path(),
+            m,
+            m.env(env).unwrap(),
+            Options {
+                generate,
+                dry_run: false,
+                read_only: false,
+            },
+        )
     }
 
     #[test]
     fn derived_values_percent_encode_their_parts() {
-        let (dir, m) = setup(&[("secrets/staging.env", "POSTGRES_USER=app\nPOSTGRES_PASSWORD='p@ss/w:rd?#%Zq9-aaaaaaaaaaaaaaaaaaaaaaaa'\n")]);
+        let (dir, m) = setup(&[(
+            "secrets/staging.env",
+            "POSTGRES_USER=app\nPOSTGRES_PASSWORD='p@ss/w:rd?#%Zq9-aaaaaaaaaaaaaaaaaaaaaaaa'\n",
+        )]);
         let r = run(&dir, &m, "staging", false).unwrap();
-        let url = r.get("database_url").unwrap().value.expose_str().unwrap().to_string();
-        assert_eq!(url, "postgresql://app:p%40ss%2Fw%3Ard%3F%23%25Zq9-aaaaaaaaaaaaaaaaaaaaaaaa@postgres:5432/demo_staging");
+        let url = r
+            .get("database_url")
+            .unwrap()
+            .value
+            .expose_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            url,
+            "postgresql://app:p%40ss%2Fw%3Ard%3F%23%25Zq9-aaaaaaaaaaaaaaaaaaaaaaaa@postgres:5432/demo_staging"
+        );
     }
 
     #[test]
     fn all_missing_keys_are_listed_at_once() {
         let (dir, m) = setup(&[("secrets/production.env", "# nothing yet\n")]);
         let e = format!("{:#}", run(&dir, &m, "production", false).unwrap_err());
-        assert!(e.contains("missing keys for production: POSTGRES_USER, POSTGRES_PASSWORD, TLS_CERT"), "{e}");
+        assert!(
+            e.contains("missing keys for production: POSTGRES_USER, POSTGRES_PASSWORD, TLS_CERT"),
+            "{e}"
+        );
         assert!(e.contains("--generate-missing"), "{e}");
     }
 
@@ -383,25 +504,43 @@ environments = ["production"]
     fn develop_generates_by_default_and_writes_back() {
         let (dir, m) = setup(&[]);
         let r = run(&dir, &m, "develop", false).unwrap();
-        assert_eq!(r.generated, ["POSTGRES_USER", "POSTGRES_PASSWORD", FINGERPRINT_KEY]);
+        assert_eq!(
+            r.generated,
+            ["POSTGRES_USER", "POSTGRES_PASSWORD", FINGERPRINT_KEY]
+        );
         let text = std::fs::read_to_string(dir.path().join("secrets/develop.env")).unwrap();
         assert!(text.contains("POSTGRES_USER=demo_develop\n"), "{text}");
         // A second run reads the same values and generates nothing.
         let again = run(&dir, &m, "develop", false).unwrap();
         assert!(again.generated.is_empty());
-        assert!(again.get("postgres_password").unwrap().value.ct_eq(&r.get("postgres_password").unwrap().value));
+        assert!(
+            again
+                .get("postgres_password")
+                .unwrap()
+                .value
+                .ct_eq(&r.get("postgres_password").unwrap().value)
+        );
     }
 
     #[test]
     fn production_values_cannot_be_reused() {
         let pw = "Zq9xWv8uTs7rQp6oNm5lKj4iHg3fEd2c";
         let (dir, m) = setup(&[
-            ("secrets/production.env", &format!("POSTGRES_USER=a\nPOSTGRES_PASSWORD={pw}\nTLS_CERT=c.pem\n")),
+            (
+                "secrets/production.env",
+                &format!("POSTGRES_USER=a\nPOSTGRES_PASSWORD={pw}\nTLS_CERT=c.pem\n"),
+            ),
             ("secrets/c.pem", "-----BEGIN CERTIFICATE-----\n"),
-            ("secrets/staging.env", &format!("POSTGRES_USER=a\nPOSTGRES_PASSWORD={pw}\n")),
+            (
+                "secrets/staging.env",
+                &format!("POSTGRES_USER=a\nPOSTGRES_PASSWORD={pw}\n"),
+            ),
         ]);
         let e = format!("{:#}", run(&dir, &m, "staging", false).unwrap_err());
-        assert!(e.contains("same value as in production (secrets/production.env:2)"), "{e}");
+        assert!(
+            e.contains("same value as in production (secrets/production.env:2)"),
+            "{e}"
+        );
         assert!(!e.contains(pw));
         let e = format!("{:#}", run(&dir, &m, "production", false).unwrap_err());
         assert!(e.contains("same value as in staging"), "{e}");
@@ -417,20 +556,32 @@ environments = ["production"]
         assert!(e.contains("chmod 600"), "{e}");
         std::fs::write(dir.path().join("secrets-staging.env"), "").unwrap();
         let e = format!("{:#}", run(&dir, &m, "staging", false).unwrap_err());
-        assert!(e.contains("both secrets/staging.env and secrets-staging.env exist"), "{e}");
+        assert!(
+            e.contains("both secrets/staging.env and secrets-staging.env exist"),
+            "{e}"
+        );
     }
 
     #[test]
     fn seed_layout_is_found() {
-        let (dir, m) = setup(&[("secrets-staging.env", "POSTGRES_USER=a\nPOSTGRES_PASSWORD=Zq9xWv8uTs7rQp6oNm5lKj4iHg3fEd2c\n")]);
+        let (dir, m) = setup(&[(
+            "secrets-staging.env",
+            "POSTGRES_USER=a\nPOSTGRES_PASSWORD=Zq9xWv8uTs7rQp6oNm5lKj4iHg3fEd2c\n",
+        )]);
         let r = run(&dir, &m, "staging", false).unwrap();
         assert_eq!(r.file.shown, "secrets-staging.env");
-        assert_eq!(r.get("postgres_password").unwrap().origin, "secrets-staging.env:2");
+        assert_eq!(
+            r.get("postgres_password").unwrap().origin,
+            "secrets-staging.env:2"
+        );
     }
 
     #[test]
     fn weak_values_are_reported_with_location_not_value() {
-        let (dir, m) = setup(&[("secrets/staging.env", "POSTGRES_USER=a\nPOSTGRES_PASSWORD=short-Secret1\n")]);
+        let (dir, m) = setup(&[(
+            "secrets/staging.env",
+            "POSTGRES_USER=a\nPOSTGRES_PASSWORD=short-Secret1\n",
+        )]);
         let e = format!("{:#}", run(&dir, &m, "staging", false).unwrap_err());
         assert!(e.contains("secrets/staging.env:2: POSTGRES_PASSWORD is 13 characters; staging needs at least 32"), "{e}");
         assert!(!e.contains("short-Secret1"));

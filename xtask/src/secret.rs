@@ -51,7 +51,8 @@ impl SecretValue {
     /// A keyed fingerprint (HMAC-SHA-256, first 16 hex digits). Keyed so that a
     /// label holding it cannot be used to test guesses offline without the key.
     pub fn fingerprint(&self, key: &SecretValue) -> String {
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.expose()).expect("HMAC takes keys of any length");
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.expose())
+            .expect("HMAC takes keys of any length");
         mac.update(self.expose());
         let tag = mac.finalize().into_bytes();
         tag[..8].iter().map(|b| format!("{b:02x}")).collect()
@@ -88,7 +89,9 @@ pub fn random_u64() -> u64 {
 /// A random value straight from the operating system's generator.
 pub fn generate(length: usize) -> Result<SecretValue> {
     if !(MIN_GENERATED..=MAX_GENERATED).contains(&length) {
-        bail!("a generated value must be {MIN_GENERATED} to {MAX_GENERATED} characters long; got {length}");
+        bail!(
+            "a generated value must be {MIN_GENERATED} to {MAX_GENERATED} characters long; got {length}"
+        );
     }
     let mut raw = Zeroizing::new(vec![0u8; length]);
     os_random(&mut raw)?;
@@ -143,6 +146,9 @@ mod tests {
         assert_eq!(v.fingerprint(&k1).len(), 16);
         // RFC 4231 test case 2: HMAC-SHA-256(key "Jefe", "what do ya want for nothing?").
         let data = SecretValue::from_string("what do ya want for nothing?".into());
-        assert_eq!(data.fingerprint(&SecretValue::from_string("Jefe".into())), "5bdcc146bf60754e");
+        assert_eq!(
+            data.fingerprint(&SecretValue::from_string("Jefe".into())),
+            "5bdcc146bf60754e"
+        );
     }
 }

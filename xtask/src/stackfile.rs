@@ -25,21 +25,40 @@ pub struct StackFile {
 }
 
 pub fn parse(text: &str) -> Result<StackFile> {
-    let doc: Value = serde_norway::from_str(text).map_err(|e| anyhow::anyhow!("not valid YAML: {e}"))?;
+    let doc: Value =
+        serde_norway::from_str(text).map_err(|e| anyhow::anyhow!("not valid YAML: {e}"))?;
     let mut out = StackFile::default();
     if let Some(secrets) = doc.get("secrets").and_then(Value::as_mapping) {
         for (k, v) in secrets {
-            let Some(k) = k.as_str() else { bail!("a key under secrets: is not a string") };
+            let Some(k) = k.as_str() else {
+                bail!("a key under secrets: is not a string")
+            };
             let s = |f: &str| v.get(f).and_then(Value::as_str).map(str::to_string);
-            let external = v.get("external").is_some_and(|e| e.as_bool().unwrap_or(true));
-            out.secrets.insert(k.to_string(), SecretDef { file: s("file"), name: s("name"), external });
+            let external = v
+                .get("external")
+                .is_some_and(|e| e.as_bool().unwrap_or(true));
+            out.secrets.insert(
+                k.to_string(),
+                SecretDef {
+                    file: s("file"),
+                    name: s("name"),
+                    external,
+                },
+            );
         }
     }
     if let Some(services) = doc.get("services").and_then(Value::as_mapping) {
         for (k, v) in services {
-            let Some(k) = k.as_str() else { bail!("a key under services: is not a string") };
+            let Some(k) = k.as_str() else {
+                bail!("a key under services: is not a string")
+            };
             let mut refs = Vec::new();
-            for item in v.get("secrets").and_then(Value::as_sequence).map(Vec::as_slice).unwrap_or(&[]) {
+            for item in v
+                .get("secrets")
+                .and_then(Value::as_sequence)
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+            {
                 match item {
                     Value::String(s) => refs.push(s.clone()),
                     other => match other.get("source").and_then(Value::as_str) {
@@ -56,9 +75,19 @@ pub fn parse(text: &str) -> Result<StackFile> {
 
 /// Disagreements between a compose file and the manifest. `backend` says which
 /// environments the file serves, so secrets that exist only elsewhere are not demanded.
-pub fn check(manifest: &Manifest, backend: BackendKind, file: &str, stack: &StackFile) -> Vec<String> {
+pub fn check(
+    manifest: &Manifest,
+    backend: BackendKind,
+    file: &str,
+    stack: &StackFile,
+) -> Vec<String> {
     let mut out = Vec::new();
-    let envs: Vec<&str> = manifest.environments.values().filter(|e| e.backend == backend).map(|e| e.name.as_str()).collect();
+    let envs: Vec<&str> = manifest
+        .environments
+        .values()
+        .filter(|e| e.backend == backend)
+        .map(|e| e.name.as_str())
+        .collect();
     let relevant: Vec<_> = manifest
         .secrets
         .iter()
@@ -77,7 +106,11 @@ pub fn check(manifest: &Manifest, backend: BackendKind, file: &str, stack: &Stac
         }
     }
     for spec in &relevant {
-        let users: Vec<&String> = spec.services.iter().filter(|s| stack.services.contains_key(*s)).collect();
+        let users: Vec<&String> = spec
+            .services
+            .iter()
+            .filter(|s| stack.services.contains_key(*s))
+            .collect();
         if !users.is_empty() && !stack.secrets.contains_key(&spec.name) {
             out.push(format!("{file}: secret {} is missing from the top-level secrets: (deploy/secrets.toml gives it to {})", spec.name, spec.services.join(", ")));
         }
@@ -115,7 +148,11 @@ pub fn interpolate(text: &str, vars: &BTreeMap<String, String>) -> String {
             && let Some(end) = body.find('}')
         {
             let expr = &body[..end];
-            let (name, default) = match expr.find(":-").map(|p| (p, 2)).or_else(|| expr.find('-').map(|p| (p, 1))) {
+            let (name, default) = match expr
+                .find(":-")
+                .map(|p| (p, 2))
+                .or_else(|| expr.find('-').map(|p| (p, 1)))
+            {
                 Some((p, n)) => (&expr[..p], Some((&expr[p + n..], n == 2))),
                 None => (expr, None),
             };
@@ -129,7 +166,10 @@ pub fn interpolate(text: &str, vars: &BTreeMap<String, String>) -> String {
             out.push_str(value);
             rest = &body[end + 1..];
         } else {
-            let len = after.bytes().take_while(|b| b.is_ascii_alphanumeric() || *b == b'_').count();
+            let len = after
+                .bytes()
+                .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                .count();
             if len == 0 {
                 out.push('$');
                 rest = after;
@@ -171,7 +211,10 @@ environments = ["production"]
         assert_eq!(s.services["api"], ["db_password"]);
         assert_eq!(s.services["db"], ["db_password"]);
         assert!(s.secrets["db_password"].external);
-        assert_eq!(s.secrets["db_password"].name.as_deref(), Some("${X:-demo_v1}"));
+        assert_eq!(
+            s.secrets["db_password"].name.as_deref(),
+            Some("${X:-demo_v1}")
+        );
     }
 
     #[test]
@@ -179,8 +222,16 @@ environments = ["production"]
         let m = Manifest::parse(M).unwrap();
         let s = parse("services:\n  api:\n    secrets: [db_password, stray]\n  db:\n    image: x\nsecrets:\n  db_password:\n    file: ./x\n").unwrap();
         let p = check(&m, BackendKind::Compose, "f.yml", &s);
-        assert!(p.iter().any(|x| x.contains("service api uses secret stray, which")), "{p:?}");
-        assert!(p.iter().any(|x| x.contains("service db does not mount db_password")), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|x| x.contains("service api uses secret stray, which")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|x| x.contains("service db does not mount db_password")),
+            "{p:?}"
+        );
         // tls_key exists only in production (swarm): the compose file need not have it.
         assert!(!p.iter().any(|x| x.contains("tls_key")), "{p:?}");
         let ok = parse("services:\n  api:\n    secrets: [db_password]\n  db:\n    secrets: [db_password]\nsecrets:\n  db_password:\n    file: ./x\n").unwrap();
@@ -189,7 +240,14 @@ environments = ["production"]
 
     #[test]
     fn interpolation() {
-        let vars: BTreeMap<String, String> = [("A".to_string(), "a1".to_string()), ("E".to_string(), String::new())].into();
-        assert_eq!(interpolate("x ${A} ${B:-dflt} ${E:-e} ${E-e} $A $$ $", &vars), "x a1 dflt e  a1 $ $");
+        let vars: BTreeMap<String, String> = [
+            ("A".to_string(), "a1".to_string()),
+            ("E".to_string(), String::new()),
+        ]
+        .into();
+        assert_eq!(
+            interpolate("x ${A} ${B:-dflt} ${E:-e} ${E-e} $A $$ $", &vars),
+            "x a1 dflt e  a1 $ $"
+        );
     }
 }

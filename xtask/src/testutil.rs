@@ -6,7 +6,11 @@ pub struct TempDir(PathBuf);
 
 impl TempDir {
     pub fn new() -> TempDir {
-        let p = std::env::temp_dir().join(format!("xtask-unit-{}-{:x}", std::process::id(), crate::secret::random_u64()));
+        let p = std::env::temp_dir().join(format!(
+            "xtask-unit-{}-{:x}",
+            std::process::id(),
+            crate::secret::random_u64()
+        ));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
     }

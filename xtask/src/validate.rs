@@ -16,8 +16,19 @@ const KNOWN_PLACEHOLDERS: &[&str] = &[
     "secret",
 ];
 
-const PLACEHOLDER_WORDS: &[&str] =
-    &["changeme", "change_me", "change-me", "replace_me", "replace-me", "placeholder", "example", "your_", "your-", "todo", "xxxxxx"];
+const PLACEHOLDER_WORDS: &[&str] = &[
+    "changeme",
+    "change_me",
+    "change-me",
+    "replace_me",
+    "replace-me",
+    "placeholder",
+    "example",
+    "your_",
+    "your-",
+    "todo",
+    "xxxxxx",
+];
 
 /// The minimum length that applies to `spec` in `env`.
 pub fn min_length(spec: &SecretSpec, env: &Environment) -> usize {
@@ -50,16 +61,22 @@ pub fn strength_problem(v: &[u8]) -> Option<String> {
 }
 
 pub fn is_placeholder(v: &[u8]) -> bool {
-    let Ok(s) = std::str::from_utf8(v) else { return false };
+    let Ok(s) = std::str::from_utf8(v) else {
+        return false;
+    };
     let lower = s.to_ascii_lowercase();
-    KNOWN_PLACEHOLDERS.iter().any(|p| s == *p) || PLACEHOLDER_WORDS.iter().any(|w| lower.contains(w))
+    KNOWN_PLACEHOLDERS.iter().any(|p| s == *p)
+        || PLACEHOLDER_WORDS.iter().any(|w| lower.contains(w))
 }
 
 /// Everything wrong with one value, as phrases that follow the key's location.
 pub fn problems(spec: &SecretSpec, env: &Environment, v: &[u8]) -> Vec<String> {
     let mut out = Vec::new();
     if v.len() > MAX_SECRET_BYTES {
-        out.push(format!("is {} bytes; secrets must be under 500 KiB", v.len()));
+        out.push(format!(
+            "is {} bytes; secrets must be under 500 KiB",
+            v.len()
+        ));
     }
     if is_placeholder(v) {
         out.push("is a placeholder or an example value; put a real value there".into());
@@ -68,13 +85,19 @@ pub fn problems(spec: &SecretSpec, env: &Environment, v: &[u8]) -> Vec<String> {
         Kind::Password | Kind::Key => {
             let min = min_length(spec, env);
             if v.len() < min {
-                out.push(format!("is {} characters; {} needs at least {min}", v.len(), env.name));
+                out.push(format!(
+                    "is {} characters; {} needs at least {min}",
+                    v.len(),
+                    env.name
+                ));
             } else if let Some(p) = strength_problem(v) {
                 out.push(format!("is too simple: it {p}"));
             }
         }
         Kind::Username => {
-            if v.iter().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+            if v.iter()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+            {
                 out.push("contains white space or control characters".into());
             }
         }
@@ -98,7 +121,11 @@ mod tests {
             "project='p'\n[environments.production]\nbackend='swarm'\n[environments.develop]\nbackend='compose'\n[secrets.pw]\nkind='password'\n",
         )
         .unwrap();
-        (m.secret("pw").unwrap().clone(), m.env("production").unwrap().clone(), m.env("develop").unwrap().clone())
+        (
+            m.secret("pw").unwrap().clone(),
+            m.env("production").unwrap().clone(),
+            m.env("develop").unwrap().clone(),
+        )
     }
 
     #[test]
@@ -114,9 +141,16 @@ mod tests {
     fn simple_values_are_refused() {
         let (spec, prod, _) = fixture();
         assert!(problems(&spec, &prod, &[b'a'; 40])[0].contains("single character class"));
-        assert!(problems(&spec, &prod, b"abababababababababababababab1212121")[0].contains("distinct"));
-        assert!(problems(&spec, &prod, b"xK9mP2nQ7vL4zR8wE5tY1cA6sD3fG0hJ")[0].contains("placeholder"));
-        assert!(problems(&spec, &prod, b"changeme-changeme-changeme-changeme-1A")[0].contains("placeholder"));
+        assert!(
+            problems(&spec, &prod, b"abababababababababababababab1212121")[0].contains("distinct")
+        );
+        assert!(
+            problems(&spec, &prod, b"xK9mP2nQ7vL4zR8wE5tY1cA6sD3fG0hJ")[0].contains("placeholder")
+        );
+        assert!(
+            problems(&spec, &prod, b"changeme-changeme-changeme-changeme-1A")[0]
+                .contains("placeholder")
+        );
     }
 
     #[test]

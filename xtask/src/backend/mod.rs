@@ -111,6 +111,17 @@ pub trait Backend {
     fn remove(&self, t: &Target, plan: &[Step]) -> Result<()>;
     /// Deploys the stack with the current secrets and waits until it converged.
     fn deploy(&self, t: &Target, r: &Resolved, opts: &DeployOptions) -> Result<()>;
+    /// After a rotation: removes superseded versions of `secrets` that no service
+    /// uses, keeping the newest `keep` of them. Returns what was removed. Stores
+    /// without versions (compose files) have nothing to prune.
+    fn prune(&self, _t: &Target, _secrets: &[String], _keep: usize) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+    /// The current version of each stored secret (`v3`), for the rotation log.
+    /// Stores without versions return nothing.
+    fn stored_versions(&self, _t: &Target) -> Result<std::collections::BTreeMap<String, String>> {
+        Ok(Default::default())
+    }
 }
 
 pub fn for_kind(kind: BackendKind) -> Result<Box<dyn Backend>> {

@@ -15,7 +15,22 @@ use crate::{
 pub fn run(root: &Path, e: &EnvArgs, a: DeployArgs) -> Result<()> {
     let s = Session::open(root, e)?;
     let t = s.target(root);
-    let r = resolve::resolve(root, &s.manifest, &s.env, Options { read_only: true, ..Options::default() })?;
+    let r = resolve::resolve(
+        root,
+        &s.manifest,
+        &s.env,
+        Options {
+            read_only: true,
+            ..Options::default()
+        },
+    )?;
     print_warnings(&r);
-    s.backend.deploy(&t, &r, &DeployOptions { dry_run: a.dry_run, timeout: a.timeout })
+    s.backend.deploy(
+        &t,
+        &r,
+        &DeployOptions {
+            dry_run: a.dry_run,
+            timeout: a.timeout,
+        },
+    )
 }

@@ -16,7 +16,15 @@ use crate::{
 pub fn run(root: &Path, e: &EnvArgs, json: bool) -> Result<()> {
     let s = Session::open(root, e)?;
     let t = s.target(root);
-    let r = match resolve::resolve(root, &s.manifest, &s.env, Options { read_only: true, ..Options::default() }) {
+    let r = match resolve::resolve(
+        root,
+        &s.manifest,
+        &s.env,
+        Options {
+            read_only: true,
+            ..Options::default()
+        },
+    ) {
         Ok(r) => Some(r),
         Err(err) => {
             output::warn(&format!("not comparing with the env file: {err:#}"));
@@ -38,7 +46,10 @@ pub fn run(root: &Path, e: &EnvArgs, json: bool) -> Result<()> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::Value::Array(items))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::Value::Array(items))?
+        );
         return Ok(());
     }
     let table: Vec<Vec<String>> = rows
@@ -47,14 +58,26 @@ pub fn run(root: &Path, e: &EnvArgs, json: bool) -> Result<()> {
             vec![
                 r.name.clone(),
                 r.state.word().to_string(),
-                r.version.map(|v| format!("v{v}")).unwrap_or_else(|| "-".into()),
+                r.version
+                    .map(|v| format!("v{v}"))
+                    .unwrap_or_else(|| "-".into()),
                 r.age.map(short_age).unwrap_or_else(|| "-".into()),
-                if r.used_by.is_empty() { "-".into() } else { r.used_by.join(",") },
+                if r.used_by.is_empty() {
+                    "-".into()
+                } else {
+                    r.used_by.join(",")
+                },
                 r.location.clone(),
             ]
         })
         .collect();
-    println!("{} secrets for {} ({} backend):", s.manifest.project, s.env.name, s.env.backend);
-    output::print_table(&["NAME", "STATE", "VERSION", "AGE", "USED BY", "WHERE"], &table);
+    println!(
+        "{} secrets for {} ({} backend):",
+        s.manifest.project, s.env.name, s.env.backend
+    );
+    output::print_table(
+        &["NAME", "STATE", "VERSION", "AGE", "USED BY", "WHERE"],
+        &table,
+    );
     Ok(())
 }

@@ -51,11 +51,20 @@ impl Session {
             env.backend = b;
         }
         let backend = backend::for_kind(env.backend)?;
-        Ok(Session { manifest, env, backend })
+        Ok(Session {
+            manifest,
+            env,
+            backend,
+        })
     }
 
     pub fn target<'a>(&'a self, root: &'a Path) -> Target<'a> {
-        Target { root, manifest: &self.manifest, env: &self.env, backend: self.env.backend }
+        Target {
+            root,
+            manifest: &self.manifest,
+            env: &self.env,
+            backend: self.env.backend,
+        }
     }
 }
 

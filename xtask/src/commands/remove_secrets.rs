@@ -23,16 +23,26 @@ pub fn run(root: &Path, e: &EnvArgs, a: RemoveArgs) -> Result<()> {
         println!("nothing to remove for {}", s.env.name);
         return Ok(());
     }
-    output::print_plan(&format!("to remove from {} ({} backend):", s.env.name, s.env.backend), &plan);
+    output::print_plan(
+        &format!("to remove from {} ({} backend):", s.env.name, s.env.backend),
+        &plan,
+    );
     if a.dry_run {
         println!("dry run: nothing was removed");
         return Ok(());
     }
     if !a.yes {
         if !std::io::stdin().is_terminal() {
-            bail!("refusing to remove {} secret(s) without confirmation: there is no terminal to ask on; pass --yes", plan.len());
+            bail!(
+                "refusing to remove {} secret(s) without confirmation: there is no terminal to ask on; pass --yes",
+                plan.len()
+            );
         }
-        print!("remove {} secret(s) from {}? [y/N] ", plan.len(), s.env.name);
+        print!(
+            "remove {} secret(s) from {}? [y/N] ",
+            plan.len(),
+            s.env.name
+        );
         std::io::stdout().flush()?;
         let mut answer = String::new();
         std::io::stdin().lock().read_line(&mut answer)?;

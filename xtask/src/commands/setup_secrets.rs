@@ -17,18 +17,48 @@ use crate::{
 pub fn run(root: &Path, e: &EnvArgs, a: SetupArgs) -> Result<()> {
     let s = Session::open(root, e)?;
     let t = s.target(root);
-    let r = resolve::resolve(root, &s.manifest, &s.env, Options { generate: a.generate_missing, dry_run: a.dry_run, read_only: false })?;
+    let r = resolve::resolve(
+        root,
+        &s.manifest,
+        &s.env,
+        Options {
+            generate: a.generate_missing,
+            dry_run: a.dry_run,
+            read_only: false,
+        },
+    )?;
     print_warnings(&r);
     if !r.generated.is_empty() {
-        let verb = if a.dry_run { "would generate" } else { "generated" };
-        println!("{verb} {} in {}: {}", r.generated.len(), r.file.shown, r.generated.join(", "));
+        let verb = if a.dry_run {
+            "would generate"
+        } else {
+            "generated"
+        };
+        println!(
+            "{verb} {} in {}: {}",
+            r.generated.len(),
+            r.file.shown,
+            r.generated.join(", ")
+        );
     }
     let plan = s.backend.plan(&t, &r)?;
-    output::print_plan(&format!("{} secrets for {} ({} backend):", s.manifest.project, s.env.name, s.env.backend), &plan);
+    output::print_plan(
+        &format!(
+            "{} secrets for {} ({} backend):",
+            s.manifest.project, s.env.name, s.env.backend
+        ),
+        &plan,
+    );
     let count = |act: Action| plan.iter().filter(|p| p.action == act).count();
-    let (create, update, same) = (count(Action::Create), count(Action::Update), count(Action::Unchanged));
+    let (create, update, same) = (
+        count(Action::Create),
+        count(Action::Update),
+        count(Action::Unchanged),
+    );
     if a.dry_run {
-        println!("dry run: {create} to create, {update} to update, {same} unchanged; nothing was changed");
+        println!(
+            "dry run: {create} to create, {update} to update, {same} unchanged; nothing was changed"
+        );
         return Ok(());
     }
     if create + update == 0 {

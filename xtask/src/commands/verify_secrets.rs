@@ -15,15 +15,39 @@ use crate::{
 pub fn run(root: &Path, e: &EnvArgs) -> Result<()> {
     let s = Session::open(root, e)?;
     let t = s.target(root);
-    let r = resolve::resolve(root, &s.manifest, &s.env, Options { read_only: true, ..Options::default() })?;
+    let r = resolve::resolve(
+        root,
+        &s.manifest,
+        &s.env,
+        Options {
+            read_only: true,
+            ..Options::default()
+        },
+    )?;
     print_warnings(&r);
     let plan = s.backend.plan(&t, &r)?;
-    let bad: Vec<_> = plan.iter().filter(|p| matches!(p.action, Action::Create | Action::Update)).collect();
+    let bad: Vec<_> = plan
+        .iter()
+        .filter(|p| matches!(p.action, Action::Create | Action::Update))
+        .collect();
     if bad.is_empty() {
-        println!("{}: all {} secrets are present, valid and up to date in the {} backend", s.env.name, r.desired.len(), s.env.backend);
+        println!(
+            "{}: all {} secrets are present, valid and up to date in the {} backend",
+            s.env.name,
+            r.desired.len(),
+            s.env.backend
+        );
         return Ok(());
     }
     let steps: Vec<_> = bad.into_iter().cloned().collect();
-    output::print_plan(&format!("{}: not in line with {}:", s.env.name, r.file.shown), &steps);
-    bail!("{} secret(s) missing or out of date in {}; run `cargo xtask setup-secrets {}`", steps.len(), s.env.name, s.env.name)
+    output::print_plan(
+        &format!("{}: not in line with {}:", s.env.name, r.file.shown),
+        &steps,
+    );
+    bail!(
+        "{} secret(s) missing or out of date in {}; run `cargo xtask setup-secrets {}`",
+        steps.len(),
+        s.env.name,
+        s.env.name
+    )
 }

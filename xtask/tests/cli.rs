@@ -1,0 +1,509 @@
+//! The real xtask binary in a temporary copy of the repository, with the
+//! compose backend (no server needed): files, modes, plans, refusals, messages,
+//! and that no secret value ever reaches the output.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+
+use support::TempRepo;
+
+const NAMES: [&str; 8] = [
+    "postgres_user",
+    "postgres_password",
+    "database_url",
+    "better_auth_secret",
+    "redis_password",
+    "jwt_secret",
+    "api_secret_key",
+    "grafana_admin_password",
+];
+
+fn mode(p: &std::path::Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// Every value in an env file, for "never printed" assertions.
+fn values(env_text: &str) -> Vec<String> {
+    env_text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(_, v)| v.trim_matches('\'').to_string())
+        .filter(|v| v.len() >= 8)
+        .collect()
+}
+
+fn assert_no_values(outputs: &[&str], vals: &[String]) {
+    for o in outputs {
+        for v in vals {
+            assert!(!o.contains(v.as_str()), "a secret value was printed:\n{o}");
+        }
+    }
+}
+
+#[test]
+fn setup_develop_from_a_fresh_clone_writes_private_files_and_is_idempotent() {
+    let repo = TempRepo::new();
+    let first = repo.run(&["setup-secrets", "develop"]).ok();
+    assert!(
+        first.stdout.contains("generated 8 in secrets/develop.env"),
+        "{}",
+        first.stdout
+    );
+    assert!(
+        first
+            .stdout
+            .contains("done: 8 created, 0 updated, 0 unchanged"),
+        "{}",
+        first.stdout
+    );
+
+    let env_text = repo.read("secrets/develop.env");
+    assert_eq!(mode(&repo.path("secrets/develop.env")), 0o600);
+    assert_eq!(mode(&repo.path("secrets/develop")), 0o700);
+    for n in NAMES {
+        let p = repo.path(&format!("secrets/develop/{n}"));
+        assert_eq!(mode(&p), 0o600, "{n}");
+        let bytes = std::fs::read(&p).unwrap();
+        assert!(!bytes.ends_with(b"\n"), "{n} has a trailing newline");
+        assert!(!bytes.is_empty());
+    }
+    // The file's bytes are the env file's value; the URL is built from its parts.
+    let get = |k: &str| {
+        env_text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        repo.read("secrets/develop/postgres_password"),
+        get("POSTGRES_PASSWORD")
+    );
+    assert_eq!(
+        repo.read("secrets/develop/database_url"),
+        format!(
+            "postgresql://{}:{}@postgres:5432/raqeem_develop",
+            get("POSTGRES_USER"),
+            get("POSTGRES_PASSWORD")
+        )
+    );
+    assert_eq!(get("JWT_SECRET").len(), 64, "length from the manifest");
+
+    let before = std::fs::metadata(repo.path("secrets/develop/jwt_secret"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let second = repo.run(&["setup-secrets", "develop"]).ok();
+    assert!(
+        second
+            .stdout
+            .contains("nothing to do: all 8 secrets are up to date"),
+        "{}",
+        second.stdout
+    );
+    let after = std::fs::metadata(repo.path("secrets/develop/jwt_secret"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(before, after, "an unchanged secret was rewritten");
+    assert_eq!(
+        repo.read("secrets/develop.env"),
+        env_text,
+        "the env file changed on a no-op run"
+    );
+
+    let verify = repo.run(&["verify-secrets", "develop"]).ok();
+    let list = repo.run(&["list-secrets", "develop"]).ok();
+    assert!(
+        list.stdout.contains("postgres_password       current"),
+        "{}",
+        list.stdout
+    );
+    let json = repo.run(&["list-secrets", "develop", "--json"]).ok();
+    assert!(
+        json.stdout.contains("\"state\": \"current\""),
+        "{}",
+        json.stdout
+    );
+    assert_no_values(
+        &[
+            &first.all(),
+            &second.all(),
+            &verify.all(),
+            &list.all(),
+            &json.all(),
+        ],
+        &values(&env_text),
+    );
+}
+
+#[test]
+fn dry_run_plans_without_writing_or_printing_values() {
+    let repo = TempRepo::new();
+    let run = repo.run(&["setup-secrets", "develop", "--dry-run"]).ok();
+    assert!(
+        run.stdout
+            .contains("would generate 8 in secrets/develop.env"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("create    postgres_password"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("dry run: 8 to create, 0 to update, 0 unchanged; nothing was changed"),
+        "{}",
+        run.stdout
+    );
+    assert!(!repo.path("secrets/develop.env").exists());
+    assert!(!repo.path("secrets/develop").exists());
+}
+
+#[test]
+fn changed_values_are_updated_and_verify_reports_drift() {
+    let repo = TempRepo::new();
+    repo.run(&["setup-secrets", "develop"]).ok();
+    // Someone edits a mounted file by hand: verify must say so and exit 1.
+    std::fs::write(
+        repo.path("secrets/develop/redis_password"),
+        "tampered-value-1234567890",
+    )
+    .unwrap();
+    let v = repo.run(&["verify-secrets", "develop"]).fails();
+    assert!(
+        v.stdout.contains("update    redis_password"),
+        "{}",
+        v.stdout
+    );
+    assert!(
+        v.stderr.contains("run `cargo xtask setup-secrets develop`"),
+        "{}",
+        v.stderr
+    );
+    assert!(!v.all().contains("tampered-value"), "{}", v.all());
+    let s = repo.run(&["setup-secrets", "develop"]).ok();
+    assert!(
+        s.stdout.contains("update    redis_password"),
+        "{}",
+        s.stdout
+    );
+    assert!(
+        s.stdout.contains("done: 0 created, 1 updated, 7 unchanged"),
+        "{}",
+        s.stdout
+    );
+    repo.run(&["verify-secrets", "develop"]).ok();
+}
+
+#[test]
+fn special_characters_are_percent_encoded_in_the_database_url() {
+    let repo = TempRepo::new();
+    repo.write(
+        "secrets/develop.env",
+        "POSTGRES_USER=app\nPOSTGRES_PASSWORD='p@ss/w:rd?#%x Yz9-ABCDEFGH'\n",
+    );
+    repo.run(&["setup-secrets", "develop"]).ok();
+    assert_eq!(
+        repo.read("secrets/develop/postgres_password"),
+        "p@ss/w:rd?#%x Yz9-ABCDEFGH"
+    );
+    assert_eq!(
+        repo.read("secrets/develop/database_url"),
+        "postgresql://app:p%40ss%2Fw%3Ard%3F%23%25x%20Yz9-ABCDEFGH@postgres:5432/raqeem_develop"
+    );
+    // The operator's lines are kept; generated ones are appended.
+    let text = repo.read("secrets/develop.env");
+    assert!(
+        text.starts_with("POSTGRES_USER=app\nPOSTGRES_PASSWORD='p@ss/w:rd?#%x Yz9-ABCDEFGH'\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nJWT_SECRET="), "{text}");
+}
+
+#[test]
+fn production_lists_every_missing_key_and_generates_only_when_asked() {
+    let repo = TempRepo::new();
+    repo.write("secrets/production.env", "POSTGRES_USER=raqeem_prod\n");
+    let r = repo
+        .run(&["setup-secrets", "production", "--backend", "compose"])
+        .fails();
+    let e = &r.stderr;
+    for k in [
+        "POSTGRES_PASSWORD",
+        "BETTER_AUTH_SECRET",
+        "REDIS_PASSWORD",
+        "JWT_SECRET",
+        "API_SECRET_KEY",
+        "GRAFANA_ADMIN_PASSWORD",
+        "SSL_CERTIFICATE",
+        "SSL_PRIVATE_KEY",
+    ] {
+        assert!(e.contains(k), "{k} not listed: {e}");
+    }
+    assert!(e.contains("--generate-missing"), "{e}");
+    assert_eq!(
+        repo.read("secrets/production.env"),
+        "POSTGRES_USER=raqeem_prod\n",
+        "a failed run changed the env file"
+    );
+    assert!(!repo.path("secrets/production").exists());
+}
+
+#[test]
+fn weak_placeholder_and_reused_values_are_refused_without_echo() {
+    let repo = TempRepo::new();
+    let prod_pw = "Zq9xWv8uTs7rQp6oNm5lKj4iHg3fEd2c";
+    repo.write(
+        "secrets/production.env",
+        &format!("POSTGRES_USER=p\nPOSTGRES_PASSWORD={prod_pw}\nBETTER_AUTH_SECRET=xK9mP2nQ7vL4zR8wE5tY1cA6sD3fG0hJ\nREDIS_PASSWORD=short-Pw1\n"),
+    );
+    repo.write(
+        "secrets/staging.env",
+        &format!("POSTGRES_USER=s\nPOSTGRES_PASSWORD={prod_pw}\n"),
+    );
+    let r = repo
+        .run(&[
+            "setup-secrets",
+            "production",
+            "--backend",
+            "compose",
+            "--generate-missing",
+        ])
+        .fails();
+    assert!(
+        r.stderr
+            .contains("secrets/production.env:3: BETTER_AUTH_SECRET is a placeholder"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(
+            "secrets/production.env:4: REDIS_PASSWORD is 9 characters; production needs at least 32"
+        ),
+        "{}",
+        r.stderr
+    );
+    let s = repo
+        .run(&[
+            "setup-secrets",
+            "staging",
+            "--backend",
+            "compose",
+            "--generate-missing",
+        ])
+        .fails();
+    assert!(
+        s.stderr.contains(
+            "POSTGRES_PASSWORD has the same value as in production (secrets/production.env:2)"
+        ),
+        "{}",
+        s.stderr
+    );
+    assert_no_values(
+        &[&r.all(), &s.all()],
+        &[
+            prod_pw.into(),
+            "short-Pw1".into(),
+            "xK9mP2nQ7vL4zR8wE5tY1cA6sD3fG0hJ".into(),
+        ],
+    );
+}
+
+#[test]
+fn unsafe_env_files_are_refused_with_the_fix() {
+    let repo = TempRepo::new();
+    repo.write("secrets/develop.env", "POSTGRES_USER=a\n");
+    std::fs::set_permissions(
+        repo.path("secrets/develop.env"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let r = repo.run(&["setup-secrets", "develop"]).fails();
+    assert!(
+        r.stderr.contains(
+            "secrets/develop.env is readable by group or others (mode 644); run `chmod 600"
+        ),
+        "{}",
+        r.stderr
+    );
+
+    std::fs::set_permissions(
+        repo.path("secrets/develop.env"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    repo.git(&["add", "-f", "secrets/develop.env"]);
+    let r = repo.run(&["setup-secrets", "develop"]).fails();
+    assert!(
+        r.stderr.contains("secrets/develop.env is tracked by git"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("git rm --cached secrets/develop.env"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn parse_errors_point_at_the_line() {
+    let repo = TempRepo::new();
+    repo.write(
+        "secrets/develop.env",
+        "POSTGRES_USER=a\n\nPOSTGRES_PASSWORD='unterminated-TOPSECRET\n",
+    );
+    let r = repo.run(&["setup-secrets", "develop"]).fails();
+    assert!(
+        r.stderr
+            .contains("secrets/develop.env:3: cannot parse this line"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.all().contains("TOPSECRET"));
+}
+
+#[test]
+fn seed_layout_env_files_work_and_both_layouts_are_refused() {
+    let repo = TempRepo::new();
+    repo.write("secrets-develop.env", "POSTGRES_USER=seeduser\n");
+    let r = repo.run(&["setup-secrets", "develop"]).ok();
+    assert!(r.stdout.contains("in secrets-develop.env"), "{}", r.stdout);
+    assert_eq!(repo.read("secrets/develop/postgres_user"), "seeduser");
+    repo.write("secrets/develop.env", "POSTGRES_USER=other\n");
+    let r = repo.run(&["setup-secrets", "develop"]).fails();
+    assert!(
+        r.stderr
+            .contains("both secrets/develop.env and secrets-develop.env exist"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn unknown_keys_are_warned_about() {
+    let repo = TempRepo::new();
+    repo.write(
+        "secrets/develop.env",
+        "POSTGRES_USER=a\nPOSTGRES_PASWORD=typo-typo-typo-typo\nSSL_CERTIFICATE=x.pem\n",
+    );
+    let r = repo.run(&["setup-secrets", "develop"]).ok();
+    assert!(r.stderr.contains("secrets/develop.env:2: unknown key POSTGRES_PASWORD (it is not a secret in deploy/secrets.toml)"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("unknown key SSL_CERTIFICATE (it is not used in develop)"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn remove_asks_for_yes_without_a_terminal() {
+    let repo = TempRepo::new();
+    repo.run(&["setup-secrets", "develop"]).ok();
+    let r = repo
+        .run(&["remove-secrets", "develop", "--secret", "jwt_secret"])
+        .fails();
+    assert!(
+        r.stderr
+            .contains("there is no terminal to ask on; pass --yes"),
+        "{}",
+        r.stderr
+    );
+    assert!(repo.path("secrets/develop/jwt_secret").exists());
+    repo.run(&[
+        "remove-secrets",
+        "develop",
+        "--secret",
+        "jwt_secret",
+        "--yes",
+    ])
+    .ok();
+    assert!(!repo.path("secrets/develop/jwt_secret").exists());
+    assert!(repo.path("secrets/develop/redis_password").exists());
+    repo.run(&["verify-secrets", "develop"]).fails();
+    repo.run(&["remove-secrets", "develop", "--yes"]).ok();
+    assert!(!repo.path("secrets/develop").exists());
+}
+
+#[test]
+fn planned_backends_and_unknown_environments_say_so_plainly() {
+    let repo = TempRepo::new();
+    for b in ["k8s", "vault", "aws"] {
+        let r = repo
+            .run(&["setup-secrets", "develop", "--backend", b])
+            .fails();
+        assert!(
+            r.stderr
+                .contains(&format!("the {b} backend is planned but not built yet")),
+            "{}",
+            r.stderr
+        );
+    }
+    assert!(
+        !repo.path("secrets/develop.env").exists(),
+        "a refused backend still wrote files"
+    );
+    let r = repo.run(&["setup-secrets", "prod"]).fails();
+    assert!(r.stderr.contains("unknown environment \"prod\"; deploy/secrets.toml defines: develop, production, staging"), "{}", r.stderr);
+}
+
+#[test]
+fn generate_secret_prints_one_value_of_the_asked_length() {
+    let repo = TempRepo::new();
+    let r = repo.run(&["generate-secret", "--length", "40"]).ok();
+    let v = r.stdout.trim_end();
+    assert_eq!(v.len(), 40);
+    assert!(
+        v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
+    assert_ne!(
+        v,
+        repo.run(&["generate-secret", "--length", "40"])
+            .ok()
+            .stdout
+            .trim_end()
+    );
+    repo.run(&["generate-secret", "--length", "8"]);
+}
+
+#[test]
+fn check_catches_a_compose_file_that_disagrees_with_the_manifest() {
+    let repo = TempRepo::new();
+    repo.run(&["check"]).ok();
+    let text = repo
+        .read("docker-compose.prod.yml")
+        .replace("      - jwt_secret\n", "");
+    std::fs::write(repo.path("docker-compose.prod.yml"), text).unwrap();
+    let r = repo.run(&["check"]).fails();
+    assert!(
+        r.stderr
+            .contains("docker-compose.prod.yml: service backend does not mount jwt_secret"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn owner_from_the_manifest_is_applied_to_written_files() {
+    use std::os::unix::fs::MetadataExt;
+    let repo = TempRepo::new();
+    let m = repo.read("deploy/secrets.toml").replace(
+        "generate = true\n",
+        "generate = true\nowner = \"1234:2345\"\n",
+    );
+    std::fs::write(repo.path("deploy/secrets.toml"), m).unwrap();
+    let r = repo.run(&["setup-secrets", "develop"]);
+    if r.code != 0 {
+        // Not root: chown is refused, and the message says what to do.
+        assert!(r.stderr.contains("run as root"), "{}", r.stderr);
+        return;
+    }
+    let meta = std::fs::metadata(repo.path("secrets/develop/postgres_password")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (1234, 2345));
+}

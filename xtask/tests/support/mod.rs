@@ -1,0 +1,307 @@
+//! Shared scaffolding for integration tests: a temporary copy of the repository
+//! to run the real `xtask` binary in, the Docker gate (fail under CI, skip loudly
+//! elsewhere), and the locally built `FROM scratch` image of the reader's examples.
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::OnceLock,
+};
+
+/// The repository this test binary was built from.
+pub fn source_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A throwaway copy of the repository's tracked files, itself a git repository
+/// (so the "tracked by git" rule can be exercised), removed on drop.
+pub struct TempRepo {
+    pub root: PathBuf,
+}
+
+impl TempRepo {
+    pub fn new() -> TempRepo {
+        let root =
+            std::env::temp_dir().join(format!("xtask-it-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&root).unwrap();
+        let src = source_root();
+        let files = Command::new("git")
+            .args([
+                "ls-files",
+                "-z",
+                "--cached",
+                "--others",
+                "--exclude-standard",
+            ])
+            .current_dir(&src)
+            .output()
+            .unwrap();
+        assert!(
+            files.status.success(),
+            "git ls-files failed in {}",
+            src.display()
+        );
+        for rel in files.stdout.split(|b| *b == 0).filter(|s| !s.is_empty()) {
+            let rel = Path::new(std::str::from_utf8(rel).unwrap());
+            // A developer's own secret material never goes into the copy.
+            if rel.starts_with("secrets")
+                && !rel.ends_with("README.md")
+                && !rel.ends_with("example.env")
+            {
+                continue;
+            }
+            let from = src.join(rel);
+            if !from.is_file() {
+                continue;
+            }
+            let to = root.join(rel);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(&from, &to).unwrap();
+        }
+        let repo = TempRepo { root };
+        repo.git(&["init", "-q"]);
+        repo.git(&["add", "-A"]);
+        repo.git(&[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t.invalid",
+            "commit",
+            "-qm",
+            "copy",
+        ]);
+        repo
+    }
+
+    pub fn git(&self, args: &[&str]) -> Output {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(&self.root)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// The real xtask binary, run in this copy.
+    pub fn xtask(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        c.args(args)
+            .current_dir(&self.root)
+            .env("CARGO_MANIFEST_DIR", self.root.join("xtask"))
+            .env("NO_COLOR", "1")
+            .env_remove("DOCKER");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.xtask(args).output().unwrap())
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap()
+    }
+}
+
+impl Drop for TempRepo {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// The outcome of one run, with both streams as text for assertions.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn fails(self) -> Run {
+        assert_eq!(
+            self.code, 1,
+            "expected exit 1\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+pub fn unique() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{:x}{:x}", n, std::process::id())
+}
+
+/// True when a Docker engine answers. Under `CI=true` a missing engine fails the
+/// test; elsewhere the test is skipped with a loud message.
+pub fn docker_or_skip(test: &str) -> bool {
+    let up = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if up {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
+        panic!("{test}: CI is set but no Docker engine answers; .ci/run must start dockerd");
+    }
+    eprintln!("\n*** SKIPPED {test}: no Docker engine answers (start dockerd to run it) ***\n");
+    false
+}
+
+/// True when this node is a swarm manager (needed by swarm tests); same CI rule.
+pub fn swarm_or_skip(test: &str) -> bool {
+    if !docker_or_skip(test) {
+        return false;
+    }
+    let out = Command::new("docker")
+        .args([
+            "info",
+            "--format",
+            "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}",
+        ])
+        .output()
+        .unwrap();
+    if String::from_utf8_lossy(&out.stdout).trim() == "active true" {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
+        panic!(
+            "{test}: CI is set but this Docker engine is not a swarm manager; .ci/run must run `docker swarm init`"
+        );
+    }
+    eprintln!(
+        "\n*** SKIPPED {test}: Docker is not in swarm mode (run `docker swarm init --advertise-addr 127.0.0.1`) ***\n"
+    );
+    false
+}
+
+pub const PROBE_IMAGE: &str = "xtask-probe:test";
+
+/// Builds (once per test process) a `FROM scratch` image holding static `/probe`
+/// and `/show` from the secrets-reader examples. No registry is needed.
+pub fn probe_image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let src = source_root();
+        let target_dir = src.join("target/static");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+                "-p",
+                "secrets-reader",
+                "--examples",
+            ])
+            .current_dir(&src)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "static build of the secrets-reader examples failed"
+        );
+        let ctx = std::env::temp_dir().join(format!("xtask-probe-ctx-{}", unique()));
+        std::fs::create_dir_all(&ctx).unwrap();
+        let bin = target_dir.join("x86_64-unknown-linux-gnu/release/examples");
+        for name in ["probe", "show"] {
+            std::fs::copy(bin.join(name), ctx.join(name)).unwrap();
+        }
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            "FROM scratch\nCOPY probe show /\nENTRYPOINT [\"/probe\"]\n",
+        )
+        .unwrap();
+        let out = Command::new("docker")
+            .args(["build", "-q", "-t", PROBE_IMAGE, "."])
+            .current_dir(&ctx)
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&ctx);
+        assert!(
+            out.status.success(),
+            "docker build of {PROBE_IMAGE} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    PROBE_IMAGE
+}
+
+/// Runs docker with `args`, asserting success, returning stdout.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// First 12 hex digits of SHA-256, as the reader's `fingerprint()` prints them.
+pub fn sha12(bytes: &[u8]) -> String {
+    let out = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(bytes)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)[..12].to_string()
+}
