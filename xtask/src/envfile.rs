@@ -14,7 +14,6 @@ use anyhow::{Context, Result, bail};
 
 use crate::{fsutil, secret::SecretValue};
 
-#[derive(Debug)]
 pub struct EnvFile {
     pub path: PathBuf,
     /// Display path, relative to the repository root where possible.
@@ -25,7 +24,19 @@ pub struct EnvFile {
     pub duplicates: Vec<(String, Vec<usize>)>,
     /// Keys whose raw value has a `$` outside single quotes (dotenv substitutes it).
     pub substituted: Vec<(String, usize)>,
-    raw: String,
+    /// The file's text: it holds every value, so it is wiped on drop and kept out of `Debug`.
+    raw: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for EnvFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvFile")
+            .field("shown", &self.shown)
+            .field("exists", &self.exists)
+            .field("entries", &self.entries)
+            .field("duplicates", &self.duplicates)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -44,14 +55,15 @@ impl EnvFile {
             entries: BTreeMap::new(),
             duplicates: Vec::new(),
             substituted: Vec::new(),
-            raw: String::new(),
+            raw: zeroize::Zeroizing::new(String::new()),
         }
     }
 
     pub fn load(path: &Path, shown: String) -> Result<EnvFile> {
-        let raw = std::fs::read_to_string(path).with_context(|| {
+        let text = std::fs::read_to_string(path).with_context(|| {
             format!("cannot read {shown}; check that it exists and is readable by you")
         })?;
+        let raw = zeroize::Zeroizing::new(text);
         let lines = key_lines(&raw);
         let iter = dotenvy::from_path_iter(path).with_context(|| format!("cannot open {shown}"))?;
         let mut entries = BTreeMap::new();
@@ -59,7 +71,7 @@ impl EnvFile {
         for item in iter {
             let (key, value) = match item {
                 Ok(kv) => kv,
-                Err(e) => return Err(parse_error(&shown, &raw, e)),
+                Err(e) => return Err(parse_error(&shown, raw.as_str(), e)),
             };
             let occurrences = lines.get(&key).cloned().unwrap_or_default();
             let n = seen.entry(key.clone()).or_default();

@@ -577,6 +577,22 @@ environments = ["production"]
     }
 
     #[test]
+    fn debug_output_never_shows_values() {
+        let pw = "Zq9xWv8uTs7rQp6oNm5lKj4iHg3fEd2c";
+        let (dir, m) = setup(&[(
+            "secrets/staging.env",
+            &format!("POSTGRES_USER=someuser\nPOSTGRES_PASSWORD={pw}\n"),
+        )]);
+        let r = run(&dir, &m, "staging", false).unwrap();
+        let dbg = format!("{r:?} {:?}", r.desired);
+        assert!(!dbg.contains(pw) && !dbg.contains("someuser"), "{dbg}");
+        assert!(
+            dbg.contains("secrets/staging.env:2"),
+            "Debug should still say where values came from: {dbg}"
+        );
+    }
+
+    #[test]
     fn weak_values_are_reported_with_location_not_value() {
         let (dir, m) = setup(&[(
             "secrets/staging.env",

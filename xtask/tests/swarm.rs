@@ -1,0 +1,475 @@
+//! The swarm backend on a real engine: versioned secrets with labels, a stack
+//! that reads them, a no-op re-run in one docker call, a rotation under load
+//! with no failed request, pruning, and removal that refuses while in use.
+//!
+//! No IPVS here, so the service uses `endpoint_mode: dnsrr` on an attachable
+//! overlay network, and a client container on that network sends the requests.
+
+mod support;
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use support::{TempRepo, docker, probe_image, sha12, swarm_or_skip, unique};
+
+const ENV: &str = "stage";
+const NAMES: [&str; 4] = ["app_user", "app_password", "app_url", "api_key"];
+
+fn manifest(project: &str) -> String {
+    format!(
+        r#"project = "{project}"
+compose_file = "no-compose.yml"
+stack_file = "test-stack.yml"
+
+[environments.{ENV}]
+backend = "swarm"
+
+[secrets.app_user]
+kind = "username"
+services = ["web"]
+
+[secrets.app_password]
+kind = "password"
+services = ["web"]
+rotate_hook = ["true"]
+
+[secrets.app_url]
+kind = "derived"
+template = "postgresql://{{app_user}}:{{app_password}}@db/{{project}}_{{env}}"
+services = ["web"]
+
+[secrets.api_key]
+kind = "key"
+services = ["web"]
+"#
+    )
+}
+
+fn stack(image: &str, net: &str) -> String {
+    let names = NAMES
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut s = format!(
+        r#"version: "3.8"
+services:
+  web:
+    image: {image}
+    command: ["serve", "--port", "8080", {names}]
+    healthcheck:
+      test: ["CMD", "/probe", "health", "--port", "8080"]
+      interval: 1s
+      timeout: 2s
+      retries: 3
+    stop_grace_period: 3s
+    networks: [net]
+    secrets:
+"#
+    );
+    for n in NAMES {
+        s.push_str(&format!("      - {{ source: {n}, target: {n} }}\n"));
+    }
+    s.push_str(&format!(
+        r#"    deploy:
+      replicas: 2
+      endpoint_mode: dnsrr
+      update_config: {{ order: start-first, parallelism: 1, failure_action: rollback, monitor: 2s }}
+      rollback_config: {{ order: start-first }}
+networks:
+  net:
+    driver: overlay
+    attachable: true
+    name: {net}
+secrets:
+"#
+    ));
+    for n in NAMES {
+        s.push_str(&format!("  {n}:\n    external: true\n    name: ${{XTASK_SECRET_{}:?set by cargo xtask deploy}}\n", n.to_uppercase()));
+    }
+    s
+}
+
+/// Removes everything the test created, whatever happened.
+struct Cleanup {
+    project: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let p = &self.project;
+        let quiet = |args: &[&str]| Command::new("docker").args(args).output();
+        let _ = quiet(&["rm", "-f", &format!("{p}-load")]);
+        let _ = quiet(&["stack", "rm", &format!("{p}-{ENV}")]);
+        wait_stack_gone(&format!("{p}-{ENV}"));
+        let label = format!("label=xtask.project={p}");
+        if let Ok(o) = quiet(&["secret", "ls", "-q", "--filter", &label]) {
+            let ids: Vec<String> = String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .map(String::from)
+                .collect();
+            if !ids.is_empty() {
+                let mut args = vec!["secret".to_string(), "rm".into()];
+                args.extend(ids);
+                let _ = Command::new("docker").args(&args).output();
+            }
+        }
+        let _ = quiet(&["network", "rm", &format!("{p}-net")]);
+    }
+}
+
+fn wait_stack_gone(stack: &str) {
+    let start = Instant::now();
+    let label = format!("label=com.docker.swarm.service.name");
+    while start.elapsed() < Duration::from_secs(60) {
+        let out = Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &label,
+                "--filter",
+                &format!("name={stack}_"),
+            ])
+            .output();
+        let svc = Command::new("docker")
+            .args([
+                "service",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("label=com.docker.stack.namespace={stack}"),
+            ])
+            .output();
+        let empty = |o: std::io::Result<std::process::Output>| {
+            o.map(|o| o.stdout.iter().all(u8::is_ascii_whitespace))
+                .unwrap_or(true)
+        };
+        if empty(out) && empty(svc) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// KEY=value lines of the env file (generated values need no unquoting).
+fn env_value(repo: &TempRepo, key: &str) -> String {
+    let text = repo.read(&format!("secrets/{ENV}.env"));
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} not in env file"))
+        .trim_matches('\'')
+        .to_string()
+}
+
+/// The `NAME FINGERPRINT` line the probe serves for `name` with `value`.
+fn served(name: &str, value: &str) -> String {
+    format!("{name} {}", sha12(value.as_bytes()))
+}
+
+fn url(repo: &TempRepo, project: &str) -> String {
+    format!(
+        "postgresql://{}:{}@db/{project}_{ENV}",
+        env_value(repo, "APP_USER"),
+        env_value(repo, "APP_PASSWORD")
+    )
+}
+
+#[test]
+fn swarm_setup_deploy_rotate_remove() {
+    if !swarm_or_skip("swarm_setup_deploy_rotate_remove") {
+        return;
+    }
+    let image = probe_image();
+    let project = format!("xt{}", unique());
+    let stack_name = format!("{project}-{ENV}");
+    let net = format!("{project}-net");
+    let _cleanup = Cleanup {
+        project: project.clone(),
+    };
+    let repo = TempRepo::new();
+    repo.write("deploy/secrets.toml", &manifest(&project));
+    repo.write("test-stack.yml", &stack(image, &net));
+    let run = |args: &[&str]| {
+        support::Run::from(
+            repo.xtask(args)
+                .env("XTASK_RESOLVE_IMAGE", "never")
+                .output()
+                .unwrap(),
+        )
+    };
+
+    run(&["check"]).ok();
+
+    // 1. setup creates v1 of everything, labelled; deploy serves the values.
+    let out = run(&["setup-secrets", ENV, "--generate-missing"]).ok();
+    assert!(
+        out.stdout
+            .contains(&format!("{project}_{ENV}_app_password_v1")),
+        "{}",
+        out.stdout
+    );
+    let labels = docker(&[
+        "secret",
+        "inspect",
+        "--format",
+        "{{json .Spec.Labels}}",
+        &format!("{project}_{ENV}_app_password_v1"),
+    ]);
+    let labels: serde_json::Value = serde_json::from_str(&labels).unwrap();
+    assert_eq!(labels["xtask.tool"], "cargo-xtask");
+    assert_eq!(labels["xtask.project"], project.as_str());
+    assert_eq!(labels["xtask.environment"], ENV);
+    assert_eq!(labels["xtask.secret"], "app_password");
+    assert_eq!(labels["xtask.version"], "1");
+    assert_eq!(labels["xtask.fingerprint"].as_str().unwrap().len(), 16);
+
+    let dry = run(&["deploy", ENV, "--dry-run"]).ok();
+    assert!(
+        dry.stdout
+            .contains(&format!("name: {project}_{ENV}_api_key_v1")),
+        "{}",
+        dry.stdout
+    );
+    run(&["deploy", ENV, "--timeout", "120"]).ok();
+    let client = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        &net,
+        image,
+        "load",
+        "--target",
+        "web:8080",
+        "--count",
+        "5",
+    ]);
+    assert!(client.contains("failed=0"), "{client}");
+    for (name, value) in [
+        ("app_password", env_value(&repo, "APP_PASSWORD")),
+        ("api_key", env_value(&repo, "API_KEY")),
+        ("app_url", url(&repo, &project)),
+    ] {
+        assert!(
+            client.contains(&served(name, &value)),
+            "{name} not served right: {client}"
+        );
+    }
+
+    // 2. verify passes; a re-run of setup changes nothing in one docker call.
+    run(&["verify-secrets", ENV]).ok();
+    let dir = repo.path("wrap");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("calls.log");
+    let wrapper = dir.join("docker");
+    let real =
+        String::from_utf8(Command::new("which").arg("docker").output().unwrap().stdout).unwrap();
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec {} \"$@\"\n",
+            log.display(),
+            real.trim()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let again = support::Run::from(
+        repo.xtask(&["setup-secrets", ENV])
+            .env("DOCKER", &wrapper)
+            .output()
+            .unwrap(),
+    )
+    .ok();
+    assert!(again.stdout.contains("nothing to do"), "{}", again.stdout);
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        calls.lines().count(),
+        1,
+        "expected one docker call, got:\n{calls}"
+    );
+    assert!(calls.starts_with("secret ls"), "{calls}");
+
+    let list = run(&["list-secrets", ENV]).ok();
+    assert!(
+        list.stdout.contains("current") && list.stdout.contains(&format!("{stack_name}_web@v1")),
+        "{}",
+        list.stdout
+    );
+
+    // 3. rotation under continuous load: no failed request, new value served.
+    let old_password = env_value(&repo, "APP_PASSWORD");
+    let load_name = format!("{project}-load");
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &load_name,
+        "--network",
+        &net,
+        image,
+        "load",
+        "--target",
+        "web:8080",
+        "--count",
+        "400",
+        "--max-seconds",
+        "90",
+        "--interval-ms",
+        "100",
+    ]);
+    let rot = run(&[
+        "rotate-secrets",
+        ENV,
+        "--secret",
+        "app_password",
+        "--timeout",
+        "120",
+    ])
+    .ok();
+    let new_password = env_value(&repo, "APP_PASSWORD");
+    assert_ne!(old_password, new_password);
+    assert!(
+        !rot.all().contains(&new_password) && !rot.all().contains(&old_password),
+        "a value was printed"
+    );
+    let code = docker(&["wait", &load_name]);
+    let logs = Command::new("docker")
+        .args(["logs", &load_name])
+        .output()
+        .unwrap();
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&logs.stdout),
+        String::from_utf8_lossy(&logs.stderr)
+    );
+    eprintln!("load client during rotation: {logs}");
+    assert_eq!(code.trim(), "0", "{logs}");
+    assert!(logs.contains("failed=0"), "{logs}");
+    assert!(
+        logs.contains(&served("app_password", &new_password)),
+        "not on the new value at the end: {logs}"
+    );
+    assert!(
+        logs.contains(&served("app_url", &url(&repo, &project))),
+        "{logs}"
+    );
+    let tsv = repo.read("deploy/rotation-log.tsv");
+    assert!(
+        tsv.starts_with("time\tenvironment\tsecret\tversion\toperator\tbackend\n"),
+        "{tsv}"
+    );
+    assert!(
+        tsv.lines()
+            .any(|l| l.contains(&format!("\t{ENV}\tapp_password\tv2\t")) && l.ends_with("\tswarm")),
+        "{tsv}"
+    );
+    assert!(!tsv.contains(&new_password));
+
+    // A second rotation: v3 is live, v2 (the previous) is kept, v1 is gone.
+    run(&[
+        "rotate-secrets",
+        ENV,
+        "--secret",
+        "app_password",
+        "--timeout",
+        "120",
+    ])
+    .ok();
+    let names = docker(&[
+        "secret",
+        "ls",
+        "--filter",
+        &format!("label=xtask.project={project}"),
+        "--format",
+        "{{.Name}}",
+    ]);
+    let pw = |v: u32| format!("{project}_{ENV}_app_password_v{v}");
+    assert!(
+        names.lines().any(|n| n == pw(3)) && names.lines().any(|n| n == pw(2)),
+        "{names}"
+    );
+    assert!(
+        !names.lines().any(|n| n == pw(1)),
+        "v1 should have been pruned: {names}"
+    );
+    let client = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        &net,
+        image,
+        "load",
+        "--target",
+        "web:8080",
+        "--count",
+        "3",
+    ]);
+    assert!(
+        client.contains(&served("app_password", &env_value(&repo, "APP_PASSWORD"))),
+        "{client}"
+    );
+
+    // 4. removal refuses while the stack uses the secrets, works after.
+    let refused = run(&["remove-secrets", ENV, "--yes"]).fails();
+    assert!(
+        refused.stderr.contains("used by") && refused.stderr.contains(&format!("{stack_name}_web")),
+        "{}",
+        refused.stderr
+    );
+    docker(&["rm", "-f", &load_name]);
+    docker(&["stack", "rm", &stack_name]);
+    wait_stack_gone(&stack_name);
+    run(&["remove-secrets", ENV, "--yes"]).ok();
+    let left = docker(&[
+        "secret",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=xtask.project={project}"),
+    ]);
+    assert!(left.trim().is_empty(), "secrets left: {left}");
+}
+
+#[test]
+fn swarm_deploy_surfaces_an_image_that_cannot_be_pulled() {
+    if !swarm_or_skip("swarm_deploy_surfaces_an_image_that_cannot_be_pulled") {
+        return;
+    }
+    let project = format!("xt{}", unique());
+    let net = format!("{project}-net");
+    let _cleanup = Cleanup {
+        project: project.clone(),
+    };
+    let repo = TempRepo::new();
+    repo.write("deploy/secrets.toml", &manifest(&project));
+    repo.write("test-stack.yml", &stack("xtask-no-such-image:never", &net));
+    let run = |args: &[&str]| {
+        support::Run::from(
+            repo.xtask(args)
+                .env("XTASK_RESOLVE_IMAGE", "never")
+                .output()
+                .unwrap(),
+        )
+    };
+    run(&["setup-secrets", ENV, "--generate-missing"]).ok();
+    let started = Instant::now();
+    let out = run(&["deploy", ENV, "--timeout", "90"]).fails();
+    assert!(
+        out.stderr.contains(&format!("{project}-{ENV}_web")),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.to_lowercase().contains("image"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(90),
+        "it waited for the timeout instead of reporting the task error"
+    );
+}
