@@ -32,35 +32,24 @@ impl Docker {
     }
 
     /// Runs `docker ARGS` quietly and returns stdout, or an error carrying
-    /// docker's own message and `what` to do next.
+    /// docker's own message and the next step.
     pub fn read(&self, args: &[&str], next_step: &str) -> Result<String> {
-        let sh = self.shell()?;
-        let bin = &self.bin;
-        let out = cmd!(sh, "{bin} {args...}")
-            .quiet()
-            .ignore_status()
-            .output()?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            bail!(
-                "`docker {}` failed: {}{}",
-                args.join(" "),
-                err.trim(),
-                next_step_suffix(next_step)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        self.exec(args, None, next_step)
     }
 
     /// Runs `docker ARGS` with `input` on stdin (the only way values reach docker).
     pub fn run_with_stdin(&self, args: &[&str], input: &[u8], next_step: &str) -> Result<String> {
+        self.exec(args, Some(input), next_step)
+    }
+
+    fn exec(&self, args: &[&str], input: Option<&[u8]>, next_step: &str) -> Result<String> {
         let sh = self.shell()?;
         let bin = &self.bin;
-        let out = cmd!(sh, "{bin} {args...}")
-            .quiet()
-            .ignore_status()
-            .stdin(input)
-            .output()?;
+        let mut c = cmd!(sh, "{bin} {args...}").quiet().ignore_status();
+        if let Some(input) = input {
+            c = c.stdin(input);
+        }
+        let out = c.output()?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             bail!(

@@ -98,6 +98,29 @@ pub fn check(
             out.push(format!("{file}: secret {name} is not in deploy/secrets.toml; add a [secrets.{name}] table or remove it"));
         }
     }
+    for (name, def) in &stack.secrets {
+        match backend {
+            BackendKind::Swarm => {
+                let var = format!("XTASK_SECRET_{}", name.to_ascii_uppercase());
+                if !def.external || !def.name.as_deref().is_some_and(|n| n.contains(&var)) {
+                    out.push(format!(
+                        "{file}: secret {name} must be `external: true` with `name: ${{{var}:?set by cargo xtask deploy}}`, so deploy can point it at the current version"
+                    ));
+                }
+            }
+            _ => {
+                if !def
+                    .file
+                    .as_deref()
+                    .is_some_and(|f| f.ends_with(&format!("/{name}")))
+                {
+                    out.push(format!(
+                        "{file}: secret {name} must be `file: ${{XTASK_SECRETS_DIR:-./secrets/develop}}/{name}`, the file setup-secrets writes"
+                    ));
+                }
+            }
+        }
+    }
     for (svc, refs) in &stack.services {
         for r in refs {
             if !stack.secrets.contains_key(r) {

@@ -426,6 +426,28 @@ fn remove_asks_for_yes_without_a_terminal() {
     assert!(!repo.path("secrets/develop/jwt_secret").exists());
     assert!(repo.path("secrets/develop/redis_password").exists());
     repo.run(&["verify-secrets", "develop"]).fails();
+    let r = repo
+        .run(&[
+            "remove-secrets",
+            "develop",
+            "--secret",
+            "jwt_secrt",
+            "--yes",
+        ])
+        .fails();
+    assert!(
+        r.stderr
+            .contains("jwt_secrt is neither a secret of develop"),
+        "{}",
+        r.stderr
+    );
+    let r = repo.run(&["remove-secrets", "develop", "--dry-run"]).ok();
+    assert!(
+        r.stdout.contains("dry run: nothing was removed"),
+        "{}",
+        r.stdout
+    );
+    assert!(repo.path("secrets/develop/redis_password").exists());
     repo.run(&["remove-secrets", "develop", "--yes"]).ok();
     assert!(!repo.path("secrets/develop").exists());
 }

@@ -192,6 +192,16 @@ impl Backend for Compose {
             .map(|s| s.name.clone())
             .collect();
         all.extend(extra_files(&dir, all.clone().iter().map(String::as_str))?);
+        for n in names {
+            if !all.contains(n) {
+                bail!(
+                    "{n} is neither a secret of {} in deploy/secrets.toml nor a file in {}; known: {}",
+                    t.env.name,
+                    rel(t.root, &dir),
+                    all.join(", ")
+                );
+            }
+        }
         let chosen: Vec<String> = if names.is_empty() {
             all
         } else {

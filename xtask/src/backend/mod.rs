@@ -19,7 +19,6 @@ pub struct Target<'a> {
     pub root: &'a Path,
     pub manifest: &'a Manifest,
     pub env: &'a Environment,
-    pub backend: BackendKind,
 }
 
 impl Target<'_> {

@@ -834,7 +834,7 @@ impl Backend for Swarm {
             println!("would run: docker stack deploy -c {shown} {stack}");
             println!(
                 "with the stack file resolved as:\n{}",
-                stackfile::interpolate(&text, &vars)
+                stackfile::interpolate(&required_as_plain(&text), &vars)
             );
             return Ok(());
         }

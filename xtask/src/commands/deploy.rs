@@ -5,26 +5,16 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::{Session, print_warnings};
+use super::Session;
 use crate::{
     backend::DeployOptions,
     flags::{DeployArgs, EnvArgs},
-    resolve::{self, Options},
 };
 
 pub fn run(root: &Path, e: &EnvArgs, a: DeployArgs) -> Result<()> {
     let s = Session::open(root, e)?;
     let t = s.target(root);
-    let r = resolve::resolve(
-        root,
-        &s.manifest,
-        &s.env,
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )?;
-    print_warnings(&r);
+    let r = s.resolve_read_only(root)?;
     s.backend.deploy(
         &t,
         &r,

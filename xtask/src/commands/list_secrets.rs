@@ -6,25 +6,12 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::Session;
-use crate::{
-    backend::short_age,
-    flags::EnvArgs,
-    output,
-    resolve::{self, Options},
-};
+use crate::{backend::short_age, flags::EnvArgs, output};
 
 pub fn run(root: &Path, e: &EnvArgs, json: bool) -> Result<()> {
     let s = Session::open(root, e)?;
     let t = s.target(root);
-    let r = match resolve::resolve(
-        root,
-        &s.manifest,
-        &s.env,
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    ) {
+    let r = match s.resolve_read_only(root) {
         Ok(r) => Some(r),
         Err(err) => {
             output::warn(&format!("not comparing with the env file: {err:#}"));
@@ -38,6 +25,7 @@ pub fn run(root: &Path, e: &EnvArgs, json: bool) -> Result<()> {
             .map(|r| {
                 serde_json::json!({
                     "name": r.name,
+                    "description": s.manifest.secrets.iter().find(|x| x.name == r.name).map(|x| x.description.as_str()),
                     "state": r.state.word(),
                     "location": r.location,
                     "version": r.version,

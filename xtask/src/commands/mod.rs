@@ -18,7 +18,7 @@ use crate::{
     flags::{Cmd, EnvArgs},
     manifest::{Environment, Manifest},
     output,
-    resolve::Resolved,
+    resolve::{self, Resolved},
 };
 
 pub fn run(cmd: Cmd, root: &Path) -> Result<()> {
@@ -58,12 +58,29 @@ impl Session {
         })
     }
 
+    /// Resolves the environment's values and prints the warnings.
+    pub fn resolve(&self, root: &Path, opts: resolve::Options) -> Result<Resolved> {
+        let r = resolve::resolve(root, &self.manifest, &self.env, opts)?;
+        print_warnings(&r);
+        Ok(r)
+    }
+
+    /// Resolves without generating or writing anything: for commands that only look.
+    pub fn resolve_read_only(&self, root: &Path) -> Result<Resolved> {
+        self.resolve(
+            root,
+            resolve::Options {
+                read_only: true,
+                ..resolve::Options::default()
+            },
+        )
+    }
+
     pub fn target<'a>(&'a self, root: &'a Path) -> Target<'a> {
         Target {
             root,
             manifest: &self.manifest,
             env: &self.env,
-            backend: self.env.backend,
         }
     }
 }

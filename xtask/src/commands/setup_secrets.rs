@@ -6,28 +6,25 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::{Session, print_warnings};
+use super::Session;
 use crate::{
     backend::Action,
     flags::{EnvArgs, SetupArgs},
     output,
-    resolve::{self, Options},
+    resolve::Options,
 };
 
 pub fn run(root: &Path, e: &EnvArgs, a: SetupArgs) -> Result<()> {
     let s = Session::open(root, e)?;
     let t = s.target(root);
-    let r = resolve::resolve(
+    let r = s.resolve(
         root,
-        &s.manifest,
-        &s.env,
         Options {
             generate: a.generate_missing,
             dry_run: a.dry_run,
             read_only: false,
         },
     )?;
-    print_warnings(&r);
     if !r.generated.is_empty() {
         let verb = if a.dry_run {
             "would generate"

@@ -4,27 +4,13 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 
-use super::{Session, print_warnings};
-use crate::{
-    backend::Action,
-    flags::EnvArgs,
-    output,
-    resolve::{self, Options},
-};
+use super::Session;
+use crate::{backend::Action, flags::EnvArgs, output};
 
 pub fn run(root: &Path, e: &EnvArgs) -> Result<()> {
     let s = Session::open(root, e)?;
     let t = s.target(root);
-    let r = resolve::resolve(
-        root,
-        &s.manifest,
-        &s.env,
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )?;
-    print_warnings(&r);
+    let r = s.resolve_read_only(root)?;
     let plan = s.backend.plan(&t, &r)?;
     let bad: Vec<_> = plan
         .iter()
