@@ -257,8 +257,15 @@ environments = ["production"]
         );
         // tls_key exists only in production (swarm): the compose file need not have it.
         assert!(!p.iter().any(|x| x.contains("tls_key")), "{p:?}");
-        let ok = parse("services:\n  api:\n    secrets: [db_password]\n  db:\n    secrets: [db_password]\nsecrets:\n  db_password:\n    file: ./x\n").unwrap();
+        let ok = parse("services:\n  api:\n    secrets: [db_password]\n  db:\n    secrets: [db_password]\nsecrets:\n  db_password:\n    file: ./s/db_password\n").unwrap();
         assert!(check(&m, BackendKind::Compose, "f.yml", &ok).is_empty());
+        let p = check(&m, BackendKind::Swarm, "s.yml", &ok);
+        assert!(
+            p.iter()
+                .any(|x| x
+                    .contains("must be `external: true` with `name: ${XTASK_SECRET_DB_PASSWORD")),
+            "{p:?}"
+        );
     }
 
     #[test]
