@@ -208,7 +208,7 @@ fn key_lines(raw: &str) -> BTreeMap<String, Vec<usize>> {
             out.entry(k.to_string()).or_default().push(i + 1);
             let value = line.split_once('=').map(|x| x.1.trim_start()).unwrap_or("");
             if let Some(q) = value.chars().next().filter(|c| *c == '"' || *c == '\'')
-                && count_unescaped(&value[1..], q) % 2 == 0
+                && count_unescaped(&value[1..], q).is_multiple_of(2)
             {
                 open = Some(q);
             }

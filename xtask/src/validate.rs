@@ -65,8 +65,7 @@ pub fn is_placeholder(v: &[u8]) -> bool {
         return false;
     };
     let lower = s.to_ascii_lowercase();
-    KNOWN_PLACEHOLDERS.iter().any(|p| s == *p)
-        || PLACEHOLDER_WORDS.iter().any(|w| lower.contains(w))
+    KNOWN_PLACEHOLDERS.contains(&s) || PLACEHOLDER_WORDS.iter().any(|w| lower.contains(w))
 }
 
 /// Everything wrong with one value, as phrases that follow the key's location.

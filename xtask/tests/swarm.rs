@@ -123,14 +123,14 @@ impl Drop for Cleanup {
 
 fn wait_stack_gone(stack: &str) {
     let start = Instant::now();
-    let label = format!("label=com.docker.swarm.service.name");
+    let label = "label=com.docker.swarm.service.name";
     while start.elapsed() < Duration::from_secs(60) {
         let out = Command::new("docker")
             .args([
                 "ps",
                 "-aq",
                 "--filter",
-                &label,
+                label,
                 "--filter",
                 &format!("name={stack}_"),
             ])

@@ -226,20 +226,35 @@ fn run_hook(root: &Path, env: &str, spec: &SecretSpec, value: &SecretValue) -> R
         .split_first()
         .context("empty rotate_hook")?;
     println!("{}: running its rotate_hook ({prog})", spec.name);
-    let sh = xshell::Shell::new()?;
-    sh.change_dir(root);
-    xshell::cmd!(sh, "{prog} {args...}")
+    let fail = |why: String| {
+        anyhow::anyhow!(
+            "the rotate_hook of {} failed ({why}); nothing was swapped. The env file holds the new value: fix the hook and run rotate-secrets again",
+            spec.name
+        )
+    };
+    // std's Command rather than xshell: a hook may ignore its stdin, and a
+    // broken pipe then is not a failure; only its exit status is.
+    let mut child = std::process::Command::new(prog)
+        .args(args)
+        .current_dir(root)
         .env("XTASK_ENV", env)
         .env("XTASK_SECRET", &spec.name)
-        .stdin(value.expose())
-        .quiet()
-        .run()
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "the rotate_hook of {} failed ({e}); nothing was swapped. The env file holds the new value: fix the hook and run rotate-secrets again",
-                spec.name
-            )
-        })
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(format!("cannot start {prog}: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        match stdin.write_all(value.expose()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(fail(format!("cannot write to its stdin: {e}")));
+            }
+            _ => {}
+        }
+    }
+    let status = child.wait().map_err(|e| fail(e.to_string()))?;
+    if !status.success() {
+        return Err(fail(format!("{prog} exited with {status}")));
+    }
+    Ok(())
 }
 
 /// `$SUDO_USER`, `$USER`, else `id -un`.
