@@ -157,7 +157,8 @@ pub fn check(
 }
 
 /// Compose-style variable interpolation for a preview: `${VAR}`, `${VAR:-default}`,
-/// `${VAR-default}` and `$$`. Unknown variables without a default become empty.
+/// `${VAR-default}`, `${VAR:?message}`, `${VAR?message}`, `$VAR` and `$$`. An unset
+/// variable without a default becomes empty (the preview never fails).
 pub fn interpolate(text: &str, vars: &BTreeMap<String, String>) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -170,23 +171,7 @@ pub fn interpolate(text: &str, vars: &BTreeMap<String, String>) -> String {
         } else if let Some(body) = after.strip_prefix('{')
             && let Some(end) = body.find('}')
         {
-            let expr = &body[..end];
-            let (name, default) = match expr
-                .find(":-")
-                .map(|p| (p, 2))
-                .or_else(|| expr.find('-').map(|p| (p, 1)))
-            {
-                Some((p, n)) => (&expr[..p], Some((&expr[p + n..], n == 2))),
-                None => (expr, None),
-            };
-            let v = vars.get(name);
-            let value = match (v, default) {
-                (Some(v), Some((_, true))) if v.is_empty() => default.map(|d| d.0).unwrap_or(""),
-                (Some(v), _) => v.as_str(),
-                (None, Some((d, _))) => d,
-                (None, None) => "",
-            };
-            out.push_str(value);
+            out.push_str(&expand(&body[..end], vars));
             rest = &body[end + 1..];
         } else {
             let len = after
@@ -204,6 +189,26 @@ pub fn interpolate(text: &str, vars: &BTreeMap<String, String>) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// One `${...}` expression: a name, then optionally `:-`, `-`, `:?` or `?` and an argument.
+fn expand(expr: &str, vars: &BTreeMap<String, String>) -> String {
+    let len = expr
+        .bytes()
+        .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        .count();
+    let (name, op) = expr.split_at(len);
+    let value = vars.get(name).map(String::as_str);
+    let set_nonempty = value.is_some_and(|v| !v.is_empty());
+    let (colon, op) = match op.strip_prefix(':') {
+        Some(o) => (true, o),
+        None => (false, op),
+    };
+    let use_value = if colon { set_nonempty } else { value.is_some() };
+    match op.chars().next() {
+        Some('-') if !use_value => op[1..].to_string(),
+        _ => value.unwrap_or("").to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -278,6 +283,10 @@ environments = ["production"]
         assert_eq!(
             interpolate("x ${A} ${B:-dflt} ${E:-e} ${E-e} $A $$ $", &vars),
             "x a1 dflt e  a1 $ $"
+        );
+        assert_eq!(
+            interpolate("n: ${A:?set by deploy} m: ${B?required}", &vars),
+            "n: a1 m: "
         );
     }
 }

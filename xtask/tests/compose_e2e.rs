@@ -231,4 +231,41 @@ fn compose_stack_reads_every_secret_through_the_reader() {
     for o in [deploy.all(), setup.all()] {
         assert!(!o.contains(new_jwt));
     }
+
+    // Rotation on the compose backend: a new generated value goes into the env
+    // file and the file, the service is recreated and reads it, the log says so.
+    let old_key = repo.read("secrets/develop/api_secret_key");
+    let rotate = repo
+        .run(&[
+            "rotate-secrets",
+            "develop",
+            "--secret",
+            "api_secret_key",
+            "--timeout",
+            "120",
+        ])
+        .ok();
+    let new_key = repo.read("secrets/develop/api_secret_key");
+    assert_ne!(old_key, new_key);
+    let env = repo.read("secrets/develop.env");
+    assert!(
+        env.contains(&format!("\nAPI_SECRET_KEY={new_key}\n")),
+        "the env file does not hold the new value"
+    );
+    assert!(
+        !rotate.all().contains(&new_key) && !rotate.all().contains(&old_key),
+        "a value was printed"
+    );
+    let backend = container(&project, "backend");
+    assert_eq!(
+        show(&backend, &["api_secret_key"])[0].2,
+        sha12(new_key.as_bytes())
+    );
+    let log = repo.read("deploy/rotation-log.tsv");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\tdevelop\tapi_secret_key\t") && l.ends_with("\tcompose")),
+        "{log}"
+    );
+    assert!(!log.contains(&new_key));
 }

@@ -582,27 +582,6 @@ fn secret_names(v: Option<&Value>) -> Vec<String> {
     out
 }
 
-/// `${VAR:?message}` → `${VAR}`: the preview sets every variable the stack
-/// file requires, and `stackfile::interpolate` knows only the default forms.
-pub fn required_as_plain(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("${") {
-        out.push_str(&rest[..i + 2]);
-        rest = &rest[i + 2..];
-        let Some(end) = rest.find('}') else { break };
-        let expr = &rest[..end];
-        match expr.find(":?").or_else(|| expr.find('?')) {
-            Some(q) => out.push_str(&expr[..q]),
-            None => out.push_str(expr),
-        }
-        out.push('}');
-        rest = &rest[end + 1..];
-    }
-    out.push_str(rest);
-    out
-}
-
 /// Go's time format as `docker secret inspect` prints it:
 /// `2026-11-22 10:00:00.123 +0000 UTC`.
 fn parse_go_time(s: &str) -> Option<SystemTime> {
@@ -834,7 +813,7 @@ impl Backend for Swarm {
             println!("would run: docker stack deploy -c {shown} {stack}");
             println!(
                 "with the stack file resolved as:\n{}",
-                stackfile::interpolate(&required_as_plain(&text), &vars)
+                stackfile::interpolate(&text, &vars)
             );
             return Ok(());
         }
@@ -1049,7 +1028,7 @@ mod tests {
         let vars: BTreeMap<String, String> = [("A".to_string(), "p_e_a_v3".to_string())].into();
         let text = "name: ${A:?set by cargo xtask deploy}\nx: ${B:-d}\n";
         assert_eq!(
-            stackfile::interpolate(&required_as_plain(text), &vars),
+            stackfile::interpolate(text, &vars),
             "name: p_e_a_v3\nx: d\n"
         );
     }

@@ -12,13 +12,12 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::{Session, print_warnings};
+use super::Session;
 use crate::{
     backend::{Action, DeployOptions},
     flags::{EnvArgs, RotateArgs},
     manifest::{Kind, SecretSpec},
-    output,
-    resolve::{self, Options},
+    output, resolve,
     secret::SecretValue,
 };
 
@@ -73,16 +72,7 @@ pub fn choose(spec: &SecretSpec, store_action: Option<Action>, explicit: bool) -
 pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
     let s = Session::open(root, e)?;
     let t = s.target(root);
-    let mut r = resolve::resolve(
-        root,
-        &s.manifest,
-        &s.env,
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )?;
-    print_warnings(&r);
+    let mut r = s.resolve_read_only(root)?;
     let specs = s.manifest.secrets_for(&s.env.name);
     let chosen: Vec<&SecretSpec> = if a.all {
         specs.clone()
@@ -147,15 +137,7 @@ pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
         r.file.write_updates(&updates, &header)?;
     }
     // Re-resolve: derived secrets whose parts changed are rebuilt from the file.
-    let r = resolve::resolve(
-        root,
-        &s.manifest,
-        &s.env,
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )?;
+    let r = s.resolve_read_only(root)?;
     let plan = s.backend.plan(&t, &r)?;
     let changed: Vec<String> = plan
         .iter()
