@@ -529,3 +529,55 @@ fn owner_from_the_manifest_is_applied_to_written_files() {
     let meta = std::fs::metadata(repo.path("secrets/develop/postgres_password")).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (1234, 2345));
 }
+
+#[test]
+fn a_failing_rotate_hook_stops_the_rotation_before_anything_is_swapped() {
+    let repo = TempRepo::new();
+    let m = repo.read("deploy/secrets.toml").replace(
+        "[secrets.jwt_secret]\nkind = \"key\"\n",
+        "[secrets.jwt_secret]\nkind = \"key\"\nrotate_hook = [\"false\"]\n",
+    );
+    assert!(m.contains("rotate_hook = [\"false\"]"));
+    std::fs::write(repo.path("deploy/secrets.toml"), m).unwrap();
+    repo.run(&["setup-secrets", "develop"]).ok();
+    let before = repo.read("secrets/develop/jwt_secret");
+    let r = repo
+        .run(&["rotate-secrets", "develop", "--secret", "jwt_secret"])
+        .fails();
+    assert!(
+        r.stderr.contains("the rotate_hook of jwt_secret failed"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("nothing was swapped"), "{}", r.stderr);
+    assert_eq!(
+        repo.read("secrets/develop/jwt_secret"),
+        before,
+        "the old value must stay live"
+    );
+    // The env file holds the new value, so a re-run picks it up (and converges).
+    let env = repo.read("secrets/develop.env");
+    assert!(
+        !env.contains(&format!("JWT_SECRET={before}\n")),
+        "the env file should hold the new value"
+    );
+    let dry = repo
+        .run(&[
+            "rotate-secrets",
+            "develop",
+            "--secret",
+            "jwt_secret",
+            "--dry-run",
+        ])
+        .ok();
+    assert!(
+        dry.stdout
+            .contains("jwt_secret: using the new value in secrets/develop.env"),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        !repo.path("deploy/rotation-log.tsv").exists(),
+        "a failed rotation was logged"
+    );
+}

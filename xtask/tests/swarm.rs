@@ -34,7 +34,7 @@ services = ["web"]
 [secrets.app_password]
 kind = "password"
 services = ["web"]
-rotate_hook = ["true"]
+rotate_hook = ["dd", "of=hook-out.txt", "status=none"]
 
 [secrets.app_url]
 kind = "derived"
@@ -332,6 +332,12 @@ fn swarm_setup_deploy_rotate_remove() {
     .ok();
     let new_password = env_value(&repo, "APP_PASSWORD");
     assert_ne!(old_password, new_password);
+    // The hook ran before the swap with the new value, and only it, on stdin.
+    assert_eq!(
+        repo.read("hook-out.txt"),
+        new_password,
+        "the rotate_hook did not get the new value on stdin"
+    );
     assert!(
         !rot.all().contains(&new_password) && !rot.all().contains(&old_password),
         "a value was printed"
