@@ -144,15 +144,7 @@ fn bench_all(
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for run in 0..RUNS {
             let start = Instant::now();
-            let r = resolve::resolve(
-                &root,
-                &m,
-                &env,
-                Options {
-                    read_only: true,
-                    ..Options::default()
-                },
-            )?;
+            let r = resolve::resolve(&root, &m, &env, Options::read_only())?;
             let plan = ours_backend.plan(&t, &r)?;
             ours_backend.apply(&t, &r, &plan)?;
             ours.push(start.elapsed());
@@ -163,15 +155,7 @@ fn bench_all(
             let log = dir.join("calls.log");
             let _ = std::fs::remove_file(&log);
             let start = Instant::now();
-            let r = resolve::resolve(
-                &root,
-                &m,
-                &env,
-                Options {
-                    read_only: true,
-                    ..Options::default()
-                },
-            )?;
+            let r = resolve::resolve(&root, &m, &env, Options::read_only())?;
             let plan = counted.plan(&t, &r)?;
             rerun.push(start.elapsed());
             if plan.iter().any(|s| s.action != Action::Unchanged) {
@@ -189,25 +173,9 @@ fn bench_all(
             let name = format!("s{n}x0000");
             let key = format!("S{n}X0000");
             let start = Instant::now();
-            let mut r = resolve::resolve(
-                &root,
-                &m,
-                &env,
-                Options {
-                    read_only: true,
-                    ..Options::default()
-                },
-            )?;
+            let mut r = resolve::resolve(&root, &m, &env, Options::read_only())?;
             r.file.write_updates(&[(key, secret::generate(32)?)], "")?;
-            let r = resolve::resolve(
-                &root,
-                &m,
-                &env,
-                Options {
-                    read_only: true,
-                    ..Options::default()
-                },
-            )?;
+            let r = resolve::resolve(&root, &m, &env, Options::read_only())?;
             let plan = ours_backend.plan(&t, &r)?;
             ours_backend.apply(&t, &r, &plan)?;
             ours_backend.prune(&t, std::slice::from_ref(&name), 1)?;

@@ -72,6 +72,16 @@ pub struct Options {
     pub read_only: bool,
 }
 
+impl Options {
+    /// Never generate or write: for commands that only look.
+    pub fn read_only() -> Options {
+        Options {
+            read_only: true,
+            ..Options::default()
+        }
+    }
+}
+
 /// Where an environment's env file is: the manifest's `env_file`, else
 /// `secrets/<env>.env`, else the seeds' `secrets-<env>.env`. Both of the latter
 /// existing is an error rather than a silent choice.

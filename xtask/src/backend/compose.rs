@@ -10,12 +10,12 @@ use std::{
     fs,
     os::unix::fs::{MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
 
 use anyhow::{Context, Result, bail};
 
-use super::{Action, Backend, DeployOptions, Row, State, Step, Target};
+use super::{Action, Backend, DeployOptions, Poll, Row, State, Step, Target};
 use crate::{docker::Docker, fsutil, resolve::Resolved};
 
 pub struct Compose;
@@ -368,9 +368,7 @@ fn wait_converged(
     file: &str,
     timeout: Duration,
 ) -> Result<()> {
-    let start = Instant::now();
-    let mut last = String::new();
-    loop {
+    super::wait_until(project, timeout, Duration::from_millis(500), "", || {
         let ids = compose_ids(docker, root, envs, project, file)?;
         if ids.is_empty() {
             bail!("compose started no containers for {project}; check {file}");
@@ -411,22 +409,14 @@ fn wait_converged(
             }
         }
         if waiting.is_empty() {
-            println!("{project}: {} containers running", ids.len());
-            return Ok(());
+            Ok(Poll::Done(format!(
+                "{project}: {} containers running",
+                ids.len()
+            )))
+        } else {
+            Ok(Poll::Waiting(waiting.join(", ")))
         }
-        let now = waiting.join(", ");
-        if now != last {
-            println!("waiting: {now}");
-            last = now;
-        }
-        if start.elapsed() > timeout {
-            bail!(
-                "{project} did not converge within {}s: {last}",
-                timeout.as_secs()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    })
 }
 
 /// Docker's `Created` (RFC 3339 with nanoseconds, UTC) as a SystemTime.

@@ -133,6 +133,48 @@ pub fn for_kind(kind: BackendKind) -> Result<Box<dyn Backend>> {
     }
 }
 
+/// One look at a deployment in progress.
+pub enum Poll {
+    /// Converged: the line to print.
+    Done(String),
+    /// Not yet: what is still awaited.
+    Waiting(String),
+}
+
+/// Calls `check` every `every` until it answers [`Poll::Done`], printing each
+/// new waiting line; after `timeout` fails with the last one and `hint`.
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    hint: &str,
+    mut check: impl FnMut() -> Result<Poll>,
+) -> Result<()> {
+    let start = std::time::Instant::now();
+    let mut last = String::new();
+    loop {
+        match check()? {
+            Poll::Done(line) => {
+                println!("{line}");
+                return Ok(());
+            }
+            Poll::Waiting(now) => {
+                if now != last {
+                    println!("waiting: {now}");
+                    last = now;
+                }
+            }
+        }
+        if start.elapsed() > timeout {
+            bail!(
+                "{what} did not converge within {}s: {last}{hint}",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(every);
+    }
+}
+
 /// `3d`, `5h`, `12m`, `40s`: ages for tables.
 pub fn short_age(d: Duration) -> String {
     let s = d.as_secs();

@@ -12,13 +12,13 @@ use std::{
         Mutex,
         atomic::{AtomicUsize, Ordering},
     },
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use super::{Action, Backend, DeployOptions, Row, State, Step, Target};
+use super::{Action, Backend, DeployOptions, Poll, Row, State, Step, Target};
 use crate::{docker::Docker, resolve::Resolved, stackfile};
 
 /// Docker refuses secrets larger than this (swarmkit's `MaxSecretSize`).
@@ -410,9 +410,8 @@ impl Swarm {
     }
 
     fn wait_converged(&self, stack: &str, started: SystemTime, timeout: Duration) -> Result<()> {
-        let start = Instant::now();
-        let mut last = String::new();
-        loop {
+        let hint = format!("; see `docker stack ps {stack} --no-trunc`");
+        super::wait_until(stack, timeout, Duration::from_secs(1), &hint, || {
             let ns = format!("label=com.docker.stack.namespace={stack}");
             let ids = self.read(&["service", "ls", "-q", "--filter", &ns], "")?;
             let ids: Vec<&str> = ids.split_whitespace().collect();
@@ -449,29 +448,15 @@ impl Swarm {
                 }
             }
             if waiting.is_empty() {
-                println!(
+                let all: Vec<&str> = status.iter().map(|s| s.progress.as_str()).collect();
+                Ok(Poll::Done(format!(
                     "{stack}: converged ({})",
-                    status
-                        .iter()
-                        .map(|s| s.progress.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                return Ok(());
+                    all.join(", ")
+                )))
+            } else {
+                Ok(Poll::Waiting(waiting.join(", ")))
             }
-            let now = waiting.join(", ");
-            if now != last {
-                println!("waiting: {now}");
-                last = now;
-            }
-            if start.elapsed() > timeout {
-                bail!(
-                    "{stack} did not converge within {}s: {last}; see `docker stack ps {stack} --no-trunc`",
-                    timeout.as_secs()
-                );
-            }
-            std::thread::sleep(Duration::from_secs(1));
-        }
+        })
     }
 }
 

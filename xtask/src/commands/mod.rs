@@ -67,13 +67,7 @@ impl Session {
 
     /// Resolves without generating or writing anything: for commands that only look.
     pub fn resolve_read_only(&self, root: &Path) -> Result<Resolved> {
-        self.resolve(
-            root,
-            resolve::Options {
-                read_only: true,
-                ..resolve::Options::default()
-            },
-        )
+        self.resolve(root, resolve::Options::read_only())
     }
 
     pub fn target<'a>(&'a self, root: &'a Path) -> Target<'a> {
