@@ -522,10 +522,16 @@ pub fn service_status(svc: &Value, tasks: &[Value], since: SystemTime) -> Servic
         .iter()
         .filter(|t| s(t, "/DesiredState") == "running")
         .collect();
+    // A task is current when it runs the service's whole container spec, not
+    // only its secrets and image, so a change to anything else is not taken as
+    // converged before it rolled out. Docker prints defaults differently on the
+    // two sides (`{}` or null, `false` or absent), hence the canonical form.
+    let spec_container = canonical_spec(svc.pointer("/Spec/TaskTemplate/ContainerSpec"));
     let current = |t: &Value| {
         s(t, "/Status/State") == "running"
             && secret_names(t.pointer("/Spec/ContainerSpec/Secrets")) == spec_secrets
             && s(t, "/Spec/ContainerSpec/Image") == spec_image
+            && canonical_spec(t.pointer("/Spec/ContainerSpec")) == spec_container
     };
     let ready = desired_running.iter().filter(|t| current(t)).count();
     let enough = match want {
@@ -548,6 +554,34 @@ pub fn service_status(svc: &Value, tasks: &[Value], since: SystemTime) -> Servic
         progress,
         failure: None,
     }
+}
+
+/// A container spec with defaults removed (null, false, "", {}, []) and without
+/// StopGracePeriod, which `docker inspect --type task` leaves out.
+fn canonical_spec(v: Option<&Value>) -> Value {
+    fn strip(v: &Value) -> Option<Value> {
+        match v {
+            Value::Null | Value::Bool(false) => None,
+            Value::String(s) if s.is_empty() => None,
+            Value::Array(a) if a.is_empty() => None,
+            Value::Array(a) => Some(Value::Array(
+                a.iter().map(|x| strip(x).unwrap_or(Value::Null)).collect(),
+            )),
+            Value::Object(o) => {
+                let kept: serde_json::Map<String, Value> = o
+                    .iter()
+                    .filter_map(|(k, x)| strip(x).map(|x| (k.clone(), x)))
+                    .collect();
+                (!kept.is_empty()).then_some(Value::Object(kept))
+            }
+            other => Some(other.clone()),
+        }
+    }
+    let mut v = v.and_then(strip).unwrap_or(Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("StopGracePeriod");
+    }
+    v
 }
 
 fn secret_names(v: Option<&Value>) -> Vec<String> {
@@ -1016,6 +1050,21 @@ mod tests {
             stackfile::interpolate(text, &vars),
             "name: p_e_a_v3\nx: d\n"
         );
+    }
+
+    #[test]
+    fn canonical_specs_ignore_how_defaults_are_printed() {
+        let svc: Value = serde_json::from_str(
+            r#"{"Image":"i","Env":["A=1"],"DNSConfig":{},"Privileges":{"CredentialSpec":null,"NoNewPrivileges":false},"StopGracePeriod":10000000000}"#,
+        )
+        .unwrap();
+        let task: Value = serde_json::from_str(
+            r#"{"Image":"i","Env":["A=1"],"DNSConfig":null,"Privileges":{"CredentialSpec":null}}"#,
+        )
+        .unwrap();
+        assert_eq!(canonical_spec(Some(&svc)), canonical_spec(Some(&task)));
+        let changed: Value = serde_json::from_str(r#"{"Image":"i","Env":["A=2"]}"#).unwrap();
+        assert_ne!(canonical_spec(Some(&svc)), canonical_spec(Some(&changed)));
     }
 
     #[test]
