@@ -156,6 +156,22 @@ fn wait_stack_gone(stack: &str) {
 }
 
 /// KEY=value lines of the env file (generated values need no unquoting).
+/// A short run of the load client on the stack's network; returns its report.
+fn load_once(net: &str, image: &str, count: &str) -> String {
+    docker(&[
+        "run",
+        "--rm",
+        "--network",
+        net,
+        image,
+        "load",
+        "--target",
+        "web:8080",
+        "--count",
+        count,
+    ])
+}
+
 fn env_value(repo: &TempRepo, key: &str) -> String {
     let text = repo.read(&format!("secrets/{ENV}.env"));
     text.lines()
@@ -235,18 +251,7 @@ fn swarm_setup_deploy_rotate_remove() {
         dry.stdout
     );
     run(&["deploy", ENV, "--timeout", "120"]).ok();
-    let client = docker(&[
-        "run",
-        "--rm",
-        "--network",
-        &net,
-        image,
-        "load",
-        "--target",
-        "web:8080",
-        "--count",
-        "5",
-    ]);
+    let client = load_once(&net, image, "5");
     assert!(client.contains("failed=0"), "{client}");
     for (name, value) in [
         ("app_password", env_value(&repo, "APP_PASSWORD")),
@@ -402,18 +407,7 @@ fn swarm_setup_deploy_rotate_remove() {
         !names.lines().any(|n| n == pw(1)),
         "v1 should have been pruned: {names}"
     );
-    let client = docker(&[
-        "run",
-        "--rm",
-        "--network",
-        &net,
-        image,
-        "load",
-        "--target",
-        "web:8080",
-        "--count",
-        "3",
-    ]);
+    let client = load_once(&net, image, "3");
     assert!(
         client.contains(&served("app_password", &env_value(&repo, "APP_PASSWORD"))),
         "{client}"
