@@ -8,16 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use support::TempRepo;
 
-const NAMES: [&str; 8] = [
-    "postgres_user",
-    "postgres_password",
-    "database_url",
-    "better_auth_secret",
-    "redis_password",
-    "jwt_secret",
-    "api_secret_key",
-    "grafana_admin_password",
-];
+const NAMES: [&str; 8] = support::DEVELOP_SECRETS;
 
 fn mode(p: &std::path::Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777

@@ -18,6 +18,16 @@ use support::{TempRepo, docker, probe_image, sha12, swarm_or_skip, unique};
 const ENV: &str = "stage";
 const NAMES: [&str; 4] = ["app_user", "app_password", "app_url", "api_key"];
 
+/// Rotates one secret; used twice to see versions kept and pruned.
+const ROTATE_PASSWORD: [&str; 6] = [
+    "rotate-secrets",
+    ENV,
+    "--secret",
+    "app_password",
+    "--timeout",
+    "120",
+];
+
 fn manifest(project: &str) -> String {
     format!(
         r#"project = "{project}"
@@ -326,15 +336,7 @@ fn swarm_setup_deploy_rotate_remove() {
         "--interval-ms",
         "100",
     ]);
-    let rot = run(&[
-        "rotate-secrets",
-        ENV,
-        "--secret",
-        "app_password",
-        "--timeout",
-        "120",
-    ])
-    .ok();
+    let rot = run(&ROTATE_PASSWORD).ok();
     let new_password = env_value(&repo, "APP_PASSWORD");
     assert_ne!(old_password, new_password);
     // The hook ran before the swap with the new value, and only it, on stdin.
@@ -381,15 +383,7 @@ fn swarm_setup_deploy_rotate_remove() {
     assert!(!tsv.contains(&new_password));
 
     // A second rotation: v3 is live, v2 (the previous) is kept, v1 is gone.
-    run(&[
-        "rotate-secrets",
-        ENV,
-        "--secret",
-        "app_password",
-        "--timeout",
-        "120",
-    ])
-    .ok();
+    run(&ROTATE_PASSWORD).ok();
     let names = docker(&[
         "secret",
         "ls",

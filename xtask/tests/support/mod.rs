@@ -9,6 +9,18 @@ use std::{
     sync::OnceLock,
 };
 
+/// The develop secrets of the shipped manifest, in manifest order.
+pub const DEVELOP_SECRETS: [&str; 8] = [
+    "postgres_user",
+    "postgres_password",
+    "database_url",
+    "better_auth_secret",
+    "redis_password",
+    "jwt_secret",
+    "api_secret_key",
+    "grafana_admin_password",
+];
+
 /// The repository this test binary was built from.
 pub fn source_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
