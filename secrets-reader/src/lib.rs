@@ -45,10 +45,10 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{Ordering, compiler_fence};
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroize;
 
 /// Directory searched first when `SECRETS_DIR` is unset or empty.
 pub const DEFAULT_DIR: &str = "/run/secrets";
@@ -65,17 +65,12 @@ const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// Overwrites the whole allocation of `buf` (length and spare capacity) with
-/// zeros, leaving its length unchanged.
+/// zeros, leaving its length unchanged. `zeroize` writes in a way the compiler
+/// may not remove; the spare capacity matters because trimming only shortens
+/// the length.
 fn wipe(buf: &mut Vec<u8>) {
-    let cap = buf.capacity();
-    let ptr = buf.as_mut_ptr();
-    for i in 0..cap {
-        // SAFETY: `ptr` points to an allocation of `cap` bytes owned by `buf`
-        // (for `cap == 0` the loop body never runs). Writing a `u8` to any of
-        // those bytes is sound, including the uninitialised spare capacity.
-        unsafe { std::ptr::write_volatile(ptr.add(i), 0) };
-    }
-    compiler_fence(Ordering::SeqCst);
+    buf.as_mut_slice().zeroize();
+    buf.spare_capacity_mut().zeroize();
 }
 
 /// A byte buffer that is wiped when dropped.

@@ -1,7 +1,7 @@
 use super::*;
 use std::collections::HashMap;
 use std::fs;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Distinctive value that must never appear in any output.
 const VALUE: &str = "s3cr3t-V4LUE-xyzzy";

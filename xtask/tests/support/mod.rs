@@ -1,6 +1,7 @@
 //! Shared scaffolding for integration tests: a temporary copy of the repository
 //! to run the real `xtask` binary in, the Docker gate (fail under CI, skip loudly
-//! elsewhere), and the locally built `FROM scratch` image of the reader's examples.
+//! elsewhere), and the locally built `FROM scratch` test images: the probe's, and
+//! the stand-in that replaces every image of the real manifests.
 #![allow(dead_code)]
 
 use std::{
@@ -237,10 +238,11 @@ pub fn swarm_or_skip(test: &str) -> bool {
 
 pub const PROBE_IMAGE: &str = "xtask-probe:test";
 
-/// Builds (once per test process) a `FROM scratch` image holding static `/probe`
-/// and `/show` from the secrets-reader examples. No registry is needed.
-pub fn probe_image() -> &'static str {
-    static BUILT: OnceLock<()> = OnceLock::new();
+/// Static builds of the test-support crate's `probe` and the secrets-reader
+/// example `show` (once per test process), for `FROM scratch` images: the
+/// paths of `probe` and `show`.
+fn static_binaries() -> &'static (PathBuf, PathBuf) {
+    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     BUILT.get_or_init(|| {
         let src = source_root();
         let target_dir = src.join("target/static");
@@ -253,8 +255,13 @@ pub fn probe_image() -> &'static str {
                 "--target",
                 "x86_64-unknown-linux-gnu",
                 "-p",
+                "test-support",
+                "-p",
                 "secrets-reader",
-                "--examples",
+                "--bin",
+                "probe",
+                "--example",
+                "show",
             ])
             .current_dir(&src)
             .env("RUSTFLAGS", "-C target-feature=+crt-static")
@@ -263,33 +270,153 @@ pub fn probe_image() -> &'static str {
             .unwrap();
         assert!(
             st.success(),
-            "static build of the secrets-reader examples failed"
+            "static build of probe (test-support) and show (secrets-reader example) failed"
         );
-        let ctx = std::env::temp_dir().join(format!("xtask-probe-ctx-{}", unique()));
-        std::fs::create_dir_all(&ctx).unwrap();
-        let bin = target_dir.join("x86_64-unknown-linux-gnu/release/examples");
-        for name in ["probe", "show"] {
-            std::fs::copy(bin.join(name), ctx.join(name)).unwrap();
-        }
-        std::fs::write(
-            ctx.join("Dockerfile"),
-            "FROM scratch\nCOPY probe show /\nENTRYPOINT [\"/probe\"]\n",
-        )
-        .unwrap();
+        let release = target_dir.join("x86_64-unknown-linux-gnu/release");
+        (release.join("probe"), release.join("examples/show"))
+    })
+}
+
+/// A fresh, empty docker build context, removed on drop.
+struct BuildContext(PathBuf);
+
+impl BuildContext {
+    fn new(tag: &str) -> BuildContext {
+        let dir = std::env::temp_dir().join(format!("xtask-{tag}-ctx-{}", unique()));
+        std::fs::create_dir_all(&dir).unwrap();
+        BuildContext(dir)
+    }
+
+    /// `docker build -q -t image .` with the classic builder (no BuildKit,
+    /// no registry), panicking with docker's message on failure.
+    fn build(&self, dockerfile: &str, image: &str) {
+        std::fs::write(self.0.join("Dockerfile"), dockerfile).unwrap();
         let out = Command::new("docker")
-            .args(["build", "-q", "-t", PROBE_IMAGE, "."])
-            .current_dir(&ctx)
+            .args(["build", "-q", "-t", image, "."])
+            .current_dir(&self.0)
             .env("DOCKER_BUILDKIT", "0")
             .output()
             .unwrap();
-        let _ = std::fs::remove_dir_all(&ctx);
         assert!(
             out.status.success(),
-            "docker build of {PROBE_IMAGE} failed: {}",
+            "docker build of {image} failed: {}",
             String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for BuildContext {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Builds (once per test process) a `FROM scratch` image holding static `/probe`
+/// (the test-support crate) and `/show` (the secrets-reader example). No
+/// registry is needed.
+pub fn probe_image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let (probe, show) = static_binaries();
+        let ctx = BuildContext::new("probe");
+        std::fs::copy(probe, ctx.0.join("probe")).unwrap();
+        std::fs::copy(show, ctx.0.join("show")).unwrap();
+        ctx.build(
+            "FROM scratch\nCOPY probe show /\nENTRYPOINT [\"/probe\"]\n",
+            PROBE_IMAGE,
         );
     });
     PROBE_IMAGE
+}
+
+pub const STANDIN_IMAGE: &str = "xtask-standin:test";
+
+/// The label holding the SHA-256 of the probe binary inside the stand-in image.
+const STANDIN_LABEL: &str = "xtask.standin.probe-sha256";
+
+/// The names the probe answers to in the stand-in image: the commands and
+/// entrypoints of the services in the real manifests.
+pub const STANDIN_NAMES: [&str; 6] = [
+    "redis-server",
+    "docker-entrypoint.sh",
+    "postgres",
+    "nginx",
+    "grafana-server",
+    "backend",
+];
+
+/// Builds (once per test process) `xtask-standin:test`, one image that can
+/// replace every image of the real manifests: busybox (for `sh -c` commands)
+/// and the static probe, which serves as a stand-in under each of
+/// [`STANDIN_NAMES`] and under the entrypoint when no command is given. An
+/// existing image is reused when its label holds the probe's current hash.
+pub fn standin_image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let (probe, _) = static_binaries();
+        let hash = sha256_file(probe);
+        let labels = Command::new("docker")
+            .args([
+                "image",
+                "inspect",
+                "--format",
+                "{{json .Config.Labels}}",
+                STANDIN_IMAGE,
+            ])
+            .output()
+            .unwrap();
+        if labels.status.success() {
+            let labels: serde_json::Value =
+                serde_json::from_slice(&labels.stdout).unwrap_or_default();
+            if labels[STANDIN_LABEL].as_str() == Some(hash.as_str()) {
+                return;
+            }
+        }
+        let busybox = Path::new("/bin/busybox");
+        assert!(
+            busybox.is_file(),
+            "{STANDIN_IMAGE} needs a static busybox at /bin/busybox: apt-get install busybox-static"
+        );
+        let ctx = BuildContext::new("standin");
+        std::fs::copy(busybox, ctx.0.join("busybox")).unwrap();
+        let rootfs = ctx.0.join("rootfs");
+        let bin = rootfs.join("usr/local/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy(probe, rootfs.join("probe")).unwrap();
+        for name in STANDIN_NAMES {
+            // Hard links keep the context (and, where the builder keeps
+            // them, the layer) at one copy of the binary.
+            if std::fs::hard_link(rootfs.join("probe"), bin.join(name)).is_err() {
+                std::fs::copy(rootfs.join("probe"), bin.join(name)).unwrap();
+            }
+        }
+        ctx.build(
+            &format!(
+                r#"FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+COPY rootfs/ /
+ENV PATH=/usr/local/bin:/bin
+ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]
+CMD []
+LABEL {STANDIN_LABEL}={hash}
+"#
+            ),
+            STANDIN_IMAGE,
+        );
+    });
+    STANDIN_IMAGE
+}
+
+/// The SHA-256 of a file in hex, from `sha256sum`.
+fn sha256_file(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    assert!(out.status.success(), "sha256sum {}", path.display());
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Runs docker with `args`, asserting success, returning stdout.
