@@ -1,81 +1,47 @@
-//! The docker CLI as the backends see it: found with `which` (or `$DOCKER`, so
-//! tests can count calls through a wrapper), checked for a live daemon, and run
-//! with argument vectors. Values only ever reach docker on stdin.
+//! The docker CLI as the Compose and Swarm modules see it: the shared
+//! [`Tool`] runner plus what is docker's own (a live daemon, which Compose).
 
-use std::{ffi::OsString, path::Path};
+use std::{path::Path, time::Duration};
 
-use anyhow::{Context, Result, bail};
-use xshell::{Shell, cmd};
+use anyhow::{Result, bail};
+
+use crate::runner::Tool;
 
 pub struct Docker {
-    /// The docker program: `$DOCKER` when set, else `docker` from PATH.
-    pub bin: OsString,
+    pub tool: Tool,
 }
 
 impl Docker {
+    /// `$DOCKER` when set, else `docker` from PATH.
     pub fn new() -> Result<Docker> {
-        let bin = match std::env::var_os("DOCKER").filter(|v| !v.is_empty()) {
-            Some(b) => b,
-            None => which::which("docker")
-                .map(|p| p.into_os_string())
-                .map_err(|_| {
-                    anyhow::anyhow!(
-                        "docker is not installed (not found on PATH); install Docker Engine (Debian: `apt-get install docker.io`) or set DOCKER to its path"
-                    )
-                })?,
-        };
-        Ok(Docker { bin })
+        Ok(Docker {
+            tool: Tool::find(
+                "docker",
+                "DOCKER",
+                "install Docker Engine (Debian: `apt-get install docker.io`)",
+            )?,
+        })
     }
 
-    pub fn shell(&self) -> Result<Shell> {
-        Ok(Shell::new()?)
-    }
-
-    /// Runs `docker ARGS` quietly and returns stdout, or an error carrying
-    /// docker's own message and the next step.
     pub fn read(&self, args: &[&str], next_step: &str) -> Result<String> {
-        self.exec(args, None, next_step)
+        self.tool.read(args, next_step)
     }
 
     /// Runs `docker ARGS` with `input` on stdin (the only way values reach docker).
     pub fn run_with_stdin(&self, args: &[&str], input: &[u8], next_step: &str) -> Result<String> {
-        self.exec(args, Some(input), next_step)
-    }
-
-    fn exec(&self, args: &[&str], input: Option<&[u8]>, next_step: &str) -> Result<String> {
-        let sh = self.shell()?;
-        let bin = &self.bin;
-        let mut c = cmd!(sh, "{bin} {args...}").quiet().ignore_status();
-        if let Some(input) = input {
-            c = c.stdin(input);
-        }
-        let out = c.output()?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            bail!(
-                "`docker {}` failed: {}{}",
-                args.join(" "),
-                err.trim(),
-                next_step_suffix(next_step)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        self.tool.run_with_stdin(args, input, next_step)
     }
 
     /// Fails with a plain next step when the daemon does not answer.
     pub fn ping(&self) -> Result<()> {
-        let sh = self.shell()?;
-        let bin = &self.bin;
-        let format = "{{.Server.Version}}";
-        let out = cmd!(sh, "{bin} version --format {format}")
-            .quiet()
-            .ignore_status()
-            .output()?;
+        let out = self
+            .tool
+            .output(&["version", "--format", "{{.Server.Version}}"], None)?;
         if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
             bail!(
                 "the Docker daemon does not answer ({}); start it (`systemctl start docker`, or `dockerd &`) or point DOCKER_HOST at a running engine",
-                err.lines()
+                out.stderr
+                    .lines()
                     .find(|l| !l.trim().is_empty())
                     .unwrap_or("no answer")
                     .trim()
@@ -84,53 +50,93 @@ impl Docker {
         Ok(())
     }
 
+    /// Turns a failed swarm call into the plain reason: no daemon, no swarm,
+    /// not a manager. Only runs after a failure, so the happy path costs nothing.
+    pub fn swarm_diagnose(&self, err: anyhow::Error) -> anyhow::Error {
+        if let Err(e) = self.ping() {
+            return e;
+        }
+        let out = self.read(
+            &[
+                "info",
+                "--format",
+                "{{.Swarm.LocalNodeState}}|{{.Swarm.ControlAvailable}}",
+            ],
+            "",
+        );
+        match out.as_deref().map(str::trim) {
+            Ok(s) if s.starts_with("inactive") => anyhow::anyhow!(
+                "this Docker node is not in swarm mode; run `docker swarm init` (or join a swarm) first, or use --backend compose"
+            ),
+            Ok(s) if s.ends_with("|false") => anyhow::anyhow!(
+                "this Docker node is a swarm worker; secrets are managed on a manager node: run this there, or point DOCKER_HOST at a manager (`docker node promote` makes this node one)"
+            ),
+            _ => err,
+        }
+    }
+
     /// The Compose program: the v2 plugin (`docker compose`) when present,
     /// else v1 (`docker-compose`).
-    pub fn compose(&self) -> Result<Vec<OsString>> {
-        let sh = self.shell()?;
-        let bin = &self.bin;
-        if cmd!(sh, "{bin} compose version")
-            .quiet()
-            .ignore_stdout()
-            .ignore_stderr()
-            .run()
-            .is_ok()
+    pub fn compose(&self) -> Result<Compose> {
+        if self
+            .tool
+            .output(&["compose", "version"], None)
+            .is_ok_and(|o| o.status.success())
         {
-            return Ok(vec![self.bin.clone(), "compose".into()]);
+            return Ok(Compose {
+                tool: self.tool.clone(),
+                pre: vec!["compose"],
+            });
         }
         match which::which("docker-compose") {
-            Ok(p) => Ok(vec![p.into_os_string()]),
+            Ok(p) => Ok(Compose {
+                tool: Tool::at("docker-compose", p),
+                pre: Vec::new(),
+            }),
             Err(_) => bail!(
                 "neither `docker compose` (v2 plugin) nor `docker-compose` (v1) is installed; install one (Debian: `apt-get install docker-compose`)"
             ),
         }
     }
-
-    /// Runs a compose command in `dir` with `envs` set, streaming its output.
-    pub fn run_compose(&self, dir: &Path, envs: &[(&str, &str)], args: &[&str]) -> Result<()> {
-        let compose = self.compose()?;
-        let (prog, pre) = compose.split_first().context("compose command is empty")?;
-        let sh = self.shell()?;
-        sh.change_dir(dir);
-        let mut c = cmd!(sh, "{prog} {pre...} {args...}");
-        for (k, v) in envs {
-            c = c.env(k, v);
-        }
-        c.run().with_context(|| {
-            format!(
-                "`{} {}` failed; its output is above",
-                prog.to_string_lossy(),
-                args.join(" ")
-            )
-        })?;
-        Ok(())
-    }
 }
 
-fn next_step_suffix(s: &str) -> String {
-    if s.is_empty() {
-        String::new()
-    } else {
-        format!("; {s}")
+/// `docker compose` or `docker-compose`, with the project's variables.
+pub struct Compose {
+    tool: Tool,
+    pre: Vec<&'static str>,
+}
+
+impl Compose {
+    fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = self.pre.clone();
+        all.extend_from_slice(args);
+        all
+    }
+
+    /// Runs a compose command in `dir` with `envs` set, streaming its output.
+    pub fn run(
+        &self,
+        dir: &Path,
+        envs: &[(&str, &str)],
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<()> {
+        self.tool.stream(dir, envs, &self.args(args), timeout)
+    }
+
+    /// Runs a compose command quietly and returns its stdout.
+    pub fn read(&self, dir: &Path, envs: &[(&str, &str)], args: &[&str]) -> Result<String> {
+        let out = self
+            .tool
+            .output_in(Some(dir), envs, &self.args(args), None)?;
+        if !out.status.success() {
+            bail!(
+                "`{} {}` failed: {}",
+                self.tool.name,
+                args.join(" "),
+                out.stderr.trim()
+            );
+        }
+        Ok(out.stdout)
     }
 }

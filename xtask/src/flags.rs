@@ -25,6 +25,8 @@ pub enum Cmd {
 pub struct EnvArgs {
     pub env: String,
     pub backend: Option<BackendKind>,
+    /// `--namespace`: the Kubernetes namespace for this run.
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -69,7 +71,13 @@ fn env_command(name: &'static str, about: &'static str) -> Command {
                 .long("backend")
                 .value_name("BACKEND")
                 .value_parser(["compose", "swarm", "k8s", "vault", "aws"])
-                .help("Use this backend for this run instead of the environment's"),
+                .help("Use this store and runtime for this run instead of the environment's (vault and aws replace the store only)"),
+        )
+        .arg(
+            Arg::new("namespace")
+                .long("namespace")
+                .value_name("NAMESPACE")
+                .help("Kubernetes: use this namespace instead of the manifest's"),
         )
 }
 
@@ -145,8 +153,8 @@ pub fn command() -> Command {
         .subcommand(Command::new("check").about("Check that deploy/secrets.toml and the compose files name the same secrets"))
         .subcommand(
             Command::new("bench")
-                .about("Benchmarks that print figures (needs a Docker engine in swarm mode)")
-                .arg(Arg::new("what").required(true).value_parser(["swarm"]))
+                .about("Benchmarks that print figures (swarm: a Docker engine in swarm mode; k8s: a cluster in KUBECONFIG)")
+                .arg(Arg::new("what").required(true).value_parser(["swarm", "k8s"]))
                 .arg(
                     Arg::new("sizes")
                         .long("sizes")
@@ -168,6 +176,7 @@ fn env_args(m: &ArgMatches) -> EnvArgs {
         backend: m
             .get_one::<String>("backend")
             .and_then(|b| BackendKind::parse(b)),
+        namespace: m.get_one::<String>("namespace").cloned(),
     }
 }
 

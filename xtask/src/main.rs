@@ -3,7 +3,6 @@
 //! `main` parses the command line, moves to the repository root and hands the
 //! work to one module per command.
 
-mod backend;
 mod bench;
 mod commands;
 mod docker;
@@ -11,11 +10,17 @@ mod envfile;
 mod flags;
 mod fsutil;
 mod git;
+mod kube;
 mod manifest;
 mod output;
+mod plan;
 mod resolve;
+mod runner;
+mod runtime;
 mod secret;
 mod stackfile;
+mod store;
+mod time;
 mod validate;
 
 #[cfg(test)]

@@ -99,10 +99,20 @@ pub enum Encoding {
     None,
 }
 
+impl BackendKind {
+    /// Stores that are also runtimes: `backend = "swarm"` names both.
+    pub fn is_runtime(self) -> bool {
+        matches!(self, Self::Compose | Self::Swarm | Self::K8s)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Environment {
     pub name: String,
-    pub backend: BackendKind,
+    /// Where the values are kept.
+    pub store: BackendKind,
+    /// What runs the services that read them (compose, swarm or k8s).
+    pub runtime: BackendKind,
     pub min_length: usize,
     /// Generate missing values without `--generate-missing` (develop's default).
     pub generate: bool,
@@ -110,8 +120,37 @@ pub struct Environment {
     pub production: bool,
     /// Explicit env file, relative to the repository root.
     pub env_file: Option<PathBuf>,
-    /// `uid:gid` for files the compose backend writes.
-    pub owner: Option<(u32, u32)>,
+    /// Each store's and runtime's own table (`[environments.<env>.k8s]`), over
+    /// the project-wide one (`[k8s]`). Only that module reads it.
+    pub settings: BTreeMap<String, Table>,
+}
+
+impl Environment {
+    /// `swarm`, or `vault store, swarm runtime` when they differ: for messages.
+    pub fn backend_label(&self) -> String {
+        if self.store == self.runtime {
+            self.store.name().to_string()
+        } else {
+            format!("{} store, {} runtime", self.store, self.runtime)
+        }
+    }
+
+    /// Applies `--backend NAME`: a runtime kind names both, a store-only kind
+    /// replaces the store and keeps the runtime.
+    pub fn override_backend(&mut self, kind: BackendKind) {
+        self.store = kind;
+        if kind.is_runtime() {
+            self.runtime = kind;
+        }
+    }
+
+    /// The settings table of one store or runtime kind (empty when none).
+    pub fn settings_for(&self, kind: BackendKind) -> Settings {
+        Settings::new(
+            self.settings.get(kind.name()).cloned().unwrap_or_default(),
+            format!("[environments.{}.{}]", self.name, kind.name()),
+        )
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -165,8 +204,6 @@ pub struct Manifest {
     pub environments: BTreeMap<String, Environment>,
     /// In manifest order: derived secrets come after their parts once sorted by [`Manifest::parse`].
     pub secrets: Vec<SecretSpec>,
-    pub compose_file: PathBuf,
-    pub stack_file: PathBuf,
 }
 
 impl Manifest {
@@ -218,34 +255,40 @@ impl Manifest {
         let mut r = Reader::new(table, "the top level".into());
         let project = r.req_str("project")?;
         check_name(&project, "project").context("at the top level")?;
-        let compose_file = PathBuf::from(
-            r.opt_str("compose_file")?
-                .unwrap_or_else(|| "docker-compose.prod.yml".into()),
-        );
-        let stack_file = PathBuf::from(
-            r.opt_str("stack_file")?
-                .unwrap_or_else(|| "docker-compose.swarm.yml".into()),
-        );
+        let top = top_settings(&mut r)?;
 
         let mut environments = BTreeMap::new();
         for (name, v) in r.req_tables("environments")? {
             check_name(&name, "environment")
                 .with_context(|| format!("in [environments.{name}]"))?;
             let mut e = Reader::new(v, format!("[environments.{name}]"));
-            let backend_name = e.req_str("backend")?;
-            let Some(backend) = BackendKind::parse(&backend_name) else {
-                bail!(
-                    "in [environments.{name}]: unknown backend {backend_name:?}; use one of: compose, swarm, k8s, vault, aws"
-                );
-            };
+            let (store, runtime) = store_and_runtime(&mut e)?;
+            let mut settings = top.clone();
+            // The old place of the compose files' owner: `owner` on the environment.
+            if let Some(o) = e.take("owner") {
+                settings
+                    .entry("compose".into())
+                    .or_default()
+                    .insert("owner".into(), o);
+            }
+            for kind in BackendKind::ALL {
+                match e.take(kind.name()) {
+                    None => {}
+                    Some(Value::Table(t)) => {
+                        settings.entry(kind.name().into()).or_default().extend(t)
+                    }
+                    Some(_) => return Err(e.type_err(kind.name(), "a table")),
+                }
+            }
             let default_min = if name == "develop" { 16 } else { 32 };
             let env = Environment {
                 min_length: e.opt_usize("min_length")?.unwrap_or(default_min),
                 generate: e.opt_bool("generate")?.unwrap_or(name == "develop"),
                 production: e.opt_bool("production")?.unwrap_or(name == "production"),
                 env_file: e.opt_str("env_file")?.map(PathBuf::from),
-                owner: e.opt_owner("owner")?,
-                backend,
+                store,
+                runtime,
+                settings,
                 name: name.clone(),
             };
             e.finish()?;
@@ -327,10 +370,88 @@ impl Manifest {
             project,
             environments,
             secrets,
-            compose_file,
-            stack_file,
         })
     }
+}
+
+/// The project-wide `[compose]`, `[swarm]`, `[k8s]`, `[vault]` and `[aws]`
+/// tables, and the old top-level `compose_file` and `stack_file` keys.
+fn top_settings(r: &mut Reader) -> Result<BTreeMap<String, Table>> {
+    let mut out: BTreeMap<String, Table> = BTreeMap::new();
+    for kind in BackendKind::ALL {
+        match r.take(kind.name()) {
+            None => {}
+            Some(Value::Table(t)) => {
+                out.insert(kind.name().into(), t);
+            }
+            Some(_) => return Err(r.type_err(kind.name(), "a table")),
+        }
+    }
+    for (old, kind, key) in [
+        ("compose_file", "compose", "file"),
+        ("stack_file", "swarm", "stack_file"),
+    ] {
+        if let Some(v) = r.opt_str(old)? {
+            out.entry(kind.into())
+                .or_default()
+                .insert(key.into(), Value::String(v));
+        }
+    }
+    Ok(out)
+}
+
+/// `backend = "swarm"` names both; `store` and `runtime` name them apart.
+fn store_and_runtime(e: &mut Reader) -> Result<(BackendKind, BackendKind)> {
+    let mut kind = |key: &str| -> Result<Option<BackendKind>> {
+        match e.opt_str(key)? {
+            None => Ok(None),
+            Some(n) => match BackendKind::parse(&n) {
+                Some(k) => Ok(Some(k)),
+                None => bail!(
+                    "in {}: unknown {key} {n:?}; use one of: compose, swarm, k8s, vault, aws",
+                    e.at
+                ),
+            },
+        }
+    };
+    let backend = kind("backend")?;
+    let store = kind("store")?;
+    let runtime = kind("runtime")?;
+    let (store, runtime) = match (backend, store, runtime) {
+        (Some(b), None, None) if b.is_runtime() => (b, b),
+        (Some(b), None, None) => bail!(
+            "in {}: {b} only stores secrets; name what runs the services too: `store = \"{b}\"` and `runtime = \"swarm\"` (or compose, k8s)",
+            e.at
+        ),
+        (None, Some(s), Some(r)) => (s, r),
+        (None, Some(s), None) if s.is_runtime() => (s, s),
+        (None, None, Some(r)) => (r, r),
+        (None, Some(s), None) => bail!(
+            "in {}: add `runtime = \"swarm\"` (or compose, k8s): {s} only stores secrets",
+            e.at
+        ),
+        (Some(_), _, _) => bail!(
+            "in {}: set either `backend` or `store` and `runtime`, not both",
+            e.at
+        ),
+        (None, None, None) => bail!(
+            "in {}: `backend` is missing; e.g. backend = \"swarm\" (or store = \"vault\" with runtime = \"swarm\")",
+            e.at
+        ),
+    };
+    if !runtime.is_runtime() {
+        bail!(
+            "in {}: {runtime} is not a runtime; use compose, swarm or k8s",
+            e.at
+        );
+    }
+    if store.is_runtime() && store != runtime {
+        bail!(
+            "in {}: the {store} store only works with the {store} runtime (its secrets live inside it); got runtime {runtime}",
+            e.at
+        );
+    }
+    Ok((store, runtime))
 }
 
 /// Placeholder names in a template: `{name}`; `{{` and `}}` are literal braces.
@@ -439,15 +560,18 @@ fn check_secret_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A store's or runtime's own settings table, read by that module alone.
+pub type Settings = Reader;
+
 /// Typed access to one TOML table that reports unknown keys and wrong types with
 /// the table's name.
-struct Reader {
+pub struct Reader {
     table: Table,
     at: String,
 }
 
 impl Reader {
-    fn new(table: Table, at: String) -> Reader {
+    pub fn new(table: Table, at: String) -> Reader {
         Reader { table, at }
     }
 
@@ -459,7 +583,7 @@ impl Reader {
         anyhow::anyhow!("in {}: `{key}` must be {want}", self.at)
     }
 
-    fn opt_str(&mut self, key: &str) -> Result<Option<String>> {
+    pub fn opt_str(&mut self, key: &str) -> Result<Option<String>> {
         match self.take(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -467,14 +591,14 @@ impl Reader {
         }
     }
 
-    fn req_str(&mut self, key: &str) -> Result<String> {
+    pub fn req_str(&mut self, key: &str) -> Result<String> {
         match self.opt_str(key)? {
             Some(s) => Ok(s),
             None => bail!("in {}: `{key}` is missing", self.at),
         }
     }
 
-    fn opt_bool(&mut self, key: &str) -> Result<Option<bool>> {
+    pub fn opt_bool(&mut self, key: &str) -> Result<Option<bool>> {
         match self.take(key) {
             None => Ok(None),
             Some(Value::Boolean(b)) => Ok(Some(b)),
@@ -482,7 +606,7 @@ impl Reader {
         }
     }
 
-    fn opt_usize(&mut self, key: &str) -> Result<Option<usize>> {
+    pub fn opt_usize(&mut self, key: &str) -> Result<Option<usize>> {
         match self.take(key) {
             None => Ok(None),
             Some(Value::Integer(i)) if (1..=1_000_000).contains(&i) => Ok(Some(i as usize)),
@@ -490,7 +614,7 @@ impl Reader {
         }
     }
 
-    fn opt_str_list(&mut self, key: &str) -> Result<Vec<String>> {
+    pub fn opt_str_list(&mut self, key: &str) -> Result<Vec<String>> {
         match self.take(key) {
             None => Ok(Vec::new()),
             Some(Value::Array(items)) => items
@@ -504,7 +628,7 @@ impl Reader {
         }
     }
 
-    fn opt_owner(&mut self, key: &str) -> Result<Option<(u32, u32)>> {
+    pub fn opt_owner(&mut self, key: &str) -> Result<Option<(u32, u32)>> {
         let Some(s) = self.opt_str(key)? else {
             return Ok(None);
         };
@@ -539,7 +663,7 @@ impl Reader {
         }
     }
 
-    fn finish(self) -> Result<()> {
+    pub fn finish(self) -> Result<()> {
         if let Some(k) = self.table.keys().next() {
             bail!(
                 "in {}: unknown key `{k}`; check its spelling against README.md's manifest reference",

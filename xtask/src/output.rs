@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 
-use crate::backend::{Action, Step};
+use crate::plan::{Action, Step};
 
 pub fn color() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
@@ -26,19 +26,31 @@ pub fn warn(msg: &str) {
     eprintln!("{tag}: {msg}");
 }
 
-/// Prints a plan as aligned lines: `  create   postgres_password  secrets/develop/postgres_password`.
-pub fn print_plan(title: &str, steps: &[Step]) {
+/// Prints a plan as aligned lines:
+/// `  update    postgres_password  raqeem_production_postgres_password_v2 (content changed, replaces v1)`.
+pub fn print_plan<S: std::borrow::Borrow<Step>>(title: &str, steps: &[S]) {
     println!("{title}");
-    let width = steps.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    let width = steps
+        .iter()
+        .map(|s| s.borrow().secret.len())
+        .max()
+        .unwrap_or(0);
     for s in steps {
+        let s = s.borrow();
         let word = format!("{:<9}", s.action.word());
         let word = match s.action {
             Action::Create => paint("32", &word),
             Action::Update => paint("33", &word),
             Action::Extra => paint("35", &word),
+            Action::Remove => paint("31", &word),
             Action::Unchanged => paint("2", &word),
         };
-        println!("  {word} {:<width$}  {}", s.name, s.detail);
+        let detail = if s.detail.is_empty() {
+            s.id.clone()
+        } else {
+            format!("{} ({})", s.id, s.detail)
+        };
+        println!("  {word} {:<width$}  {detail}", s.secret);
     }
 }
 

@@ -40,12 +40,32 @@ pub struct Resolved {
     pub file: EnvFile,
     pub desired: Vec<Desired>,
     pub warnings: Vec<String>,
-    /// Keys generated in this run (written back unless dry-run).
+    /// Keys generated in this run.
     pub generated: Vec<String>,
+    /// The generated values, not yet in the env file: [`Resolved::write_generated`]
+    /// puts them there once everything has been checked and the store answered.
+    pending: Vec<(String, SecretValue)>,
     pub fingerprint_key: Option<SecretValue>,
 }
 
 impl Resolved {
+    /// Writes the generated values to the env file (atomically, 0600).
+    pub fn write_generated(&mut self, project: &str) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if let Some(dir) = self.file.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let header = format!(
+            "# Secrets for {} ({project}). Never commit this file. Managed by `cargo xtask setup-secrets {}`.\n",
+            self.env.name, self.env.name
+        );
+        self.file.write_updates(&self.pending, &header)?;
+        self.pending.clear();
+        Ok(())
+    }
+
     pub fn get(&self, name: &str) -> Option<&Desired> {
         self.desired.iter().find(|d| d.spec.name == name)
     }
@@ -56,7 +76,7 @@ impl Resolved {
             None => bail!(
                 "{} has no {FINGERPRINT_KEY}; the {} backend labels secrets with keyed fingerprints. Run `cargo xtask setup-secrets {} --generate-missing` once to add one",
                 self.file.shown,
-                self.env.backend,
+                self.env.store,
                 self.env.name
             ),
         }
@@ -67,8 +87,7 @@ impl Resolved {
 pub struct Options {
     /// `--generate-missing`.
     pub generate: bool,
-    pub dry_run: bool,
-    /// Never generate or write: for commands that only look (list, verify, deploy).
+    /// Never generate: for commands that only look (list, verify, deploy).
     pub read_only: bool,
 }
 
@@ -107,9 +126,53 @@ pub fn resolve(
     env: &Environment,
     opts: Options,
 ) -> Result<Resolved> {
-    let (path, shown) = locate(root, env)?;
     let mut warnings = Vec::new();
-    let mut file = if path.exists() {
+    let file = load(root, env, &mut warnings)?;
+    unknown_keys(&file, manifest, env, &mut warnings);
+    let may_generate = !opts.read_only && (env.generate || opts.generate);
+    let mut c = collect(root, manifest, env, &file, may_generate, &mut warnings)?;
+    if !c.missing.is_empty() {
+        c.problems
+            .insert(0, missing_message(&file.shown, &env.name, &c.missing));
+    }
+    for d in &c.desired {
+        for p in validate::problems(&d.spec, env, d.value.expose()) {
+            c.problems
+                .push(format!("{}: {} {p}", d.origin, d.spec.env_key()));
+        }
+    }
+    c.problems
+        .extend(reuse_problems(root, manifest, env, &c.desired));
+    if !c.problems.is_empty() {
+        bail!(
+            "{} problem{} with the secrets of {}:\n  - {}",
+            c.problems.len(),
+            if c.problems.len() == 1 { "" } else { "s" },
+            env.name,
+            c.problems.join("\n  - ")
+        );
+    }
+    let mut fingerprint_key = file.get(FINGERPRINT_KEY).map(|e| e.value.clone());
+    if fingerprint_key.is_none() && may_generate {
+        let k = secret::generate(64)?;
+        c.updates.push((FINGERPRINT_KEY.to_string(), k.clone()));
+        fingerprint_key = Some(k);
+    }
+    Ok(Resolved {
+        env: env.clone(),
+        file,
+        desired: c.desired,
+        warnings,
+        generated: c.updates.iter().map(|(k, _)| k.clone()).collect(),
+        pending: c.updates,
+        fingerprint_key,
+    })
+}
+
+/// Finds and reads the env file, refusing one that git tracks or others can read.
+fn load(root: &Path, env: &Environment, warnings: &mut Vec<String>) -> Result<EnvFile> {
+    let (path, shown) = locate(root, env)?;
+    let file = if path.exists() {
         if git::is_tracked(root, &path)? {
             bail!(
                 "{shown} is tracked by git, so its secrets are in the repository's history; run `git rm --cached {shown}`, add it to .gitignore, and rotate every value in it"
@@ -151,6 +214,16 @@ pub fn resolve(
         ));
     }
 
+    Ok(file)
+}
+
+/// Keys the manifest does not know for this environment: warned about, ignored.
+fn unknown_keys(
+    file: &EnvFile,
+    manifest: &Manifest,
+    env: &Environment,
+    warnings: &mut Vec<String>,
+) {
     let specs = manifest.secrets_for(&env.name);
     for key in file.entries.keys() {
         let known = key == FINGERPRINT_KEY || specs.iter().any(|s| &s.env_key() == key);
@@ -165,8 +238,27 @@ pub fn resolve(
             ));
         }
     }
+}
 
-    let may_generate = !opts.read_only && (env.generate || opts.generate);
+/// The values found, generated or built, and what is missing or wrong.
+struct Collected {
+    desired: Vec<Desired>,
+    updates: Vec<(String, SecretValue)>,
+    /// Missing keys, and whether each may be generated.
+    missing: Vec<(String, bool)>,
+    problems: Vec<String>,
+}
+
+fn collect(
+    root: &Path,
+    manifest: &Manifest,
+    env: &Environment,
+    file: &EnvFile,
+    may_generate: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Collected> {
+    let shown = &file.shown;
+    let specs = manifest.secrets_for(&env.name);
     let mut desired: Vec<Desired> = Vec::new();
     let mut updates: Vec<(String, SecretValue)> = Vec::new();
     let mut missing: Vec<(String, bool)> = Vec::new();
@@ -241,73 +333,42 @@ pub fn resolve(
         }
     }
 
-    if !missing.is_empty() {
-        let keys: Vec<_> = missing.iter().map(|(k, _)| k.as_str()).collect();
-        let can: Vec<_> = missing
-            .iter()
-            .filter(|(_, g)| *g)
-            .map(|(k, _)| k.as_str())
-            .collect();
-        let mut msg = format!(
-            "{shown}: missing {} for {}: {}",
-            plural(keys.len(), "key"),
-            env.name,
-            keys.join(", ")
-        );
-        if !can.is_empty() {
-            msg.push_str(&format!(
-                "; add them, or run `cargo xtask setup-secrets {} --generate-missing` to generate {}",
-                env.name,
-                if can.len() == keys.len() { "them".to_string() } else { can.join(", ") }
-            ));
-        } else {
-            msg.push_str("; add them (file secrets name a path to the file)");
-        }
-        problems.insert(0, msg);
-    }
-
-    for d in &desired {
-        for p in validate::problems(&d.spec, env, d.value.expose()) {
-            problems.push(format!("{}: {} {p}", d.origin, d.spec.env_key()));
-        }
-    }
-    problems.extend(reuse_problems(root, manifest, env, &desired));
-    if !problems.is_empty() {
-        bail!(
-            "{} problem{} with the secrets of {}:\n  - {}",
-            problems.len(),
-            if problems.len() == 1 { "" } else { "s" },
-            env.name,
-            problems.join("\n  - ")
-        );
-    }
-
-    let mut fingerprint_key = file.get(FINGERPRINT_KEY).map(|e| e.value.clone());
-    if fingerprint_key.is_none() && may_generate {
-        let k = secret::generate(64)?;
-        updates.push((FINGERPRINT_KEY.to_string(), k.clone()));
-        fingerprint_key = Some(k);
-    }
-
-    let generated: Vec<String> = updates.iter().map(|(k, _)| k.clone()).collect();
-    if !updates.is_empty() && !opts.dry_run {
-        if let Some(dir) = file.path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let header = format!(
-            "# Secrets for {} ({}). Never commit this file. Managed by `cargo xtask setup-secrets {}`.\n",
-            env.name, manifest.project, env.name
-        );
-        file.write_updates(&updates, &header)?;
-    }
-    Ok(Resolved {
-        env: env.clone(),
-        file,
+    Ok(Collected {
         desired,
-        warnings,
-        generated,
-        fingerprint_key,
+        updates,
+        missing,
+        problems,
     })
+}
+
+/// Every missing key at once, with how to fill them.
+fn missing_message(shown: &str, env: &str, missing: &[(String, bool)]) -> String {
+    let keys: Vec<_> = missing.iter().map(|(k, _)| k.as_str()).collect();
+    let can: Vec<_> = missing
+        .iter()
+        .filter(|(_, g)| *g)
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let mut msg = format!(
+        "{shown}: missing {} for {}: {}",
+        plural(keys.len(), "key"),
+        env,
+        keys.join(", ")
+    );
+    if !can.is_empty() {
+        msg.push_str(&format!(
+            "; add them, or run `cargo xtask setup-secrets {} --generate-missing` to generate {}",
+            env,
+            if can.len() == keys.len() {
+                "them".to_string()
+            } else {
+                can.join(", ")
+            }
+        ));
+    } else {
+        msg.push_str("; add them (file secrets name a path to the file)");
+    }
+    msg
 }
 
 fn plural(n: usize, word: &str) -> String {
@@ -473,10 +534,13 @@ environments = ["production"]
             m.env(env).unwrap(),
             Options {
                 generate,
-                dry_run: false,
                 read_only: false,
             },
         )
+        .and_then(|mut r| {
+            r.write_generated(&m.project)?;
+            Ok(r)
+        })
     }
 
     #[test]

@@ -31,10 +31,6 @@ impl SecretValue {
         std::str::from_utf8(&self.0).ok()
     }
 
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -115,7 +111,7 @@ mod tests {
     fn generated_values_are_url_safe_and_distinct() {
         let a = generate(32).unwrap();
         let b = generate(32).unwrap();
-        assert_eq!(a.len(), 32);
+        assert_eq!(a.expose().len(), 32);
         assert!(a.expose().iter().all(|c| ALPHABET.contains(c)));
         assert!(!a.ct_eq(&b));
         assert!(generate(8).is_err());

@@ -7,8 +7,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{Result, bail};
 use serde_norway::Value;
 
-use crate::manifest::{BackendKind, Manifest};
-
 #[derive(Debug, Default, Clone)]
 pub struct SecretDef {
     pub file: Option<String>,
@@ -73,87 +71,50 @@ pub fn parse(text: &str) -> Result<StackFile> {
     Ok(out)
 }
 
-/// Disagreements between a compose file and the manifest. `backend` says which
-/// environments the file serves, so secrets that exist only elsewhere are not demanded.
-pub fn check(
-    manifest: &Manifest,
-    backend: BackendKind,
-    file: &str,
-    stack: &StackFile,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    let envs: Vec<&str> = manifest
-        .environments
-        .values()
-        .filter(|e| e.backend == backend)
-        .map(|e| e.name.as_str())
-        .collect();
-    let relevant: Vec<_> = manifest
-        .secrets
-        .iter()
-        .filter(|s| envs.is_empty() || envs.iter().any(|e| s.applies_to(e)))
-        .collect();
-    for name in stack.secrets.keys() {
-        if manifest.secrets.iter().all(|s| &s.name != name) {
-            out.push(format!("{file}: secret {name} is not in deploy/secrets.toml; add a [secrets.{name}] table or remove it"));
-        }
-    }
-    for (name, def) in &stack.secrets {
-        match backend {
-            BackendKind::Swarm => {
-                let var = format!("XTASK_SECRET_{}", name.to_ascii_uppercase());
-                if !def.external || !def.name.as_deref().is_some_and(|n| n.contains(&var)) {
-                    out.push(format!(
-                        "{file}: secret {name} must be `external: true` with `name: ${{{var}:?set by cargo xtask deploy}}`, so deploy can point it at the current version"
-                    ));
-                }
-            }
-            _ => {
-                if !def
-                    .file
-                    .as_deref()
-                    .is_some_and(|f| f.ends_with(&format!("/{name}")))
-                {
-                    out.push(format!(
-                        "{file}: secret {name} must be `file: ${{XTASK_SECRETS_DIR:-./secrets/develop}}/{name}`, the file setup-secrets writes"
-                    ));
+impl StackFile {
+    /// Services that use a secret the file's top-level `secrets:` does not define.
+    pub fn undefined(&self, file: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for (svc, refs) in &self.services {
+            for r in refs {
+                if !self.secrets.contains_key(r) {
+                    out.push(format!("{file}: service {svc} uses secret {r}, which the file's top-level secrets: does not define"));
                 }
             }
         }
+        out
     }
-    for (svc, refs) in &stack.services {
-        for r in refs {
-            if !stack.secrets.contains_key(r) {
-                out.push(format!("{file}: service {svc} uses secret {r}, which the file's top-level secrets: does not define"));
-            }
+}
+
+/// Like [`interpolate`], but a `${VAR:?message}` or `${VAR?message}` whose
+/// variable is unset is an error naming it, as Compose does.
+pub fn interpolate_checked(text: &str, vars: &BTreeMap<String, String>) -> Result<String> {
+    let mut missing = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("${") {
+        let body = &rest[i + 2..];
+        let Some(end) = body.find('}') else { break };
+        let expr = &body[..end];
+        let len = expr
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+            .count();
+        let (name, op) = expr.split_at(len);
+        let set = vars
+            .get(name)
+            .is_some_and(|v| !v.is_empty() || !op.starts_with(':'));
+        if (op.starts_with(":?") || op.starts_with('?')) && !set && !rest[..i].ends_with('$') {
+            missing.insert(name.to_string());
         }
+        rest = &body[end + 1..];
     }
-    for spec in &relevant {
-        let users: Vec<&String> = spec
-            .services
-            .iter()
-            .filter(|s| stack.services.contains_key(*s))
-            .collect();
-        if !users.is_empty() && !stack.secrets.contains_key(&spec.name) {
-            out.push(format!("{file}: secret {} is missing from the top-level secrets: (deploy/secrets.toml gives it to {})", spec.name, spec.services.join(", ")));
-        }
-        for svc in users {
-            if !stack.services[svc].contains(&spec.name) {
-                out.push(format!("{file}: service {svc} does not mount {}, but deploy/secrets.toml lists {svc} among its services", spec.name));
-            }
-        }
+    if !missing.is_empty() {
+        bail!(
+            "required variables are not set: {}",
+            missing.into_iter().collect::<Vec<_>>().join(", ")
+        );
     }
-    for (svc, refs) in &stack.services {
-        for r in refs {
-            if let Some(spec) = manifest.secrets.iter().find(|s| &s.name == r)
-                && !spec.services.contains(svc)
-            {
-                out.push(format!("{file}: service {svc} mounts {r}, but deploy/secrets.toml does not list {svc} in its services"));
-            }
-        }
-    }
-    let unique: BTreeSet<String> = out.into_iter().collect();
-    unique.into_iter().collect()
+    Ok(interpolate(text, vars))
 }
 
 /// Compose-style variable interpolation for a preview: `${VAR}`, `${VAR:-default}`,
@@ -215,21 +176,6 @@ fn expand(expr: &str, vars: &BTreeMap<String, String>) -> String {
 mod tests {
     use super::*;
 
-    const M: &str = r#"
-project = "demo"
-[environments.production]
-backend = "swarm"
-[environments.develop]
-backend = "compose"
-[secrets.db_password]
-kind = "password"
-services = ["api", "db"]
-[secrets.tls_key]
-kind = "file"
-services = ["proxy"]
-environments = ["production"]
-"#;
-
     #[test]
     fn parses_short_and_long_syntax() {
         let s = parse(
@@ -242,34 +188,6 @@ environments = ["production"]
         assert_eq!(
             s.secrets["db_password"].name.as_deref(),
             Some("${X:-demo_v1}")
-        );
-    }
-
-    #[test]
-    fn finds_every_disagreement() {
-        let m = Manifest::parse(M).unwrap();
-        let s = parse("services:\n  api:\n    secrets: [db_password, stray]\n  db:\n    image: x\nsecrets:\n  db_password:\n    file: ./x\n").unwrap();
-        let p = check(&m, BackendKind::Compose, "f.yml", &s);
-        assert!(
-            p.iter()
-                .any(|x| x.contains("service api uses secret stray, which")),
-            "{p:?}"
-        );
-        assert!(
-            p.iter()
-                .any(|x| x.contains("service db does not mount db_password")),
-            "{p:?}"
-        );
-        // tls_key exists only in production (swarm): the compose file need not have it.
-        assert!(!p.iter().any(|x| x.contains("tls_key")), "{p:?}");
-        let ok = parse("services:\n  api:\n    secrets: [db_password]\n  db:\n    secrets: [db_password]\nsecrets:\n  db_password:\n    file: ./s/db_password\n").unwrap();
-        assert!(check(&m, BackendKind::Compose, "f.yml", &ok).is_empty());
-        let p = check(&m, BackendKind::Swarm, "s.yml", &ok);
-        assert!(
-            p.iter()
-                .any(|x| x
-                    .contains("must be `external: true` with `name: ${XTASK_SECRET_DB_PASSWORD")),
-            "{p:?}"
         );
     }
 
@@ -288,5 +206,9 @@ environments = ["production"]
             interpolate("n: ${A:?set by deploy} m: ${B?required}", &vars),
             "n: a1 m: "
         );
+        let e =
+            interpolate_checked("n: ${A:?x} m: ${B:?set by deploy} $${C:?y}", &vars).unwrap_err();
+        assert_eq!(format!("{e}"), "required variables are not set: B");
+        assert_eq!(interpolate_checked("${A:?x}", &vars).unwrap(), "a1");
     }
 }

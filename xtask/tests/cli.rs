@@ -444,19 +444,35 @@ fn remove_asks_for_yes_without_a_terminal() {
 }
 
 #[test]
-fn planned_backends_and_unknown_environments_say_so_plainly() {
+fn planned_stores_unreachable_clusters_and_unknown_environments_say_so_plainly() {
     let repo = TempRepo::new();
-    for b in ["k8s", "vault", "aws"] {
+    for b in ["vault", "aws"] {
         let r = repo
             .run(&["setup-secrets", "develop", "--backend", b])
             .fails();
         assert!(
             r.stderr
-                .contains(&format!("the {b} backend is planned but not built yet")),
+                .contains(&format!("the {b} store is planned but not built yet")),
             "{}",
             r.stderr
         );
     }
+    // A cluster that does not answer is found before anything is written.
+    repo.write(
+        "dead.kubeconfig",
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: \"https://127.0.0.1:1\"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n",
+    );
+    let r = repo
+        .xtask(&["setup-secrets", "develop", "--backend", "k8s"])
+        .env("KUBECONFIG", repo.path("dead.kubeconfig"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the Kubernetes cluster does not answer") && err.contains("KUBECONFIG"),
+        "{err}"
+    );
     assert!(
         !repo.path("secrets/develop.env").exists(),
         "a refused backend still wrote files"

@@ -1,52 +1,102 @@
-//! `check`: the manifest and the compose files must name the same secrets.
+//! `check`: the manifest and every runtime's deploy files (the compose file,
+//! the swarm stack file, the Kubernetes manifests) must name the same secrets
+//! for the same services. Needs no server and no CLI.
 
-use std::path::Path;
+use std::{collections::BTreeSet, path::Path};
 
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    manifest::{BackendKind, Manifest},
-    stackfile,
+    kube,
+    manifest::{BackendKind, Environment, Manifest},
+    runtime, stackfile,
+    store::compose,
 };
 
 pub fn run(root: &Path) -> Result<()> {
     let m = Manifest::load(root)?;
-    let problems = problems(root, &m)?;
+    let (checked, problems) = problems(root, &m)?;
     if !problems.is_empty() {
         bail!(
-            "{} disagreement(s) between deploy/secrets.toml and the compose files:\n  - {}",
+            "{} disagreement(s) between deploy/secrets.toml and the deploy files:\n  - {}",
             problems.len(),
             problems.join("\n  - ")
         );
     }
     println!(
-        "deploy/secrets.toml, {} and {} agree on {} secrets",
-        m.compose_file.display(),
-        m.stack_file.display(),
+        "deploy/secrets.toml and {} agree on {} secrets",
+        checked.join(", "),
         m.secrets.len()
     );
     Ok(())
 }
 
-pub fn problems(root: &Path, m: &Manifest) -> Result<Vec<String>> {
+/// A runtime's deploy file (or folder) for `env`.
+fn deploy_file(m: &Manifest, kind: BackendKind, env: &Environment) -> Result<String> {
+    Ok(match kind {
+        BackendKind::Compose => compose::settings(env)?.file.display().to_string(),
+        BackendKind::Swarm => {
+            let mut t = env.settings_for(BackendKind::Swarm);
+            t.opt_str("stack_file")?
+                .unwrap_or_else(|| "docker-compose.swarm.yml".into())
+        }
+        _ => kube::settings(&m.project, env)?.manifests,
+    })
+}
+
+/// The files checked and every disagreement found.
+pub fn problems(root: &Path, m: &Manifest) -> Result<(Vec<String>, Vec<String>)> {
+    // Every environment carries the project-wide tables too, so this also
+    // finds each runtime's default file.
+    let mut files: BTreeSet<(u8, String)> = BTreeSet::new();
+    for (i, kind) in [BackendKind::Compose, BackendKind::Swarm, BackendKind::K8s]
+        .into_iter()
+        .enumerate()
+    {
+        for e in m.environments.values() {
+            files.insert((i as u8, deploy_file(m, kind, e)?));
+        }
+    }
+    let mut checked = Vec::new();
     let mut out = Vec::new();
-    for (file, backend) in [
-        (&m.compose_file, BackendKind::Compose),
-        (&m.stack_file, BackendKind::Swarm),
-    ] {
-        let path = root.join(file);
+    for (kind, file) in files {
+        let path = root.join(&file);
         if !path.exists() {
             continue;
         }
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", file.display()))?;
-        let stack = stackfile::parse(&text).with_context(|| format!("in {}", file.display()))?;
-        out.extend(stackfile::check(
-            m,
-            backend,
-            &file.display().to_string(),
-            &stack,
+        checked.push(file.clone());
+        if kind == 2 {
+            out.extend(check_k8s(&path, &file, m)?);
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {file}"))?;
+        let stack = stackfile::parse(&text).with_context(|| format!("in {file}"))?;
+        out.extend(match kind {
+            0 => runtime::compose::check_file(m, &file, &stack),
+            _ => runtime::swarm::check_file(m, &file, &stack),
+        });
+    }
+    Ok((checked, out))
+}
+
+fn check_k8s(dir: &Path, shown: &str, m: &Manifest) -> Result<Vec<String>> {
+    let mut all = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {shown}"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    entries.sort();
+    for p in entries {
+        let f = format!(
+            "{shown}/{}",
+            p.file_name().unwrap_or_default().to_string_lossy()
+        );
+        let text = std::fs::read_to_string(&p).with_context(|| format!("cannot read {f}"))?;
+        all.push((
+            f.clone(),
+            runtime::k8s::workloads(&text).with_context(|| format!("in {f}"))?,
         ));
     }
-    Ok(out)
+    Ok(runtime::k8s::check_workloads(m, shown, &all))
 }

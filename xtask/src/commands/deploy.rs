@@ -1,5 +1,5 @@
 //! `deploy <env>`: deploy the stack with the current secrets and wait until it
-//! has converged. Replaces `deploy-<env>.sh`.
+//! has converged. Replaces `deploy-<env>.sh` and `kubectl apply -f k8s/`.
 
 use std::path::Path;
 
@@ -7,17 +7,17 @@ use anyhow::Result;
 
 use super::Session;
 use crate::{
-    backend::DeployOptions,
     flags::{DeployArgs, EnvArgs},
+    runtime::DeployOptions,
 };
 
 pub fn run(root: &Path, e: &EnvArgs, a: DeployArgs) -> Result<()> {
     let s = Session::open(root, e)?;
-    let t = s.target(root);
-    let r = s.resolve_read_only(root)?;
-    s.backend.deploy(
-        &t,
-        &r,
+    let r = s.resolve_read_only()?;
+    let plan = s.plan(&r)?;
+    let current = s.current_or_refuse(&plan)?;
+    s.runtime()?.deploy(
+        &current,
         &DeployOptions {
             dry_run: a.dry_run,
             timeout: a.timeout,

@@ -1,4 +1,6 @@
-//! One module per command; `run` is the single dispatch point.
+//! One module per command; `run` is the single dispatch point. [`Session`]
+//! holds what every environment command shares: the manifest, the
+//! environment, its store, and (opened on demand) its runtime.
 
 mod check;
 mod deploy;
@@ -9,16 +11,19 @@ mod rotate_secrets;
 mod setup_secrets;
 mod verify_secrets;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 
 use crate::{
-    backend::{self, Backend, Target},
     flags::{Cmd, EnvArgs},
-    manifest::{Environment, Manifest},
+    manifest::{BackendKind, Environment, Manifest},
     output,
+    plan::{self, Step, Stored},
     resolve::{self, Resolved},
+    runtime::{self, Runtime},
+    secret::{self, SecretValue},
+    store::{self, Item, SecretStore},
 };
 
 pub fn run(cmd: Cmd, root: &Path) -> Result<()> {
@@ -35,12 +40,29 @@ pub fn run(cmd: Cmd, root: &Path) -> Result<()> {
     }
 }
 
-/// The manifest, the environment and the backend for one run: the
-/// environment's backend unless `--backend` overrides it.
+/// The manifest, the environment (with `--backend` and `--namespace`
+/// applied) and its store for one run.
 pub struct Session {
+    pub root: PathBuf,
     pub manifest: Manifest,
     pub env: Environment,
-    pub backend: Box<dyn Backend>,
+    pub store: Box<dyn SecretStore>,
+}
+
+/// What setup would do: the store's listing and the plan made from it.
+pub struct Planned {
+    pub listed: Vec<Stored>,
+    pub steps: Vec<Step>,
+}
+
+impl Planned {
+    pub fn count(&self, a: plan::Action) -> usize {
+        self.steps.iter().filter(|s| s.action == a).count()
+    }
+
+    pub fn writes(&self) -> Vec<&Step> {
+        self.steps.iter().filter(|s| s.action.writes()).collect()
+    }
 }
 
 impl Session {
@@ -48,39 +70,141 @@ impl Session {
         let manifest = Manifest::load(root)?;
         let mut env = manifest.env(&e.env)?.clone();
         if let Some(b) = e.backend {
-            env.backend = b;
+            env.override_backend(b);
         }
-        let backend = backend::for_kind(env.backend)?;
+        if let Some(ns) = &e.namespace {
+            env.settings
+                .entry(BackendKind::K8s.name().into())
+                .or_default()
+                .insert("namespace".into(), toml::Value::String(ns.clone()));
+        }
+        let store = store::open(&store::Scope {
+            root,
+            manifest: &manifest,
+            env: &env,
+        })?;
         Ok(Session {
+            root: root.to_path_buf(),
             manifest,
             env,
-            backend,
+            store,
         })
     }
 
+    /// The runtime, opened when a command needs it (setup never does).
+    pub fn runtime(&self) -> Result<Box<dyn Runtime>> {
+        runtime::open(&runtime::Scope {
+            root: &self.root,
+            manifest: &self.manifest,
+            env: &self.env,
+        })
+    }
+
+    /// `swarm`, or `vault store, swarm runtime`.
+    pub fn label(&self) -> String {
+        self.env.backend_label()
+    }
+
     /// Resolves the environment's values and prints the warnings.
-    pub fn resolve(&self, root: &Path, opts: resolve::Options) -> Result<Resolved> {
-        let r = resolve::resolve(root, &self.manifest, &self.env, opts)?;
-        print_warnings(&r);
+    pub fn resolve(&self, opts: resolve::Options) -> Result<Resolved> {
+        let r = resolve::resolve(&self.root, &self.manifest, &self.env, opts)?;
+        for w in &r.warnings {
+            output::warn(w);
+        }
         Ok(r)
     }
 
     /// Resolves without generating or writing anything: for commands that only look.
-    pub fn resolve_read_only(&self, root: &Path) -> Result<Resolved> {
-        self.resolve(root, resolve::Options::read_only())
+    pub fn resolve_read_only(&self) -> Result<Resolved> {
+        self.resolve(resolve::Options::read_only())
     }
 
-    pub fn target<'a>(&'a self, root: &'a Path) -> Target<'a> {
-        Target {
-            root,
-            manifest: &self.manifest,
-            env: &self.env,
+    /// The key fingerprints are compared with. Stores that keep fingerprints
+    /// need the env file's own; for the others any key will do.
+    pub fn compare_key(&self, r: &Resolved) -> Result<SecretValue> {
+        match (&r.fingerprint_key, self.store.keeps_fingerprints()) {
+            (Some(k), _) => Ok(k.clone()),
+            (None, false) => secret::generate(64),
+            (None, true) => Ok(r.fingerprint_key()?.clone()),
         }
     }
-}
 
-pub fn print_warnings(r: &Resolved) {
-    for w in &r.warnings {
-        output::warn(w);
+    /// Every value against the store's own rules, before anything changes.
+    pub fn check_values(&self, r: &Resolved) -> Result<()> {
+        let problems: Vec<String> = r
+            .desired
+            .iter()
+            .filter_map(|d| {
+                self.store
+                    .check(&d.spec.name, &d.origin, d.value.expose())
+                    .err()
+                    .map(|e| format!("{e:#}"))
+            })
+            .collect();
+        if !problems.is_empty() {
+            bail!(
+                "the {} store cannot hold these values as they are:\n  - {}",
+                self.store.kind(),
+                problems.join("\n  - ")
+            );
+        }
+        Ok(())
+    }
+
+    /// Compares the store with the resolved values: setup's plan.
+    pub fn plan(&self, r: &Resolved) -> Result<Planned> {
+        self.check_values(r)?;
+        let key = self.compare_key(r)?;
+        let wanted: Vec<(String, String)> = r
+            .desired
+            .iter()
+            .map(|d| (d.spec.name.clone(), d.value.fingerprint(&key)))
+            .collect();
+        let listed = self.store.list(&key)?;
+        let steps = plan::setup(self.store.as_ref(), &self.env.name, &wanted, &listed);
+        Ok(Planned { listed, steps })
+    }
+
+    /// Writes exactly the writing steps of `steps`, with the resolved values.
+    pub fn apply(&self, r: &Resolved, steps: &[&Step]) -> Result<()> {
+        let key = self.compare_key(r)?;
+        let items: Vec<Item> = steps
+            .iter()
+            .filter(|s| s.action.writes())
+            .map(|s| {
+                let d = r
+                    .get(&s.secret)
+                    .context("the plan names a secret that was not resolved")?;
+                Ok(Item {
+                    step: s,
+                    value: &d.value,
+                    fingerprint: d.value.fingerprint(&key),
+                })
+            })
+            .collect::<Result<_>>()?;
+        self.store.write(&items)
+    }
+
+    /// Secret → stored identity for a deploy, refusing when the store is not
+    /// in line with the env file: the one "run setup-secrets first" guard.
+    pub fn current_or_refuse(
+        &self,
+        p: &Planned,
+    ) -> Result<std::collections::BTreeMap<String, String>> {
+        let stale: Vec<&str> = p.writes().iter().map(|s| s.secret.as_str()).collect();
+        if !stale.is_empty() {
+            bail!(
+                "the secrets of {} in the {} store are not set up or out of date ({}); run `cargo xtask setup-secrets {}` first",
+                self.env.name,
+                self.store.kind(),
+                stale.join(", "),
+                self.env.name
+            );
+        }
+        Ok(p.steps
+            .iter()
+            .filter(|s| s.action == plan::Action::Unchanged)
+            .map(|s| (s.secret.clone(), s.id.clone()))
+            .collect())
     }
 }

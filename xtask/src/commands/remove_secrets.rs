@@ -1,6 +1,6 @@
 //! `remove-secrets <env> [--secret NAME]... [--yes]`: replaces
-//! `remove-secrets-<env>.sh`. Asks before removing; with no terminal to ask on,
-//! it needs `--yes`.
+//! `remove-secrets-<env>.sh`. Refuses what a running service still uses, naming
+//! it. Asks before removing; with no terminal to ask on, it needs `--yes`.
 
 use std::{
     io::{BufRead, IsTerminal, Write},
@@ -12,45 +12,66 @@ use anyhow::{Result, bail};
 use super::Session;
 use crate::{
     flags::{EnvArgs, RemoveArgs},
-    output,
+    output, plan,
+    secret::SecretValue,
 };
 
 pub fn run(root: &Path, e: &EnvArgs, a: RemoveArgs) -> Result<()> {
     let s = Session::open(root, e)?;
-    let t = s.target(root);
-    let plan = s.backend.plan_remove(&t, &a.secrets)?;
-    if plan.is_empty() {
+    // Removal compares nothing, so any key lists the store.
+    let listed = s.store.list(&SecretValue::new(b"list".to_vec()))?;
+    let (users, hint) = if listed.is_empty() {
+        (None, String::new())
+    } else {
+        let rt = s.runtime()?;
+        (rt.users()?, rt.stop_hint())
+    };
+    let known: Vec<&str> = s
+        .manifest
+        .secrets_for(&s.env.name)
+        .iter()
+        .map(|x| x.name.as_str())
+        .collect();
+    let steps = plan::remove(
+        &listed,
+        &a.secrets,
+        &known,
+        &users.unwrap_or_default(),
+        &s.env.name,
+        &hint,
+    )?;
+    if steps.is_empty() {
         println!("nothing to remove for {}", s.env.name);
         return Ok(());
     }
     output::print_plan(
-        &format!("to remove from {} ({} backend):", s.env.name, s.env.backend),
-        &plan,
+        &format!("to remove from {} ({} backend):", s.env.name, s.label()),
+        &steps,
     );
     if a.dry_run {
         println!("dry run: nothing was removed");
         return Ok(());
     }
     if !a.yes {
-        if !std::io::stdin().is_terminal() {
-            bail!(
-                "refusing to remove {} secret(s) without confirmation: there is no terminal to ask on; pass --yes",
-                plan.len()
-            );
-        }
-        print!(
-            "remove {} secret(s) from {}? [y/N] ",
-            plan.len(),
-            s.env.name
-        );
-        std::io::stdout().flush()?;
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            bail!("not removed");
-        }
+        confirm(steps.len(), &s.env.name)?;
     }
-    s.backend.remove(&t, &plan)?;
-    println!("removed {} secret(s) from {}", plan.len(), s.env.name);
+    s.store.delete(&steps)?;
+    println!("removed {} secret(s) from {}", steps.len(), s.env.name);
+    Ok(())
+}
+
+fn confirm(n: usize, env: &str) -> Result<()> {
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "refusing to remove {n} secret(s) without confirmation: there is no terminal to ask on; pass --yes"
+        );
+    }
+    print!("remove {n} secret(s) from {env}? [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        bail!("not removed");
+    }
     Ok(())
 }

@@ -4,21 +4,20 @@
 //! that stops half-way converges on a re-run. Then hooks, new versions in the
 //! store, a redeploy that waits for convergence, pruning and a log line.
 
-use std::{
-    io::Write,
-    path::Path,
-    time::{Duration, SystemTime},
-};
+use std::{io::Write, os::unix::fs::OpenOptionsExt, path::Path, time::SystemTime};
 
 use anyhow::{Context, Result, bail};
 
 use super::Session;
 use crate::{
-    backend::{Action, DeployOptions},
     flags::{EnvArgs, RotateArgs},
     manifest::{Kind, SecretSpec},
-    output, resolve,
+    output,
+    plan::{self, Action, Naming, Step},
+    resolve,
+    runtime::DeployOptions,
     secret::SecretValue,
+    time,
 };
 
 pub const LOG_PATH: &str = "deploy/rotation-log.tsv";
@@ -69,38 +68,86 @@ pub fn choose(spec: &SecretSpec, store_action: Option<Action>, explicit: bool) -
     }
 }
 
-pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
-    let s = Session::open(root, e)?;
-    let t = s.target(root);
-    let mut r = s.resolve_read_only(root)?;
+/// Pure: the chosen secrets plus every derived secret built from them, in
+/// manifest order (parts before what is built from them).
+pub fn with_derived(specs: &[&SecretSpec], chosen: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for spec in specs {
+        let from_chosen = spec.template_parts().iter().any(|p| out.contains(p));
+        if chosen.contains(&spec.name) || (spec.kind == Kind::Derived && from_chosen) {
+            out.push(spec.name.clone());
+        }
+    }
+    out
+}
+
+/// Pure: what the rotation writes. Secrets in `rotating` get a new version (or
+/// are replaced in place); the store's plan already says so where the env file
+/// holds a new value, and a generated value will be new anyway.
+pub fn rotation_plan(naming: &dyn Naming, before: &[Step], rotating: &[String]) -> Vec<Step> {
+    rotating
+        .iter()
+        .filter_map(|name| {
+            let b = before.iter().find(|s| &s.secret == name)?;
+            if b.action.writes() {
+                return Some(b.clone());
+            }
+            let (id, version) = match b.version {
+                Some(v) if naming.versioned() => (naming.identity(name, v + 1), Some(v + 1)),
+                _ => (b.id.clone(), b.version),
+            };
+            let detail = match b.version {
+                Some(v) => format!("new value, replaces v{v}"),
+                None => "new value".to_string(),
+            };
+            Some(Step {
+                secret: name.clone(),
+                action: Action::Update,
+                id,
+                version,
+                detail,
+            })
+        })
+        .collect()
+}
+
+/// The chosen specs: all, or the named ones (each must exist in this environment).
+fn chosen_specs<'a>(s: &'a Session, a: &RotateArgs) -> Result<Vec<&'a SecretSpec>> {
     let specs = s.manifest.secrets_for(&s.env.name);
-    let chosen: Vec<&SecretSpec> = if a.all {
-        specs.clone()
-    } else {
-        let mut out = Vec::new();
-        for n in &a.secrets {
-            match specs.iter().find(|sp| &sp.name == n) {
-                Some(sp) => out.push(*sp),
-                None => {
-                    s.manifest.secret(n)?;
-                    bail!("{n} is not used in {}; see deploy/secrets.toml", s.env.name)
-                }
+    if a.all {
+        return Ok(specs);
+    }
+    let mut out = Vec::new();
+    for n in &a.secrets {
+        match specs.iter().find(|sp| &sp.name == n) {
+            Some(sp) => out.push(*sp),
+            None => {
+                s.manifest.secret(n)?;
+                bail!("{n} is not used in {}; see deploy/secrets.toml", s.env.name)
             }
         }
-        out
-    };
-    let plan = s.backend.plan(&t, &r)?;
+    }
+    Ok(out)
+}
+
+pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
+    let s = Session::open(root, e)?;
+    let mut r = s.resolve_read_only()?;
+    let before = s.plan(&r)?;
     let mut updates: Vec<(String, SecretValue)> = Vec::new();
     let mut rotating: Vec<String> = Vec::new();
-    for spec in chosen {
-        let action = plan.iter().find(|p| p.name == spec.name).map(|p| p.action);
+    for spec in chosen_specs(&s, &a)? {
+        let action = before
+            .steps
+            .iter()
+            .find(|p| p.secret == spec.name)
+            .map(|p| p.action);
         match choose(spec, action, !a.all)? {
             Choice::FromEnvFile => {
                 println!("{}: using the new value in {}", spec.name, r.file.shown);
                 rotating.push(spec.name.clone());
             }
             Choice::Generate => {
-                let v = resolve::generate_for(spec, &s.env, &s.manifest.project)?;
                 println!(
                     "{}: generating a new value{}",
                     spec.name,
@@ -110,16 +157,38 @@ pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
                         " (written to the env file)"
                     }
                 );
-                updates.push((spec.env_key(), v));
+                updates.push((
+                    spec.env_key(),
+                    resolve::generate_for(spec, &s.env, &s.manifest.project)?,
+                ));
                 rotating.push(spec.name.clone());
             }
             Choice::Skip(why) => println!("{}: skipped ({why})", spec.name),
         }
     }
+    let rotating = with_derived(&s.manifest.secrets_for(&s.env.name), &rotating);
     if rotating.is_empty() {
         println!("nothing to rotate in {}", s.env.name);
         return Ok(());
     }
+    let left: Vec<&str> = before
+        .writes()
+        .iter()
+        .map(|p| p.secret.as_str())
+        .filter(|n| !rotating.iter().any(|r| r == n))
+        .collect();
+    if !left.is_empty() {
+        output::warn(&format!(
+            "left alone, not rotated: {} (the env file differs from the store; `cargo xtask setup-secrets {}` applies it)",
+            left.join(", "),
+            s.env.name
+        ));
+    }
+    let plan = rotation_plan(s.store.as_ref(), &before.steps, &rotating);
+    output::print_plan(
+        &format!("new versions for {} ({} backend):", s.env.name, s.label()),
+        &plan,
+    );
     if a.dry_run {
         println!(
             "dry run: would rotate {} in {}, redeploy, and keep {} previous version(s); nothing was changed",
@@ -136,67 +205,94 @@ pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
         );
         r.file.write_updates(&updates, &header)?;
     }
-    // Re-resolve: derived secrets whose parts changed are rebuilt from the file.
-    let r = s.resolve_read_only(root)?;
-    let plan = s.backend.plan(&t, &r)?;
-    let changed: Vec<String> = plan
-        .iter()
-        .filter(|p| matches!(p.action, Action::Create | Action::Update))
-        .map(|p| p.name.clone())
-        .collect();
-    output::print_plan(
-        &format!(
-            "new versions for {} ({} backend):",
-            s.env.name, s.env.backend
-        ),
-        &plan,
-    );
+    execute(&s, &plan, &a)
+}
 
+/// Carries out a rotation plan: the env file already holds the new values.
+fn execute(s: &Session, plan: &[Step], a: &RotateArgs) -> Result<()> {
+    // Re-resolve: derived secrets whose parts changed are rebuilt from the file.
+    let r = s.resolve_read_only()?;
+    let now = s.plan(&r)?;
+    let steps: Vec<&Step> = now
+        .writes()
+        .into_iter()
+        .filter(|st| plan.iter().any(|p| p.secret == st.secret))
+        .collect();
+    let ids = |v: Vec<&Step>| v.into_iter().map(|s| s.id.clone()).collect::<Vec<_>>();
+    if ids(steps.clone()) != ids(plan.iter().collect()) {
+        bail!(
+            "the store changed while rotating (another run?); nothing was swapped. The env file holds the new values: run rotate-secrets again"
+        );
+    }
     // Hooks run before anything is swapped, so a failing one leaves the old
     // values live everywhere (the env file already holds the new ones; a
     // re-run converges).
-    for name in &changed {
-        let d = r.get(name).context("a changed secret was not resolved")?;
-        if d.spec.rotate_hook.is_empty() {
-            continue;
+    for st in &steps {
+        let d = r
+            .get(&st.secret)
+            .context("a changed secret was not resolved")?;
+        if !d.spec.rotate_hook.is_empty() {
+            run_hook(&s.root, &s.env.name, &d.spec, &d.value)?;
         }
-        run_hook(root, &s.env.name, &d.spec, &d.value)?;
     }
-    s.backend.apply(&t, &r, &plan)?;
-    s.backend.deploy(
-        &t,
-        &r,
+    s.apply(&r, &steps)?;
+    let mut current = plan::current(&now.listed);
+    for st in &steps {
+        current.insert(st.secret.clone(), st.id.clone());
+    }
+    let runtime = s.runtime()?;
+    runtime.deploy(
+        &current,
         &DeployOptions {
             dry_run: false,
             timeout: a.timeout,
         },
     )?;
-    let removed = s.backend.prune(&t, &changed, a.keep)?;
-    if !removed.is_empty() {
-        println!("removed superseded versions: {}", removed.join(", "));
+    if let Some(users) = runtime.users()? {
+        let listed = s.store.list(&s.compare_key(&r)?)?;
+        let names: Vec<String> = steps.iter().map(|st| st.secret.clone()).collect();
+        let gone = plan::prune(&listed, &names, a.keep, &users);
+        for l in plan::prune(&listed, &names, a.keep, &Default::default()) {
+            if let Some(u) = users.get(&l.id) {
+                println!("kept {}: still used by {}", l.id, u.join(", "));
+            }
+        }
+        if !gone.is_empty() {
+            s.store.delete(&gone)?;
+            let shown: Vec<&str> = gone.iter().map(|g| g.id.as_str()).collect();
+            println!("removed superseded versions: {}", shown.join(", "));
+        }
     }
-    let versions = s.backend.stored_versions(&t)?;
+    log_rotation(s, &steps)
+}
+
+fn log_rotation(s: &Session, steps: &[&Step]) -> Result<()> {
     let operator = operator();
-    let now = rfc3339(SystemTime::now());
-    let lines: Vec<String> = changed
+    let now = time::rfc3339(SystemTime::now());
+    let store = s.store.kind();
+    let lines: Vec<String> = steps
         .iter()
-        .map(|n| {
-            let v = versions.get(n).map(String::as_str).unwrap_or("-");
+        .map(|st| {
+            let v = st
+                .version
+                .map(|v| format!("v{v}"))
+                .unwrap_or_else(|| "-".into());
             [
                 now.as_str(),
                 s.env.name.as_str(),
-                n,
-                v,
+                &st.secret,
+                &v,
                 operator.as_str(),
-                s.env.backend.name(),
+                store.name(),
             ]
             .join("\t")
         })
         .collect();
-    append_log(&root.join(LOG_PATH), &lines)?;
+    append_log(&s.root.join(LOG_PATH), &lines)?;
+    let names: Vec<&str> = steps.iter().map(|st| st.secret.as_str()).collect();
     println!(
         "rotated {} in {}; logged to {LOG_PATH}",
-        changed.join(", "),
+        names.join(", "),
         s.env.name
     );
     Ok(())
@@ -259,9 +355,11 @@ fn append_log(path: &Path, lines: &[String]) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
+    // 0600 whatever the umask: the log says who rotated what and when.
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     let mut text = String::new();
@@ -274,31 +372,6 @@ fn append_log(path: &Path, lines: &[String]) -> Result<()> {
     }
     f.write_all(text.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// UTC, second precision: `2026-11-22T10:00:00Z`.
-pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]
@@ -357,11 +430,45 @@ template = "x://{user}:{pw}@h"
     }
 
     #[test]
-    fn times_are_rfc3339_utc() {
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000)),
-            "2026-11-18T11:06:40Z"
-        );
+    fn derived_secrets_follow_their_parts_and_nothing_else() {
+        let m = Manifest::parse(M).unwrap();
+        let specs = m.secrets_for("staging");
+        assert_eq!(with_derived(&specs, &["pw".into()]), ["pw", "url"]);
+        assert_eq!(with_derived(&specs, &["user".into()]), ["user", "url"]);
+        assert!(with_derived(&specs, &[]).is_empty());
+    }
+
+    struct V;
+    impl Naming for V {
+        fn versioned(&self) -> bool {
+            true
+        }
+        fn identity(&self, s: &str, v: u32) -> String {
+            format!("{s}_v{v}")
+        }
+    }
+
+    #[test]
+    fn rotation_plans_name_the_next_version() {
+        let step = |s: &str, a: Action, v: u32| Step {
+            secret: s.into(),
+            action: a,
+            id: format!("{s}_v{v}"),
+            version: Some(v),
+            detail: String::new(),
+        };
+        let before = [
+            step("pw", Action::Unchanged, 3),
+            step("url", Action::Unchanged, 1),
+            step("key", Action::Update, 2),
+            step("other", Action::Update, 5),
+        ];
+        let p = rotation_plan(&V, &before, &["pw".into(), "key".into()]);
+        let got: Vec<(&str, &str)> = p
+            .iter()
+            .map(|s| (s.secret.as_str(), s.id.as_str()))
+            .collect();
+        assert_eq!(got, [("pw", "pw_v4"), ("key", "key_v2")]);
+        assert_eq!(p[0].detail, "new value, replaces v3");
     }
 }

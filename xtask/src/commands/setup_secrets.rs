@@ -1,6 +1,10 @@
 //! `setup-secrets <env>`: validate the env file, generate what may be generated,
-//! and bring the backend in line with it. Replaces `setup-secrets-<env>.sh`,
-//! `create_secrets.sh` and `create_swarm_secrets.sh`.
+//! and bring the store in line with it. Replaces `setup-secrets-<env>.sh`,
+//! `create_secrets.sh`, `create_swarm_secrets.sh` and `create_k8s_secrets.sh`.
+//!
+//! Order: everything that can be checked offline, then the store is listed
+//! (so it must answer), and only then is anything written: generated values
+//! to the env file first (the source of truth), then the store.
 
 use std::path::Path;
 
@@ -8,29 +12,28 @@ use anyhow::Result;
 
 use super::Session;
 use crate::{
-    backend::Action,
     flags::{EnvArgs, SetupArgs},
     output,
+    plan::Action,
     resolve::Options,
 };
 
 pub fn run(root: &Path, e: &EnvArgs, a: SetupArgs) -> Result<()> {
     let s = Session::open(root, e)?;
-    let t = s.target(root);
-    let r = s.resolve(
-        root,
-        Options {
-            generate: a.generate_missing,
-            dry_run: a.dry_run,
-            read_only: false,
-        },
-    )?;
+    let mut r = s.resolve(Options {
+        generate: a.generate_missing,
+        read_only: false,
+    })?;
+    let plan = s.plan(&r)?;
     if !r.generated.is_empty() {
         let verb = if a.dry_run {
             "would generate"
         } else {
             "generated"
         };
+        if !a.dry_run {
+            r.write_generated(&s.manifest.project)?;
+        }
         println!(
             "{verb} {} in {}: {}",
             r.generated.len(),
@@ -38,21 +41,24 @@ pub fn run(root: &Path, e: &EnvArgs, a: SetupArgs) -> Result<()> {
             r.generated.join(", ")
         );
     }
-    let plan = s.backend.plan(&t, &r)?;
     output::print_plan(
         &format!(
             "{} secrets for {} ({} backend):",
-            s.manifest.project, s.env.name, s.env.backend
+            s.manifest.project,
+            s.env.name,
+            s.label()
         ),
-        &plan,
+        &plan.steps,
     );
-    let count = |act: Action| plan.iter().filter(|p| p.action == act).count();
     let (create, update, same) = (
-        count(Action::Create),
-        count(Action::Update),
-        count(Action::Unchanged),
+        plan.count(Action::Create),
+        plan.count(Action::Update),
+        plan.count(Action::Unchanged),
     );
     if a.dry_run {
+        if let Some(preview) = s.store.preview(&plan.steps) {
+            println!("would apply (values redacted):\n{preview}");
+        }
         println!(
             "dry run: {create} to create, {update} to update, {same} unchanged; nothing was changed"
         );
@@ -62,7 +68,7 @@ pub fn run(root: &Path, e: &EnvArgs, a: SetupArgs) -> Result<()> {
         println!("nothing to do: all {same} secrets are up to date");
         return Ok(());
     }
-    s.backend.apply(&t, &r, &plan)?;
+    s.apply(&r, &plan.writes())?;
     println!("done: {create} created, {update} updated, {same} unchanged");
     Ok(())
 }

@@ -5,34 +5,29 @@ use std::path::Path;
 use anyhow::{Result, bail};
 
 use super::Session;
-use crate::{backend::Action, flags::EnvArgs, output};
+use crate::{flags::EnvArgs, output};
 
 pub fn run(root: &Path, e: &EnvArgs) -> Result<()> {
     let s = Session::open(root, e)?;
-    let t = s.target(root);
-    let r = s.resolve_read_only(root)?;
-    let plan = s.backend.plan(&t, &r)?;
-    let bad: Vec<_> = plan
-        .iter()
-        .filter(|p| matches!(p.action, Action::Create | Action::Update))
-        .collect();
+    let r = s.resolve_read_only()?;
+    let plan = s.plan(&r)?;
+    let bad: Vec<_> = plan.writes().into_iter().cloned().collect();
     if bad.is_empty() {
         println!(
             "{}: all {} secrets are present, valid and up to date in the {} backend",
             s.env.name,
             r.desired.len(),
-            s.env.backend
+            s.label()
         );
         return Ok(());
     }
-    let steps: Vec<_> = bad.into_iter().cloned().collect();
     output::print_plan(
         &format!("{}: not in line with {}:", s.env.name, r.file.shown),
-        &steps,
+        &bad,
     );
     bail!(
         "{} secret(s) missing or out of date in {}; run `cargo xtask setup-secrets {}`",
-        steps.len(),
+        bad.len(),
         s.env.name,
         s.env.name
     )

@@ -1,0 +1,309 @@
+//! One runner for every CLI the tool drives (docker, docker-compose, kubectl,
+//! and the vault/bao and aws CLIs): found with `which` (or an override
+//! variable, so tests can count calls through a wrapper), run with argument
+//! vectors, values on stdin only, a timeout, and errors that name the next step.
+
+use std::{
+    ffi::OsString,
+    io::{Read, Write},
+    path::Path,
+    process::{Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+/// How long one CLI call may take before it is killed, unless the caller says
+/// otherwise. `XTASK_CLI_TIMEOUT` (seconds) overrides it.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone)]
+pub struct Tool {
+    /// The name shown in messages: `docker`, `kubectl`.
+    pub name: &'static str,
+    pub bin: OsString,
+    pub timeout: Duration,
+}
+
+/// What a finished call gave back.
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Tool {
+    /// Finds `name`: `$<var>` when set and not empty, else `name` on PATH.
+    /// `install` tells the operator how to get it.
+    pub fn find(name: &'static str, var: &str, install: &str) -> Result<Tool> {
+        let bin = match std::env::var_os(var).filter(|v| !v.is_empty()) {
+            Some(b) => b,
+            None => which::which(name)
+                .map(|p| p.into_os_string())
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "{name} is not installed (not found on PATH); {install}, or set {var} to its path"
+                    )
+                })?,
+        };
+        Ok(Tool::at(name, bin))
+    }
+
+    pub fn at(name: &'static str, bin: impl Into<OsString>) -> Tool {
+        let timeout = std::env::var("XTASK_CLI_TIMEOUT")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_TIMEOUT);
+        Tool {
+            name,
+            bin: bin.into(),
+            timeout,
+        }
+    }
+
+    /// Runs quietly and returns stdout, or an error carrying the CLI's own
+    /// message and `next_step`.
+    pub fn read(&self, args: &[&str], next_step: &str) -> Result<String> {
+        self.checked(args, None, next_step)
+    }
+
+    /// Like [`Tool::read`], with `input` on stdin: the only way values reach a CLI.
+    pub fn run_with_stdin(&self, args: &[&str], input: &[u8], next_step: &str) -> Result<String> {
+        self.checked(args, Some(input), next_step)
+    }
+
+    fn checked(&self, args: &[&str], input: Option<&[u8]>, next_step: &str) -> Result<String> {
+        let out = self.output(args, input)?;
+        if !out.status.success() {
+            bail!(
+                "`{} {}` failed: {}{}",
+                self.name,
+                args.join(" "),
+                out.stderr.trim(),
+                suffix(next_step)
+            );
+        }
+        Ok(out.stdout)
+    }
+
+    /// Runs and returns status and both streams, whatever the exit status.
+    pub fn output(&self, args: &[&str], input: Option<&[u8]>) -> Result<Output> {
+        self.output_in(None, &[], args, input)
+    }
+
+    /// [`Tool::output`] in `dir` with `envs` set (names and paths, never values).
+    pub fn output_in(
+        &self,
+        dir: Option<&Path>,
+        envs: &[(&str, &str)],
+        args: &[&str],
+        input: Option<&[u8]>,
+    ) -> Result<Output> {
+        let mut c = Command::new(&self.bin);
+        if let Some(d) = dir {
+            c.current_dir(d);
+        }
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        c.args(args)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        self.finish(c, args, input, true)
+    }
+
+    /// Runs in `dir` with `envs` set (names and paths, never values), its
+    /// output streamed to the terminal. For long steps such as `stack deploy`.
+    pub fn stream(
+        &self,
+        dir: &Path,
+        envs: &[(&str, &str)],
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<()> {
+        let mut c = Command::new(&self.bin);
+        c.args(args).current_dir(dir).stdin(Stdio::null());
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let tool = Tool {
+            timeout,
+            ..self.clone()
+        };
+        let out = tool.finish(c, args, None, false)?;
+        if !out.status.success() {
+            bail!(
+                "`{} {}` failed ({}); its output is above",
+                self.name,
+                args.join(" "),
+                out.status
+            );
+        }
+        Ok(())
+    }
+
+    fn finish(
+        &self,
+        mut c: Command,
+        args: &[&str],
+        input: Option<&[u8]>,
+        capture: bool,
+    ) -> Result<Output> {
+        let shown = || format!("{} {}", self.name, args.join(" "));
+        let mut child = c
+            .spawn()
+            .with_context(|| format!("cannot start `{}`", shown()))?;
+        if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
+            // A CLI that exits early closes its stdin; its exit status tells why.
+            let _ = stdin.write_all(input);
+        }
+        let stdout = capture.then(|| drain(child.stdout.take()));
+        let stderr = capture.then(|| drain(child.stderr.take()));
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait()? {
+                break s;
+            }
+            if start.elapsed() > self.timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "`{}` did not finish within {}s and was stopped; check that the server it talks to answers (XTASK_CLI_TIMEOUT sets the limit)",
+                    shown(),
+                    self.timeout.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let text = |h: Option<Reader>| h.map(|h| h.text()).unwrap_or_default();
+        Ok(Output {
+            status,
+            stdout: text(stdout),
+            stderr: text(stderr),
+        })
+    }
+}
+
+/// A stream read to its end on its own thread, so a chatty CLI never blocks
+/// on a full pipe while we wait for it.
+struct Reader(std::thread::JoinHandle<()>, Arc<Mutex<Vec<u8>>>);
+
+impl Reader {
+    fn text(self) -> String {
+        let _ = self.0.join();
+        let bytes = self.1.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+fn drain<R: Read + Send + 'static>(r: Option<R>) -> Reader {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let b = Arc::clone(&buf);
+    let h = std::thread::spawn(move || {
+        if let Some(mut r) = r {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            if let Ok(mut b) = b.lock() {
+                *b = v;
+            }
+        }
+    });
+    Reader(h, buf)
+}
+
+fn suffix(s: &str) -> String {
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!("; {s}")
+    }
+}
+
+/// Runs `f` on every item with up to `n` at once and collects the failures as
+/// `label: error` lines. The one parallel executor of the tool.
+pub fn parallel<T: Sync>(
+    items: &[T],
+    n: usize,
+    label: impl Fn(&T) -> String + Sync,
+    f: impl Fn(&T) -> Result<()> + Sync,
+) -> Vec<String> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let errors = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..n.min(items.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    if let Err(e) = f(item)
+                        && let Ok(mut errs) = errors.lock()
+                    {
+                        errs.push(format!("{}: {e:#}", label(item)));
+                    }
+                }
+            });
+        }
+    });
+    let mut errs = errors.into_inner().unwrap_or_default();
+    errs.sort();
+    errs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_stdout_and_stdin_and_reports_failures() {
+        let cat = Tool::at("cat", "cat");
+        assert_eq!(cat.run_with_stdin(&[], b"abc", "").unwrap(), "abc");
+        let f = Tool::at("false", "false");
+        let e = format!("{:#}", f.read(&["x"], "do this").unwrap_err());
+        assert!(
+            e.contains("`false x` failed") && e.ends_with("; do this"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_call_that_hangs_is_stopped() {
+        let mut sleep = Tool::at("sleep", "sleep");
+        sleep.timeout = Duration::from_millis(200);
+        let e = format!("{:#}", sleep.read(&["5"], "").unwrap_err());
+        assert!(e.contains("did not finish within 0s"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_tool_names_how_to_install_it() {
+        let e = Tool::find(
+            "no-such-cli-xtask",
+            "XTASK_TEST_NO_SUCH",
+            "install it (Debian: `apt-get install x`)",
+        )
+        .unwrap_err();
+        assert!(format!("{e}").contains("apt-get install x"), "{e}");
+    }
+
+    #[test]
+    fn parallel_runs_every_item_and_collects_failures() {
+        let seen = Mutex::new(Vec::new());
+        let errs = parallel(
+            &[1, 2, 3, 4, 5],
+            3,
+            |i| format!("item {i}"),
+            |i| {
+                seen.lock().unwrap().push(*i);
+                if i % 2 == 0 { bail!("even") } else { Ok(()) }
+            },
+        );
+        assert_eq!(errs, ["item 2: even", "item 4: even"]);
+        assert_eq!(seen.into_inner().unwrap().len(), 5);
+    }
+}

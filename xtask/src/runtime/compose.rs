@@ -1,0 +1,331 @@
+//! Compose (`docker compose` v2 or `docker-compose` v1) running the project's
+//! compose file with file secrets from `secrets/<env>/`, project `<project>-<env>`.
+//!
+//! Files are replaced by rename, and a bind mount keeps the old inode, so a
+//! container created before its secret changed still reads the old bytes:
+//! `deploy` recreates exactly those services, then waits for every container
+//! to be running (and healthy where it has a health check).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+
+use super::{DeployOptions, Poll, Runtime, Scope};
+use crate::{
+    docker::{Compose, Docker},
+    manifest::{BackendKind, Manifest},
+    plan::Users,
+    stackfile::{self, StackFile},
+    store::compose::{changed_since, secrets_dir},
+    time,
+};
+
+pub struct ComposeRuntime {
+    root: PathBuf,
+    manifest: Manifest,
+    env: String,
+    file: PathBuf,
+}
+
+/// Compose's rule for each top-level secret: the file setup-secrets writes.
+pub fn def_problems(file: &str, stack: &StackFile) -> Vec<String> {
+    stack
+        .secrets
+        .iter()
+        .filter(|(name, def)| {
+            !def.file
+                .as_deref()
+                .is_some_and(|f| f.ends_with(&format!("/{name}")))
+        })
+        .map(|(name, _)| format!(
+            "{file}: secret {name} must be `file: ${{XTASK_SECRETS_DIR:-./secrets/develop}}/{name}`, the file setup-secrets writes"
+        ))
+        .collect()
+}
+
+/// Every disagreement between a compose file and the manifest.
+pub fn check_file(manifest: &Manifest, file: &str, stack: &StackFile) -> Vec<String> {
+    let envs = super::envs_of(manifest, BackendKind::Compose);
+    let mut out = def_problems(file, stack);
+    out.extend(stack.undefined(file));
+    let defined: BTreeSet<String> = stack.secrets.keys().cloned().collect();
+    out.extend(super::cross_check(
+        manifest,
+        &envs,
+        file,
+        &stack.services,
+        &defined,
+    ));
+    out.into_iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+impl ComposeRuntime {
+    pub fn new(s: &Scope) -> Result<ComposeRuntime> {
+        let settings = crate::store::compose::settings(s.env)?;
+        Ok(ComposeRuntime {
+            root: s.root.to_path_buf(),
+            manifest: s.manifest.clone(),
+            env: s.env.name.clone(),
+            file: settings.file,
+        })
+    }
+
+    fn project(&self) -> String {
+        format!("{}-{}", self.manifest.project, self.env)
+    }
+}
+
+impl Runtime for ComposeRuntime {
+    fn check(&self) -> Result<Vec<String>> {
+        let shown = self.file.display().to_string();
+        let path = self.root.join(&self.file);
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read {shown}"))?;
+        let stack = stackfile::parse(&text).with_context(|| format!("in {shown}"))?;
+        Ok(check_file(&self.manifest, &shown, &stack))
+    }
+
+    fn users(&self) -> Result<Option<Users>> {
+        Ok(None)
+    }
+
+    fn stop_hint(&self) -> String {
+        format!("docker compose -p {} down", self.project())
+    }
+
+    fn deploy(&self, _current: &BTreeMap<String, String>, opts: &DeployOptions) -> Result<()> {
+        if !self.root.join(&self.file).exists() {
+            bail!(
+                "{} does not exist; the compose runtime deploys it (set `file` in [environments.{}.compose] in deploy/secrets.toml)",
+                self.file.display(),
+                self.env
+            );
+        }
+        let dir = secrets_dir(&self.root, &self.env);
+        let dir_s = dir.to_string_lossy().into_owned();
+        let project = self.project();
+        let file = self.file.to_string_lossy().into_owned();
+        let envs = [
+            ("XTASK_SECRETS_DIR", dir_s.as_str()),
+            ("XTASK_ENV", self.env.as_str()),
+        ];
+        if opts.dry_run {
+            println!("would run: docker compose -p {project} -f {file} up -d --remove-orphans");
+            println!("  with XTASK_SECRETS_DIR={dir_s} XTASK_ENV={}", self.env);
+            return Ok(());
+        }
+        let docker = Docker::new()?;
+        docker.ping()?;
+        let compose = docker.compose()?;
+        let up = ["-p", &project, "-f", &file, "up", "-d", "--remove-orphans"];
+        compose.run(&self.root, &envs, &up, opts.timeout)?;
+        let ids = compose_ids(&compose, &self.root, &envs, &project, &file)?;
+        let stale = services_with_newer_secrets(&docker, &ids, &dir)?;
+        if !stale.is_empty() {
+            println!(
+                "recreating {} (their secrets changed after they started)",
+                stale.join(", ")
+            );
+            let mut args = vec![
+                "-p",
+                &project,
+                "-f",
+                &file,
+                "up",
+                "-d",
+                "--no-deps",
+                "--force-recreate",
+            ];
+            args.extend(stale.iter().map(String::as_str));
+            compose.run(&self.root, &envs, &args, opts.timeout)?;
+        }
+        wait_converged(
+            &docker,
+            &compose,
+            &self.root,
+            &envs,
+            &project,
+            &file,
+            opts.timeout,
+        )
+    }
+}
+
+fn compose_ids(
+    compose: &Compose,
+    root: &Path,
+    envs: &[(&str, &str)],
+    project: &str,
+    file: &str,
+) -> Result<Vec<String>> {
+    Ok(compose
+        .read(root, envs, &["-p", project, "-f", file, "ps", "-q"])?
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect())
+}
+
+/// Services whose containers were created before one of their secret files last changed.
+fn services_with_newer_secrets(docker: &Docker, ids: &[String], dir: &Path) -> Result<Vec<String>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut args = vec![
+        "inspect",
+        "--format",
+        "{{.Created}}|{{index .Config.Labels \"com.docker.compose.service\"}}|{{range .Mounts}}{{.Source}},{{end}}",
+    ];
+    args.extend(ids.iter().map(String::as_str));
+    let out = docker.read(&args, "")?;
+    let mut stale = Vec::new();
+    for line in out.lines() {
+        let mut parts = line.splitn(3, '|');
+        let (Some(created), Some(service), Some(mounts)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let Some(created) = time::parse_rfc3339(created) else {
+            continue;
+        };
+        let mounts: Vec<&str> = mounts.split(',').collect();
+        if changed_since(&mounts, dir, created) && !stale.iter().any(|s| s == service) {
+            stale.push(service.to_string());
+        }
+    }
+    Ok(stale)
+}
+
+/// Polls the project's containers until every one is running (and healthy where
+/// it has a health check), or fails naming the container that is not.
+fn wait_converged(
+    docker: &Docker,
+    compose: &Compose,
+    root: &Path,
+    envs: &[(&str, &str)],
+    project: &str,
+    file: &str,
+    timeout: Duration,
+) -> Result<()> {
+    super::wait_until(project, timeout, Duration::from_millis(500), "", || {
+        let ids = compose_ids(compose, root, envs, project, file)?;
+        if ids.is_empty() {
+            bail!("compose started no containers for {project}; check {file}");
+        }
+        let mut args = vec![
+            "inspect",
+            "--format",
+            "{{.Name}}|{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.RestartCount}}|{{.State.ExitCode}}",
+        ];
+        args.extend(ids.iter().map(String::as_str));
+        let out = docker.read(&args, "")?;
+        let mut waiting = Vec::new();
+        for line in out.lines() {
+            if let Some(w) = container_state(line)? {
+                waiting.push(w);
+            }
+        }
+        if waiting.is_empty() {
+            Ok(Poll::Done(format!(
+                "{project}: {} containers running",
+                ids.len()
+            )))
+        } else {
+            Ok(Poll::Waiting(waiting.join(", ")))
+        }
+    })
+}
+
+/// One `name|status|health|restarts|exit` line: an error when the container
+/// failed, what is awaited when it is not ready yet, else nothing.
+fn container_state(line: &str) -> Result<Option<String>> {
+    let f: Vec<&str> = line.split('|').collect();
+    let [name, status, health, restarts, code] = f[..] else {
+        return Ok(None);
+    };
+    let name = name.trim_start_matches('/');
+    match (status, health) {
+        ("exited" | "dead", _) => {
+            bail!("{name} stopped (exit code {code}); see `docker logs {name}`")
+        }
+        (_, "unhealthy") => {
+            bail!("{name} is unhealthy; see `docker inspect {name}` (State.Health.Log)")
+        }
+        ("restarting", _) if restarts.parse::<u32>().unwrap_or(0) >= 3 => {
+            bail!("{name} keeps restarting ({restarts} restarts); see `docker logs {name}`")
+        }
+        ("running", "" | "healthy") => Ok(None),
+        (_, "") => Ok(Some(format!("{name} {status}"))),
+        _ => Ok(Some(format!("{name} {status}/{health}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const M: &str = r#"
+project = "demo"
+[environments.production]
+backend = "swarm"
+[environments.develop]
+backend = "compose"
+[secrets.db_password]
+kind = "password"
+services = ["api", "db"]
+[secrets.tls_key]
+kind = "file"
+services = ["proxy"]
+environments = ["production"]
+"#;
+
+    #[test]
+    fn finds_every_disagreement() {
+        let m = Manifest::parse(M).unwrap();
+        let s = stackfile::parse("services:\n  api:\n    secrets: [db_password, stray]\n  db:\n    image: x\nsecrets:\n  db_password:\n    file: ./x\n").unwrap();
+        let p = check_file(&m, "f.yml", &s);
+        assert!(
+            p.iter()
+                .any(|x| x.contains("service api uses secret stray, which")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|x| x.contains("service db does not mount db_password")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|x| x.contains("must be `file: ${XTASK_SECRETS_DIR")),
+            "{p:?}"
+        );
+        // tls_key exists only in production (swarm): the compose file need not have it.
+        assert!(!p.iter().any(|x| x.contains("tls_key")), "{p:?}");
+        let ok = stackfile::parse("services:\n  api:\n    secrets: [db_password]\n  db:\n    secrets: [db_password]\nsecrets:\n  db_password:\n    file: ./s/db_password\n").unwrap();
+        assert!(check_file(&m, "f.yml", &ok).is_empty());
+    }
+
+    #[test]
+    fn container_states() {
+        assert_eq!(container_state("/a|running||0|0").unwrap(), None);
+        assert_eq!(
+            container_state("/a|running|starting|0|0")
+                .unwrap()
+                .as_deref(),
+            Some("a running/starting")
+        );
+        let e = container_state("/a|exited||0|3").unwrap_err();
+        assert!(format!("{e}").contains("a stopped (exit code 3)"), "{e}");
+    }
+}

@@ -1,0 +1,155 @@
+//! Runtimes: what runs the services that read the secrets (Compose, Swarm,
+//! Kubernetes). One small interface: check the deploy files against the
+//! manifest, say which stored secret each service uses, deploy with the
+//! current versions and wait until converged.
+
+pub mod compose;
+pub mod k8s;
+pub mod swarm;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    time::Duration,
+};
+
+use anyhow::{Result, bail};
+
+use crate::{
+    manifest::{BackendKind, Environment, Manifest},
+    plan::Users,
+};
+
+#[derive(Debug, Clone, Default)]
+pub struct DeployOptions {
+    pub dry_run: bool,
+    pub timeout: Duration,
+}
+
+pub trait Runtime {
+    /// Disagreements between the runtime's deploy files and the manifest.
+    fn check(&self) -> Result<Vec<String>>;
+    /// Which services use each stored identity, for refusing removals and for
+    /// pruning. `None` when the runtime cannot tell (Compose bind-mounts files).
+    fn users(&self) -> Result<Option<Users>>;
+    /// Deploys with `current` (secret name → stored identity) and waits until
+    /// converged; with `dry_run`, prints exactly what would be applied.
+    fn deploy(&self, current: &BTreeMap<String, String>, opts: &DeployOptions) -> Result<()>;
+    /// How to stop what uses the secrets, for the refusal to remove them.
+    fn stop_hint(&self) -> String;
+}
+
+pub struct Scope<'a> {
+    pub root: &'a Path,
+    pub manifest: &'a Manifest,
+    pub env: &'a Environment,
+}
+
+pub fn open(s: &Scope) -> Result<Box<dyn Runtime>> {
+    match s.env.runtime {
+        BackendKind::Compose => Ok(Box::new(compose::ComposeRuntime::new(s)?)),
+        BackendKind::Swarm => Ok(Box::new(swarm::SwarmRuntime::new(s)?)),
+        BackendKind::K8s => Ok(Box::new(k8s::K8sRuntime::new(s)?)),
+        other => bail!("{other} is not a runtime; use compose, swarm or k8s"),
+    }
+}
+
+/// Disagreements between one deploy file's services and the manifest's
+/// `services` lists, for the secrets that exist in `envs`. Shared by every
+/// runtime: `uses` maps each service in the file to the secrets it mounts.
+pub fn cross_check(
+    manifest: &Manifest,
+    envs: &[&str],
+    file: &str,
+    uses: &BTreeMap<String, Vec<String>>,
+    defined: &BTreeSet<String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for name in defined {
+        if manifest.secrets.iter().all(|s| &s.name != name) {
+            out.push(format!("{file}: secret {name} is not in deploy/secrets.toml; add a [secrets.{name}] table or remove it"));
+        }
+    }
+    let relevant = manifest
+        .secrets
+        .iter()
+        .filter(|s| envs.is_empty() || envs.iter().any(|e| s.applies_to(e)));
+    for spec in relevant {
+        let users: Vec<&String> = spec
+            .services
+            .iter()
+            .filter(|s| uses.contains_key(*s))
+            .collect();
+        if !users.is_empty() && !defined.contains(&spec.name) {
+            out.push(format!("{file}: secret {} is missing from the top-level secrets: (deploy/secrets.toml gives it to {})", spec.name, spec.services.join(", ")));
+        }
+        for svc in users {
+            if !uses[svc].contains(&spec.name) {
+                out.push(format!("{file}: service {svc} does not mount {}, but deploy/secrets.toml lists {svc} among its services", spec.name));
+            }
+        }
+    }
+    for (svc, refs) in uses {
+        for r in refs {
+            if let Some(spec) = manifest.secrets.iter().find(|s| &s.name == r)
+                && !spec.services.contains(svc)
+            {
+                out.push(format!("{file}: service {svc} mounts {r}, but deploy/secrets.toml does not list {svc} in its services"));
+            }
+        }
+    }
+    out
+}
+
+/// The environments served by one runtime kind (for checks that only demand
+/// the secrets that exist there).
+pub fn envs_of(manifest: &Manifest, kind: BackendKind) -> Vec<&str> {
+    manifest
+        .environments
+        .values()
+        .filter(|e| e.runtime == kind)
+        .map(|e| e.name.as_str())
+        .collect()
+}
+
+/// One look at a deployment in progress.
+pub enum Poll {
+    /// Converged: the line to print.
+    Done(String),
+    /// Not yet: what is still awaited.
+    Waiting(String),
+}
+
+/// Calls `check` every `every` until it answers [`Poll::Done`], printing each
+/// new waiting line; after `timeout` fails with the last one and `hint`.
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    hint: &str,
+    mut check: impl FnMut() -> Result<Poll>,
+) -> Result<()> {
+    let start = std::time::Instant::now();
+    let mut last = String::new();
+    loop {
+        match check()? {
+            Poll::Done(line) => {
+                println!("{line}");
+                return Ok(());
+            }
+            Poll::Waiting(now) => {
+                if now != last {
+                    println!("waiting: {now}");
+                    last = now;
+                }
+            }
+        }
+        if start.elapsed() > timeout {
+            bail!(
+                "{what} did not converge within {}s: {last}{hint}",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(every);
+    }
+}

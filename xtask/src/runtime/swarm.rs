@@ -1,0 +1,487 @@
+//! Docker Swarm running the stack file (`docker-compose.swarm.yml`) as stack
+//! `<project>-<env>`. `deploy` sets `XTASK_SECRET_<NAME>` to each secret's
+//! current versioned name, runs `docker stack deploy`, and polls until every
+//! service runs its current spec, failing early on a rolled-back or paused
+//! update or on tasks that keep failing.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use super::{DeployOptions, Poll, Runtime, Scope};
+use crate::{
+    docker::Docker,
+    manifest::{BackendKind, Manifest},
+    plan::Users,
+    stackfile::{self, StackFile},
+    time,
+};
+
+pub struct SwarmRuntime {
+    docker: Docker,
+    root: PathBuf,
+    manifest: Manifest,
+    env: String,
+    stack_file: PathBuf,
+}
+
+/// Swarm's rule for each top-level secret: external, named by the variable
+/// deploy sets to the current version.
+pub fn def_problems(file: &str, stack: &StackFile) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, def) in &stack.secrets {
+        let var = format!("XTASK_SECRET_{}", name.to_ascii_uppercase());
+        if !def.external || !def.name.as_deref().is_some_and(|n| n.contains(&var)) {
+            out.push(format!(
+                "{file}: secret {name} must be `external: true` with `name: ${{{var}:?set by cargo xtask deploy}}`, so deploy can point it at the current version"
+            ));
+        }
+    }
+    out
+}
+
+/// Every disagreement between a stack file and the manifest.
+pub fn check_file(manifest: &Manifest, file: &str, stack: &StackFile) -> Vec<String> {
+    let envs = super::envs_of(manifest, BackendKind::Swarm);
+    let mut out = def_problems(file, stack);
+    out.extend(stack.undefined(file));
+    let defined: BTreeSet<String> = stack.secrets.keys().cloned().collect();
+    out.extend(super::cross_check(
+        manifest,
+        &envs,
+        file,
+        &stack.services,
+        &defined,
+    ));
+    out.into_iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// `XTASK_SECRET_<NAME>` → current versioned name, and `XTASK_ENV`.
+pub fn stack_vars(env: &str, current: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut vars: BTreeMap<String, String> = current
+        .iter()
+        .map(|(s, id)| {
+            (
+                format!("XTASK_SECRET_{}", s.to_ascii_uppercase()),
+                id.clone(),
+            )
+        })
+        .collect();
+    vars.insert("XTASK_ENV".into(), env.to_string());
+    vars
+}
+
+impl SwarmRuntime {
+    pub fn new(s: &Scope) -> Result<SwarmRuntime> {
+        let mut t = s.env.settings_for(BackendKind::Swarm);
+        let stack_file = PathBuf::from(
+            t.opt_str("stack_file")?
+                .unwrap_or_else(|| "docker-compose.swarm.yml".into()),
+        );
+        t.finish()?;
+        Ok(SwarmRuntime {
+            docker: Docker::new()?,
+            root: s.root.to_path_buf(),
+            manifest: s.manifest.clone(),
+            env: s.env.name.clone(),
+            stack_file,
+        })
+    }
+
+    fn stack(&self) -> String {
+        format!("{}-{}", self.manifest.project, self.env)
+    }
+
+    fn read(&self, args: &[&str], next: &str) -> Result<String> {
+        self.docker
+            .read(args, next)
+            .map_err(|e| self.docker.swarm_diagnose(e))
+    }
+
+    fn load(&self) -> Result<(String, StackFile)> {
+        let shown = self.stack_file.display().to_string();
+        let text = std::fs::read_to_string(self.root.join(&self.stack_file)).with_context(|| {
+            format!("cannot read {shown}; the swarm runtime deploys it (set stack_file in [environments.{}.swarm] in deploy/secrets.toml)", self.env)
+        })?;
+        let parsed = stackfile::parse(&text).with_context(|| format!("in {shown}"))?;
+        Ok((text, parsed))
+    }
+
+    /// Docker secret name → the services (of any stack) that use it.
+    fn service_users(&self) -> Result<Users> {
+        let ids = self.read(&["service", "ls", "-q"], "")?;
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let mut args = vec![
+            "service",
+            "inspect",
+            "--format",
+            "{{.Spec.Name}}|{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{.SecretName}},{{end}}",
+        ];
+        args.extend(ids);
+        // A service removed between the two calls is not an error worth failing on.
+        let text = self.docker.read(&args, "").unwrap_or_default();
+        for line in text.lines() {
+            let Some((svc, secrets)) = line.split_once('|') else {
+                continue;
+            };
+            for s in secrets.split(',').filter(|s| !s.is_empty()) {
+                out.entry(s.to_string()).or_default().push(svc.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    fn wait_converged(&self, stack: &str, started: SystemTime, timeout: Duration) -> Result<()> {
+        let hint = format!("; see `docker stack ps {stack} --no-trunc`");
+        super::wait_until(stack, timeout, Duration::from_secs(1), &hint, || {
+            let ns = format!("label=com.docker.stack.namespace={stack}");
+            let ids = self.read(&["service", "ls", "-q", "--filter", &ns], "")?;
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if ids.is_empty() {
+                bail!("the stack {stack} has no services; check the stack file");
+            }
+            let mut args = vec!["service", "inspect"];
+            args.extend(&ids);
+            let services: Vec<Value> = serde_json::from_str(&self.read(&args, "")?)
+                .context("docker service inspect gave no JSON")?;
+            let mut args = vec!["service", "ps", "-q", "--no-trunc"];
+            args.extend(&ids);
+            let task_ids = self.read(&args, "")?;
+            let task_ids: Vec<&str> = task_ids.split_whitespace().collect();
+            let tasks: Vec<Value> = if task_ids.is_empty() {
+                Vec::new()
+            } else {
+                let mut args = vec!["inspect", "--type", "task"];
+                args.extend(&task_ids);
+                serde_json::from_str(&self.docker.read(&args, "").unwrap_or_else(|_| "[]".into()))
+                    .unwrap_or_default()
+            };
+            let status: Vec<ServiceStatus> = services
+                .iter()
+                .map(|s| service_status(s, &tasks, started))
+                .collect();
+            let mut waiting = Vec::new();
+            for s in &status {
+                if let Some(e) = &s.failure {
+                    bail!("{e}");
+                }
+                if !s.converged {
+                    waiting.push(s.progress.clone());
+                }
+            }
+            if waiting.is_empty() {
+                let all: Vec<&str> = status.iter().map(|s| s.progress.as_str()).collect();
+                Ok(Poll::Done(format!(
+                    "{stack}: converged ({})",
+                    all.join(", ")
+                )))
+            } else {
+                Ok(Poll::Waiting(waiting.join(", ")))
+            }
+        })
+    }
+}
+
+impl Runtime for SwarmRuntime {
+    fn check(&self) -> Result<Vec<String>> {
+        if !self.root.join(&self.stack_file).exists() {
+            return Ok(Vec::new());
+        }
+        let (_, parsed) = self.load()?;
+        Ok(check_file(
+            &self.manifest,
+            &self.stack_file.display().to_string(),
+            &parsed,
+        ))
+    }
+
+    fn users(&self) -> Result<Option<Users>> {
+        self.service_users().map(Some)
+    }
+
+    fn stop_hint(&self) -> String {
+        format!("docker stack rm {}", self.stack())
+    }
+
+    fn deploy(&self, current: &BTreeMap<String, String>, opts: &DeployOptions) -> Result<()> {
+        let shown = self.stack_file.display().to_string();
+        let (text, _) = self.load()?;
+        let problems = self.check()?;
+        if !problems.is_empty() {
+            bail!(
+                "{shown} and deploy/secrets.toml disagree:\n  - {}\nfix them (`cargo xtask check`) before deploying",
+                problems.join("\n  - ")
+            );
+        }
+        let vars = stack_vars(&self.env, current);
+        let stack = self.stack();
+        if opts.dry_run {
+            println!("would run: docker stack deploy -c {shown} {stack}");
+            println!(
+                "with the stack file resolved as:\n{}",
+                stackfile::interpolate(&text, &vars)
+            );
+            return Ok(());
+        }
+        let started = SystemTime::now();
+        // Images are resolved to digests by default (consistent across nodes);
+        // XTASK_RESOLVE_IMAGE=never deploys locally built images with no registry.
+        let resolve = std::env::var("XTASK_RESOLVE_IMAGE").unwrap_or_else(|_| "always".into());
+        let envs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.docker
+            .tool
+            .stream(
+                &self.root,
+                &envs,
+                &[
+                    "stack",
+                    "deploy",
+                    "--resolve-image",
+                    &resolve,
+                    "-c",
+                    &shown,
+                    &stack,
+                ],
+                opts.timeout,
+            )
+            .map_err(|e| self.docker.swarm_diagnose(e))?;
+        self.wait_converged(&stack, started, opts.timeout)
+    }
+}
+
+pub struct ServiceStatus {
+    pub converged: bool,
+    pub progress: String,
+    pub failure: Option<String>,
+}
+
+/// Pure: one service's state from its `docker service inspect` JSON and every
+/// task's `docker inspect` JSON. Converged means: no update in progress or
+/// paused, and the desired number of tasks running with the service's current
+/// secrets and image. Three failed tasks since `since` count as failing.
+pub fn service_status(svc: &Value, tasks: &[Value], since: SystemTime) -> ServiceStatus {
+    let s = |v: &Value, p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let name = s(svc, "/Spec/Name");
+    let id = s(svc, "/ID");
+    let want = svc
+        .pointer("/Spec/Mode/Replicated/Replicas")
+        .and_then(Value::as_u64);
+    let update = s(svc, "/UpdateStatus/State");
+    let update_msg = s(svc, "/UpdateStatus/Message");
+    let spec_secrets = secret_names(svc.pointer("/Spec/TaskTemplate/ContainerSpec/Secrets"));
+    let spec_image = s(svc, "/Spec/TaskTemplate/ContainerSpec/Image");
+    let mine: Vec<&Value> = tasks.iter().filter(|t| s(t, "/ServiceID") == id).collect();
+    let last_error = mine
+        .iter()
+        .filter(|t| !s(t, "/Status/Err").is_empty())
+        .max_by_key(|t| s(t, "/Status/Timestamp"))
+        .map(|t| s(t, "/Status/Err"));
+    let fail = |why: String| ServiceStatus {
+        converged: false,
+        progress: String::new(),
+        failure: Some(match &last_error {
+            Some(e) => format!(
+                "{name}: {why}; last task error: {e}. See `docker service ps {name} --no-trunc`"
+            ),
+            None => format!("{name}: {why}. See `docker service ps {name} --no-trunc`"),
+        }),
+    };
+    if update == "paused" || update.starts_with("rollback") {
+        let msg = if update_msg.is_empty() {
+            String::new()
+        } else {
+            format!(" ({update_msg})")
+        };
+        return fail(format!("the update is {}{msg}", update.replace('_', " ")));
+    }
+    let failed = mine
+        .iter()
+        .filter(|t| matches!(s(t, "/Status/State").as_str(), "failed" | "rejected"))
+        .filter(|t| time::parse_rfc3339(&s(t, "/CreatedAt")).is_some_and(|c| c >= since))
+        .count();
+    if failed >= 3 {
+        return fail(format!("{failed} tasks failed since this deploy began"));
+    }
+    let desired_running: Vec<&&Value> = mine
+        .iter()
+        .filter(|t| s(t, "/DesiredState") == "running")
+        .collect();
+    // A task is current when it runs the service's whole container spec, not
+    // only its secrets and image, so a change to anything else is not taken as
+    // converged before it rolled out. Docker prints defaults differently on the
+    // two sides (`{}` or null, `false` or absent), hence the canonical form.
+    let spec_container = canonical_spec(svc.pointer("/Spec/TaskTemplate/ContainerSpec"));
+    let current = |t: &Value| {
+        s(t, "/Status/State") == "running"
+            && secret_names(t.pointer("/Spec/ContainerSpec/Secrets")) == spec_secrets
+            && s(t, "/Spec/ContainerSpec/Image") == spec_image
+            && canonical_spec(t.pointer("/Spec/ContainerSpec")) == spec_container
+    };
+    let ready = desired_running.iter().filter(|t| current(t)).count();
+    let enough = match want {
+        Some(n) => ready as u64 == n && desired_running.len() as u64 == n,
+        None => ready == desired_running.len() && ready > 0,
+    };
+    let updating = update == "updating";
+    let want_shown = want.map(|n| n.to_string()).unwrap_or_else(|| "all".into());
+    let mut progress = format!("{name} {ready}/{want_shown}");
+    if updating {
+        progress.push_str(" updating");
+    }
+    if let Some(e) = &last_error
+        && !enough
+    {
+        progress.push_str(&format!(" (last error: {e})"));
+    }
+    ServiceStatus {
+        converged: enough && !updating,
+        progress,
+        failure: None,
+    }
+}
+
+/// A container spec with defaults removed (null, false, "", {}, []) and without
+/// StopGracePeriod, which `docker inspect --type task` leaves out.
+fn canonical_spec(v: Option<&Value>) -> Value {
+    fn strip(v: &Value) -> Option<Value> {
+        match v {
+            Value::Null | Value::Bool(false) => None,
+            Value::String(s) if s.is_empty() => None,
+            Value::Array(a) if a.is_empty() => None,
+            Value::Array(a) => Some(Value::Array(
+                a.iter().map(|x| strip(x).unwrap_or(Value::Null)).collect(),
+            )),
+            Value::Object(o) => {
+                let kept: serde_json::Map<String, Value> = o
+                    .iter()
+                    .filter_map(|(k, x)| strip(x).map(|x| (k.clone(), x)))
+                    .collect();
+                (!kept.is_empty()).then_some(Value::Object(kept))
+            }
+            other => Some(other.clone()),
+        }
+    }
+    let mut v = v.and_then(strip).unwrap_or(Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("StopGracePeriod");
+    }
+    v
+}
+
+fn secret_names(v: Option<&Value>) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| {
+                    x.get("SecretName")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_status_reads_progress_and_failures() {
+        let since = SystemTime::UNIX_EPOCH;
+        let svc: Value = serde_json::from_str(
+            r#"{"ID":"s1","Spec":{"Name":"st_web","Mode":{"Replicated":{"Replicas":2}},"TaskTemplate":{"ContainerSpec":{"Image":"i","Secrets":[{"SecretName":"x_v2"}]}}}}"#,
+        )
+        .unwrap();
+        let task = |state: &str, desired: &str, secret: &str, err: &str| -> Value {
+            serde_json::json!({"ServiceID":"s1","DesiredState":desired,"CreatedAt":"2026-01-01T00:00:00Z",
+                "Status":{"State":state,"Err":err,"Timestamp":"2026-01-01T00:00:01Z"},
+                "Spec":{"ContainerSpec":{"Image":"i","Secrets":[{"SecretName":secret}]}}})
+        };
+        let ok = [
+            task("running", "running", "x_v2", ""),
+            task("running", "running", "x_v2", ""),
+            task("shutdown", "shutdown", "x_v1", ""),
+        ];
+        assert!(service_status(&svc, &ok, since).converged);
+        let old = [
+            task("running", "running", "x_v2", ""),
+            task("running", "running", "x_v1", ""),
+        ];
+        let s = service_status(&svc, &old, since);
+        assert!(!s.converged && s.failure.is_none());
+        assert_eq!(s.progress, "st_web 1/2");
+        let bad: Vec<Value> = (0..3)
+            .map(|_| task("rejected", "shutdown", "x_v2", "No such image: i"))
+            .collect();
+        let f = service_status(&svc, &bad, since).failure.unwrap();
+        assert!(
+            f.contains("st_web") && f.contains("No such image: i"),
+            "{f}"
+        );
+        let mut paused = svc.clone();
+        paused["UpdateStatus"] =
+            serde_json::json!({"State":"rollback_completed","Message":"update rolled back"});
+        let f = service_status(&paused, &[], since).failure.unwrap();
+        assert!(f.contains("the update is rollback completed"), "{f}");
+    }
+
+    #[test]
+    fn canonical_specs_ignore_how_defaults_are_printed() {
+        let svc: Value = serde_json::from_str(
+            r#"{"Image":"i","Env":["A=1"],"DNSConfig":{},"Privileges":{"CredentialSpec":null,"NoNewPrivileges":false},"StopGracePeriod":10000000000}"#,
+        )
+        .unwrap();
+        let task: Value = serde_json::from_str(
+            r#"{"Image":"i","Env":["A=1"],"DNSConfig":null,"Privileges":{"CredentialSpec":null}}"#,
+        )
+        .unwrap();
+        assert_eq!(canonical_spec(Some(&svc)), canonical_spec(Some(&task)));
+        let changed: Value = serde_json::from_str(r#"{"Image":"i","Env":["A=2"]}"#).unwrap();
+        assert_ne!(canonical_spec(Some(&svc)), canonical_spec(Some(&changed)));
+    }
+
+    #[test]
+    fn preview_fills_required_variables() {
+        let vars = stack_vars("e", &[("a".to_string(), "p_e_a_v3".to_string())].into());
+        let text =
+            "name: ${XTASK_SECRET_A:?set by cargo xtask deploy}\nx: ${B:-d}\nenv: ${XTASK_ENV}\n";
+        assert_eq!(
+            stackfile::interpolate(text, &vars),
+            "name: p_e_a_v3\nx: d\nenv: e\n"
+        );
+    }
+
+    #[test]
+    fn external_versioned_names_are_required() {
+        let m = Manifest::parse("project = \"d\"\n[environments.p]\nbackend = \"swarm\"\n[secrets.db_password]\nkind = \"password\"\nservices = [\"api\"]\n").unwrap();
+        let s = stackfile::parse("services:\n  api:\n    secrets: [db_password]\nsecrets:\n  db_password:\n    file: ./s/db_password\n").unwrap();
+        let p = check_file(&m, "s.yml", &s);
+        assert!(
+            p.iter()
+                .any(|x| x
+                    .contains("must be `external: true` with `name: ${XTASK_SECRET_DB_PASSWORD")),
+            "{p:?}"
+        );
+    }
+}
