@@ -394,7 +394,7 @@ impl K8sRuntime {
         super::wait_until(
             &format!("namespace {ns}"),
             timeout,
-            Duration::from_secs(1),
+            Duration::from_millis(250),
             &hint,
             || {
                 let list: Value = serde_json::from_str(&self.kubectl.read(&[
@@ -541,7 +541,7 @@ impl Runtime for K8sRuntime {
             );
             return Ok(());
         }
-        self.kubectl.namespace_exists()?;
+        // A missing namespace fails the apply with its own message (kube::diagnose).
         print!("{}", self.kubectl.apply(docs.as_bytes())?);
         let names: Vec<(String, String)> = parsed
             .iter()

@@ -1,0 +1,724 @@
+//! Kubernetes, live: the shipped `deploy/k8s/` manifests on a real cluster
+//! (the one `KUBECONFIG` names; CI builds it with `.ci/k8s/up.sh`), with only
+//! the image names replaced by a local stand-in image that serves the
+//! fingerprints of every file in its `/run/secrets`.
+//!
+//! One test walks the whole flow, because each step needs the state the last
+//! one left: setup (labels, annotations, immutability, one kubectl call on a
+//! re-run), deploy (every pod reads every secret with the right bytes),
+//! rotation under load (no failed request, ends on the new value, old versions
+//! pruned), removal refused while in use, a failing rollout reported while the
+//! old pods keep serving, strace over setup and rotation (no value on any
+//! argv or child environment), and no `last-applied-configuration` anywhere.
+
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    io::{Read, Write},
+    net::TcpStream,
+    process::{Command, Output},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use support::{Run, TempRepo, sha12, unique};
+
+const ENV: &str = "staging";
+
+/// Which secrets each workload mounts (docker-compose.swarm.yml's lists).
+const MOUNTS: [(&str, &[&str]); 5] = [
+    ("postgres", &["postgres_password", "postgres_user"]),
+    ("redis", &["redis_password"]),
+    (
+        "backend",
+        &[
+            "api_secret_key",
+            "better_auth_secret",
+            "database_url",
+            "jwt_secret",
+            "postgres_password",
+            "postgres_user",
+            "redis_password",
+        ],
+    ),
+    ("grafana", &["grafana_admin_password"]),
+    ("nginx", &["ssl_certificate", "ssl_private_key"]),
+];
+
+/// True when a cluster answers in KUBECONFIG. Under `CI=true` a missing one
+/// fails the test; elsewhere the test is skipped loudly.
+fn cluster_or_skip(test: &str) -> bool {
+    let up = Command::new("kubectl")
+        .args(["get", "--raw", "/readyz"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if up {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
+        panic!(
+            "{test}: CI is set but no Kubernetes cluster answers (KUBECONFIG={:?}); .ci/run must start it with .ci/k8s/up.sh",
+            std::env::var("KUBECONFIG")
+        );
+    }
+    eprintln!(
+        "\n*** SKIPPED {test}: no Kubernetes cluster answers (set KUBECONFIG, or run .ci/k8s/up.sh) ***\n"
+    );
+    false
+}
+
+fn kubectl(args: &[&str]) -> Output {
+    Command::new("kubectl").args(args).output().unwrap()
+}
+
+fn kubectl_ok(args: &[&str]) -> String {
+    let o = kubectl(args);
+    assert!(
+        o.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Removes the namespace and the volume whatever happened.
+struct Cleanup {
+    ns: String,
+    pv: String,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = kubectl(&[
+            "delete",
+            "namespace",
+            &self.ns,
+            "--wait=true",
+            "--timeout=90s",
+        ]);
+        let _ = kubectl(&["delete", "pv", &self.pv, "--wait=false"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A hostPath volume bound in advance to postgres's claim (the test cluster
+/// has no provisioner).
+fn make_volume(ns: &str, pv: &str, dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let doc = format!(
+        r#"{{"apiVersion":"v1","kind":"PersistentVolume","metadata":{{"name":"{pv}","labels":{{"xtask-test":"k8s"}}}},
+"spec":{{"capacity":{{"storage":"1Gi"}},"accessModes":["ReadWriteOnce"],"persistentVolumeReclaimPolicy":"Retain",
+"hostPath":{{"path":"{}"}},"claimRef":{{"namespace":"{ns}","name":"data-postgres-0"}}}}}}"#,
+        dir.display()
+    );
+    let mut c = Command::new("kubectl")
+        .args([
+            "apply",
+            "--server-side",
+            "--field-manager=xtask-test",
+            "-f",
+            "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(doc.as_bytes()).unwrap();
+    assert!(c.wait().unwrap().success(), "cannot create the volume");
+}
+
+/// Stale namespaces of earlier runs of this test (killed before cleaning up).
+fn sweep() {
+    let out = kubectl_ok(&["get", "namespaces", "-l", "xtask-test=k8s", "-o", "name"]);
+    for ns in out.lines() {
+        let _ = kubectl(&["delete", ns, "--wait=false"]);
+    }
+    let out = kubectl_ok(&[
+        "get",
+        "pv",
+        "-l",
+        "xtask-test=k8s",
+        "-o",
+        "jsonpath={range .items[?(@.status.phase!=\"Bound\")]}{.metadata.name}{\"\\n\"}{end}",
+    ]);
+    for pv in out.lines().filter(|l| !l.is_empty()) {
+        let _ = kubectl(&["delete", "pv", pv, "--wait=false"]);
+    }
+}
+
+fn env_value(repo: &TempRepo, key: &str) -> String {
+    let text = repo.read(&format!("secrets/{ENV}.env"));
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(|v| v.trim_matches('\'').to_string())
+        .unwrap_or_else(|| panic!("{key} not in the env file"))
+}
+
+/// Every value the pods should see, by secret name.
+fn expected(repo: &TempRepo) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for (_, names) in MOUNTS {
+        for n in names {
+            let v = match *n {
+                "database_url" => format!(
+                    "postgresql://{}:{}@postgres:5432/raqeem_{ENV}",
+                    env_value(repo, "POSTGRES_USER"),
+                    env_value(repo, "POSTGRES_PASSWORD")
+                )
+                .into_bytes(),
+                "ssl_certificate" => repo.read("secrets/tls/cert.pem").into_bytes(),
+                "ssl_private_key" => repo.read("secrets/tls/key.pem").into_bytes(),
+                _ => env_value(repo, &n.to_uppercase()).into_bytes(),
+            };
+            out.insert(n.to_string(), v);
+        }
+    }
+    out
+}
+
+/// One plain HTTP GET; the body on 200.
+fn get(addr: &str) -> Result<String, String> {
+    let mut s = TcpStream::connect_timeout(
+        &addr.parse().map_err(|e| format!("{e}"))?,
+        Duration::from_secs(2),
+    )
+    .map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).map_err(|e| e.to_string())?;
+    match buf.split_once("\r\n\r\n") {
+        Some((head, body))
+            if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") =>
+        {
+            Ok(body.to_string())
+        }
+        _ => Err(format!(
+            "{addr}: {}",
+            buf.lines().next().unwrap_or("no answer")
+        )),
+    }
+}
+
+/// Ready pod IPs of one workload, from its Endpoints.
+fn endpoints(ns: &str, svc: &str) -> Vec<String> {
+    let o = kubectl(&[
+        "-n",
+        ns,
+        "get",
+        "endpoints",
+        svc,
+        "-o",
+        "jsonpath={.subsets[*].addresses[*].ip}",
+    ]);
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Pod name and IP of every running pod of one workload that is not being
+/// deleted (a terminating pod still shows as Running).
+fn pods(ns: &str, app: &str) -> Vec<(String, String)> {
+    let sel = format!("app.kubernetes.io/name={app}");
+    let out = kubectl_ok(&[
+        "-n",
+        ns,
+        "get",
+        "pods",
+        "-l",
+        &sel,
+        "--field-selector=status.phase=Running",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+    ]);
+    out.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 2).then(|| (f[0].to_string(), f[1].to_string()))
+        })
+        .collect()
+}
+
+/// Waits until `app` has exactly `n` pods and none terminating, so the next
+/// step starts from a settled rollout.
+fn settle(ns: &str, app: &str, n: usize) {
+    let sel = format!("app.kubernetes.io/name={app}");
+    let start = Instant::now();
+    loop {
+        let all = kubectl_ok(&["-n", ns, "get", "pods", "-l", &sel, "-o", "name"]);
+        if all.lines().count() == n && pods(ns, app).len() == n {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "{app} did not settle at {n} pods: {all}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// What the stand-in serves: the reader trims trailing newlines first.
+fn served_line(name: &str, value: &[u8]) -> String {
+    let mut v = value;
+    while let Some(rest) = v.strip_suffix(b"\n").or_else(|| v.strip_suffix(b"\r")) {
+        v = rest;
+    }
+    format!("{name} {}", sha12(v))
+}
+
+struct Env<'a> {
+    repo: &'a TempRepo,
+    ns: String,
+    image: String,
+}
+
+impl Env<'_> {
+    fn args<'b>(&'b self, cmd: &'b str, rest: &[&'b str]) -> Vec<&'b str> {
+        let mut a = vec![cmd, ENV, "--backend", "k8s", "--namespace", &self.ns];
+        a.extend_from_slice(rest);
+        a
+    }
+
+    fn run(&self, cmd: &str, rest: &[&str]) -> Run {
+        self.run_with(cmd, rest, &[])
+    }
+
+    fn run_with(&self, cmd: &str, rest: &[&str], envs: &[(&str, &str)]) -> Run {
+        let mut c = self.repo.xtask(&self.args(cmd, rest));
+        for img in [
+            "POSTGRES_IMAGE",
+            "REDIS_IMAGE",
+            "BACKEND_IMAGE",
+            "GRAFANA_IMAGE",
+            "NGINX_IMAGE",
+        ] {
+            c.env(img, &self.image);
+        }
+        c.env("XTASK_IMAGE_PULL_POLICY", "Never");
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        Run::from(c.output().unwrap())
+    }
+}
+
+#[test]
+fn kubernetes_store_and_runtime_on_a_real_cluster() {
+    if !cluster_or_skip("kubernetes_store_and_runtime_on_a_real_cluster")
+        || !support::docker_or_skip("k8s")
+    {
+        return;
+    }
+    sweep();
+    let image = support::standin_image().to_string();
+    let id = unique();
+    let ns = format!("xk-{id}");
+    let pv = format!("xk-{id}");
+    let _cleanup = Cleanup {
+        ns: ns.clone(),
+        pv: pv.clone(),
+        dir: std::env::temp_dir().join(format!("xk-pv-{id}")),
+    };
+    kubectl_ok(&["create", "namespace", &ns]);
+    kubectl_ok(&["label", "namespace", &ns, "xtask-test=k8s"]);
+    make_volume(&ns, &pv, &std::env::temp_dir().join(format!("xk-pv-{id}")));
+
+    let repo = TempRepo::new();
+    repo.write(
+        "secrets/tls/cert.pem",
+        "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUX\n-----END CERTIFICATE-----\n",
+    );
+    repo.write(
+        "secrets/tls/key.pem",
+        "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49\n-----END PRIVATE KEY-----\n",
+    );
+    repo.write(
+        &format!("secrets/{ENV}.env"),
+        "SSL_CERTIFICATE=tls/cert.pem\nSSL_PRIVATE_KEY=tls/key.pem\n",
+    );
+    let e = Env {
+        repo: &repo,
+        ns: ns.clone(),
+        image,
+    };
+
+    setup_labels_and_one_call_rerun(&e);
+    let want = expected(&repo);
+    deploy_serves_every_secret(&e, &want);
+    rotation_under_load(&e);
+    removal_refused_while_in_use(&e);
+    failing_rollout_keeps_old_pods(&e);
+    let all = kubectl_ok(&[
+        "-n",
+        &ns,
+        "get",
+        "secrets,deployments,statefulsets,replicasets,pods,services",
+        "-o",
+        "json",
+    ]);
+    assert!(
+        !all.contains("last-applied-configuration"),
+        "client-side apply left an annotation"
+    );
+}
+
+fn setup_labels_and_one_call_rerun(e: &Env) {
+    let (run, trace) = traced(e, &e.args("setup-secrets", &["--generate-missing"]));
+    let run = run.ok();
+    assert!(run.stdout.contains("done: 10 created"), "{}", run.stdout);
+    assert_no_values(e.repo, &trace, &run);
+    let name = format!("raqeem-{ENV}-jwt-secret-v1");
+    let s: serde_json::Value = serde_json::from_str(&kubectl_ok(&[
+        "-n", &e.ns, "get", "secret", &name, "-o", "json",
+    ]))
+    .unwrap();
+    assert_eq!(s["immutable"], true);
+    let labels = &s["metadata"]["labels"];
+    assert_eq!(
+        (
+            labels["xtask.project"].as_str(),
+            labels["xtask.environment"].as_str()
+        ),
+        (Some("raqeem"), Some(ENV))
+    );
+    assert_eq!(
+        (
+            labels["xtask.secret"].as_str(),
+            labels["xtask.version"].as_str()
+        ),
+        (Some("jwt_secret"), Some("1"))
+    );
+    assert_eq!(labels["xtask.tool"], "cargo-xtask");
+    assert_eq!(
+        s["metadata"]["annotations"]["xtask.fingerprint"]
+            .as_str()
+            .map(str::len),
+        Some(16)
+    );
+    assert!(
+        s["metadata"]["annotations"]["xtask.rotated-at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+    let value = s["data"]["jwt_secret"].as_str().unwrap();
+    assert_eq!(
+        decode64(value),
+        env_value(e.repo, "JWT_SECRET").into_bytes()
+    );
+
+    // A re-run with nothing changed: exactly one kubectl call.
+    let log = e.repo.path("kubectl-calls.log");
+    let wrapper = e.repo.path("counting-kubectl");
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v kubectl"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho call >> '{}'\nexec '{}' \"$@\"\n",
+            log.display(),
+            real.trim()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let again = e
+        .run_with(
+            "setup-secrets",
+            &[],
+            &[("KUBECTL", wrapper.to_str().unwrap())],
+        )
+        .ok();
+    assert!(again.stdout.contains("nothing to do"), "{}", again.stdout);
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(calls.lines().count(), 1, "calls:\n{calls}");
+}
+
+fn deploy_serves_every_secret(e: &Env, want: &BTreeMap<String, Vec<u8>>) {
+    let dry = e.run("deploy", &["--dry-run"]).ok();
+    assert!(
+        dry.stdout
+            .contains(&format!("name: \"raqeem-{ENV}-jwt-secret-v1\"")),
+        "{}",
+        dry.stdout
+    );
+    let d = e.run("deploy", &["--timeout", "240"]).ok();
+    assert!(d.stdout.contains("workloads rolled out"), "{}", d.stdout);
+    for (app, names) in MOUNTS {
+        let ps = pods(&e.ns, app);
+        assert!(!ps.is_empty(), "no running pod for {app}");
+        for (pod, ip) in ps {
+            let body =
+                get(&format!("{ip}:3000")).unwrap_or_else(|err| panic!("{app} pod {pod}: {err}"));
+            let lines: Vec<&str> = body.lines().collect();
+            let expect: Vec<String> = names.iter().map(|n| served_line(n, &want[*n])).collect();
+            assert_eq!(
+                lines, expect,
+                "{app} pod {pod} serves other secrets or bytes"
+            );
+        }
+    }
+}
+
+fn rotation_under_load(e: &Env) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ns = e.ns.clone();
+    let flag = Arc::clone(&stop);
+    // A bounded client: at most 3000 requests or 240 s, to the ready backend
+    // pods (no kube-proxy here, so it follows the Endpoints itself).
+    let client = std::thread::spawn(move || {
+        let (mut ok, mut failed, mut last) = (0u32, Vec::new(), String::new());
+        let start = Instant::now();
+        let mut ips = endpoints(&ns, "backend");
+        let mut refreshed = Instant::now();
+        let mut i = 0usize;
+        while !flag.load(Ordering::SeqCst)
+            && ok + (failed.len() as u32) < 3000
+            && start.elapsed() < Duration::from_secs(240)
+        {
+            if refreshed.elapsed() > Duration::from_millis(250) {
+                ips = endpoints(&ns, "backend");
+                refreshed = Instant::now();
+            }
+            if ips.is_empty() {
+                failed.push("no ready backend endpoint".to_string());
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            i += 1;
+            match get(&format!("{}:3000", ips[i % ips.len()])) {
+                Ok(body) => {
+                    ok += 1;
+                    last = body;
+                }
+                Err(err) => failed.push(err),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (ok, failed, last)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let old = env_value(e.repo, "JWT_SECRET");
+    let (run, trace) = traced(
+        e,
+        &e.args(
+            "rotate-secrets",
+            &["--secret", "jwt_secret", "--timeout", "240"],
+        ),
+    );
+    let run = run.ok();
+    assert_no_values(e.repo, &trace, &run);
+    let new = env_value(e.repo, "JWT_SECRET");
+    assert_ne!(old, new);
+    assert!(!run.all().contains(&new) && !run.all().contains(&old));
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::SeqCst);
+    let (ok, failed, last) = client.join().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the rotation: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 20, "the client made only {ok} requests");
+    assert!(
+        last.contains(&served_line("jwt_secret", new.as_bytes())),
+        "last answer is not the new value: {last}"
+    );
+    // A second rotation: v1 is pruned (keep 1 keeps v2 beside v3).
+    settle(&e.ns, "backend", 2);
+    let second = e
+        .run(
+            "rotate-secrets",
+            &["--secret", "jwt_secret", "--timeout", "240"],
+        )
+        .ok();
+    let names = kubectl_ok(&[
+        "-n",
+        &e.ns,
+        "get",
+        "secrets",
+        "-l",
+        "xtask.secret=jwt_secret",
+        "-o",
+        "name",
+    ]);
+    let mut names: Vec<&str> = names.lines().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            format!("secret/raqeem-{ENV}-jwt-secret-v2"),
+            format!("secret/raqeem-{ENV}-jwt-secret-v3")
+        ],
+        "{}",
+        second.stdout
+    );
+    let log = e.repo.read("deploy/rotation-log.tsv");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("\t{ENV}\tjwt_secret\tv3\t")) && l.ends_with("\tk8s")),
+        "{log}"
+    );
+    let list = e.run("list-secrets", &[]).ok();
+    assert!(
+        list.stdout.contains("jwt_secret") && list.stdout.contains("deployment/backend@v3"),
+        "{}",
+        list.stdout
+    );
+}
+
+fn removal_refused_while_in_use(e: &Env) {
+    let r = e
+        .run("remove-secrets", &["--secret", "jwt_secret", "--yes"])
+        .fails();
+    assert!(
+        r.stderr.contains("used by") && r.stderr.contains("deployment/backend"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        kubectl(&[
+            "-n",
+            &e.ns,
+            "get",
+            "secret",
+            &format!("raqeem-{ENV}-jwt-secret-v3")
+        ])
+        .status
+        .success()
+    );
+}
+
+fn failing_rollout_keeps_old_pods(e: &Env) {
+    settle(&e.ns, "backend", 2);
+    let before = pods(&e.ns, "backend");
+    let r = e
+        .run_with(
+            "deploy",
+            &["--timeout", "120"],
+            &[("BACKEND_IMAGE", "xtask-no-such-image:never")],
+        )
+        .fails();
+    assert!(
+        r.stderr.contains("deployment/backend") && r.stderr.contains("ErrImageNeverPull"),
+        "{}",
+        r.stderr
+    );
+    for (pod, ip) in &before {
+        get(&format!("{ip}:3000"))
+            .unwrap_or_else(|err| panic!("old pod {pod} stopped serving: {err}"));
+    }
+    assert_eq!(
+        endpoints(&e.ns, "backend").len(),
+        before.len(),
+        "the old pods left the endpoints"
+    );
+}
+
+/// Runs xtask under `strace -f -e trace=execve -v` and returns the trace.
+fn traced(e: &Env, args: &[&str]) -> (Run, String) {
+    let log = e.repo.path(&format!("strace-{}.log", unique()));
+    let mut c = Command::new("strace");
+    c.args(["-f", "-v", "-e", "trace=execve", "-s", "65536", "-o"])
+        .arg(&log)
+        .arg(env!("CARGO_BIN_EXE_xtask"))
+        .args(args);
+    c.current_dir(&e.repo.root)
+        .env("CARGO_MANIFEST_DIR", e.repo.root.join("xtask"))
+        .env("NO_COLOR", "1")
+        .env("XTASK_IMAGE_PULL_POLICY", "Never");
+    for img in [
+        "POSTGRES_IMAGE",
+        "REDIS_IMAGE",
+        "BACKEND_IMAGE",
+        "GRAFANA_IMAGE",
+        "NGINX_IMAGE",
+    ] {
+        c.env(img, &e.image);
+    }
+    let run = Run::from(c.output().expect("strace runs (apt-get install strace)"));
+    let trace = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        trace.contains("execve("),
+        "strace recorded nothing: {}",
+        run.stderr
+    );
+    (run, trace)
+}
+
+/// No value of the env file, nor its base64, appears in the trace or output.
+fn assert_no_values(repo: &TempRepo, trace: &str, run: &Run) {
+    let text = repo.read(&format!("secrets/{ENV}.env"));
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let v = v.trim_matches('\'');
+        if v.len() < 12 || k.starts_with("SSL_") {
+            continue;
+        }
+        for form in [v.to_string(), encode64(v.as_bytes())] {
+            assert!(
+                !trace.contains(&form),
+                "{k} (or its base64) reached an argv or a child's environment"
+            );
+            assert!(!run.all().contains(&form), "{k} was printed");
+        }
+    }
+}
+
+fn encode64(b: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            out.push(if i <= c.len() {
+                A[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+fn decode64(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|c| *c != b'=').collect();
+    let mut out = Vec::new();
+    for c in bytes.chunks(4) {
+        let n = c
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(val(*b)) << (18 - 6 * i)));
+        for i in 0..c.len() - 1 {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
+}
