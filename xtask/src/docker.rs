@@ -126,17 +126,6 @@ impl Compose {
 
     /// Runs a compose command quietly and returns its stdout.
     pub fn read(&self, dir: &Path, envs: &[(&str, &str)], args: &[&str]) -> Result<String> {
-        let out = self
-            .tool
-            .output_in(Some(dir), envs, &self.args(args), None)?;
-        if !out.status.success() {
-            bail!(
-                "`{} {}` failed: {}",
-                self.tool.name,
-                args.join(" "),
-                out.stderr.trim()
-            );
-        }
-        Ok(out.stdout)
+        self.tool.read_in(dir, envs, &self.args(args))
     }
 }

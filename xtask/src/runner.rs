@@ -74,8 +74,16 @@ impl Tool {
         self.checked(args, Some(input), next_step)
     }
 
+    /// Like [`Tool::read`], in `dir` with `envs` set (names and paths, never values).
+    pub fn read_in(&self, dir: &Path, envs: &[(&str, &str)], args: &[&str]) -> Result<String> {
+        self.finish_checked(self.output_in(Some(dir), envs, args, None)?, args, "")
+    }
+
     fn checked(&self, args: &[&str], input: Option<&[u8]>, next_step: &str) -> Result<String> {
-        let out = self.output(args, input)?;
+        self.finish_checked(self.output(args, input)?, args, next_step)
+    }
+
+    fn finish_checked(&self, out: Output, args: &[&str], next_step: &str) -> Result<String> {
         if !out.status.success() {
             bail!(
                 "`{} {}` failed: {}{}",

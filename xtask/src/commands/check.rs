@@ -46,15 +46,18 @@ fn deploy_file(m: &Manifest, kind: BackendKind, env: &Environment) -> Result<Str
 
 /// The files checked and every disagreement found.
 pub fn problems(root: &Path, m: &Manifest) -> Result<(Vec<String>, Vec<String>)> {
-    // Every environment carries the project-wide tables too, so this also
-    // finds each runtime's default file.
+    // A runtime's files are checked where an environment runs on it or names
+    // its table (each environment carries the project-wide `[k8s]` and the
+    // like, so a project that deploys with `--backend k8s` declares `[k8s]`).
     let mut files: BTreeSet<(u8, String)> = BTreeSet::new();
     for (i, kind) in [BackendKind::Compose, BackendKind::Swarm, BackendKind::K8s]
         .into_iter()
         .enumerate()
     {
         for e in m.environments.values() {
-            files.insert((i as u8, deploy_file(m, kind, e)?));
+            if e.runtime == kind || e.settings.contains_key(kind.name()) {
+                files.insert((i as u8, deploy_file(m, kind, e)?));
+            }
         }
     }
     let mut checked = Vec::new();

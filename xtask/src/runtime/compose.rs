@@ -7,7 +7,7 @@
 //! to be running (and healthy where it has a health check).
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -49,21 +49,13 @@ pub fn def_problems(file: &str, stack: &StackFile) -> Vec<String> {
 
 /// Every disagreement between a compose file and the manifest.
 pub fn check_file(manifest: &Manifest, file: &str, stack: &StackFile) -> Vec<String> {
-    let envs = super::envs_of(manifest, BackendKind::Compose);
-    let mut out = def_problems(file, stack);
-    out.extend(stack.undefined(file));
-    let defined: BTreeSet<String> = stack.secrets.keys().cloned().collect();
-    out.extend(super::cross_check(
+    super::check_stack(
         manifest,
-        &envs,
+        BackendKind::Compose,
         file,
-        &stack.services,
-        &defined,
-    ));
-    out.into_iter()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect()
+        stack,
+        def_problems(file, stack),
+    )
 }
 
 impl ComposeRuntime {

@@ -101,6 +101,33 @@ pub fn cross_check(
     out
 }
 
+/// Every disagreement between a compose-format file (Compose or Swarm) and
+/// the manifest: the runtime's own rule for each top-level secret (`defs`),
+/// services using undefined secrets, and the cross-check with `services`.
+pub fn check_stack(
+    manifest: &Manifest,
+    kind: BackendKind,
+    file: &str,
+    stack: &crate::stackfile::StackFile,
+    defs: Vec<String>,
+) -> Vec<String> {
+    let envs = envs_of(manifest, kind);
+    let mut out = defs;
+    out.extend(stack.undefined(file));
+    let defined: BTreeSet<String> = stack.secrets.keys().cloned().collect();
+    out.extend(cross_check(
+        manifest,
+        &envs,
+        file,
+        &stack.services,
+        &defined,
+    ));
+    out.into_iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
 /// The environments served by one runtime kind (for checks that only demand
 /// the secrets that exist there).
 pub fn envs_of(manifest: &Manifest, kind: BackendKind) -> Vec<&str> {

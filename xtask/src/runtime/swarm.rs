@@ -5,7 +5,7 @@
 //! update or on tasks that keep failing.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     path::PathBuf,
     time::{Duration, SystemTime},
 };
@@ -47,21 +47,13 @@ pub fn def_problems(file: &str, stack: &StackFile) -> Vec<String> {
 
 /// Every disagreement between a stack file and the manifest.
 pub fn check_file(manifest: &Manifest, file: &str, stack: &StackFile) -> Vec<String> {
-    let envs = super::envs_of(manifest, BackendKind::Swarm);
-    let mut out = def_problems(file, stack);
-    out.extend(stack.undefined(file));
-    let defined: BTreeSet<String> = stack.secrets.keys().cloned().collect();
-    out.extend(super::cross_check(
+    super::check_stack(
         manifest,
-        &envs,
+        BackendKind::Swarm,
         file,
-        &stack.services,
-        &defined,
-    ));
-    out.into_iter()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect()
+        stack,
+        def_problems(file, stack),
+    )
 }
 
 /// `XTASK_SECRET_<NAME>` → current versioned name, and `XTASK_ENV`.

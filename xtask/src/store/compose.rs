@@ -125,7 +125,8 @@ impl SecretStore for FileStore {
         for e in rd {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
+            // Dotfiles are the tool's own temporary files; folders are not secrets.
+            if name.starts_with('.') || !e.file_type()?.is_file() {
                 continue;
             }
             let path = e.path();
