@@ -60,10 +60,10 @@ impl EnvFile {
     }
 
     pub fn load(path: &Path, shown: String) -> Result<EnvFile> {
-        let text = std::fs::read_to_string(path).with_context(|| {
+        let bytes = zeroize::Zeroizing::new(std::fs::read(path).with_context(|| {
             format!("cannot read {shown}; check that it exists and is readable by you")
-        })?;
-        let raw = zeroize::Zeroizing::new(text);
+        })?);
+        let raw = zeroize::Zeroizing::new(decode(&shown, &path.display().to_string(), &bytes)?);
         let lines = key_lines(&raw);
         let iter = dotenvy::from_path_iter(path).with_context(|| format!("cannot open {shown}"))?;
         let mut entries = BTreeMap::new();
@@ -96,6 +96,11 @@ impl EnvFile {
             substituted,
             raw,
         })
+    }
+
+    /// True when the file exists and holds no byte at all.
+    pub fn is_blank(&self) -> bool {
+        self.exists && self.raw.is_empty()
     }
 
     pub fn get(&self, key: &str) -> Option<&Entry> {
@@ -264,6 +269,28 @@ fn parse_error(shown: &str, raw: &str, e: dotenvy::Error) -> anyhow::Error {
         }
         dotenvy::Error::Io(io) => anyhow::anyhow!("cannot read {shown}: {io}"),
         _ => anyhow::anyhow!("cannot parse {shown}; check it is KEY=VALUE lines in UTF-8"),
+    }
+}
+
+/// The file's bytes as text, or an error naming the line and the fix: a
+/// byte-order mark (dotenv would read it as part of the first key) or bytes
+/// that are not UTF-8 (a binary file, or another encoding).
+fn decode(shown: &str, path: &str, bytes: &[u8]) -> Result<String> {
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        bail!(
+            "{shown}:1: the file starts with a UTF-8 byte-order mark, which dotenv would read as part of the first key; save it without one (`sed -i '1s/^\\xEF\\xBB\\xBF//' {path}`)"
+        );
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Ok(s.to_string()),
+        Err(e) => {
+            let at = e.valid_up_to();
+            let line = bytes[..at].iter().filter(|b| **b == b'\n').count() + 1;
+            bail!(
+                "{shown}:{line}: not UTF-8 text (an invalid byte 0x{:02x}); an env file is UTF-8 text: convert it (`iconv -f LATIN1 -t UTF-8`) or, for binary material, name a file secret's file instead",
+                bytes[at]
+            )
+        }
     }
 }
 

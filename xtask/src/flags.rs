@@ -27,6 +27,8 @@ pub struct EnvArgs {
     pub backend: Option<BackendKind>,
     /// `--namespace`: the Kubernetes namespace for this run.
     pub namespace: Option<String>,
+    /// `--lock-timeout`: how long to wait for another run on the environment.
+    pub lock_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -78,6 +80,14 @@ fn env_command(name: &'static str, about: &'static str) -> Command {
                 .long("namespace")
                 .value_name("NAMESPACE")
                 .help("Kubernetes: use this namespace instead of the manifest's"),
+        )
+        .arg(
+            Arg::new("lock-timeout")
+                .long("lock-timeout")
+                .value_name("SECONDS")
+                .default_value("300")
+                .value_parser(value_parser!(u64).range(0..=86400))
+                .help("How long to wait for another run on this environment to finish"),
         )
 }
 
@@ -177,6 +187,7 @@ fn env_args(m: &ArgMatches) -> EnvArgs {
             .get_one::<String>("backend")
             .and_then(|b| BackendKind::parse(b)),
         namespace: m.get_one::<String>("namespace").cloned(),
+        lock_timeout: Duration::from_secs(*m.get_one::<u64>("lock-timeout").unwrap_or(&300)),
     }
 }
 

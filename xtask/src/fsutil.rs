@@ -33,11 +33,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u3
             .create_new(true)
             .mode(mode)
             .open(&tmp)
-            .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+            .map_err(|e| io_error(e, "create a file in", dir))?;
         // The umask may have narrowed the mode further; make it exact.
         f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| io_error(e, "write", path))?;
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)).with_context(|| {
                 format!(
@@ -46,7 +47,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u3
                 )
             })?;
         }
-        fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+        fs::rename(&tmp, path).map_err(|e| io_error(e, "replace", path))?;
         if let Ok(d) = fs::File::open(dir) {
             let _ = d.sync_all();
         }
@@ -58,9 +59,73 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u3
     result
 }
 
+/// Whether `name` is one of [`write_atomic`]'s temporary files:
+/// `.<name>.tmp-<pid>-<hex>`.
+pub fn is_temp_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    let Some((base, tail)) = rest.rsplit_once(".tmp-") else {
+        return false;
+    };
+    let Some((pid, hex)) = tail.split_once('-') else {
+        return false;
+    };
+    !base.is_empty()
+        && !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && !hex.is_empty()
+        && hex.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The tool's own temporary files in `dir` (regular files only), if any.
+pub fn leftover_temp_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e?;
+        if e.file_type()?.is_file() && is_temp_name(&e.file_name().to_string_lossy()) {
+            out.push(e.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Refuses a symbolic link where the tool reads or writes secrets: a link can
+/// point the secrets somewhere else (another user's folder, a shared one), and
+/// replacing a file by rename would silently turn the link into a plain file.
+pub fn refuse_symlink(path: &Path, shown: &str) -> Result<()> {
+    if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        let target = fs::read_link(path)
+            .map(|t| t.display().to_string())
+            .unwrap_or_else(|_| "?".into());
+        bail!(
+            "{shown} is a symbolic link (to {target}); the tool refuses links in secret paths, so that secrets stay where the repository says. Replace it with the real file or folder (move the target to {shown})"
+        );
+    }
+    Ok(())
+}
+
+/// An I/O failure with the path and what to do: a read-only or full file
+/// system is named as such.
+pub fn io_error(e: std::io::Error, what: &str, path: &Path) -> anyhow::Error {
+    let fix = match e.raw_os_error() {
+        Some(28) => "the file system is full: free some space and run again",
+        Some(30) => {
+            "the file system is read-only: run where it is writable (or remount it read-write)"
+        }
+        Some(13) => "permission denied: run as the user who owns it",
+        _ => "check the path and its permissions",
+    };
+    anyhow::anyhow!("cannot {what} {}: {e}; {fix}", path.display())
+}
+
 /// Creates `dir` (and parents) and sets it to `mode` exactly.
 pub fn private_dir(dir: &Path, mode: u32) -> Result<()> {
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    fs::create_dir_all(dir).map_err(|e| io_error(e, "create", dir))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(mode))
         .with_context(|| format!("cannot set the mode of {}", dir.display()))
 }
@@ -68,6 +133,11 @@ pub fn private_dir(dir: &Path, mode: u32) -> Result<()> {
 /// Refuses a secret file that group or others may read, naming the fix.
 pub fn check_private(path: &Path, shown: &str) -> Result<()> {
     let meta = fs::metadata(path).with_context(|| format!("cannot read {shown}"))?;
+    if meta.is_dir() {
+        bail!(
+            "{shown} is a folder, not an env file; move it away and put the environment's KEY=value lines in a file of that name"
+        );
+    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         bail!(
@@ -76,4 +146,33 @@ pub fn check_private(path: &Path, shown: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_match_only_the_tools_own() {
+        assert!(is_temp_name(".production.env.tmp-1234-9f3a"));
+        assert!(is_temp_name(".jwt_secret.tmp-1-a"));
+        assert!(!is_temp_name("jwt_secret"));
+        assert!(!is_temp_name(".production.env"));
+        assert!(!is_temp_name(".x.tmp-12-zz"));
+        assert!(!is_temp_name(".x.tmp-ab-12"));
+        assert!(!is_temp_name("..tmp-1-a"));
+    }
+
+    #[test]
+    fn symlinks_are_refused_with_their_target() {
+        let d = crate::testutil::TempDir::new();
+        let link = d.path().join("l");
+        std::os::unix::fs::symlink("/elsewhere", &link).unwrap();
+        let e = refuse_symlink(&link, "secrets/develop").unwrap_err();
+        assert!(
+            format!("{e}").contains("secrets/develop is a symbolic link (to /elsewhere)"),
+            "{e}"
+        );
+        assert!(refuse_symlink(d.path(), "x").is_ok());
+    }
 }

@@ -5,10 +5,11 @@ use std::path::Path;
 use anyhow::Result;
 use xshell::{Shell, cmd};
 
-/// True when git tracks `path`. Outside a git work tree, or without git, nothing is tracked.
-pub fn is_tracked(root: &Path, path: &Path) -> Result<bool> {
+/// Whether git tracks `path`: `None` when git is not installed, so nobody can
+/// tell. Outside a git work tree nothing is tracked.
+pub fn is_tracked(root: &Path, path: &Path) -> Result<Option<bool>> {
     if which::which("git").is_err() {
-        return Ok(false);
+        return Ok(None);
     }
     let sh = Shell::new()?;
     sh.change_dir(root);
@@ -17,7 +18,7 @@ pub fn is_tracked(root: &Path, path: &Path) -> Result<bool> {
         .ignore_status()
         .ignore_stderr()
         .output()?;
-    Ok(out.status.success())
+    Ok(Some(out.status.success()))
 }
 
 /// True when `.gitignore` covers `path` (or when there is no git work tree to commit it to).

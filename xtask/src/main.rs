@@ -11,6 +11,7 @@ mod flags;
 mod fsutil;
 mod git;
 mod kube;
+mod lock;
 mod manifest;
 mod output;
 mod plan;

@@ -522,7 +522,7 @@ fn order_by_dependencies(secrets: Vec<SecretSpec>) -> Result<Vec<SecretSpec>> {
         if pending.len() == before {
             let names: Vec<_> = pending.iter().map(|s| s.name.as_str()).collect();
             bail!(
-                "derived secrets refer to each other in a cycle: {}",
+                "derived secrets refer to each other in a cycle: {}; build each derived secret from plain secrets (password, key, username) so its parts come first",
                 names.join(", ")
             );
         }

@@ -128,9 +128,16 @@ pub fn resolve(
 ) -> Result<Resolved> {
     let mut warnings = Vec::new();
     let file = load(root, env, &mut warnings)?;
-    unknown_keys(&file, manifest, env, &mut warnings);
+    let case_problems = unknown_keys(&file, manifest, env, &mut warnings);
     let may_generate = !opts.read_only && (env.generate || opts.generate);
+    if file.is_blank() && may_generate {
+        warnings.push(format!(
+            "{} exists but is empty (0 bytes): every value is generated anew; if it held values, restore it from your backup first",
+            file.shown
+        ));
+    }
     let mut c = collect(root, manifest, env, &file, may_generate, &mut warnings)?;
+    c.problems.extend(case_problems);
     if !c.missing.is_empty() {
         c.problems
             .insert(0, missing_message(&file.shown, &env.name, &c.missing));
@@ -172,11 +179,24 @@ pub fn resolve(
 /// Finds and reads the env file, refusing one that git tracks or others can read.
 fn load(root: &Path, env: &Environment, warnings: &mut Vec<String>) -> Result<EnvFile> {
     let (path, shown) = locate(root, env)?;
+    if let Some(dir) = path.parent().filter(|d| d.starts_with(root) && *d != root) {
+        let rel = dir.strip_prefix(root).unwrap_or(dir).display().to_string();
+        fsutil::refuse_symlink(dir, &rel)?;
+    }
+    fsutil::refuse_symlink(&path, &shown)?;
     let file = if path.exists() {
-        if git::is_tracked(root, &path)? {
-            bail!(
+        match git::is_tracked(root, &path)? {
+            Some(true) => bail!(
                 "{shown} is tracked by git, so its secrets are in the repository's history; run `git rm --cached {shown}`, add it to .gitignore, and rotate every value in it"
-            );
+            ),
+            None if env.production => bail!(
+                "git is not installed, so nobody can tell whether {shown} is tracked by git; {} is a production environment, so the tool refuses: install git (Debian: `apt-get install git`)",
+                env.name
+            ),
+            None => warnings.push(format!(
+                "could not check whether {shown} is tracked by git: git is not installed (Debian: `apt-get install git`)"
+            )),
+            Some(false) => {}
         }
         fsutil::check_private(&path, &shown)?;
         EnvFile::load(&path, shown.clone())?
@@ -218,16 +238,25 @@ fn load(root: &Path, env: &Environment, warnings: &mut Vec<String>) -> Result<En
 }
 
 /// Keys the manifest does not know for this environment: warned about, ignored.
+/// A key that is a secret's name in another case is refused (never generated
+/// over): "did you mean JWT_SECRET".
 fn unknown_keys(
     file: &EnvFile,
     manifest: &Manifest,
     env: &Environment,
     warnings: &mut Vec<String>,
-) {
+) -> Vec<String> {
     let specs = manifest.secrets_for(&env.name);
+    let mut problems = Vec::new();
     for key in file.entries.keys() {
         let known = key == FINGERPRINT_KEY || specs.iter().any(|s| &s.env_key() == key);
-        if !known {
+        let upper = key.to_ascii_uppercase();
+        if !known && specs.iter().any(|s| s.env_key() == upper) {
+            problems.push(format!(
+                "{}: {key} is not a key; did you mean {upper}? Keys are the secret names in upper case: rename it (a value there is never replaced by a generated one)",
+                file.at(key)
+            ));
+        } else if !known {
             let hint = match manifest.secrets.iter().find(|s| &s.env_key() == key) {
                 Some(_) => format!("it is not used in {}", env.name),
                 None => "it is not a secret in deploy/secrets.toml".to_string(),
@@ -238,6 +267,7 @@ fn unknown_keys(
             ));
         }
     }
+    problems
 }
 
 /// The values found, generated or built, and what is missing or wrong.

@@ -77,8 +77,18 @@ pub fn problems(spec: &SecretSpec, env: &Environment, v: &[u8]) -> Vec<String> {
             v.len()
         ));
     }
-    if is_placeholder(v) {
+    // Placeholders are whole values an operator typed: never looked for inside a
+    // PEM body, where base64 spells "todo" about once in 500 keys.
+    if matches!(spec.kind, Kind::Password | Kind::Key | Kind::Username) && is_placeholder(v) {
         out.push("is a placeholder or an example value; put a real value there".into());
+    }
+    if spec.kind != Kind::File {
+        if v.contains(&0) {
+            out.push("contains a NUL byte, which no service reads back as written; remove it (only file secrets may hold binary data)".into());
+        }
+        if v.iter().any(|b| matches!(b, b'\n' | b'\r')) {
+            out.push("contains a line break; put the value on one line (only file secrets, such as PEM files, may span lines)".into());
+        }
     }
     match spec.kind {
         Kind::Password | Kind::Key => {
@@ -90,13 +100,15 @@ pub fn problems(spec: &SecretSpec, env: &Environment, v: &[u8]) -> Vec<String> {
                     env.name
                 ));
             } else if let Some(p) = strength_problem(v) {
-                out.push(format!("is too simple: it {p}"));
+                out.push(format!(
+                    "is too simple: it {p}; mix letters, digits and symbols, or generate one with `cargo xtask generate-secret`"
+                ));
             }
         }
         Kind::Username => {
-            if v.iter()
-                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-            {
+            if v.iter().any(|b| {
+                (b.is_ascii_whitespace() || b.is_ascii_control()) && !matches!(b, 0 | b'\n' | b'\r')
+            }) {
                 out.push("contains white space or control characters".into());
             }
         }
@@ -114,6 +126,21 @@ pub fn problems(spec: &SecretSpec, env: &Environment, v: &[u8]) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::manifest::Manifest;
+
+    #[test]
+    fn nul_bytes_and_line_breaks_are_refused_except_in_files() {
+        let m = Manifest::parse("project='p'\n[environments.production]\nbackend='swarm'\n[secrets.pw]\nkind='password'\n[secrets.cert]\nkind='file'\npem=true\n").unwrap();
+        let env = m.env("production").unwrap();
+        let pw = m.secret("pw").unwrap();
+        let p = problems(pw, env, b"Zq9xWv8uTs7rQp6o\nNm5lKj4iHg3fEd2c");
+        assert!(p.iter().any(|x| x.contains("line break")), "{p:?}");
+        let p = problems(pw, env, b"Zq9xWv8uTs7rQp6o\0Nm5lKj4iHg3fEd2c");
+        assert!(p.iter().any(|x| x.contains("NUL byte")), "{p:?}");
+        let cert = m.secret("cert").unwrap();
+        // A PEM body may spell a placeholder word; it is not one.
+        let pem = b"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADtodoANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n";
+        assert!(problems(cert, env, pem).is_empty());
+    }
 
     fn fixture() -> (SecretSpec, Environment, Environment) {
         let m = Manifest::parse(

@@ -13,6 +13,10 @@ use crate::{
 
 pub fn run(root: &Path, e: &EnvArgs, a: DeployArgs) -> Result<()> {
     let s = Session::open(root, e)?;
+    let _lock = match a.dry_run {
+        false => Some(s.lock(&format!("deploy {}", e.env), e.lock_timeout)?),
+        true => None,
+    };
     let r = s.resolve_read_only()?;
     let plan = s.plan(&r)?;
     let current = s.current_or_refuse(&plan)?;

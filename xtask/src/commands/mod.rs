@@ -17,6 +17,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::{
     flags::{Cmd, EnvArgs},
+    lock,
     manifest::{BackendKind, Environment, Manifest},
     output,
     plan::{self, Step, Stored},
@@ -89,6 +90,20 @@ impl Session {
             env,
             store,
         })
+    }
+
+    /// Takes the environment's lock for `command` (see [`crate::lock`]) and
+    /// removes what interrupted runs left behind.
+    pub fn lock(&self, command: &str, timeout: std::time::Duration) -> Result<lock::EnvLock> {
+        let l = lock::acquire(&self.root, &self.env.name, command, timeout)?;
+        let (env_file, _) = resolve::locate(&self.root, &self.env)?;
+        let mut dirs = vec![crate::store::compose::secrets_dir(
+            &self.root,
+            &self.env.name,
+        )];
+        dirs.extend(env_file.parent().map(Path::to_path_buf));
+        lock::sweep(&self.root, &dirs)?;
+        Ok(l)
     }
 
     /// The runtime, opened when a command needs it (setup never does).

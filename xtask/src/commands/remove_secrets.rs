@@ -18,6 +18,10 @@ use crate::{
 
 pub fn run(root: &Path, e: &EnvArgs, a: RemoveArgs) -> Result<()> {
     let s = Session::open(root, e)?;
+    let _lock = match a.dry_run {
+        false => Some(s.lock(&format!("remove-secrets {}", e.env), e.lock_timeout)?),
+        true => None,
+    };
     // Removal compares nothing, so any key lists the store.
     let listed = s.store.list(&SecretValue::new(b"list".to_vec()))?;
     let (users, hint) = if listed.is_empty() {

@@ -132,6 +132,10 @@ fn chosen_specs<'a>(s: &'a Session, a: &RotateArgs) -> Result<Vec<&'a SecretSpec
 
 pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
     let s = Session::open(root, e)?;
+    let _lock = match a.dry_run {
+        false => Some(s.lock(&format!("rotate-secrets {}", e.env), e.lock_timeout)?),
+        true => None,
+    };
     let mut r = s.resolve_read_only()?;
     let before = s.plan(&r)?;
     let mut updates: Vec<(String, SecretValue)> = Vec::new();
@@ -263,10 +267,20 @@ fn execute(s: &Session, plan: &[Step], a: &RotateArgs) -> Result<()> {
             println!("removed superseded versions: {}", shown.join(", "));
         }
     }
-    log_rotation(s, &steps)
+    log_rotation(s, &steps)?;
+    let names: Vec<&str> = steps.iter().map(|st| st.secret.as_str()).collect();
+    println!(
+        "rotated {} in {}; logged to {LOG_PATH}",
+        names.join(", "),
+        s.env.name
+    );
+    Ok(())
 }
 
-fn log_rotation(s: &Session, steps: &[&Step]) -> Result<()> {
+/// Appends one line per changed secret to the rotation log (never values).
+/// `setup-secrets` calls it too, for values it replaced: a rotation that was
+/// interrupted and completed by a re-run is logged when it completes.
+pub fn log_rotation(s: &Session, steps: &[&Step]) -> Result<()> {
     let operator = operator();
     let now = time::rfc3339(SystemTime::now());
     let store = s.store.kind();
@@ -288,14 +302,7 @@ fn log_rotation(s: &Session, steps: &[&Step]) -> Result<()> {
             .join("\t")
         })
         .collect();
-    append_log(&s.root.join(LOG_PATH), &lines)?;
-    let names: Vec<&str> = steps.iter().map(|st| st.secret.as_str()).collect();
-    println!(
-        "rotated {} in {}; logged to {LOG_PATH}",
-        names.join(", "),
-        s.env.name
-    );
-    Ok(())
+    append_log(&s.root.join(LOG_PATH), &lines)
 }
 
 fn run_hook(root: &Path, env: &str, spec: &SecretSpec, value: &SecretValue) -> Result<()> {

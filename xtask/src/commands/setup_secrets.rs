@@ -20,6 +20,10 @@ use crate::{
 
 pub fn run(root: &Path, e: &EnvArgs, a: SetupArgs) -> Result<()> {
     let s = Session::open(root, e)?;
+    let _lock = match a.dry_run {
+        false => Some(s.lock(&format!("setup-secrets {}", e.env), e.lock_timeout)?),
+        true => None,
+    };
     let mut r = s.resolve(Options {
         generate: a.generate_missing,
         read_only: false,
@@ -69,6 +73,15 @@ pub fn run(root: &Path, e: &EnvArgs, a: SetupArgs) -> Result<()> {
         return Ok(());
     }
     s.apply(&r, &plan.writes())?;
+    let replaced: Vec<&crate::plan::Step> = plan
+        .steps
+        .iter()
+        // A new value where one was stored: a rotation (a mode fix is not).
+        .filter(|st| st.action == Action::Update && st.detail.starts_with("content changed"))
+        .collect();
+    if !replaced.is_empty() {
+        super::rotate_secrets::log_rotation(&s, &replaced)?;
+    }
     println!("done: {create} created, {update} updated, {same} unchanged");
     Ok(())
 }

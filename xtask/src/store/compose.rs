@@ -118,6 +118,7 @@ impl SecretStore for FileStore {
     }
 
     fn list(&self, key: &SecretValue) -> Result<Vec<Stored>> {
+        fsutil::refuse_symlink(&self.dir, &self.rel(&self.dir))?;
         let Ok(rd) = fs::read_dir(&self.dir) else {
             return Ok(Vec::new());
         };
@@ -125,8 +126,12 @@ impl SecretStore for FileStore {
         for e in rd {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
-            // Dotfiles are the tool's own temporary files; folders are not secrets.
-            if name.starts_with('.') || !e.file_type()?.is_file() {
+            // Dotfiles are the tool's own (temporary files); folders are not secrets.
+            if name.starts_with('.') {
+                continue;
+            }
+            if !e.file_type()?.is_file() {
+                fsutil::refuse_symlink(&e.path(), &self.rel(&e.path()))?;
                 continue;
             }
             let path = e.path();
