@@ -170,10 +170,22 @@ fn push_assignment(out: &mut String, key: &str, value: &SecretValue) -> Result<(
     out.push('=');
     if plain {
         out.push_str(text);
-    } else if !text.contains('\'') && !text.contains('\n') {
+    } else if !text.contains(['\'', '\\', '\n', '\r']) {
+        // Single quotes keep everything literal, `$` included.
         out.push('\'');
         out.push_str(text);
         out.push('\'');
+    } else if !text.contains(['\n', '\r']) {
+        // dotenv reads a backslash before a single quote as an escape even in
+        // single quotes, so such values go in double quotes, escaped.
+        out.push('"');
+        for c in text.chars() {
+            if matches!(c, '\\' | '"' | '$') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
     } else {
         bail!(
             "{key}: the value cannot be written to an env file without changing it; edit the file by hand"

@@ -25,6 +25,8 @@ mod time;
 mod validate;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod testutil;
 #[cfg(test)]
 mod tidy;
