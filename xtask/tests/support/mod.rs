@@ -223,6 +223,8 @@ pub fn swarm_or_skip(test: &str) -> bool {
         .output()
         .unwrap();
     if String::from_utf8_lossy(&out.stdout).trim() == "active true" {
+        static SWEPT: OnceLock<()> = OnceLock::new();
+        SWEPT.get_or_init(sweep_stale_docker);
         return true;
     }
     if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
@@ -443,4 +445,75 @@ pub fn sha12(bytes: &[u8]) -> String {
         })
         .unwrap();
     String::from_utf8_lossy(&out.stdout)[..12].to_string()
+}
+
+/// Removes what earlier test runs left on the shared engine when they were
+/// killed before their own clean-up ran: stacks and secrets of test projects
+/// (names starting `xt`, `xl`, `xb`, `xc`, `xk`) older than 30 minutes, so
+/// nothing a concurrent test is using now is touched.
+pub fn sweep_stale_docker() {
+    let old = |created: &str| -> bool {
+        let out = Command::new("date")
+            .args(["-d", created.split(" +").next().unwrap_or(created), "+%s"])
+            .output();
+        let then: u64 = out
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(u64::MAX);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        now.saturating_sub(then) > 1800
+    };
+    let test_name = |n: &str| {
+        ["xt", "xl", "xb", "xc", "xk"]
+            .iter()
+            .any(|p| n.starts_with(p))
+    };
+    let lines = |args: &[&str]| -> Vec<String> {
+        Command::new("docker")
+            .args(args)
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for svc in lines(&["service", "ls", "-q"]) {
+        let info = lines(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{index .Spec.Labels \"com.docker.stack.namespace\"}}|{{.CreatedAt}}",
+            &svc,
+        ]);
+        let Some((stack, created)) = info.first().and_then(|l| l.split_once('|')) else {
+            continue;
+        };
+        if test_name(stack) && old(created) {
+            let _ = Command::new("docker").args(["stack", "rm", stack]).output();
+        }
+    }
+    for name in lines(&[
+        "secret",
+        "ls",
+        "--filter",
+        "label=xtask.tool=cargo-xtask",
+        "--format",
+        "{{.Name}}",
+    ]) {
+        if !test_name(&name) {
+            continue;
+        }
+        let created = lines(&["secret", "inspect", "--format", "{{.CreatedAt}}", &name]);
+        if created.first().is_some_and(|c| old(c)) {
+            let _ = Command::new("docker")
+                .args(["secret", "rm", &name])
+                .output();
+        }
+    }
 }
