@@ -43,15 +43,155 @@ const ENV: &str = "bench";
 pub fn run(root: &Path, what: &str, sizes: &[usize]) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("xtask-bench-{:x}", secret::random_u64()));
     std::fs::create_dir_all(&dir)?;
-    let result = match what {
-        "swarm" => swarm(root, &dir, sizes),
-        "k8s" => k8s(&dir, sizes),
-        _ => Err(anyhow::anyhow!(
-            "unknown benchmark {what:?}; available: swarm, k8s"
-        )),
-    };
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    let result = (|| -> Result<()> {
+        let all = what == "all";
+        if all || what == "compose" {
+            rows.extend(compose(&dir, sizes)?);
+        }
+        if all || what == "swarm" {
+            rows.extend(swarm(root, &dir, sizes)?);
+        }
+        if all || what == "k8s" {
+            match k8s(&dir, sizes) {
+                Ok(r) => rows.extend(r),
+                Err(e) if all => notes.push(format!("k8s skipped: {e:#}")),
+                Err(e) => return Err(e),
+            }
+        }
+        if all || what == "build" {
+            notes.push(build(root)?);
+        }
+        Ok(())
+    })();
     let _ = std::fs::remove_dir_all(&dir);
-    result
+    result?;
+    println!(
+        "\nbench {what}: medians of {RUNS} runs on {} cores; setup in-process through the store, re-runs and rotations by the real binary",
+        cores()
+    );
+    if !rows.is_empty() {
+        let table: Vec<Vec<String>> = rows.iter().map(Row::cells).collect();
+        output::print_table(
+            &[
+                "STORE", "SECRETS", "BASELINE", "SETUP", "RATIO", "RE-RUN", "CALLS", "ROTATE",
+                "RESTART", "DIFF",
+            ],
+            &table,
+        );
+        println!(
+            "BASELINE: the seeds' script, one `docker secret create` per secret. CALLS: CLI calls of a no-change re-run. ROTATE: one secret to converged (swarm and k8s: new version, redeploy, wait, prune); RESTART: a plain restart of the same service to converged."
+        );
+    }
+    for n in notes {
+        println!("{n}");
+    }
+    Ok(())
+}
+
+/// One line of the report.
+#[derive(Default)]
+struct Row {
+    store: &'static str,
+    n: usize,
+    baseline: Option<Duration>,
+    setup: Duration,
+    rerun: Duration,
+    calls: usize,
+    rotate: Option<Duration>,
+    restart: Option<Duration>,
+}
+
+impl Row {
+    fn cells(&self) -> Vec<String> {
+        let opt = |d: Option<Duration>| d.map(secs).unwrap_or_else(|| "-".into());
+        vec![
+            self.store.to_string(),
+            self.n.to_string(),
+            opt(self.baseline),
+            secs(self.setup),
+            self.baseline
+                .map(|b| format!("{:.2}x", self.setup.as_secs_f64() / b.as_secs_f64()))
+                .unwrap_or_else(|| "-".into()),
+            secs(self.rerun),
+            self.calls.to_string(),
+            opt(self.rotate),
+            opt(self.restart),
+            match (self.rotate, self.restart) {
+                (Some(a), Some(b)) => format!("{:+.2}s", a.as_secs_f64() - b.as_secs_f64()),
+                _ => "-".into(),
+            },
+        ]
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// The cold build (an empty target directory, then `--help`) and the warm `--help`.
+fn build(root: &Path) -> Result<String> {
+    let target = std::env::temp_dir().join(format!("xtask-bench-build-{:x}", secret::random_u64()));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    println!("build: cold build of xtask into {}", target.display());
+    let start = Instant::now();
+    let st = Command::new(&cargo)
+        .args(["build", "--quiet", "-p", "xtask"])
+        .current_dir(root)
+        .env("CARGO_TARGET_DIR", &target)
+        .status()?;
+    let out = Command::new(target.join("debug/xtask"))
+        .arg("--help")
+        .output();
+    let cold = start.elapsed();
+    let _ = std::fs::remove_dir_all(&target);
+    if !st.success() || !out.is_ok_and(|o| o.status.success()) {
+        bail!("the cold build failed");
+    }
+    let exe = std::env::current_exe()?;
+    let mut warm = Vec::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        Command::new(&exe).arg("--help").output()?;
+        warm.push(start.elapsed());
+    }
+    Ok(format!(
+        "build: cold (empty target directory, then --help) {}; warm --help of the built binary {:.1} ms (median of 5)",
+        secs(cold),
+        median(&warm).as_secs_f64() * 1000.0
+    ))
+}
+
+/// Compose file secrets: setup and the no-change re-run (no CLI at all).
+fn compose(dir: &Path, sizes: &[usize]) -> Result<Vec<Row>> {
+    let project = format!("xb{:08x}", secret::random_u64() as u32);
+    let mut rows = Vec::new();
+    for &n in sizes.iter().filter(|n| **n > 0) {
+        let f = fixture(&dir.join("compose"), &project, n, "backend = \"compose\"")?;
+        let (mut setup, mut rerun, mut calls) = (vec![], vec![], vec![]);
+        for _ in 0..RUNS {
+            let _ = std::fs::remove_dir_all(f.root.join("secrets"));
+            let store = open_store(&f)?;
+            let start = Instant::now();
+            setup_once(&f, store.as_ref())?;
+            setup.push(start.elapsed());
+            let (t, c) = counted_rerun(&f, dir, "DOCKER", "docker")?;
+            rerun.push(t);
+            calls.push(c);
+        }
+        rows.push(Row {
+            store: "compose",
+            n,
+            setup: median(&setup),
+            rerun: median(&rerun),
+            calls: median_count(&calls),
+            ..Row::default()
+        });
+    }
+    Ok(rows)
 }
 
 /// A throwaway repository root with a manifest of `n` key secrets and an env
@@ -173,7 +313,7 @@ fn xtask(f: &Fixture, envs: &[(&str, &std::ffi::OsStr)], args: &[&str]) -> Resul
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn swarm(root: &Path, dir: &Path, sizes: &[usize]) -> Result<()> {
+fn swarm(root: &Path, dir: &Path, sizes: &[usize]) -> Result<Vec<Row>> {
     let docker = Docker::new()?;
     docker.ping()?;
     let baseline = root.join("xtask/bench/swarm-setup-baseline.sh");
@@ -181,8 +321,8 @@ fn swarm(root: &Path, dir: &Path, sizes: &[usize]) -> Result<()> {
     let mut rows = Vec::new();
     let result = (|| -> Result<()> {
         for &n in sizes.iter().filter(|n| **n > 0) {
-            println!("size {n}: writing {n} random secrets");
-            let f = fixture(dir, &project, n, "backend = \"swarm\"")?;
+            println!("swarm, {n} secrets");
+            let f = fixture(&dir.join("swarm"), &project, n, "backend = \"swarm\"")?;
             let mut base = Vec::new();
             for run in 0..RUNS {
                 let prefix = format!("{project}_base{n}r{run}");
@@ -201,7 +341,7 @@ fn swarm(root: &Path, dir: &Path, sizes: &[usize]) -> Result<()> {
                 }
                 swarm_cleanup(&docker, &project);
             }
-            let (mut ours, mut rerun, mut calls, mut rotate) = (vec![], vec![], vec![], vec![]);
+            let (mut ours, mut rerun, mut calls) = (vec![], vec![], vec![]);
             for _ in 0..RUNS {
                 let store = open_store(&f)?;
                 let start = Instant::now();
@@ -213,73 +353,119 @@ fn swarm(root: &Path, dir: &Path, sizes: &[usize]) -> Result<()> {
                 let (t, c) = counted_rerun(&f, dir, "DOCKER", "docker")?;
                 rerun.push(t);
                 calls.push(c);
-                let start = Instant::now();
-                rotate_one(&f, store.as_ref(), n)?;
-                rotate.push(start.elapsed());
                 swarm_cleanup(&docker, &project);
             }
-            let (b, o) = (median(&base), median(&ours));
-            rows.push(vec![
-                n.to_string(),
-                secs(b),
-                secs(o),
-                format!("{:.2}x", o.as_secs_f64() / b.as_secs_f64()),
-                secs(median(&rerun)),
-                median_count(&calls).to_string(),
-                secs(median(&rotate)),
-            ]);
+            let store = open_store(&f)?;
+            setup_once(&f, store.as_ref())?;
+            let (rotate, restart) = swarm_rotation(&f, &docker, &project, n)?;
+            rows.push(Row {
+                store: "swarm",
+                n,
+                baseline: Some(median(&base)),
+                setup: median(&ours),
+                rerun: median(&rerun),
+                calls: median_count(&calls),
+                rotate: Some(rotate),
+                restart: Some(restart),
+            });
+            swarm_cleanup(&docker, &project);
         }
         Ok(())
     })();
     swarm_cleanup(&docker, &project);
-    result?;
-    println!(
-        "\nbench swarm: medians of {RUNS} runs; ours = resolve + plan (1 `docker secret ls`) + parallel creates, in-process"
-    );
-    output::print_table(
-        &[
-            "SECRETS",
-            "BASELINE",
-            "OURS",
-            "RATIO",
-            "RE-RUN",
-            "RE-RUN CALLS",
-            "ROTATE ONE (setup+prune)",
-        ],
-        &rows,
-    );
-    Ok(())
+    result.map(|_| rows)
 }
 
-/// A new value for the first secret, its new version, and pruning (keep 1).
-fn rotate_one(f: &Fixture, store: &dyn SecretStore, n: usize) -> Result<()> {
-    let env = f.manifest.env(ENV)?;
-    let mut r = resolve::resolve(&f.root, &f.manifest, env, Options::read_only())?;
-    r.file
-        .write_updates(&[(format!("S{n}X0000"), secret::generate(32)?)], "")?;
-    setup_once(f, store)?;
-    let key = r.fingerprint_key()?.clone();
-    let listed = store.list(&key)?;
-    let gone = plan::prune(&listed, &[format!("s{n}x0000")], 1, &plan::Users::new());
-    store.delete(&gone)
+/// Median times of our rotation to converged and of `docker service update
+/// --force` (a restart, which waits for convergence) on the same service.
+fn swarm_rotation(
+    f: &Fixture,
+    docker: &Docker,
+    project: &str,
+    n: usize,
+) -> Result<(Duration, Duration)> {
+    let image = bench_image();
+    let var = format!("XTASK_SECRET_S{n}X0000");
+    let stack = format!(
+        r#"version: "3.8"
+services:
+  app:
+    image: {image}
+    command: ["sleep", "100000"]
+    stop_grace_period: 1s
+    secrets:
+      - {{ source: s{n}x0000, target: s{n}x0000 }}
+    deploy:
+      replicas: 2
+      update_config: {{ order: start-first, parallelism: 1 }}
+secrets:
+  s{n}x0000:
+    external: true
+    name: ${{{var}:?set by cargo xtask deploy}}
+"#
+    );
+    std::fs::write(f.root.join("docker-compose.swarm.yml"), stack)?;
+    let never = std::ffi::OsStr::new("never");
+    let envs = [("XTASK_RESOLVE_IMAGE", never)];
+    xtask(f, &envs, &["deploy", ENV, "--timeout", "180"])?;
+    let service = format!("{project}-{ENV}_app");
+    let secret = format!("s{n}x0000");
+    let (mut ours, mut base) = (vec![], vec![]);
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        xtask(
+            f,
+            &envs,
+            &[
+                "rotate-secrets",
+                ENV,
+                "--secret",
+                &secret,
+                "--timeout",
+                "180",
+            ],
+        )?;
+        ours.push(start.elapsed());
+        let start = Instant::now();
+        docker.read(&["service", "update", "--force", "--quiet", &service], "")?;
+        base.push(start.elapsed());
+    }
+    let stack_name = format!("{project}-{ENV}");
+    docker.read(&["stack", "rm", &stack_name], "")?;
+    for _ in 0..60 {
+        let filter = format!("label=com.docker.stack.namespace={stack_name}");
+        if docker
+            .read(&["ps", "-q", "--filter", &filter], "")?
+            .trim()
+            .is_empty()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok((median(&ours), median(&base)))
 }
 
-fn k8s(dir: &Path, sizes: &[usize]) -> Result<()> {
+/// A small local image with `sleep` and `cat` (the test cluster's busybox).
+fn bench_image() -> String {
+    std::env::var("XTASK_BENCH_IMAGE").unwrap_or_else(|_| "k8stest/busybox:1.35".into())
+}
+
+fn k8s(dir: &Path, sizes: &[usize]) -> Result<Vec<Row>> {
     let kubectl = Tool::find("kubectl", "KUBECTL", "install kubectl")?;
     kubectl.read(
         &["get", "--raw", "/readyz"],
         "the benchmark needs the cluster in KUBECONFIG",
     )?;
-    let image =
-        std::env::var("XTASK_BENCH_IMAGE").unwrap_or_else(|_| "k8stest/busybox:1.35".into());
+    let image = bench_image();
     let project = format!("xb{:08x}", secret::random_u64() as u32);
     let ns = format!("{project}-{ENV}");
     kubectl.read(&["create", "namespace", &ns], "")?;
     let mut rows = Vec::new();
     let result = (|| -> Result<()> {
         for &n in sizes.iter().filter(|n| **n > 0) {
-            println!("size {n}: {n} secrets in namespace {ns}");
-            let f = fixture(dir, &project, n, "backend = \"k8s\"")?;
+            println!("k8s, {n} secrets in namespace {ns}");
+            let f = fixture(&dir.join("k8s"), &project, n, "backend = \"k8s\"")?;
             std::fs::create_dir_all(f.root.join("deploy/k8s"))?;
             std::fs::write(
                 f.root.join("deploy/k8s/app.yaml"),
@@ -297,36 +483,21 @@ fn k8s(dir: &Path, sizes: &[usize]) -> Result<()> {
                 calls.push(c);
             }
             let (ours, baseline) = k8s_rotation(&f, &kubectl, &ns, n)?;
-            rows.push(vec![
-                n.to_string(),
-                secs(median(&setup)),
-                secs(median(&rerun)),
-                median_count(&calls).to_string(),
-                secs(ours),
-                secs(baseline),
-                format!("{:+.2}s", ours.as_secs_f64() - baseline.as_secs_f64()),
-            ]);
+            rows.push(Row {
+                store: "k8s",
+                n,
+                setup: median(&setup),
+                rerun: median(&rerun),
+                calls: median_count(&calls),
+                rotate: Some(ours),
+                restart: Some(baseline),
+                ..Row::default()
+            });
         }
         Ok(())
     })();
     let _ = kubectl.read(&["delete", "namespace", &ns, "--wait=false"], "");
-    result?;
-    println!(
-        "\nbench k8s: medians of {RUNS} runs (rotation: median of {RUNS}); setup in-process, rotation by the real binary"
-    );
-    output::print_table(
-        &[
-            "SECRETS",
-            "SETUP",
-            "RE-RUN",
-            "RE-RUN CALLS",
-            "ROTATE ONE",
-            "RESTART+STATUS",
-            "DIFFERENCE",
-        ],
-        &rows,
-    );
-    Ok(())
+    result.map(|_| rows)
 }
 
 /// A two-replica Deployment mounting the first secret, as `deploy/k8s` would.

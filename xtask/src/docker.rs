@@ -14,13 +14,13 @@ pub struct Docker {
 impl Docker {
     /// `$DOCKER` when set, else `docker` from PATH.
     pub fn new() -> Result<Docker> {
-        Ok(Docker {
-            tool: Tool::find(
-                "docker",
-                "DOCKER",
-                "install Docker Engine (Debian: `apt-get install docker.io`)",
-            )?,
-        })
+        let mut tool = Tool::find(
+            "docker",
+            "DOCKER",
+            "install Docker Engine (Debian: `apt-get install docker.io`)",
+        )?;
+        tool.silent = "the Docker daemon does not answer; start it (`systemctl start docker`, or `dockerd &`) or point DOCKER_HOST at a running engine";
+        Ok(Docker { tool })
     }
 
     pub fn read(&self, args: &[&str], next_step: &str) -> Result<String> {

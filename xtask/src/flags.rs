@@ -163,8 +163,13 @@ pub fn command() -> Command {
         .subcommand(Command::new("check").about("Check that deploy/secrets.toml and the compose files name the same secrets"))
         .subcommand(
             Command::new("bench")
-                .about("Benchmarks that print figures (swarm: a Docker engine in swarm mode; k8s: a cluster in KUBECONFIG)")
-                .arg(Arg::new("what").required(true).value_parser(["swarm", "k8s"]))
+                .about("Benchmarks that print one table of figures: every store against its baseline, and the build (swarm needs a Docker engine in swarm mode, k8s the cluster in KUBECONFIG)")
+                .arg(
+                    Arg::new("what")
+                        .default_value("all")
+                        .value_parser(["all", "compose", "swarm", "k8s", "build"])
+                        .help("What to measure: all (one table with every store and the build), or one of them"),
+                )
                 .arg(
                     Arg::new("sizes")
                         .long("sizes")

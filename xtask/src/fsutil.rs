@@ -127,7 +127,7 @@ pub fn io_error(e: std::io::Error, what: &str, path: &Path) -> anyhow::Error {
 pub fn private_dir(dir: &Path, mode: u32) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| io_error(e, "create", dir))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(mode))
-        .with_context(|| format!("cannot set the mode of {}", dir.display()))
+        .map_err(|e| io_error(e, "set the mode of", dir))
 }
 
 /// Refuses a secret file that group or others may read, naming the fix.

@@ -37,7 +37,26 @@ pub fn settings(project: &str, env: &Environment) -> Result<Settings> {
             .unwrap_or_else(|| "deploy/k8s".into()),
     };
     t.finish()?;
+    check_namespace(&s.namespace)?;
     Ok(s)
+}
+
+/// Namespaces are DNS labels: at most 63 of a-z, 0-9 and `-`, starting and
+/// ending with a letter or digit. Checked before the cluster is asked.
+pub fn check_namespace(ns: &str) -> Result<()> {
+    let b = ns.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+    if !ok {
+        bail!(
+            "{ns:?} is not a valid Kubernetes namespace (at most 63 of a-z, 0-9 and `-`, starting and ending with a letter or digit); fix --namespace or `namespace` in [environments.<env>.k8s]"
+        );
+    }
+    Ok(())
 }
 
 pub struct Kubectl {
@@ -49,12 +68,15 @@ pub struct Kubectl {
 impl Kubectl {
     /// `$KUBECTL` when set, else `kubectl` from PATH.
     pub fn new(s: &Settings) -> Result<Kubectl> {
+        let mut tool = Tool::find(
+            "kubectl",
+            "KUBECTL",
+            "install kubectl (Debian: `apt-get install kubernetes-client`)",
+        )?;
+        tool.silent =
+            "the Kubernetes cluster does not answer; check KUBECONFIG and `kubectl cluster-info`";
         Ok(Kubectl {
-            tool: Tool::find(
-                "kubectl",
-                "KUBECTL",
-                "install kubectl (Debian: `apt-get install kubernetes-client`)",
-            )?,
+            tool,
             namespace: s.namespace.clone(),
             context: s.context.clone(),
         })

@@ -483,7 +483,7 @@ fn order_by_dependencies(secrets: Vec<SecretSpec>) -> Result<Vec<SecretSpec>> {
             }
             let Some(p) = secrets.iter().find(|p| p.name == part) else {
                 bail!(
-                    "in [secrets.{}]: the template refers to {{{part}}}, which is not a secret in the manifest (nor {{env}} or {{project}})",
+                    "in [secrets.{}]: the template refers to {{{part}}}, which is not a secret in the manifest (nor {{env}} or {{project}}); fix the spelling, or add a [secrets.{part}] table",
                     s.name
                 );
             };

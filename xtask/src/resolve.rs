@@ -130,14 +130,19 @@ pub fn resolve(
     let file = load(root, env, &mut warnings)?;
     let case_problems = unknown_keys(&file, manifest, env, &mut warnings);
     let may_generate = !opts.read_only && (env.generate || opts.generate);
-    if file.is_blank() && may_generate {
+    let mut c = collect(root, manifest, env, &file, may_generate, &mut warnings)?;
+    c.problems.extend(case_problems);
+    if file.is_blank() && env.production {
+        c.problems.insert(0, format!(
+            "{} exists but is empty (0 bytes); production values are never regenerated into an empty file: restore it from your backup (or, for a new environment, delete it and run with --generate-missing)",
+            file.shown
+        ));
+    } else if file.is_blank() && may_generate {
         warnings.push(format!(
             "{} exists but is empty (0 bytes): every value is generated anew; if it held values, restore it from your backup first",
             file.shown
         ));
     }
-    let mut c = collect(root, manifest, env, &file, may_generate, &mut warnings)?;
-    c.problems.extend(case_problems);
     if !c.missing.is_empty() {
         c.problems
             .insert(0, missing_message(&file.shown, &env.name, &c.missing));
@@ -151,8 +156,13 @@ pub fn resolve(
     c.problems
         .extend(reuse_problems(root, manifest, env, &c.desired));
     if !c.problems.is_empty() {
+        // The warnings may explain the problems (a misspelt key, an empty file).
+        let notes: String = warnings
+            .iter()
+            .map(|w| format!("\n  - warning: {w}"))
+            .collect();
         bail!(
-            "{} problem{} with the secrets of {}:\n  - {}",
+            "{} problem{} with the secrets of {}:\n  - {}{notes}",
             c.problems.len(),
             if c.problems.len() == 1 { "" } else { "s" },
             env.name,

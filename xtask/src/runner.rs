@@ -24,6 +24,8 @@ pub struct Tool {
     pub name: &'static str,
     pub bin: OsString,
     pub timeout: Duration,
+    /// What a call that never answers means, for the timeout's message.
+    pub silent: &'static str,
 }
 
 /// What a finished call gave back.
@@ -38,7 +40,21 @@ impl Tool {
     /// `install` tells the operator how to get it.
     pub fn find(name: &'static str, var: &str, install: &str) -> Result<Tool> {
         let bin = match std::env::var_os(var).filter(|v| !v.is_empty()) {
-            Some(b) => b,
+            Some(b) => {
+                let p = std::path::Path::new(&b);
+                let found = if p.components().count() > 1 {
+                    p.is_file()
+                } else {
+                    which::which(p).is_ok()
+                };
+                if !found {
+                    bail!(
+                        "{var} is set to {}, which does not exist or cannot be run; point {var} at the {name} program, or unset it to use {name} from PATH",
+                        p.display()
+                    );
+                }
+                b
+            }
             None => which::which(name)
                 .map(|p| p.into_os_string())
                 .map_err(|_| {
@@ -60,6 +76,7 @@ impl Tool {
             name,
             bin: bin.into(),
             timeout,
+            silent: "check that the server it talks to answers",
         }
     }
 
@@ -183,9 +200,10 @@ impl Tool {
                 let _ = child.kill();
                 let _ = child.wait();
                 bail!(
-                    "`{}` did not finish within {}s and was stopped; check that the server it talks to answers (XTASK_CLI_TIMEOUT sets the limit)",
+                    "`{}` did not finish within {}s and was stopped: {} (XTASK_CLI_TIMEOUT sets the limit)",
                     shown(),
-                    self.timeout.as_secs()
+                    self.timeout.as_secs(),
+                    self.silent
                 );
             }
             std::thread::sleep(Duration::from_millis(5));

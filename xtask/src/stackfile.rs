@@ -25,6 +25,11 @@ pub struct StackFile {
 pub fn parse(text: &str) -> Result<StackFile> {
     let doc: Value =
         serde_norway::from_str(text).map_err(|e| anyhow::anyhow!("not valid YAML ({e}); fix the file (for example `docker compose -f FILE config` points at the line)"))?;
+    if !doc.is_mapping() {
+        bail!(
+            "not a compose file: its top level must be a mapping with `services:` (and `secrets:`); check that this is the right file"
+        );
+    }
     let mut out = StackFile::default();
     if let Some(secrets) = doc.get("secrets").and_then(Value::as_mapping) {
         for (k, v) in secrets {

@@ -62,27 +62,59 @@ pub fn problems(root: &Path, m: &Manifest) -> Result<(Vec<String>, Vec<String>)>
     }
     let mut checked = Vec::new();
     let mut out = Vec::new();
+    let mut services: BTreeSet<String> = BTreeSet::new();
     for (kind, file) in files {
         let path = root.join(&file);
         if !path.exists() {
+            let kinds = [BackendKind::Compose, BackendKind::Swarm, BackendKind::K8s];
+            let users: Vec<&str> = m
+                .environments
+                .values()
+                .filter(|e| e.runtime == kinds[kind as usize])
+                .filter(|e| deploy_file(m, e.runtime, e).is_ok_and(|f| f == file))
+                .map(|e| e.name.as_str())
+                .collect();
+            if !users.is_empty() {
+                out.push(format!(
+                    "{file} does not exist, and {} deploy{} with it; restore it, or name another file in deploy/secrets.toml",
+                    users.join(", "),
+                    if users.len() == 1 { "s" } else { "" }
+                ));
+            }
             continue;
         }
         checked.push(file.clone());
         if kind == 2 {
-            out.extend(check_k8s(&path, &file, m)?);
+            let (problems, names) = check_k8s(&path, &file, m)?;
+            out.extend(problems);
+            services.extend(names);
             continue;
         }
         let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {file}"))?;
         let stack = stackfile::parse(&text).with_context(|| format!("in {file}"))?;
+        services.extend(stack.services.keys().cloned());
         out.extend(match kind {
             0 => runtime::compose::check_file(m, &file, &stack),
             _ => runtime::swarm::check_file(m, &file, &stack),
         });
     }
+    // A service the manifest names that no deploy file has is a typo.
+    if !checked.is_empty() {
+        for spec in &m.secrets {
+            for svc in spec.services.iter().filter(|s| !services.contains(*s)) {
+                out.push(format!(
+                    "deploy/secrets.toml: [secrets.{}] lists the service {svc:?}, which none of {} has; fix the spelling or remove it",
+                    spec.name,
+                    checked.join(", ")
+                ));
+            }
+        }
+    }
     Ok((checked, out))
 }
 
-fn check_k8s(dir: &Path, shown: &str, m: &Manifest) -> Result<Vec<String>> {
+/// The problems of the Kubernetes manifests, and the workloads they define.
+fn check_k8s(dir: &Path, shown: &str, m: &Manifest) -> Result<(Vec<String>, Vec<String>)> {
     let mut all = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {shown}"))?
@@ -101,5 +133,9 @@ fn check_k8s(dir: &Path, shown: &str, m: &Manifest) -> Result<Vec<String>> {
             runtime::k8s::workloads(&text).with_context(|| format!("in {f}"))?,
         ));
     }
-    Ok(runtime::k8s::check_workloads(m, shown, &all))
+    let names = all
+        .iter()
+        .flat_map(|(_, ws)| ws.iter().map(|w| w.name.clone()))
+        .collect();
+    Ok((runtime::k8s::check_workloads(m, shown, &all), names))
 }
