@@ -588,3 +588,82 @@ fn a_failing_rotate_hook_stops_the_rotation_before_anything_is_swapped() {
         "a failed rotation was logged"
     );
 }
+
+/// Two first runs at once on a fresh environment: the lock serializes them, so
+/// the env file and the store end up holding the same values, and the second
+/// run finds nothing to do instead of generating a second set.
+#[test]
+fn concurrent_first_runs_agree_through_the_lock() {
+    let repo = TempRepo::new();
+    let spawn = || {
+        repo.xtask(&["setup-secrets", "develop"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+    for o in &outs {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let text: String = outs
+        .iter()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .collect();
+    assert_eq!(text.matches("generated 8 in").count(), 1, "{text}");
+    assert!(text.contains("nothing to do"), "{text}");
+    // Every file holds the env file's value.
+    repo.run(&["verify-secrets", "develop"]).ok();
+    let env = repo.read("secrets/develop.env");
+    for n in ["jwt_secret", "api_secret_key", "redis_password"] {
+        let key = n.to_uppercase();
+        let v = env
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap();
+        assert_eq!(repo.read(&format!("secrets/develop/{n}")), v);
+    }
+}
+
+/// A value replaced by setup is a rotation completed: it is logged, and the
+/// log is created 0600 even under umask 000.
+#[test]
+fn setup_logs_replaced_values_in_a_private_log() {
+    let repo = TempRepo::new();
+    repo.run(&["setup-secrets", "develop"]).ok();
+    let env = repo.read("secrets/develop.env");
+    let new = "Replaced-Value-0123456789abcdefXYZ";
+    let env: String = env
+        .lines()
+        .map(|l| {
+            if l.starts_with("JWT_SECRET=") {
+                format!("JWT_SECRET={new}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    repo.write("secrets/develop.env", &env);
+    let out = std::process::Command::new("sh")
+        .args(["-c", "umask 000 && exec \"$0\" setup-secrets develop"])
+        .arg(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(&repo.root)
+        .env("CARGO_MANIFEST_DIR", repo.root.join("xtask"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = repo.path("deploy/rotation-log.tsv");
+    assert_eq!(mode(&log), 0o600);
+    let text = repo.read("deploy/rotation-log.tsv");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("\tdevelop\tjwt_secret\t-\t") && l.ends_with("\tcompose")),
+        "{text}"
+    );
+    assert!(!text.contains(new));
+}

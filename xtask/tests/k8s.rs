@@ -583,9 +583,25 @@ fn rotation_under_load(e: &Env) {
 }
 
 fn removal_refused_while_in_use(e: &Env) {
-    let r = e
-        .run("remove-secrets", &["--secret", "jwt_secret", "--yes"])
-        .fails();
+    // The commands not traced elsewhere, traced here: list, verify, a dry run,
+    // and the refusal itself.
+    for args in [
+        e.args("list-secrets", &[]),
+        e.args("list-secrets", &["--json"]),
+        e.args("verify-secrets", &[]),
+        e.args("deploy", &["--dry-run"]),
+        e.args("rotate-secrets", &["--all", "--dry-run"]),
+    ] {
+        let (run, trace) = traced(e, &args);
+        assert_eq!(run.code, 0, "{args:?}: {}", run.all());
+        assert_no_values(e.repo, &trace, &run);
+    }
+    let (r, trace) = traced(
+        e,
+        &e.args("remove-secrets", &["--secret", "jwt_secret", "--yes"]),
+    );
+    assert_no_values(e.repo, &trace, &r);
+    let r = r.fails();
     assert!(
         r.stderr.contains("used by") && r.stderr.contains("deployment/backend"),
         "{}",
