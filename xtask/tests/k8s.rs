@@ -339,9 +339,11 @@ fn kubernetes_store_and_runtime_on_a_real_cluster() {
         "secrets/tls/key.pem",
         "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49\n-----END PRIVATE KEY-----\n",
     );
+    // A user name of its own: the default `<project>_<env>` is also the
+    // database's name, which a dry run prints.
     repo.write(
         &format!("secrets/{ENV}.env"),
-        "SSL_CERTIFICATE=tls/cert.pem\nSSL_PRIVATE_KEY=tls/key.pem\n",
+        "POSTGRES_USER=k8s-user-4711\nSSL_CERTIFICATE=tls/cert.pem\nSSL_PRIVATE_KEY=tls/key.pem\n",
     );
     let e = Env {
         repo: &repo,
