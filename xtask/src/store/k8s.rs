@@ -73,6 +73,18 @@ pub fn base64(bytes: &[u8]) -> Zeroizing<String> {
     out
 }
 
+/// `text` with `value` and its base64 form replaced by `<redacted>`.
+pub fn scrub(text: &str, value: &[u8]) -> String {
+    let mut out = text.to_string();
+    let b64 = base64(value);
+    for form in [String::from_utf8_lossy(value).into_owned(), b64.to_string()] {
+        if form.len() >= 4 {
+            out = out.replace(&form, "<redacted>");
+        }
+    }
+    out
+}
+
 /// The Secret for one planned version. `rotated_at` is RFC 3339.
 pub fn secret_object(
     project: &str,
@@ -226,11 +238,16 @@ impl SecretStore for K8sStore {
         let doc = Zeroizing::new(serde_json::to_vec(&list)?);
         drop(list);
         self.kubectl.apply(&doc).map_err(|e| {
-            e.context(format!(
-                "cannot create {} Secret(s) in namespace {}; re-run setup-secrets: what was created is kept",
+            // The API server may quote the object it refused: never pass a value on.
+            let mut text = format!("{e:#}");
+            for it in items {
+                text = scrub(&text, it.value.expose());
+            }
+            anyhow::anyhow!(
+                "cannot create {} Secret(s) in namespace {}: {text}; re-run setup-secrets: what was created is kept",
                 items.len(),
                 self.kubectl.namespace
-            ))
+            )
         })?;
         Ok(())
     }
@@ -270,6 +287,17 @@ mod tests {
         ] {
             assert_eq!(base64(raw.as_bytes()).as_str(), enc, "{raw:?}");
         }
+    }
+
+    #[test]
+    fn errors_are_scrubbed_of_values() {
+        let e = "Secret \"x\" is invalid: data: hunter2-value, aHVudGVyMi12YWx1ZQ==";
+        let s = scrub(e, b"hunter2-value");
+        assert!(
+            !s.contains("hunter2") && !s.contains("aHVudGVyMi12YWx1ZQ=="),
+            "{s}"
+        );
+        assert!(s.contains("<redacted>"));
     }
 
     #[test]
