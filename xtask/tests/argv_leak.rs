@@ -8,21 +8,6 @@ use std::process::Command;
 
 use support::TempRepo;
 
-fn strace_available(test: &str) -> bool {
-    if Command::new("strace")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
-        panic!("{test}: CI is set but strace is not installed; .ci/run must install it");
-    }
-    eprintln!("\n*** SKIPPED {test}: strace is not installed (apt-get install strace) ***\n");
-    false
-}
-
 /// Runs xtask ARGS under strace and returns the trace.
 fn traced(repo: &TempRepo, args: &[&str]) -> (support::Run, String) {
     let log = repo.path("strace.log");
@@ -54,7 +39,7 @@ fn env_values(repo: &TempRepo, env: &str) -> Vec<String> {
 
 #[test]
 fn compose_setup_puts_no_value_on_argv() {
-    if !strace_available("compose_setup_puts_no_value_on_argv") {
+    if !support::strace_or_skip("compose_setup_puts_no_value_on_argv") {
         return;
     }
     let repo = TempRepo::new();
@@ -84,7 +69,7 @@ fn compose_setup_puts_no_value_on_argv() {
 #[test]
 fn swarm_setup_puts_no_value_on_argv() {
     let test = "swarm_setup_puts_no_value_on_argv";
-    if !strace_available(test) || !support::swarm_or_skip(test) {
+    if !support::strace_or_skip(test) || !support::swarm_or_skip(test) {
         return;
     }
     let repo = TempRepo::new();
@@ -119,27 +104,6 @@ struct Cleanup(String);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let Ok(out) = Command::new("docker")
-            .args([
-                "secret",
-                "ls",
-                "-q",
-                "--filter",
-                &format!("label=xtask.project={}", self.0),
-            ])
-            .output()
-        else {
-            return;
-        };
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect();
-        if !ids.is_empty() {
-            let _ = Command::new("docker")
-                .args(["secret", "rm"])
-                .args(&ids)
-                .output();
-        }
+        support::remove_project_secrets(&self.0);
     }
 }

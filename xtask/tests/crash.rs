@@ -31,25 +31,6 @@ const CAP: usize = 40;
 /// The operator's own value in the seeded env file (never generated).
 const SEED: &str = "POSTGRES_USER=distinct-user-4711\n";
 
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-fn strace_or_skip(test: &str) -> bool {
-    if Command::new("strace")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return true;
-    }
-    if ci() {
-        panic!("{test}: CI is set but strace is not installed; .ci/run must install it");
-    }
-    eprintln!("\n*** SKIPPED {test}: strace is not installed (apt-get install strace) ***\n");
-    false
-}
-
 /// Where the run is killed.
 #[derive(Clone, Copy, Debug)]
 enum Kill {
@@ -435,7 +416,7 @@ fn reset_secrets(repo: &TempRepo) {
 #[test]
 fn compose_setup_converges_after_a_kill_at_every_rename() {
     let test = "compose_setup_converges_after_a_kill_at_every_rename";
-    if !strace_or_skip(test) {
+    if !support::strace_or_skip(test) {
         return;
     }
     let started = Instant::now();
@@ -538,7 +519,7 @@ fn compose_setup_converges_after_a_kill_at_every_rename() {
 #[test]
 fn compose_rotate_converges_after_a_kill_at_every_rename_and_docker_call() {
     let test = "compose_rotate_converges_after_a_kill_at_every_rename_and_docker_call";
-    if !strace_or_skip(test) {
+    if !support::strace_or_skip(test) {
         return;
     }
     let started = Instant::now();
@@ -685,28 +666,7 @@ struct SwarmCleanup(String);
 
 impl SwarmCleanup {
     fn remove_all(&self) {
-        let Ok(out) = Command::new("docker")
-            .args([
-                "secret",
-                "ls",
-                "-q",
-                "--filter",
-                &format!("label=xtask.project={}", self.0),
-            ])
-            .output()
-        else {
-            return;
-        };
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(String::from)
-            .collect();
-        if !ids.is_empty() {
-            let _ = Command::new("docker")
-                .args(["secret", "rm"])
-                .args(&ids)
-                .output();
-        }
+        support::remove_project_secrets(&self.0);
     }
 }
 
@@ -758,7 +718,7 @@ fn fingerprint(key: &str, value: &str) -> String {
 #[test]
 fn swarm_setup_converges_after_a_kill_at_every_rename_and_docker_call() {
     let test = "swarm_setup_converges_after_a_kill_at_every_rename_and_docker_call";
-    if !strace_or_skip(test) || !support::swarm_or_skip(test) {
+    if !support::strace_or_skip(test) || !support::swarm_or_skip(test) {
         return;
     }
     let started = Instant::now();

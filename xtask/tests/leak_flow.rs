@@ -14,20 +14,6 @@ use std::{
 
 use support::{Run, TempRepo, probe_image, unique};
 
-fn strace_or_skip(test: &str) -> bool {
-    let ok = Command::new("strace")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok && std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
-        panic!("{test}: CI is set but strace is not installed; .ci/run must install it");
-    }
-    if !ok {
-        eprintln!("\n*** SKIPPED {test}: strace is not installed ***\n");
-    }
-    ok
-}
-
 /// Runs `program args` under strace; returns the run and the trace.
 fn traced(dir: &Path, program: &Path, args: &[&str], envs: &[(&str, &str)]) -> (Run, String) {
     let log = std::env::temp_dir().join(format!("xtask-trace-{}.log", unique()));
@@ -220,7 +206,7 @@ impl Flow<'_> {
 
 #[test]
 fn the_checker_catches_a_leaky_command() {
-    if !strace_or_skip("the_checker_catches_a_leaky_command") {
+    if !support::strace_or_skip("the_checker_catches_a_leaky_command") {
         return;
     }
     let value = "Leaky-Value-0123456789/+@";
@@ -269,7 +255,7 @@ fn compose_file(image: &str) -> String {
 #[test]
 fn every_command_on_the_compose_store_leaks_nothing() {
     let test = "every_command_on_the_compose_store_leaks_nothing";
-    if !strace_or_skip(test) || !support::docker_or_skip(test) {
+    if !support::strace_or_skip(test) || !support::docker_or_skip(test) {
         return;
     }
     let repo = TempRepo::new();
@@ -351,7 +337,7 @@ fn every_command_on_the_compose_store_leaks_nothing() {
 #[test]
 fn every_command_on_the_swarm_store_leaks_nothing() {
     let test = "every_command_on_the_swarm_store_leaks_nothing";
-    if !strace_or_skip(test) || !support::swarm_or_skip(test) {
+    if !support::strace_or_skip(test) || !support::swarm_or_skip(test) {
         return;
     }
     let repo = TempRepo::new();
@@ -469,21 +455,6 @@ impl Drop for SwarmDown {
             }
             std::thread::sleep(std::time::Duration::from_millis(500));
         }
-        let label = format!("label=xtask.project={}", self.0);
-        if let Ok(o) = Command::new("docker")
-            .args(["secret", "ls", "-q", "--filter", &label])
-            .output()
-        {
-            let ids: Vec<String> = String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .map(str::to_string)
-                .collect();
-            if !ids.is_empty() {
-                let _ = Command::new("docker")
-                    .args(["secret", "rm"])
-                    .args(&ids)
-                    .output();
-            }
-        }
+        support::remove_project_secrets(&self.0);
     }
 }

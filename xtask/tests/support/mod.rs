@@ -517,3 +517,40 @@ pub fn sweep_stale_docker() {
         }
     }
 }
+
+/// True when strace is installed (the leak and crash tests need it). Under
+/// `CI=true` a missing strace fails the test; elsewhere it is skipped loudly.
+pub fn strace_or_skip(test: &str) -> bool {
+    let ok = Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok && std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
+        panic!("{test}: CI is set but strace is not installed; .ci/run must install it");
+    }
+    if !ok {
+        eprintln!("\n*** SKIPPED {test}: strace is not installed (apt-get install strace) ***\n");
+    }
+    ok
+}
+
+/// Removes every swarm secret of a test project (by its project label).
+pub fn remove_project_secrets(project: &str) {
+    let label = format!("label=xtask.project={project}");
+    let Ok(out) = Command::new("docker")
+        .args(["secret", "ls", "-q", "--filter", &label])
+        .output()
+    else {
+        return;
+    };
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    if !ids.is_empty() {
+        let _ = Command::new("docker")
+            .args(["secret", "rm"])
+            .args(&ids)
+            .output();
+    }
+}
