@@ -646,6 +646,30 @@ fn failing_rollout_keeps_old_pods(e: &Env) {
         before.len(),
         "the old pods left the endpoints"
     );
+    // An image that starts and exits at once: a crash loop, named as such.
+    if kubectl(&["get", "--raw", "/readyz"]).status.success()
+        && Command::new("docker")
+            .args(["image", "inspect", "k8stest/busybox:1.35"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    {
+        let r = e
+            .run_with(
+                "deploy",
+                &["--timeout", "150"],
+                &[("BACKEND_IMAGE", "k8stest/busybox:1.35")],
+            )
+            .fails();
+        assert!(
+            r.stderr.contains("deployment/backend") && r.stderr.contains("CrashLoopBackOff"),
+            "{}",
+            r.stderr
+        );
+        for (pod, ip) in &before {
+            get(&format!("{ip}:3000"))
+                .unwrap_or_else(|err| panic!("old pod {pod} stopped serving: {err}"));
+        }
+    }
 }
 
 /// Runs xtask under `strace -f -e trace=execve -v` and returns the trace.

@@ -386,7 +386,15 @@ impl K8sRuntime {
         vars
     }
 
-    fn wait(&self, names: &[(String, String)], timeout: Duration) -> Result<()> {
+    /// Polls until every workload rolled out. Only pods created since the apply
+    /// (`begun`) count as this deploy's failures: an older failing pod is left
+    /// over from an earlier deploy, and the controller is replacing it.
+    fn wait(
+        &self,
+        names: &[(String, String)],
+        begun: std::time::SystemTime,
+        timeout: Duration,
+    ) -> Result<()> {
         let ns = self.kubectl.namespace.clone();
         let hint =
             format!("; see `kubectl -n {ns} get pods` and `kubectl -n {ns} describe` the workload");
@@ -405,9 +413,15 @@ impl K8sRuntime {
                 ])?)
                 .context("kubectl get gave no JSON")?;
                 let items = list["items"].as_array().cloned().unwrap_or_default();
+                // Creation times have whole seconds: a second of slack.
+                let since = begun - Duration::from_secs(1);
                 let pods: Vec<Value> = items
                     .iter()
                     .filter(|i| i["kind"] == "Pod")
+                    .filter(|p| {
+                        crate::time::parse_rfc3339(text(p, "/metadata/creationTimestamp"))
+                            .is_some_and(|c| c >= since)
+                    })
                     .cloned()
                     .collect();
                 let now = std::time::SystemTime::now();
@@ -541,13 +555,14 @@ impl Runtime for K8sRuntime {
             );
             return Ok(());
         }
+        let begun = std::time::SystemTime::now();
         // A missing namespace fails the apply with its own message (kube::diagnose).
         print!("{}", self.kubectl.apply(docs.as_bytes())?);
         let names: Vec<(String, String)> = parsed
             .iter()
             .flat_map(|(_, ws)| ws.iter().map(|w| (w.kind.clone(), w.name.clone())))
             .collect();
-        self.wait(&names, opts.timeout)
+        self.wait(&names, begun, opts.timeout)
     }
 }
 
