@@ -42,6 +42,8 @@ pub struct RemoveArgs {
     pub secrets: Vec<String>,
     pub yes: bool,
     pub dry_run: bool,
+    /// AWS: delete at once, with no recovery window.
+    pub force: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +134,7 @@ pub fn command() -> Command {
             env_command("remove-secrets", "Remove an environment's secrets from the backend")
                 .arg(Arg::new("secret").long("secret").value_name("NAME").action(ArgAction::Append).help("Only this secret (repeatable)"))
                 .arg(Arg::new("yes").long("yes").short('y').action(ArgAction::SetTrue).help("Do not ask for confirmation"))
+                .arg(Arg::new("force").long("force").action(ArgAction::SetTrue).help("AWS: delete at once instead of scheduling deletion with a recovery window"))
                 .arg(dry_run()),
         )
         .subcommand(
@@ -230,6 +233,7 @@ pub fn from_matches(m: ArgMatches) -> Result<Cmd> {
                 secrets: names(m, "secret"),
                 yes: flag(m, "yes"),
                 dry_run: flag(m, "dry-run"),
+                force: flag(m, "force"),
             },
         ),
         "rotate-secrets" => {

@@ -446,15 +446,22 @@ fn remove_asks_for_yes_without_a_terminal() {
 #[test]
 fn planned_stores_unreachable_clusters_and_unknown_environments_say_so_plainly() {
     let repo = TempRepo::new();
-    for b in ["vault", "aws"] {
+    // A store CLI that cannot be run is found before anything is written.
+    for (b, var) in [("vault", "VAULT_CLI"), ("aws", "AWS_CLI")] {
         let r = repo
-            .run(&["setup-secrets", "develop", "--backend", b])
-            .fails();
+            .xtask(&["setup-secrets", "develop", "--backend", b])
+            .env(var, "/nonexistent/cli")
+            .env("VAULT_ADDR", "http://127.0.0.1:1")
+            .env("AWS_REGION", "eu-west-1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "{err}");
         assert!(
-            r.stderr
-                .contains(&format!("the {b} store is planned but not built yet")),
-            "{}",
-            r.stderr
+            err.contains(&format!(
+                "{var} is set to /nonexistent/cli, which does not exist"
+            )),
+            "{err}"
         );
     }
     // A cluster that does not answer is found before anything is written.

@@ -13,6 +13,16 @@ use crate::{
 
 pub fn run(root: &Path, e: &EnvArgs, a: DeployArgs) -> Result<()> {
     let s = Session::open(root, e)?;
+    if !s.store_feeds_runtime() {
+        anyhow::bail!(
+            "the {} store keeps {}'s secrets outside the {} runtime, and deploy does not copy them in: services read them at run time from the store (the reader's {} provider). Deploy the stack itself with your usual tooling, or give the environment a store its runtime mounts (backend = \"{}\")",
+            s.env.store,
+            s.env.name,
+            s.env.runtime,
+            s.env.store,
+            s.env.runtime
+        );
+    }
     let _lock = match a.dry_run {
         false => Some(s.lock(&format!("deploy {}", e.env), e.lock_timeout)?),
         true => None,

@@ -68,8 +68,19 @@ impl Planned {
 
 impl Session {
     pub fn open(root: &Path, e: &EnvArgs) -> Result<Session> {
+        Session::open_with(root, e, |_| {})
+    }
+
+    /// [`Session::open`] with a change to the environment for this run only
+    /// (a command's own flag that a store reads from its table).
+    pub fn open_with(
+        root: &Path,
+        e: &EnvArgs,
+        tweak: impl FnOnce(&mut Environment),
+    ) -> Result<Session> {
         let manifest = Manifest::load(root)?;
         let mut env = manifest.env(&e.env)?.clone();
+        tweak(&mut env);
         if let Some(b) = e.backend {
             env.override_backend(b);
         }
@@ -198,6 +209,13 @@ impl Session {
             })
             .collect::<Result<_>>()?;
         self.store.write(&items)
+    }
+
+    /// Whether the runtime gets its secrets from the store (compose files,
+    /// swarm and k8s are inside their runtime). Vault and AWS are read by the
+    /// services at run time, through the reader, so nothing is deployed for them.
+    pub fn store_feeds_runtime(&self) -> bool {
+        self.env.store.is_runtime()
     }
 
     /// Secret → stored identity for a deploy, refusing when the store is not

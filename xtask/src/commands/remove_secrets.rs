@@ -17,7 +17,17 @@ use crate::{
 };
 
 pub fn run(root: &Path, e: &EnvArgs, a: RemoveArgs) -> Result<()> {
-    let s = Session::open(root, e)?;
+    let s = Session::open_with(root, e, |env| {
+        if a.force {
+            env.settings
+                .entry(crate::manifest::BackendKind::Aws.name().into())
+                .or_default()
+                .insert(
+                    crate::store::aws::FORCE_KEY.into(),
+                    toml::Value::Boolean(true),
+                );
+        }
+    })?;
     let _lock = match a.dry_run {
         false => Some(s.lock(&format!("remove-secrets {}", e.env), e.lock_timeout)?),
         true => None,

@@ -244,6 +244,13 @@ fn execute(s: &Session, plan: &[Step], a: &RotateArgs) -> Result<()> {
     for st in &steps {
         current.insert(st.secret.clone(), st.id.clone());
     }
+    if !s.store_feeds_runtime() {
+        println!(
+            "the {} store keeps the versions itself; services read the new value at run time (nothing to redeploy or prune)",
+            s.store.kind()
+        );
+        return log_done(s, &steps);
+    }
     let runtime = s.runtime()?;
     runtime.deploy(
         &current,
@@ -267,7 +274,11 @@ fn execute(s: &Session, plan: &[Step], a: &RotateArgs) -> Result<()> {
             println!("removed superseded versions: {}", shown.join(", "));
         }
     }
-    log_rotation(s, &steps)?;
+    log_done(s, &steps)
+}
+
+fn log_done(s: &Session, steps: &[&Step]) -> Result<()> {
+    log_rotation(s, steps)?;
     let names: Vec<&str> = steps.iter().map(|st| st.secret.as_str()).collect();
     println!(
         "rotated {} in {}; logged to {LOG_PATH}",

