@@ -442,3 +442,36 @@ fn setup_puts_no_value_on_argv_under_strace() {
         );
     }
 }
+
+/// Values an operator really writes: quotes, spaces, `$` and `#` in a key,
+/// and a multi-line PEM file secret. AWS must hold them byte for byte.
+#[test]
+fn special_and_multi_line_values_arrive_byte_for_byte() {
+    if !moto_or_skip("special_and_multi_line_values_arrive_byte_for_byte") {
+        return;
+    }
+    let moto = Moto::start();
+    let repo = repo_on_aws();
+    let m = repo.read("deploy/secrets.toml");
+    repo.write(
+        "deploy/secrets.toml",
+        &format!(
+            "{m}\n[secrets.tls_bundle]\nkind = \"file\"\npem = true\nenvironments = [\"develop\"]\n"
+        ),
+    );
+    let special = "Sp3c \"quoted\" $HOME #not-a-comment x9Z";
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUXr2+/=\nAbCdEf0123456789\n-----END CERTIFICATE-----\n";
+    repo.write("secrets/tls.pem", pem);
+    repo.write(
+        "secrets/develop.env",
+        &format!("API_SECRET_KEY='{special}'\nTLS_BUNDLE=tls.pem\n"),
+    );
+    let out = Run::from(
+        moto.xtask(&repo, &["setup-secrets", "develop"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(current(&moto, &repo, "api_secret_key"), special);
+    assert_eq!(current(&moto, &repo, "tls_bundle"), pem);
+}

@@ -418,14 +418,7 @@ fn setup_labels_and_one_call_rerun(e: &Env) {
     // A re-run with nothing changed: exactly one kubectl call.
     let log = e.repo.path("kubectl-calls.log");
     let wrapper = e.repo.path("counting-kubectl");
-    let real = String::from_utf8(
-        Command::new("sh")
-            .args(["-c", "command -v kubectl"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let real = which::which("kubectl").unwrap().display().to_string();
     std::fs::write(
         &wrapper,
         format!(

@@ -403,6 +403,9 @@ fn vault_store_end_to_end() {
                 assert!(!trace.contains(&v), "the value of {s} is on an argv");
             }
         }
+        // Without -v strace prints argv in full and only counts the
+        // environment, where the token is handed to the CLI.
+        assert!(!trace.contains(TOKEN), "the Vault token is on an argv");
         assert_eq!(srv.value("api_secret_key"), v5);
     }
 
@@ -478,4 +481,34 @@ fn vault_store_end_to_end() {
     let sealed = run(&repo, &srv, &["list-secrets", "develop"]).fails();
     assert!(sealed.all().contains("is sealed"), "{}", sealed.all());
     assert!(sealed.all().contains("operator unseal"), "{}", sealed.all());
+}
+
+/// Values an operator really writes: quotes, spaces, `$` and `#` in a key,
+/// and a multi-line PEM file secret. Vault must hold them byte for byte.
+#[test]
+fn special_and_multi_line_values_arrive_byte_for_byte() {
+    if !bao_or_skip("special_and_multi_line_values_arrive_byte_for_byte") {
+        return;
+    }
+    let srv = DevServer::start();
+    let repo = vault_repo();
+    let m = repo.read("deploy/secrets.toml");
+    repo.write(
+        "deploy/secrets.toml",
+        &format!(
+            "{m}\n[secrets.tls_bundle]\nkind = \"file\"\npem = true\nenvironments = [\"develop\"]\n"
+        ),
+    );
+    let special = "Sp3c \"quoted\" $HOME #not-a-comment x9Z";
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUXr2+/=\nAbCdEf0123456789\n-----END CERTIFICATE-----\n";
+    repo.write("secrets/tls.pem", pem);
+    repo.write(
+        "secrets/develop.env",
+        &format!("API_SECRET_KEY='{special}'\nTLS_BUNDLE=tls.pem\n"),
+    );
+    run(&repo, &srv, &["setup-secrets", "develop"]).ok();
+    assert_eq!(srv.value("api_secret_key"), special);
+    assert_eq!(srv.value("tls_bundle"), pem);
+    let again = run(&repo, &srv, &["setup-secrets", "develop"]).ok();
+    assert!(again.stdout.contains("nothing to do"), "{}", again.all());
 }
