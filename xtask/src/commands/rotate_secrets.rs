@@ -138,38 +138,7 @@ pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
     };
     let mut r = s.resolve_read_only()?;
     let before = s.plan(&r)?;
-    let mut updates: Vec<(String, SecretValue)> = Vec::new();
-    let mut rotating: Vec<String> = Vec::new();
-    for spec in chosen_specs(&s, &a)? {
-        let action = before
-            .steps
-            .iter()
-            .find(|p| p.secret == spec.name)
-            .map(|p| p.action);
-        match choose(spec, action, !a.all)? {
-            Choice::FromEnvFile => {
-                println!("{}: using the new value in {}", spec.name, r.file.shown);
-                rotating.push(spec.name.clone());
-            }
-            Choice::Generate => {
-                println!(
-                    "{}: generating a new value{}",
-                    spec.name,
-                    if a.dry_run {
-                        ""
-                    } else {
-                        " (written to the env file)"
-                    }
-                );
-                updates.push((
-                    spec.env_key(),
-                    resolve::generate_for(spec, &s.env, &s.manifest.project)?,
-                ));
-                rotating.push(spec.name.clone());
-            }
-            Choice::Skip(why) => println!("{}: skipped ({why})", spec.name),
-        }
-    }
+    let (rotating, updates) = choose_all(&s, &a, &before, &r.file.shown)?;
     let rotating = with_derived(&s.manifest.secrets_for(&s.env.name), &rotating);
     if rotating.is_empty() {
         println!("nothing to rotate in {}", s.env.name);
@@ -210,6 +179,49 @@ pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
         r.file.write_updates(&updates, &header)?;
     }
     execute(&s, &plan, &a)
+}
+
+/// The secrets that rotate, and the generated values for the env file.
+type Choices = (Vec<String>, Vec<(String, SecretValue)>);
+
+/// Which chosen secrets rotate (printing why or why not for each), and the
+/// new values to generate for the env file.
+fn choose_all(
+    s: &Session,
+    a: &RotateArgs,
+    before: &super::Planned,
+    env_file: &str,
+) -> Result<Choices> {
+    let mut updates = Vec::new();
+    let mut rotating = Vec::new();
+    for spec in chosen_specs(s, a)? {
+        let action = before
+            .steps
+            .iter()
+            .find(|p| p.secret == spec.name)
+            .map(|p| p.action);
+        match choose(spec, action, !a.all)? {
+            Choice::FromEnvFile => {
+                println!("{}: using the new value in {env_file}", spec.name);
+                rotating.push(spec.name.clone());
+            }
+            Choice::Generate => {
+                let when = if a.dry_run {
+                    ""
+                } else {
+                    " (written to the env file)"
+                };
+                println!("{}: generating a new value{when}", spec.name);
+                updates.push((
+                    spec.env_key(),
+                    resolve::generate_for(spec, &s.env, &s.manifest.project)?,
+                ));
+                rotating.push(spec.name.clone());
+            }
+            Choice::Skip(why) => println!("{}: skipped ({why})", spec.name),
+        }
+    }
+    Ok((rotating, updates))
 }
 
 /// Carries out a rotation plan: the env file already holds the new values.

@@ -386,16 +386,15 @@ impl K8sRuntime {
         vars
     }
 
-    /// Polls until every workload rolled out. Only pods created since the apply
-    /// (`begun`) count as this deploy's failures: an older failing pod is left
-    /// over from an earlier deploy, and the controller is replacing it.
+    /// Polls until every workload rolled out, then confirms each with
+    /// `kubectl rollout status`.
     fn wait(
         &self,
         names: &[(String, String)],
         begun: std::time::SystemTime,
         timeout: Duration,
     ) -> Result<()> {
-        let ns = self.kubectl.namespace.clone();
+        let ns = &self.kubectl.namespace;
         let hint =
             format!("; see `kubectl -n {ns} get pods` and `kubectl -n {ns} describe` the workload");
         let start = Instant::now();
@@ -404,73 +403,13 @@ impl K8sRuntime {
             timeout,
             Duration::from_millis(250),
             &hint,
-            || {
-                let list: Value = serde_json::from_str(&self.kubectl.read(&[
-                    "get",
-                    "deployments,statefulsets,daemonsets,pods",
-                    "-o",
-                    "json",
-                ])?)
-                .context("kubectl get gave no JSON")?;
-                let items = list["items"].as_array().cloned().unwrap_or_default();
-                // Creation times have whole seconds: a second of slack.
-                let since = begun - Duration::from_secs(1);
-                let pods: Vec<Value> = items
-                    .iter()
-                    .filter(|i| i["kind"] == "Pod")
-                    .filter(|p| {
-                        crate::time::parse_rfc3339(text(p, "/metadata/creationTimestamp"))
-                            .is_some_and(|c| c >= since)
-                    })
-                    .cloned()
-                    .collect();
-                let now = std::time::SystemTime::now();
-                let age_of = |p: &Value| {
-                    crate::time::parse_rfc3339(text(p, "/metadata/creationTimestamp"))
-                        .and_then(|c| now.duration_since(c).ok())
-                        .unwrap_or_default()
-                };
-                let mut waiting = Vec::new();
-                for (kind, name) in names {
-                    let Some(w) = items
-                        .iter()
-                        .find(|i| text(i, "/kind") == kind && text(i, "/metadata/name") == name)
-                    else {
-                        waiting.push(format!(
-                            "{} {name} not created yet",
-                            kind.to_ascii_lowercase()
-                        ));
-                        continue;
-                    };
-                    let s = workload_status(w, &pods, &age_of);
-                    if let Some(f) = s.failure {
-                        bail!(
-                            "{f}. The old pods keep serving; fix it and deploy again, or undo with `kubectl -n {ns} rollout undo {}/{name}`",
-                            kind.to_ascii_lowercase()
-                        );
-                    }
-                    if let Some(pod) = s.stuck_pod
-                        && let Some(why) = self.mount_failure(&pod)
-                    {
-                        bail!(
-                            "{}/{name}: pod {pod} cannot start: {why}. The old pods keep serving; run `cargo xtask setup-secrets {}` and deploy again",
-                            kind.to_ascii_lowercase(),
-                            self.env
-                        );
-                    }
-                    if !s.converged {
-                        waiting.push(s.progress);
-                    }
-                }
-                if waiting.is_empty() {
-                    Ok(Poll::Done(format!(
-                        "namespace {ns}: {} workloads rolled out in {:.1}s",
-                        names.len(),
-                        start.elapsed().as_secs_f64()
-                    )))
-                } else {
-                    Ok(Poll::Waiting(waiting.join(", ")))
-                }
+            || match self.poll(names, begun)? {
+                Poll::Done(_) => Ok(Poll::Done(format!(
+                    "namespace {ns}: {} workloads rolled out in {:.1}s",
+                    names.len(),
+                    start.elapsed().as_secs_f64()
+                ))),
+                waiting => Ok(waiting),
             },
         )?;
         for (kind, name) in names {
@@ -479,6 +418,69 @@ impl K8sRuntime {
                 .read(&["rollout", "status", &target, "--timeout=60s"])?;
         }
         Ok(())
+    }
+
+    /// One look at the workloads and their pods (one kubectl call). Only pods
+    /// created since the apply (`begun`) count as this deploy's failures: an
+    /// older failing pod is left from an earlier deploy and is being replaced.
+    fn poll(&self, names: &[(String, String)], begun: std::time::SystemTime) -> Result<Poll> {
+        let ns = &self.kubectl.namespace;
+        let list: Value = serde_json::from_str(&self.kubectl.read(&[
+            "get",
+            "deployments,statefulsets,daemonsets,pods",
+            "-o",
+            "json",
+        ])?)
+        .context("kubectl get gave no JSON")?;
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let created =
+            |p: &Value| crate::time::parse_rfc3339(text(p, "/metadata/creationTimestamp"));
+        // Creation times have whole seconds: a second of slack.
+        let since = begun - Duration::from_secs(1);
+        let pods: Vec<Value> = items
+            .iter()
+            .filter(|i| i["kind"] == "Pod" && created(i).is_some_and(|c| c >= since))
+            .cloned()
+            .collect();
+        let now = std::time::SystemTime::now();
+        let age_of = |p: &Value| {
+            created(p)
+                .and_then(|c| now.duration_since(c).ok())
+                .unwrap_or_default()
+        };
+        let mut waiting = Vec::new();
+        for (kind, name) in names {
+            let id = format!("{}/{name}", kind.to_ascii_lowercase());
+            let Some(w) = items
+                .iter()
+                .find(|i| text(i, "/kind") == kind && text(i, "/metadata/name") == name)
+            else {
+                waiting.push(format!("{id} not created yet"));
+                continue;
+            };
+            let s = workload_status(w, &pods, &age_of);
+            if let Some(f) = s.failure {
+                bail!(
+                    "{f}. The old pods keep serving; fix it and deploy again, or undo with `kubectl -n {ns} rollout undo {id}`"
+                );
+            }
+            if let Some(pod) = s.stuck_pod
+                && let Some(why) = self.mount_failure(&pod)
+            {
+                bail!(
+                    "{id}: pod {pod} cannot start: {why}. The old pods keep serving; run `cargo xtask setup-secrets {}` and deploy again",
+                    self.env
+                );
+            }
+            if !s.converged {
+                waiting.push(s.progress);
+            }
+        }
+        Ok(if waiting.is_empty() {
+            Poll::Done(String::new())
+        } else {
+            Poll::Waiting(waiting.join(", "))
+        })
     }
 
     /// The newest FailedMount event of a pod that has been creating for long.
