@@ -38,6 +38,81 @@
 //! Wiping is best effort: it covers every buffer this crate owns, but not
 //! copies the operating system or the caller make (the process environment,
 //! page cache, strings built from [`Secret::expose`]).
+//!
+//! # Order: `SECRETS_ORDER`
+//!
+//! `SECRETS_ORDER` (a comma-separated list, spaces allowed) chooses which
+//! providers [`Reader::get`] consults and in which order: `files` (steps 1
+//! and 2 above), `env` (step 3), and with the cargo features below `vault`
+//! and `aws`. Unset or empty, it is `files,env,vault,aws` (the remote ones
+//! only when compiled in). A provider left out is not consulted; naming one
+//! twice, an unknown one, or one this build lacks (`vault` without the
+//! `vault` feature) is [`Error::InvalidVar`]. The `<NAME>`/`<NAME>_FILE`
+//! conflict is an error whatever the order.
+//!
+//! # Remote stores: the `vault` and `aws` features
+//!
+//! Both are off by default; the default build depends on `percent-encoding`,
+//! `sha2` and `zeroize` only. Either feature adds a blocking HTTP client
+//! (`ureq`, TLS through `rustls` with the `ring` provider and the Mozilla
+//! roots of `webpki-roots`; plain `http://` works too, e.g. for loopback)
+//! and `serde_json`.
+//!
+//! In the default order a remote store is consulted only when its prefix
+//! variable is set, after files and environment; named in `SECRETS_ORDER`
+//! it must be configured. Not found in a store means "try the next
+//! provider", and [`Error::NotFound`] lists the store's path among the
+//! places looked at. Remote values follow the same rules as files:
+//! trailing newlines trimmed, empty is an error. Any other failure (refused token, unreachable server,
+//! malformed answer) is `Error::Provider`, which names the provider and the
+//! path, never a value or a token. Redirects are not followed (they would
+//! carry the token elsewhere); every request times out after 10 s.
+//!
+//! **`vault`**: Vault or OpenBao KV version 2, `GET
+//! $VAULT_ADDR/v1/<mount>/data/<prefix>/<name>` with the header
+//! `X-Vault-Token`.
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `SECRETS_VAULT_PREFIX` | e.g. `raqeem/production`; required, turns the provider on |
+//! | `SECRETS_VAULT_MOUNT` | the KV v2 mount, default `secret` |
+//! | `VAULT_ADDR` | e.g. `https://vault.internal:8200`; required |
+//! | `VAULT_TOKEN` or `VAULT_TOKEN_FILE` | the token, or a file holding it (read on each fetch); exactly one |
+//! | `VAULT_NAMESPACE` | sent as `X-Vault-Namespace` when set |
+//!
+//! The entry must hold a key named like the secret, as `cargo xtask` writes
+//! it (`kv put -mount=secret raqeem/production/jwt_secret jwt_secret=-`). A
+//! deleted or destroyed current version counts as not found.
+//!
+//! **`aws`**: AWS Secrets Manager `GetSecretValue` of `<prefix>/<name>`
+//! (its `AWSCURRENT` version), signed with Signature Version 4.
+//! `SecretString` is used as is, `SecretBinary` base64-decoded.
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `SECRETS_AWS_PREFIX` | e.g. `raqeem/production`; required, turns the provider on |
+//! | `AWS_REGION` or `AWS_DEFAULT_REGION` | required |
+//! | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` | credentials |
+//! | `AWS_SHARED_CREDENTIALS_FILE`, `AWS_PROFILE` | else this file (default `~/.aws/credentials`), profile (default `default`) |
+//! | `AWS_ENDPOINT_URL_SECRETS_MANAGER`, `AWS_ENDPOINT_URL` | endpoint override, e.g. a local moto; default `https://secretsmanager.<region>.amazonaws.com` |
+//!
+//! Instance, container and web-identity credentials (IMDS, ECS, IRSA) and
+//! `AWS_CONFIG_FILE` settings are not supported.
+//!
+//! **Cache.** Values read from a remote store are cached for
+//! `SECRETS_CACHE_SECONDS` (default 60; `0` turns the cache off) and read
+//! again after that, so a rotated value reaches a long-running service
+//! without a restart, within that time. Only values found are cached;
+//! errors are not, and a failed re-read does not fall back to the expired
+//! value. Cached values are wiped when they expire and when the cache is
+//! dropped. A [`Reader`] made with [`Reader::new`] has a cache of its own;
+//! [`Reader::from_env`] and the free functions share one for the process,
+//! so calling [`get`] each time a secret is needed is cheap. Files and
+//! environment variables are read on every call, as before.
+//!
+//! Response bodies are read into buffers that are wiped on drop, and the
+//! parsed JSON's strings are wiped; copies inside the HTTP and JSON
+//! libraries' own buffers and in the kernel are beyond this crate's reach.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -180,6 +255,13 @@ pub enum Source {
     Env(String),
     /// Built from other secrets, e.g. `postgres_user, postgres_password`.
     Built(String),
+    /// A Vault KV v2 entry: `path` is the API path after `/v1/`, e.g.
+    /// `secret/data/raqeem/production/jwt_secret`, on the server `addr`.
+    #[cfg(feature = "vault")]
+    Vault { addr: String, path: String },
+    /// An AWS Secrets Manager secret, e.g. `raqeem/production/jwt_secret`.
+    #[cfg(feature = "aws")]
+    Aws { region: String, id: String },
 }
 
 impl fmt::Display for Source {
@@ -189,6 +271,10 @@ impl fmt::Display for Source {
             Source::FileEnv { var, path } => write!(f, "${var} ({})", path.display()),
             Source::Env(var) => write!(f, "${var}"),
             Source::Built(parts) => write!(f, "built from {parts}"),
+            #[cfg(feature = "vault")]
+            Source::Vault { addr, path } => write!(f, "vault {path} at {addr}"),
+            #[cfg(feature = "aws")]
+            Source::Aws { region, id } => write!(f, "aws secretsmanager {id} in {region}"),
         }
     }
 }
@@ -227,6 +313,15 @@ pub enum Error {
     },
     /// A plain (non-secret) setting such as `POSTGRES_PORT` is malformed.
     InvalidVar { var: String, reason: &'static str },
+    /// A remote store (`vault`, `aws` features) answered with an error or
+    /// could not be reached. `reason` names what went wrong, never a value
+    /// or a token.
+    #[cfg(any(feature = "vault", feature = "aws"))]
+    Provider {
+        name: String,
+        source: Source,
+        reason: String,
+    },
 }
 
 fn join(items: &[String]) -> String {
@@ -272,6 +367,12 @@ impl fmt::Display for Error {
                 error.kind()
             ),
             Error::InvalidVar { var, reason } => write!(f, "${var} {reason}"),
+            #[cfg(any(feature = "vault", feature = "aws"))]
+            Error::Provider {
+                name,
+                source,
+                reason,
+            } => write!(f, "cannot read secret {name:?} from {source}: {reason}"),
         }
     }
 }
@@ -381,6 +482,8 @@ type EnvFn = dyn Fn(&str) -> Option<OsString> + Send + Sync;
 pub struct Reader {
     dir: PathBuf,
     env: Box<EnvFn>,
+    #[cfg(any(feature = "vault", feature = "aws"))]
+    remote: remote::Remote,
 }
 
 impl fmt::Debug for Reader {
@@ -401,8 +504,18 @@ fn dir_from(secrets_dir: Option<OsString>) -> PathBuf {
 impl Reader {
     /// The directory is `$SECRETS_DIR` when set and non-empty, else
     /// `/run/secrets`; variables come from the process environment.
+    ///
+    /// With the `vault` or `aws` feature, all readers made by `from_env` (and
+    /// the free functions [`get`], [`database_url`], [`redis_url`]) share one
+    /// process-wide cache of remote values.
     pub fn from_env() -> Self {
-        Reader::new(dir_from(std::env::var_os("SECRETS_DIR")))
+        #[allow(unused_mut)]
+        let mut reader = Reader::new(dir_from(std::env::var_os("SECRETS_DIR")));
+        #[cfg(any(feature = "vault", feature = "aws"))]
+        {
+            reader.remote = remote::Remote::shared();
+        }
+        reader
     }
 
     /// A reader for `dir`. Variables come from the process environment until
@@ -411,6 +524,8 @@ impl Reader {
         Reader {
             dir: dir.into(),
             env: Box::new(|key| std::env::var_os(key)),
+            #[cfg(any(feature = "vault", feature = "aws"))]
+            remote: remote::Remote::new(),
         }
     }
 
@@ -433,15 +548,62 @@ impl Reader {
         (self.env)(key).filter(|v| !v.is_empty())
     }
 
-    /// Reads the secret `name` (e.g. `postgres_password`): from
-    /// `<dir>/<name>`, else the file named by `$<NAME>_FILE`, else `$<NAME>`.
+    /// The providers to consult, in order, and whether each was named
+    /// explicitly in `$SECRETS_ORDER` (an unconfigured remote store named
+    /// there is an error; one only in the default order is skipped).
+    fn order(&self) -> Result<Vec<(Provider, bool)>, Error> {
+        const VAR: &str = "SECRETS_ORDER";
+        let invalid = |reason| Error::InvalidVar {
+            var: VAR.to_owned(),
+            reason,
+        };
+        let Some(raw) = self.var(VAR) else {
+            return Ok(Provider::DEFAULT.iter().map(|&p| (p, false)).collect());
+        };
+        let mut order = Vec::new();
+        for item in raw.to_string_lossy().split(',') {
+            let provider = match item.trim() {
+                "files" => Provider::Files,
+                "env" => Provider::Env,
+                #[cfg(feature = "vault")]
+                "vault" => Provider::Vault,
+                #[cfg(not(feature = "vault"))]
+                "vault" => {
+                    return Err(invalid(
+                        "names vault, but this build lacks the `vault` feature",
+                    ));
+                }
+                #[cfg(feature = "aws")]
+                "aws" => Provider::Aws,
+                #[cfg(not(feature = "aws"))]
+                "aws" => return Err(invalid("names aws, but this build lacks the `aws` feature")),
+                _ => {
+                    return Err(invalid(
+                        "must be a comma-separated list of files, env, vault and aws",
+                    ));
+                }
+            };
+            if order.iter().any(|&(p, _)| p == provider) {
+                return Err(invalid("names a provider twice"));
+            }
+            order.push((provider, true));
+        }
+        Ok(order)
+    }
+
+    /// Reads the secret `name` (e.g. `postgres_password`) from the providers
+    /// in `$SECRETS_ORDER` (default `files,env,vault,aws`): `files` is
+    /// `<dir>/<name>`, then the file named by `$<NAME>_FILE`; `env` is
+    /// `$<NAME>`; `vault` and `aws` need their features and settings (see the
+    /// crate documentation).
     pub fn get(&self, name: &str) -> Result<Secret, Error> {
         validate_name(name)?;
+        let order = self.order()?;
         let var = env_var_name(name);
         let file_var = format!("{var}_FILE");
         // Wrapped at once so the value is wiped on every return path.
-        let direct = self.var(&var).map(|v| Wiped(v.into_encoded_bytes()));
-        let file_path = self.var(&file_var).map(PathBuf::from);
+        let mut direct = self.var(&var).map(|v| Wiped(v.into_encoded_bytes()));
+        let mut file_path = self.var(&file_var).map(PathBuf::from);
         if direct.is_some() && file_path.is_some() {
             return Err(Error::Conflict {
                 name: name.to_owned(),
@@ -455,36 +617,54 @@ impl Reader {
             error,
         };
 
-        let dir_path = self.dir.join(name);
-        match read_file(&dir_path) {
-            Ok(bytes) => return finish(name, bytes, Source::Dir(dir_path)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error(Source::Dir(dir_path), e)),
-        }
-
-        if let Some(path) = file_path {
-            let read = read_file(&path);
-            let source = Source::FileEnv {
-                var: file_var,
-                path,
-            };
-            return match read {
-                Ok(bytes) => finish(name, bytes, source),
-                Err(e) => Err(io_error(source, e)),
-            };
-        }
-
-        if let Some(bytes) = direct {
-            return finish(name, bytes, Source::Env(var));
+        let mut looked = Vec::new();
+        for (provider, _explicit) in order {
+            match provider {
+                Provider::Files => {
+                    let dir_path = self.dir.join(name);
+                    match read_file(&dir_path) {
+                        Ok(bytes) => return finish(name, bytes, Source::Dir(dir_path)),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(io_error(Source::Dir(dir_path), e)),
+                    }
+                    looked.push(dir_path.display().to_string());
+                    if let Some(path) = file_path.take() {
+                        let read = read_file(&path);
+                        let source = Source::FileEnv {
+                            var: file_var,
+                            path,
+                        };
+                        return match read {
+                            Ok(bytes) => finish(name, bytes, source),
+                            Err(e) => Err(io_error(source, e)),
+                        };
+                    }
+                    looked.push(format!("${file_var}"));
+                }
+                Provider::Env => {
+                    if let Some(bytes) = direct.take() {
+                        return finish(name, bytes, Source::Env(var));
+                    }
+                    looked.push(format!("${var}"));
+                }
+                #[cfg(feature = "vault")]
+                Provider::Vault => {
+                    if let Some(s) = vault::get(self, name, _explicit, &mut looked)? {
+                        return Ok(s);
+                    }
+                }
+                #[cfg(feature = "aws")]
+                Provider::Aws => {
+                    if let Some(s) = aws::get(self, name, _explicit, &mut looked)? {
+                        return Ok(s);
+                    }
+                }
+            }
         }
 
         Err(Error::NotFound {
             name: name.to_owned(),
-            looked: vec![
-                dir_path.display().to_string(),
-                format!("${file_var}"),
-                format!("${var}"),
-            ],
+            looked,
         })
     }
 
@@ -617,6 +797,28 @@ impl Reader {
     }
 }
 
+/// A place [`Reader::get`] looks in; see `SECRETS_ORDER`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Provider {
+    Files,
+    Env,
+    #[cfg(feature = "vault")]
+    Vault,
+    #[cfg(feature = "aws")]
+    Aws,
+}
+
+impl Provider {
+    const DEFAULT: &[Provider] = &[
+        Provider::Files,
+        Provider::Env,
+        #[cfg(feature = "vault")]
+        Provider::Vault,
+        #[cfg(feature = "aws")]
+        Provider::Aws,
+    ];
+}
+
 const PORTS: RangeInclusive<u32> = 1..=65535;
 const PORT_REASON: &str = "is not a port number (1-65535)";
 
@@ -634,6 +836,13 @@ pub fn database_url() -> Result<Secret, Error> {
 pub fn redis_url() -> Result<Secret, Error> {
     Reader::from_env().redis_url()
 }
+
+#[cfg(feature = "aws")]
+mod aws;
+#[cfg(any(feature = "vault", feature = "aws"))]
+mod remote;
+#[cfg(feature = "vault")]
+mod vault;
 
 #[cfg(test)]
 mod tests;

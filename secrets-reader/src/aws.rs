@@ -1,0 +1,452 @@
+//! The `aws` provider: AWS Secrets Manager `GetSecretValue`, signed with
+//! Signature Version 4 (hand-rolled on `hmac` and `sha2`, see [`sign`]).
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use hmac::{KeyInit, Mac};
+use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::remote;
+use crate::{Error, Reader, Secret, Source, Wiped, finish};
+
+const SERVICE: &str = "secretsmanager";
+
+struct Config {
+    region: String,
+    /// Scheme, authority and base path, e.g. `https://secretsmanager.eu-west-1.amazonaws.com`.
+    endpoint: String,
+    id: String,
+}
+
+struct Credentials {
+    access_key: String,
+    secret_key: Zeroizing<String>,
+    session_token: Option<Zeroizing<String>>,
+}
+
+fn setting(reader: &Reader, var: &str) -> Option<String> {
+    reader
+        .var(var)
+        .map(|v| v.to_string_lossy().trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// `None` when `SECRETS_AWS_PREFIX` is unset: AWS is then skipped unless
+/// `SECRETS_ORDER` names it (`explicit`), which is an error.
+fn config(reader: &Reader, name: &str, explicit: bool) -> Result<Option<Config>, Error> {
+    let Some(prefix) = setting(reader, "SECRETS_AWS_PREFIX") else {
+        return if explicit {
+            Err(Error::InvalidVar {
+                var: "SECRETS_AWS_PREFIX".to_owned(),
+                reason: "must be set when $SECRETS_ORDER names aws",
+            })
+        } else {
+            Ok(None)
+        };
+    };
+    let Some(region) =
+        setting(reader, "AWS_REGION").or_else(|| setting(reader, "AWS_DEFAULT_REGION"))
+    else {
+        return Err(Error::InvalidVar {
+            var: "AWS_REGION".to_owned(),
+            reason: "(or $AWS_DEFAULT_REGION) must be set when $SECRETS_AWS_PREFIX is",
+        });
+    };
+    let (var, endpoint) = match setting(reader, "AWS_ENDPOINT_URL_SECRETS_MANAGER") {
+        Some(e) => ("AWS_ENDPOINT_URL_SECRETS_MANAGER", e),
+        None => match setting(reader, "AWS_ENDPOINT_URL") {
+            Some(e) => ("AWS_ENDPOINT_URL", e),
+            None => ("", format!("https://{SERVICE}.{region}.amazonaws.com")),
+        },
+    };
+    let endpoint = endpoint.trim_end_matches('/').to_owned();
+    if remote::split_url(&endpoint).is_none() {
+        return Err(Error::InvalidVar {
+            var: var.to_owned(),
+            reason: "is not an http:// or https:// URL",
+        });
+    }
+    let id = format!("{}/{name}", prefix.trim_end_matches('/'));
+    Ok(Some(Config {
+        region,
+        endpoint,
+        id,
+    }))
+}
+
+/// `$AWS_ACCESS_KEY_ID`, `$AWS_SECRET_ACCESS_KEY` and `$AWS_SESSION_TOKEN`;
+/// else the profile `$AWS_PROFILE` (default `default`) of the shared
+/// credentials file (`$AWS_SHARED_CREDENTIALS_FILE`, default
+/// `~/.aws/credentials`).
+fn credentials(reader: &Reader, fail: &dyn Fn(String) -> Error) -> Result<Credentials, Error> {
+    let key_id = setting(reader, "AWS_ACCESS_KEY_ID");
+    let secret = reader
+        .var("AWS_SECRET_ACCESS_KEY")
+        .map(|v| Zeroizing::new(v.to_string_lossy().into_owned()));
+    match (key_id, secret) {
+        (Some(access_key), Some(secret_key)) => {
+            return Ok(Credentials {
+                access_key,
+                secret_key,
+                session_token: reader
+                    .var("AWS_SESSION_TOKEN")
+                    .map(|v| Zeroizing::new(v.to_string_lossy().into_owned())),
+            });
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(fail(
+                "set both $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY, or neither".to_owned(),
+            ));
+        }
+        (None, None) => {}
+    }
+    let path = match reader.var("AWS_SHARED_CREDENTIALS_FILE") {
+        Some(p) => PathBuf::from(p),
+        None => match reader.var("HOME") {
+            Some(home) => PathBuf::from(home).join(".aws/credentials"),
+            None => return Err(fail(NO_CREDENTIALS.to_owned())),
+        },
+    };
+    let profile = setting(reader, "AWS_PROFILE").unwrap_or_else(|| "default".to_owned());
+    let text = match crate::read_file(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(fail(NO_CREDENTIALS.to_owned()));
+        }
+        Err(e) => {
+            return Err(fail(format!(
+                "cannot read the credentials file {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let text = String::from_utf8_lossy(&text.0);
+    let found = profile_keys(&text, &profile);
+    // `from_utf8_lossy` borrows when the file is UTF-8, so the wiped buffer
+    // holds the only copy; an owned (lossy) copy is wiped here.
+    if let std::borrow::Cow::Owned(mut s) = text {
+        s.zeroize();
+    }
+    match found {
+        (Some(access_key), Some(secret_key), session_token) => Ok(Credentials {
+            access_key: access_key.to_string(),
+            secret_key,
+            session_token,
+        }),
+        _ => Err(fail(format!(
+            "profile [{profile}] of {} has no aws_access_key_id and aws_secret_access_key",
+            path.display()
+        ))),
+    }
+}
+
+const NO_CREDENTIALS: &str = "no credentials: set $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY \
+     (and $AWS_SESSION_TOKEN) or $AWS_SHARED_CREDENTIALS_FILE";
+
+type ProfileKeys = (
+    Option<String>,
+    Option<Zeroizing<String>>,
+    Option<Zeroizing<String>>,
+);
+
+/// The keys of `[profile]` in an INI-style credentials file.
+fn profile_keys(text: &str, profile: &str) -> ProfileKeys {
+    let mut section = None;
+    let mut out: ProfileKeys = (None, None, None);
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = Some(name.trim());
+            continue;
+        }
+        if section != Some(profile) {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let v = v.trim();
+        match k.trim() {
+            "aws_access_key_id" => out.0 = Some(v.to_owned()),
+            "aws_secret_access_key" => out.1 = Some(Zeroizing::new(v.to_owned())),
+            "aws_session_token" => out.2 = Some(Zeroizing::new(v.to_owned())),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Looks `name` up in Secrets Manager as `<prefix>/<name>`: `Ok(None)` when
+/// AWS is not configured (and not named in `SECRETS_ORDER`) or has no such
+/// secret.
+pub(crate) fn get(
+    reader: &Reader,
+    name: &str,
+    explicit: bool,
+    looked: &mut Vec<String>,
+) -> Result<Option<Secret>, Error> {
+    let Some(cfg) = config(reader, name, explicit)? else {
+        return Ok(None);
+    };
+    let source = Source::Aws {
+        region: cfg.region.clone(),
+        id: cfg.id.clone(),
+    };
+    looked.push(source.to_string());
+    let key = format!("aws {} {} {}", cfg.endpoint, cfg.region, cfg.id);
+    remote::cached_or_fetch(reader, key, || fetch(reader, name, &cfg, source))
+}
+
+fn fetch(
+    reader: &Reader,
+    name: &str,
+    cfg: &Config,
+    source: Source,
+) -> Result<Option<Secret>, Error> {
+    let fail = |reason: String| Error::Provider {
+        name: name.to_owned(),
+        source: source.clone(),
+        reason,
+    };
+    let creds = credentials(reader, &fail)?;
+    let (_, authority, base) =
+        remote::split_url(&cfg.endpoint).ok_or_else(|| fail("bad endpoint".to_owned()))?;
+    let path = format!("{base}/");
+    let body = serde_json::json!({ "SecretId": cfg.id }).to_string();
+    let amz_date = amz_date(SystemTime::now());
+    let mut headers: Vec<(&str, &str)> = vec![
+        ("content-type", "application/x-amz-json-1.1"),
+        ("host", authority),
+        ("x-amz-date", &amz_date),
+        ("x-amz-target", "secretsmanager.GetSecretValue"),
+    ];
+    if let Some(t) = &creds.session_token {
+        headers.push(("x-amz-security-token", t));
+    }
+    let authorization = sign(
+        &Signing {
+            access_key: &creds.access_key,
+            secret_key: &creds.secret_key,
+            region: &cfg.region,
+            service: SERVICE,
+            amz_date: &amz_date,
+        },
+        "POST",
+        &path,
+        &mut headers,
+        body.as_bytes(),
+    );
+    let mut request = reader
+        .remote
+        .agent()
+        .post(format!("{}/", cfg.endpoint))
+        .header("authorization", &*authorization);
+    for (k, v) in &headers {
+        request = request.header(*k, *v);
+    }
+    let mut response = request
+        .send(body.as_bytes())
+        .map_err(|e| fail(format!("request failed: {e}")))?;
+    let status = response.status().as_u16();
+    let body = remote::read_body(response.body_mut())
+        .map_err(|e| fail(format!("HTTP {status}, reading the body failed: {e}")))?;
+    let json = remote::parse(&body);
+    if status != 200 {
+        let field = |k: &str| {
+            json.as_ref()
+                .and_then(|j| j.0.get(k))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
+        let kind = field("__type").unwrap_or_default();
+        let kind = kind.rsplit('#').next().unwrap_or_default().to_owned();
+        if kind == "ResourceNotFoundException" {
+            return Ok(None);
+        }
+        let message = field("message").or_else(|| field("Message"));
+        let hide: Vec<&[u8]> = [
+            Some(creds.secret_key.as_bytes()),
+            creds.session_token.as_ref().map(|t| t.as_bytes()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let text = match message {
+            Some(m) => format!("{kind}: {m}"),
+            None => kind,
+        };
+        let text = remote::scrub(&text, &hide);
+        return Err(fail(if text.is_empty() {
+            format!("HTTP {status}")
+        } else {
+            format!("HTTP {status}: {text}")
+        }));
+    }
+    let Some(json) = json else {
+        return Err(fail("the response is not JSON".to_owned()));
+    };
+    if let Some(text) = json.0.get("SecretString").and_then(|v| v.as_str()) {
+        return finish(name, remote::wiped_copy(text.as_bytes()), source).map(Some);
+    }
+    if let Some(b64) = json.0.get("SecretBinary").and_then(|v| v.as_str()) {
+        let engine = &base64::engine::general_purpose::STANDARD;
+        let mut out = Wiped(vec![0; b64.len() / 4 * 3 + 3]);
+        let n = engine
+            .decode_slice(b64, &mut out.0)
+            .map_err(|_| fail("SecretBinary is not valid base64".to_owned()))?;
+        out.0.truncate(n);
+        return finish(name, out, source).map(Some);
+    }
+    Err(fail(
+        "the response has neither SecretString nor SecretBinary".to_owned(),
+    ))
+}
+
+/// `YYYYMMDDTHHMMSSZ` in UTC.
+fn amz_date(now: SystemTime) -> String {
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+struct Signing<'a> {
+    access_key: &'a str,
+    secret_key: &'a str,
+    region: &'a str,
+    service: &'a str,
+    /// `YYYYMMDDTHHMMSSZ`, also sent as `x-amz-date`.
+    amz_date: &'a str,
+}
+
+fn hmac(key: &[u8], data: &[u8]) -> Zeroizing<[u8; 32]> {
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(data);
+    Zeroizing::new(mac.finalize().into_bytes().into())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The SigV4 `Authorization` header for a request without a query string.
+/// `headers` are lower-case names with trimmed values; they are sorted here
+/// and all of them are signed. The path must already be URI-encoded.
+fn sign(
+    s: &Signing<'_>,
+    method: &str,
+    path: &str,
+    headers: &mut [(&str, &str)],
+    body: &[u8],
+) -> Zeroizing<String> {
+    headers.sort_by(|a, b| a.0.cmp(b.0));
+    let canonical_headers: String = headers.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
+    let signed: Vec<&str> = headers.iter().map(|(k, _)| *k).collect();
+    let signed = signed.join(";");
+    let canonical = format!(
+        "{method}\n{path}\n\n{canonical_headers}\n{signed}\n{}",
+        hex(&Sha256::digest(body))
+    );
+    let date = &s.amz_date[..8];
+    let scope = format!("{date}/{}/{}/aws4_request", s.region, s.service);
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{}\n{scope}\n{}",
+        s.amz_date,
+        hex(&Sha256::digest(canonical.as_bytes()))
+    );
+    let k_secret = Zeroizing::new(format!("AWS4{}", s.secret_key));
+    let k_date = hmac(k_secret.as_bytes(), date.as_bytes());
+    let k_region = hmac(&*k_date, s.region.as_bytes());
+    let k_service = hmac(&*k_region, s.service.as_bytes());
+    let k_signing = hmac(&*k_service, b"aws4_request");
+    let signature = hmac(&*k_signing, to_sign.as_bytes());
+    Zeroizing::new(format!(
+        "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed}, Signature={}",
+        s.access_key,
+        hex(&*signature)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn amz_date_is_utc() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_440_938_160); // 2015-08-30 12:36:00
+        assert_eq!(amz_date(t), "20150830T123600Z");
+        assert_eq!(amz_date(UNIX_EPOCH), "19700101T000000Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400 + 86_399); // 2000-02-29 23:59:59
+        assert_eq!(amz_date(leap), "20000229T235959Z");
+    }
+
+    /// `get-vanilla` and `post-vanilla` of AWS's SigV4 test suite.
+    #[test]
+    fn sigv4_test_suite() {
+        let s = Signing {
+            access_key: "AKIDEXAMPLE",
+            secret_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            region: "us-east-1",
+            service: "service",
+            amz_date: "20150830T123600Z",
+        };
+        let mut headers = [
+            ("x-amz-date", "20150830T123600Z"),
+            ("host", "example.amazonaws.com"),
+        ];
+        let get = sign(&s, "GET", "/", &mut headers, b"");
+        assert_eq!(
+            get.as_str(),
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, \
+             SignedHeaders=host;x-amz-date, \
+             Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"
+        );
+        let post = sign(&s, "POST", "/", &mut headers, b"");
+        assert!(
+            post.ends_with(
+                "Signature=5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b"
+            ),
+            "{}",
+            post.as_str()
+        );
+    }
+
+    #[test]
+    fn credentials_file_profiles() {
+        let text = "[default]\naws_access_key_id = A1\naws_secret_access_key=S1\n\n\
+                    # comment\n[other]\naws_access_key_id=A2\naws_secret_access_key = S2\n\
+                    aws_session_token = T2\n";
+        let (a, s, t) = profile_keys(text, "default");
+        assert_eq!(
+            (a.as_deref(), s.as_deref().map(String::as_str)),
+            (Some("A1"), Some("S1"))
+        );
+        assert!(t.is_none());
+        let (a, s, t) = profile_keys(text, "other");
+        assert_eq!(a.as_deref(), Some("A2"));
+        assert_eq!(s.as_deref().map(String::as_str), Some("S2"));
+        assert_eq!(t.as_deref().map(String::as_str), Some("T2"));
+        assert!(profile_keys(text, "missing").0.is_none());
+    }
+}

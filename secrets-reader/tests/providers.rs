@@ -1,0 +1,730 @@
+//! The `vault` and `aws` providers against real servers this test starts on
+//! free loopback ports and kills on drop: an OpenBao dev server (`bao`) and
+//! moto (`moto_server`). Values are written with the `bao` and `aws` CLIs
+//! (on stdin, never argv) and read back through [`Reader`]; a rotation is
+//! seen only after the cache time (1 s here); no error shows a value, a token
+//! or a secret key.
+//!
+//! Built only with both features (`required-features` in Cargo.toml):
+//! `cargo test -p secrets-reader --all-features`. Without the programs the
+//! tests fail under `CI=true` and are skipped loudly elsewhere
+//! (`bash .ci/openbao.sh` and `bash .ci/moto.sh` install them).
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use secrets_reader::{Error, Reader, Secret, Source};
+
+const TOKEN: &str = "reader-test-root-T0KEN-qq";
+const AWS_SECRET_KEY: &str = "aws-secret-K3Y-zz";
+/// Distinctive values that must never appear in any error.
+const V1: &str = "first-V4LUE-xyzzy";
+const V2: &str = "second-V4LUE-plugh";
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// True when every program is on PATH; else fails under CI, skips loudly.
+fn have(test: &str, programs: &[&str], install: &str) -> bool {
+    let missing: Vec<&str> = programs
+        .iter()
+        .copied()
+        .filter(|p| which(p).is_none())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if ci() {
+        panic!(
+            "{test}: CI is set but {} is not installed; .ci/run must run {install}",
+            missing.join(" and ")
+        );
+    }
+    eprintln!(
+        "\n*** SKIPPED {test}: {} not installed ({install}) ***\n",
+        missing.join(" and ")
+    );
+    false
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A unique directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "secrets-reader-providers-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Kills and reaps the child on drop.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(mut cmd: Command, stdin: &str) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ---- OpenBao ----
+
+fn start_bao() -> Server {
+    for _ in 0..20 {
+        let port = free_port();
+        // The dev server also takes PORT+1 (cluster address).
+        if TcpListener::bind(("127.0.0.1", port + 1)).is_err() {
+            continue;
+        }
+        let child = Command::new("bao")
+            .args([
+                "server",
+                "-dev",
+                &format!("-dev-root-token-id={TOKEN}"),
+                &format!("-dev-listen-address=127.0.0.1:{port}"),
+            ])
+            .env_remove("BAO_ADDR")
+            .env_remove("VAULT_ADDR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start bao server -dev");
+        let mut server = Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(_)) = server.child.try_wait() {
+                break; // lost the port race: try another port
+            }
+            if bao(&server)
+                .arg("status")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    panic!("the OpenBao dev server did not start");
+}
+
+/// The `bao` CLI against `server` (BAO_* too: an empty BAO_* would win).
+fn bao(server: &Server) -> Command {
+    let mut c = Command::new("bao");
+    c.env("BAO_ADDR", &server.url)
+        .env("BAO_TOKEN", TOKEN)
+        .env("VAULT_ADDR", &server.url)
+        .env("VAULT_TOKEN", TOKEN)
+        .env_remove("BAO_NAMESPACE")
+        .env_remove("VAULT_NAMESPACE");
+    c
+}
+
+/// `kv put -mount=secret PATH KEY=-` with the value on stdin, as xtask does.
+fn kv_put(server: &Server, path: &str, key: &str, value: &str) {
+    let mut c = bao(server);
+    c.args(["kv", "put", "-mount=secret", path, &format!("{key}=-")]);
+    run(c, value);
+}
+
+// ---- moto ----
+
+fn start_moto() -> Server {
+    let port = free_port();
+    let child = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moto_server");
+    let server = Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "moto_server did not listen on port {port} within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server
+}
+
+/// `aws secretsmanager ARGS` against `server`, isolated from any real set-up.
+fn aws(server: &Server, dir: &Path, args: &[&str], stdin: &str) {
+    let mut c = Command::new("aws");
+    c.arg("secretsmanager")
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", AWS_SECRET_KEY)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", &server.url)
+        .env("AWS_CONFIG_FILE", dir.join("no-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("no-credentials"))
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_REGION");
+    run(c, stdin);
+}
+
+// ---- the reader ----
+
+fn reader(dir: &Path, vars: &[(&str, &str)]) -> Reader {
+    let map: HashMap<String, OsString> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), OsString::from(v)))
+        .collect();
+    Reader::new(dir).with_env(move |k| map.get(k).cloned())
+}
+
+fn vault_env(server: &Server) -> Vec<(&'static str, String)> {
+    vec![
+        ("VAULT_ADDR", server.url.clone()),
+        ("VAULT_TOKEN", TOKEN.to_owned()),
+        ("SECRETS_VAULT_PREFIX", "raqeem/test".to_owned()),
+        ("SECRETS_CACHE_SECONDS", "1".to_owned()),
+    ]
+}
+
+fn aws_env(server: &Server) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", server.url.clone()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", AWS_SECRET_KEY.to_owned()),
+        ("SECRETS_AWS_PREFIX", "raqeem/test".to_owned()),
+        ("SECRETS_CACHE_SECONDS", "1".to_owned()),
+    ]
+}
+
+/// `base` with `extra` set on top (an empty value unsets, as the reader
+/// treats empty variables as unset).
+fn with(base: &[(&'static str, String)], extra: &[(&'static str, &str)]) -> Vec<(String, String)> {
+    let mut map: Vec<(String, String)> = base
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    for (k, v) in extra {
+        map.retain(|(m, _)| m != k);
+        map.push((k.to_string(), v.to_string()));
+    }
+    map
+}
+
+fn reader_with(dir: &Path, vars: &[(String, String)]) -> Reader {
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (&**k, &**v)).collect();
+    reader(dir, &vars)
+}
+
+fn text(s: &Secret) -> &str {
+    s.expose_str().unwrap()
+}
+
+/// No form of `err` shows a value, a token or the secret key.
+fn assert_clean(err: &Error) {
+    for out in [err.to_string(), format!("{err:?}"), format!("{err:#?}")] {
+        for bad in [V1, V2, "V4LUE", TOKEN, "T0KEN", AWS_SECRET_KEY, "K3Y"] {
+            assert!(!out.contains(bad), "{bad:?} leaked: {out}");
+        }
+    }
+}
+
+/// Waits until `secs` have passed since `filled`, plus a margin.
+fn wait_cache(filled: Instant, secs: u64) {
+    let until = filled + Duration::from_millis(secs * 1000 + 300);
+    std::thread::sleep(until.saturating_duration_since(Instant::now()));
+}
+
+#[test]
+fn vault_kv2_read_rotate_and_errors() {
+    if !have(
+        "vault_kv2_read_rotate_and_errors",
+        &["bao"],
+        "bash .ci/openbao.sh",
+    ) {
+        return;
+    }
+    let server = start_bao();
+    let dir = TempDir::new();
+    kv_put(&server, "raqeem/test/jwt_secret", "jwt_secret", V1);
+    let env = vault_env(&server);
+    let r = reader_with(&dir.0, &with(&env, &[]));
+
+    // Found, with its source named.
+    let s = r.get("jwt_secret").unwrap();
+    assert_eq!(text(&s), V1);
+    assert_eq!(
+        s.source(),
+        &Source::Vault {
+            addr: server.url.clone(),
+            path: "secret/data/raqeem/test/jwt_secret".into()
+        }
+    );
+    assert_eq!(
+        s.source().to_string(),
+        format!("vault secret/data/raqeem/test/jwt_secret at {}", server.url)
+    );
+    let shown = format!("{s:?} {s}");
+    assert!(!shown.contains(V1), "{shown}");
+
+    // Rotation: the cached value until the cache time (1 s) has passed.
+    let filled = Instant::now();
+    kv_put(&server, "raqeem/test/jwt_secret", "jwt_secret", V2);
+    assert_eq!(text(&r.get("jwt_secret").unwrap()), V1, "served from cache");
+    assert!(
+        filled.elapsed() < Duration::from_secs(1),
+        "the write took longer than the cache time; the check above proved nothing"
+    );
+    wait_cache(filled, 1);
+    assert_eq!(text(&r.get("jwt_secret").unwrap()), V2, "re-read after 1 s");
+    // Cache off: every read goes to the server.
+    let r0 = reader_with(&dir.0, &with(&env, &[("SECRETS_CACHE_SECONDS", "0")]));
+    assert_eq!(text(&r0.get("jwt_secret").unwrap()), V2);
+    kv_put(&server, "raqeem/test/jwt_secret", "jwt_secret", V1);
+    assert_eq!(text(&r0.get("jwt_secret").unwrap()), V1);
+
+    // Default order: files and env come first; SECRETS_ORDER changes that.
+    let r2 = reader_with(&dir.0, &with(&env, &[("JWT_SECRET", "from-env")]));
+    assert_eq!(text(&r2.get("jwt_secret").unwrap()), "from-env");
+    let r2 = reader_with(
+        &dir.0,
+        &with(
+            &env,
+            &[("JWT_SECRET", "from-env"), ("SECRETS_ORDER", "vault,env")],
+        ),
+    );
+    assert_eq!(text(&r2.get("jwt_secret").unwrap()), V1);
+    let r2 = reader_with(
+        &dir.0,
+        &with(&env, &[("JWT_SECRET", ""), ("SECRETS_ORDER", "files,env")]),
+    );
+    assert!(matches!(r2.get("jwt_secret"), Err(Error::NotFound { .. })));
+
+    // Token from a file, custom mount (a second KV v2 mount).
+    let token_file = dir.0.join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let mut c = bao(&server);
+    c.args(["secrets", "enable", "-path=kv2", "-version=2", "kv"]);
+    run(c, "");
+    let mut c = bao(&server);
+    c.args(["kv", "put", "-mount=kv2", "other/api_key", "api_key=-"]);
+    run(c, V2);
+    let r3 = reader_with(
+        &dir.0,
+        &with(
+            &env,
+            &[
+                ("VAULT_TOKEN", ""),
+                ("VAULT_TOKEN_FILE", token_file.to_str().unwrap()),
+                ("SECRETS_VAULT_MOUNT", "kv2"),
+                ("SECRETS_VAULT_PREFIX", "other"),
+            ],
+        ),
+    );
+    let s = r3.get("api_key").unwrap();
+    assert_eq!(text(&s), V2);
+    assert!(
+        s.source()
+            .to_string()
+            .starts_with("vault kv2/data/other/api_key at ")
+    );
+
+    // Built URLs take their parts from Vault too.
+    kv_put(
+        &server,
+        "raqeem/test/redis_password",
+        "redis_password",
+        "pw",
+    );
+    assert_eq!(
+        text(&r.redis_url().unwrap()),
+        "redis://:pw@redis:6379/0",
+        "redis_url built from Vault"
+    );
+
+    let mut errors = Vec::new();
+    // Not found: every place is named, Vault's path too.
+    let err = r.get("missing").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "secret \"missing\" not found; looked at {}, $MISSING_FILE, $MISSING, \
+             vault secret/data/raqeem/test/missing at {}",
+            dir.0.join("missing").display(),
+            server.url
+        )
+    );
+    errors.push(err);
+
+    // A wrong token: the provider and path are named, the token is not.
+    let bad = reader_with(&dir.0, &with(&env, &[("VAULT_TOKEN", "wrong-T0KEN-x")]));
+    let err = bad.get("jwt_secret").unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Provider { .. }), "{err:?}");
+    assert!(
+        msg.starts_with(&format!(
+            "cannot read secret \"jwt_secret\" from vault secret/data/raqeem/test/jwt_secret at {}: HTTP 403",
+            server.url
+        )),
+        "{msg}"
+    );
+    assert!(!msg.contains("wrong-T0KEN"), "{msg}");
+    errors.push(err);
+
+    // An entry without a key named like the secret.
+    kv_put(&server, "raqeem/test/oddly", "other_key", V1);
+    let err = r.get("oddly").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("has no key \"oddly\" (keys: other_key)"),
+        "{err}"
+    );
+    errors.push(err);
+
+    // Settings: vault named but not configured, no token, a bad order.
+    let err = reader(&dir.0, &[("SECRETS_ORDER", "env,vault")])
+        .get("x")
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "$SECRETS_VAULT_PREFIX must be set when $SECRETS_ORDER names vault"
+    );
+    errors.push(err);
+    let err = reader_with(&dir.0, &with(&env, &[("VAULT_TOKEN", "")]))
+        .get("jwt_secret")
+        .unwrap_err();
+    assert!(err.to_string().contains("no token"), "{err}");
+    errors.push(err);
+    let err = reader_with(
+        &dir.0,
+        &with(&env, &[("VAULT_TOKEN_FILE", token_file.to_str().unwrap())]),
+    )
+    .get("jwt_secret")
+    .unwrap_err();
+    assert!(err.to_string().contains("both set"), "{err}");
+    errors.push(err);
+    let err = reader_with(&dir.0, &with(&env, &[("SECRETS_ORDER", "files,nope")]))
+        .get("jwt_secret")
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidVar { .. }), "{err:?}");
+    errors.push(err);
+    // Unreachable server.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let err = reader_with(&dir.0, &with(&env, &[("VAULT_ADDR", &closed)]))
+        .get("jwt_secret")
+        .unwrap_err();
+    assert!(err.to_string().contains("request failed"), "{err}");
+    errors.push(err);
+    for err in &errors {
+        assert_clean(err);
+    }
+}
+
+#[test]
+fn aws_secrets_manager_read_rotate_and_errors() {
+    if !have(
+        "aws_secrets_manager_read_rotate_and_errors",
+        &["moto_server", "aws"],
+        "bash .ci/moto.sh",
+    ) {
+        return;
+    }
+    let server = start_moto();
+    let dir = TempDir::new();
+    let d = &dir.0;
+    aws(
+        &server,
+        d,
+        &[
+            "create-secret",
+            "--name",
+            "raqeem/test/jwt_secret",
+            "--secret-string",
+            "file:///dev/stdin",
+        ],
+        V1,
+    );
+    aws(
+        &server,
+        d,
+        &[
+            "create-secret",
+            "--name",
+            "raqeem/test/tls_key",
+            "--secret-binary",
+            "fileb:///dev/stdin",
+        ],
+        "bin\u{1}ary\n",
+    );
+    let env = aws_env(&server);
+    let r = reader_with(d, &with(&env, &[]));
+
+    let s = r.get("jwt_secret").unwrap();
+    assert_eq!(text(&s), V1);
+    assert_eq!(
+        s.source(),
+        &Source::Aws {
+            region: "us-east-1".into(),
+            id: "raqeem/test/jwt_secret".into()
+        }
+    );
+    assert_eq!(
+        s.source().to_string(),
+        "aws secretsmanager raqeem/test/jwt_secret in us-east-1"
+    );
+    // SecretBinary, decoded (and its trailing newline trimmed).
+    assert_eq!(r.get("tls_key").unwrap().expose(), b"bin\x01ary");
+
+    // Rotation through put-secret-value: seen after the cache time. One
+    // `aws` call costs about 0.6-1.5 s, so this reader caches for 3 s.
+    let r = reader_with(d, &with(&env, &[("SECRETS_CACHE_SECONDS", "3")]));
+    assert_eq!(text(&r.get("jwt_secret").unwrap()), V1);
+    let filled = Instant::now();
+    aws(
+        &server,
+        d,
+        &[
+            "put-secret-value",
+            "--secret-id",
+            "raqeem/test/jwt_secret",
+            "--secret-string",
+            "file:///dev/stdin",
+        ],
+        V2,
+    );
+    assert_eq!(text(&r.get("jwt_secret").unwrap()), V1, "served from cache");
+    assert!(
+        filled.elapsed() < Duration::from_secs(3),
+        "the write took longer than the cache time; the check above proved nothing"
+    );
+    wait_cache(filled, 3);
+    assert_eq!(text(&r.get("jwt_secret").unwrap()), V2, "re-read after 3 s");
+
+    // Credentials from a shared credentials file and a named profile.
+    let creds = d.join("credentials");
+    std::fs::write(
+        &creds,
+        format!("[default]\naws_access_key_id=x\n\n[ci]\naws_access_key_id = testing\naws_secret_access_key = {AWS_SECRET_KEY}\n"),
+    )
+    .unwrap();
+    let rf = reader_with(
+        d,
+        &with(
+            &env,
+            &[
+                ("AWS_ACCESS_KEY_ID", ""),
+                ("AWS_SECRET_ACCESS_KEY", ""),
+                ("AWS_SHARED_CREDENTIALS_FILE", creds.to_str().unwrap()),
+                ("AWS_PROFILE", "ci"),
+                ("AWS_REGION", ""),
+                ("AWS_DEFAULT_REGION", "us-east-1"),
+            ],
+        ),
+    );
+    assert_eq!(text(&rf.get("jwt_secret").unwrap()), V2);
+
+    let mut errors = Vec::new();
+    let err = r.get("missing").unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("$MISSING, aws secretsmanager raqeem/test/missing in us-east-1"),
+        "{err}"
+    );
+    errors.push(err);
+    // The default profile of that file has no secret key.
+    let err = reader_with(
+        d,
+        &with(
+            &env,
+            &[
+                ("AWS_ACCESS_KEY_ID", ""),
+                ("AWS_SECRET_ACCESS_KEY", ""),
+                ("AWS_SHARED_CREDENTIALS_FILE", creds.to_str().unwrap()),
+            ],
+        ),
+    )
+    .get("jwt_secret")
+    .unwrap_err();
+    assert!(err.to_string().contains("profile [default]"), "{err}");
+    errors.push(err);
+    let err = reader_with(
+        d,
+        &with(
+            &env,
+            &[
+                ("AWS_ACCESS_KEY_ID", ""),
+                ("AWS_SECRET_ACCESS_KEY", ""),
+                (
+                    "AWS_SHARED_CREDENTIALS_FILE",
+                    d.join("none").to_str().unwrap(),
+                ),
+            ],
+        ),
+    )
+    .get("jwt_secret")
+    .unwrap_err();
+    assert!(err.to_string().contains("no credentials"), "{err}");
+    errors.push(err);
+    let err = reader_with(d, &with(&env, &[("AWS_REGION", "")]))
+        .get("jwt_secret")
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidVar { var, .. } if var == "AWS_REGION"),
+        "{err:?}"
+    );
+    errors.push(err);
+    let err = reader(d, &[("SECRETS_ORDER", "aws")]).get("x").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "$SECRETS_AWS_PREFIX must be set when $SECRETS_ORDER names aws"
+    );
+    errors.push(err);
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let err = reader_with(d, &with(&env, &[("AWS_ENDPOINT_URL", &closed)]))
+        .get("jwt_secret")
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "cannot read secret \"jwt_secret\" from aws secretsmanager raqeem/test/jwt_secret in us-east-1: request failed"
+        ),
+        "{err}"
+    );
+    errors.push(err);
+    for err in &errors {
+        assert_clean(err);
+    }
+}
+
+#[test]
+fn order_across_vault_and_aws() {
+    if !have(
+        "order_across_vault_and_aws",
+        &["bao"],
+        "bash .ci/openbao.sh",
+    ) || !have(
+        "order_across_vault_and_aws",
+        &["moto_server", "aws"],
+        "bash .ci/moto.sh",
+    ) {
+        return;
+    }
+    let (bao_server, moto) = std::thread::scope(|s| {
+        let b = s.spawn(start_bao);
+        let m = s.spawn(start_moto);
+        (b.join().unwrap(), m.join().unwrap())
+    });
+    let dir = TempDir::new();
+    kv_put(&bao_server, "raqeem/test/api_key", "api_key", "in-vault");
+    aws(
+        &moto,
+        &dir.0,
+        &[
+            "create-secret",
+            "--name",
+            "raqeem/test/api_key",
+            "--secret-string",
+            "file:///dev/stdin",
+        ],
+        "in-aws",
+    );
+    aws(
+        &moto,
+        &dir.0,
+        &[
+            "create-secret",
+            "--name",
+            "raqeem/test/only_aws",
+            "--secret-string",
+            "file:///dev/stdin",
+        ],
+        "aws-only",
+    );
+    let mut env = vault_env(&bao_server);
+    env.extend(aws_env(&moto));
+    let get = |order: &str, name: &str| {
+        let r = reader_with(&dir.0, &with(&env, &[("SECRETS_ORDER", order)]));
+        r.get(name).map(|s| text(&s).to_owned())
+    };
+    // Default order: vault before aws.
+    assert_eq!(get("", "api_key").unwrap(), "in-vault");
+    assert_eq!(get("aws,vault", "api_key").unwrap(), "in-aws");
+    assert_eq!(get(" files , env , aws ", "api_key").unwrap(), "in-aws");
+    assert_eq!(get("vault,aws", "only_aws").unwrap(), "aws-only");
+    assert!(matches!(
+        get("vault", "only_aws"),
+        Err(Error::NotFound { .. })
+    ));
+    let err = get("vault,vault", "api_key").unwrap_err();
+    assert_eq!(err.to_string(), "$SECRETS_ORDER names a provider twice");
+    // A file still wins in the default order.
+    std::fs::write(dir.0.join("api_key"), "in-file\n").unwrap();
+    assert_eq!(get("", "api_key").unwrap(), "in-file");
+    assert_eq!(get("vault,files", "api_key").unwrap(), "in-vault");
+}
