@@ -408,38 +408,69 @@ fn setup_puts_no_value_on_argv_under_strace() {
     let moto = Moto::start();
     let repo = repo_on_aws();
     let log = repo.path("strace.log");
-    let mut c = Command::new("strace");
-    c.args(["-f", "-v", "-e", "trace=execve", "-s", "65536", "-o"])
-        .arg(&log)
-        .arg(env!("CARGO_BIN_EXE_xtask"))
-        .args(["setup-secrets", "develop"])
-        .current_dir(&repo.root)
-        .env("CARGO_MANIFEST_DIR", repo.root.join("xtask"))
-        .env("NO_COLOR", "1");
-    moto.env(&mut c, &repo);
-    let run = Run::from(c.output().unwrap()).ok();
-    assert!(run.stdout.contains("8 created"), "{}", run.all());
-    let trace = std::fs::read_to_string(&log).unwrap();
+    // The whole flow on this store: every command, old and new values.
+    let flow: [&[&str]; 8] = [
+        &["setup-secrets", "develop"],
+        &["setup-secrets", "develop"],
+        &["list-secrets", "develop"],
+        &["list-secrets", "develop", "--json"],
+        &["verify-secrets", "develop"],
+        &["rotate-secrets", "develop", "--secret", "jwt_secret"],
+        &[
+            "remove-secrets",
+            "develop",
+            "--secret",
+            "grafana_admin_password",
+            "--yes",
+        ],
+        &[
+            "remove-secrets",
+            "develop",
+            "--secret",
+            "api_secret_key",
+            "--yes",
+            "--force",
+        ],
+    ];
+    let mut seen: Vec<String> = Vec::new();
+    let mut places: Vec<(String, String)> = Vec::new();
+    for args in flow {
+        let mut c = Command::new("strace");
+        c.args(["-f", "-v", "-e", "trace=execve", "-s", "65536", "-o"])
+            .arg(&log)
+            .arg(env!("CARGO_BIN_EXE_xtask"))
+            .args(args)
+            .current_dir(&repo.root)
+            .env("CARGO_MANIFEST_DIR", repo.root.join("xtask"))
+            .env("NO_COLOR", "1");
+        moto.env(&mut c, &repo);
+        let run = Run::from(c.output().unwrap()).ok();
+        let trace = std::fs::read_to_string(&log).unwrap();
+        if args == ["setup-secrets", "develop"] && run.stdout.contains("8 created") {
+            assert!(
+                trace.contains("\"create-secret\"") && trace.contains("file:///dev/stdin"),
+                "strace did not record the aws calls:\n{}",
+                &trace[..trace.len().min(4000)]
+            );
+        }
+        places.push((format!("the trace of {args:?}"), trace));
+        places.push((format!("the output of {args:?}"), run.all()));
+        for n in DEVELOP_SECRETS {
+            let v = expected(&repo, n);
+            if v.len() >= 12 && !seen.contains(&v) {
+                seen.push(v);
+            }
+        }
+    }
     assert!(
-        trace.contains("\"create-secret\"") && trace.contains("file:///dev/stdin"),
-        "strace did not record the aws calls:\n{}",
-        &trace[..trace.len().min(4000)]
+        seen.len() >= 9,
+        "the rotation added no value: {}",
+        seen.len()
     );
-    let values: Vec<String> = DEVELOP_SECRETS
-        .iter()
-        .map(|n| expected(&repo, n))
-        .filter(|v| v.len() >= 12)
-        .collect();
-    assert_eq!(
-        values.len(),
-        8,
-        "the user name, the generated values and the URL"
-    );
-    for v in &values {
-        assert!(
-            !trace.contains(v.as_str()),
-            "a value reached an argv or environment"
-        );
+    for (i, v) in seen.iter().enumerate() {
+        for (name, text) in &places {
+            assert!(!text.contains(v.as_str()), "value #{i} appears in {name}");
+        }
     }
 }
 

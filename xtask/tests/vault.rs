@@ -512,3 +512,72 @@ fn special_and_multi_line_values_arrive_byte_for_byte() {
     let again = run(&repo, &srv, &["setup-secrets", "develop"]).ok();
     assert!(again.stdout.contains("nothing to do"), "{}", again.all());
 }
+
+/// The whole flow on this store under strace: no value, old or new, on any
+/// argv or child environment or in any output, and the token on no argv.
+#[test]
+fn every_command_on_the_vault_store_leaks_nothing() {
+    let test = "every_command_on_the_vault_store_leaks_nothing";
+    if !bao_or_skip(test) || !support::strace_or_skip(test) {
+        return;
+    }
+    let srv = DevServer::start();
+    let repo = vault_repo();
+    let log = repo.path("strace.log");
+    let flow: [&[&str]; 7] = [
+        &["setup-secrets", "develop"],
+        &["setup-secrets", "develop"],
+        &["list-secrets", "develop"],
+        &["verify-secrets", "develop"],
+        &["rotate-secrets", "develop", "--secret", "jwt_secret"],
+        &["list-secrets", "develop", "--json"],
+        &[
+            "remove-secrets",
+            "develop",
+            "--secret",
+            "grafana_admin_password",
+            "--yes",
+        ],
+    ];
+    let mut seen: Vec<String> = Vec::new();
+    let mut places: Vec<(String, String)> = Vec::new();
+    for args in flow {
+        let inner = xtask(&repo, &srv, args);
+        let mut c = Command::new("strace");
+        c.args(["-f", "-v", "-e", "trace=execve", "-s", "65536", "-o"])
+            .arg(&log)
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .current_dir(&repo.root);
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        let run = Run::from(c.output().unwrap()).ok();
+        let trace = std::fs::read_to_string(&log).unwrap();
+        assert!(trace.contains("execve("), "strace recorded nothing");
+        // The token is handed to the CLI in its environment, never on argv.
+        for line in trace.lines().filter(|l| l.contains("execve(")) {
+            let argv = line.split("], [").next().unwrap_or(line);
+            assert!(!argv.contains(TOKEN), "the token is on an argv: {args:?}");
+        }
+        places.push((format!("the trace of {args:?}"), trace));
+        places.push((format!("the output of {args:?}"), run.all()));
+        for line in repo.read("secrets/develop.env").lines() {
+            if let Some((_, v)) = line.split_once('=') {
+                let v = v.trim_matches('\'').to_string();
+                if v.len() >= 12 && !seen.contains(&v) {
+                    seen.push(v);
+                }
+            }
+        }
+    }
+    assert!(seen.len() >= 8, "too few values collected: {}", seen.len());
+    for (i, v) in seen.iter().enumerate() {
+        for (name, text) in &places {
+            assert!(!text.contains(v.as_str()), "value #{i} appears in {name}");
+        }
+    }
+}
