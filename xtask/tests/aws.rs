@@ -483,20 +483,7 @@ fn special_and_multi_line_values_arrive_byte_for_byte() {
     }
     let moto = Moto::start();
     let repo = repo_on_aws();
-    let m = repo.read("deploy/secrets.toml");
-    repo.write(
-        "deploy/secrets.toml",
-        &format!(
-            "{m}\n[secrets.tls_bundle]\nkind = \"file\"\npem = true\nenvironments = [\"develop\"]\n"
-        ),
-    );
-    let special = "Sp3c \"quoted\" $HOME #not-a-comment x9Z";
-    let pem = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUXr2+/=\nAbCdEf0123456789\n-----END CERTIFICATE-----\n";
-    repo.write("secrets/tls.pem", pem);
-    repo.write(
-        "secrets/develop.env",
-        &format!("API_SECRET_KEY='{special}'\nTLS_BUNDLE=tls.pem\n"),
-    );
+    let (special, pem) = support::write_special_values(&repo);
     let out = Run::from(
         moto.xtask(&repo, &["setup-secrets", "develop"])
             .output()

@@ -377,19 +377,8 @@ fn vault_store_end_to_end() {
         let v5 = new_value(&repo);
         set_env_value(&repo, "API_SECRET_KEY", &v5);
         let log = repo.path("strace.log");
-        let mut c = xtask(&repo, &srv, &["setup-secrets", "develop"]);
-        let inner = std::mem::replace(&mut c, Command::new("strace"));
-        c.args(["-f", "-e", "trace=execve", "-s", "65536", "-o"])
-            .arg(&log)
-            .arg(inner.get_program())
-            .args(inner.get_args())
-            .current_dir(&repo.root);
-        for (k, v) in inner.get_envs() {
-            match v {
-                Some(v) => c.env(k, v),
-                None => c.env_remove(k),
-            };
-        }
+        let inner = xtask(&repo, &srv, &["setup-secrets", "develop"]);
+        let mut c = support::under_strace(&inner, false, &log);
         let traced = Run::from(c.output().unwrap()).ok();
         assert!(traced.stdout.contains("1 updated"), "{}", traced.all());
         let trace = std::fs::read_to_string(&log).unwrap();
@@ -492,20 +481,7 @@ fn special_and_multi_line_values_arrive_byte_for_byte() {
     }
     let srv = DevServer::start();
     let repo = vault_repo();
-    let m = repo.read("deploy/secrets.toml");
-    repo.write(
-        "deploy/secrets.toml",
-        &format!(
-            "{m}\n[secrets.tls_bundle]\nkind = \"file\"\npem = true\nenvironments = [\"develop\"]\n"
-        ),
-    );
-    let special = "Sp3c \"quoted\" $HOME #not-a-comment x9Z";
-    let pem = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUXr2+/=\nAbCdEf0123456789\n-----END CERTIFICATE-----\n";
-    repo.write("secrets/tls.pem", pem);
-    repo.write(
-        "secrets/develop.env",
-        &format!("API_SECRET_KEY='{special}'\nTLS_BUNDLE=tls.pem\n"),
-    );
+    let (special, pem) = support::write_special_values(&repo);
     run(&repo, &srv, &["setup-secrets", "develop"]).ok();
     assert_eq!(srv.value("api_secret_key"), special);
     assert_eq!(srv.value("tls_bundle"), pem);
@@ -543,18 +519,7 @@ fn every_command_on_the_vault_store_leaks_nothing() {
     let mut places: Vec<(String, String)> = Vec::new();
     for args in flow {
         let inner = xtask(&repo, &srv, args);
-        let mut c = Command::new("strace");
-        c.args(["-f", "-v", "-e", "trace=execve", "-s", "65536", "-o"])
-            .arg(&log)
-            .arg(inner.get_program())
-            .args(inner.get_args())
-            .current_dir(&repo.root);
-        for (k, v) in inner.get_envs() {
-            match v {
-                Some(v) => c.env(k, v),
-                None => c.env_remove(k),
-            };
-        }
+        let mut c = support::under_strace(&inner, true, &log);
         let run = Run::from(c.output().unwrap()).ok();
         let trace = std::fs::read_to_string(&log).unwrap();
         assert!(trace.contains("execve("), "strace recorded nothing");

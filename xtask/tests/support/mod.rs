@@ -554,3 +554,49 @@ pub fn remove_project_secrets(project: &str) {
             .output();
     }
 }
+
+/// `inner` (program, arguments, environment, folder) run under
+/// `strace -f -e trace=execve -s 65536`, the trace written to `log`. With
+/// `verbose`, children's environments are recorded in full too.
+pub fn under_strace(inner: &Command, verbose: bool, log: &Path) -> Command {
+    let mut c = Command::new("strace");
+    c.arg("-f");
+    if verbose {
+        c.arg("-v");
+    }
+    c.args(["-e", "trace=execve", "-s", "65536", "-o"])
+        .arg(log)
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    if let Some(d) = inner.get_current_dir() {
+        c.current_dir(d);
+    }
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c
+}
+
+/// Values an operator really writes, for the store tests: a key with quotes,
+/// spaces, `$` and `#`, and a multi-line PEM file secret (`tls_bundle`, added
+/// to develop). Returns both values as the store must hold them.
+pub fn write_special_values(repo: &TempRepo) -> (&'static str, &'static str) {
+    let m = repo.read("deploy/secrets.toml");
+    repo.write(
+        "deploy/secrets.toml",
+        &format!(
+            "{m}\n[secrets.tls_bundle]\nkind = \"file\"\npem = true\nenvironments = [\"develop\"]\n"
+        ),
+    );
+    let special = "Sp3c \"quoted\" $HOME #not-a-comment x9Z";
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUXr2+/=\nAbCdEf0123456789\n-----END CERTIFICATE-----\n";
+    repo.write("secrets/tls.pem", pem);
+    repo.write(
+        "secrets/develop.env",
+        &format!("API_SECRET_KEY='{special}'\nTLS_BUNDLE=tls.pem\n"),
+    );
+    (special, pem)
+}
