@@ -1,12 +1,13 @@
 //! The `aws` provider: AWS Secrets Manager `GetSecretValue`, signed with
-//! Signature Version 4 (hand-rolled on `hmac` and `sha2`, see [`sign`]).
+//! Signature Version 4 by AWS's own `aws-sigv4` crate (see [`sign`]).
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
+use aws_credential_types::Credentials as AwsCredentials;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings};
+use aws_sigv4::sign::v4;
 use base64::Engine as _;
-use hmac::{KeyInit, Mac};
-use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::remote;
@@ -215,40 +216,30 @@ fn fetch(
         reason,
     };
     let creds = credentials(reader, &fail)?;
-    let (_, authority, base) =
+    let (_, authority, _) =
         remote::split_url(&cfg.endpoint).ok_or_else(|| fail("bad endpoint".to_owned()))?;
-    let path = format!("{base}/");
     let body = serde_json::json!({ "SecretId": cfg.id }).to_string();
-    let amz_date = amz_date(SystemTime::now());
-    let mut headers: Vec<(&str, &str)> = vec![
+    let headers = [
         ("content-type", "application/x-amz-json-1.1"),
         ("host", authority),
-        ("x-amz-date", &amz_date),
         ("x-amz-target", "secretsmanager.GetSecretValue"),
     ];
-    if let Some(t) = &creds.session_token {
-        headers.push(("x-amz-security-token", t));
-    }
-    let authorization = sign(
-        &Signing {
-            access_key: &creds.access_key,
-            secret_key: &creds.secret_key,
-            region: &cfg.region,
-            service: SERVICE,
-            amz_date: &amz_date,
-        },
-        "POST",
-        &path,
-        &mut headers,
+    let signed = sign(
+        &creds,
+        &cfg.region,
+        SERVICE,
+        SystemTime::now(),
+        &format!("{}/", cfg.endpoint),
+        &headers,
         body.as_bytes(),
-    );
-    let mut request = reader
-        .remote
-        .agent()
-        .post(format!("{}/", cfg.endpoint))
-        .header("authorization", &*authorization);
-    for (k, v) in &headers {
-        request = request.header(*k, *v);
+    )
+    .map_err(|e| fail(format!("signing the request failed: {e}")))?;
+    let mut request = reader.remote.agent().post(format!("{}/", cfg.endpoint));
+    for (k, v) in headers {
+        request = request.header(k, v);
+    }
+    for (k, v) in &signed {
+        request = request.header(k.as_str(), v.as_str());
     }
     let mut response = request
         .send(body.as_bytes())
@@ -308,127 +299,112 @@ fn fetch(
     ))
 }
 
-/// `YYYYMMDDTHHMMSSZ` in UTC.
-fn amz_date(now: SystemTime) -> String {
-    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-struct Signing<'a> {
-    access_key: &'a str,
-    secret_key: &'a str,
-    region: &'a str,
-    service: &'a str,
-    /// `YYYYMMDDTHHMMSSZ`, also sent as `x-amz-date`.
-    amz_date: &'a str,
-}
-
-fn hmac(key: &[u8], data: &[u8]) -> Zeroizing<[u8; 32]> {
-    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(data);
-    Zeroizing::new(mac.finalize().into_bytes().into())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The SigV4 `Authorization` header for a request without a query string.
-/// `headers` are lower-case names with trimmed values; they are sorted here
-/// and all of them are signed. The path must already be URI-encoded.
+/// The headers SigV4 adds to a `POST` of `body` to `url` carrying `headers`
+/// (`x-amz-date`, `authorization` and, with a session token,
+/// `x-amz-security-token`), computed by AWS's `aws-sigv4` crate. All of
+/// `headers` are signed.
 fn sign(
-    s: &Signing<'_>,
-    method: &str,
-    path: &str,
-    headers: &mut [(&str, &str)],
+    creds: &Credentials,
+    region: &str,
+    service: &str,
+    time: SystemTime,
+    url: &str,
+    headers: &[(&str, &str)],
     body: &[u8],
-) -> Zeroizing<String> {
-    headers.sort_by(|a, b| a.0.cmp(b.0));
-    let canonical_headers: String = headers.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
-    let signed: Vec<&str> = headers.iter().map(|(k, _)| *k).collect();
-    let signed = signed.join(";");
-    let canonical = format!(
-        "{method}\n{path}\n\n{canonical_headers}\n{signed}\n{}",
-        hex(&Sha256::digest(body))
-    );
-    let date = &s.amz_date[..8];
-    let scope = format!("{date}/{}/{}/aws4_request", s.region, s.service);
-    let to_sign = format!(
-        "AWS4-HMAC-SHA256\n{}\n{scope}\n{}",
-        s.amz_date,
-        hex(&Sha256::digest(canonical.as_bytes()))
-    );
-    let k_secret = Zeroizing::new(format!("AWS4{}", s.secret_key));
-    let k_date = hmac(k_secret.as_bytes(), date.as_bytes());
-    let k_region = hmac(&*k_date, s.region.as_bytes());
-    let k_service = hmac(&*k_region, s.service.as_bytes());
-    let k_signing = hmac(&*k_service, b"aws4_request");
-    let signature = hmac(&*k_signing, to_sign.as_bytes());
-    Zeroizing::new(format!(
-        "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed}, Signature={}",
-        s.access_key,
-        hex(&*signature)
-    ))
+) -> Result<Vec<(String, Zeroizing<String>)>, String> {
+    let identity = AwsCredentials::new(
+        creds.access_key.clone(),
+        creds.secret_key.to_string(),
+        creds.session_token.as_ref().map(|t| t.to_string()),
+        None,
+        "secrets-reader",
+    )
+    .into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| e.to_string())?
+        .into();
+    let request = SignableRequest::new(
+        "POST",
+        url,
+        headers.iter().copied(),
+        SignableBody::Bytes(body),
+    )
+    .map_err(|e| e.to_string())?;
+    let (instructions, _) = aws_sigv4::http_request::sign(request, &params)
+        .map_err(|e| e.to_string())?
+        .into_parts();
+    Ok(instructions
+        .headers()
+        .map(|(k, v)| (k.to_owned(), Zeroizing::new(v.to_owned())))
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
-    #[test]
-    fn amz_date_is_utc() {
-        let t = UNIX_EPOCH + Duration::from_secs(1_440_938_160); // 2015-08-30 12:36:00
-        assert_eq!(amz_date(t), "20150830T123600Z");
-        assert_eq!(amz_date(UNIX_EPOCH), "19700101T000000Z");
-        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400 + 86_399); // 2000-02-29 23:59:59
-        assert_eq!(amz_date(leap), "20000229T235959Z");
-    }
-
-    /// `get-vanilla` and `post-vanilla` of AWS's SigV4 test suite.
+    /// `post-vanilla` and `post-x-www-form-urlencoded`-style header signing
+    /// from AWS's SigV4 test suite, through the same call `fetch` makes.
     #[test]
     fn sigv4_test_suite() {
-        let s = Signing {
-            access_key: "AKIDEXAMPLE",
-            secret_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-            region: "us-east-1",
-            service: "service",
-            amz_date: "20150830T123600Z",
+        let creds = Credentials {
+            access_key: "AKIDEXAMPLE".to_owned(),
+            secret_key: Zeroizing::new("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".to_owned()),
+            session_token: None,
         };
-        let mut headers = [
-            ("x-amz-date", "20150830T123600Z"),
-            ("host", "example.amazonaws.com"),
-        ];
-        let get = sign(&s, "GET", "/", &mut headers, b"");
+        let t = UNIX_EPOCH + Duration::from_secs(1_440_938_160); // 2015-08-30 12:36:00
+        let headers = [("host", "example.amazonaws.com")];
+        let signed = sign(
+            &creds,
+            "us-east-1",
+            "service",
+            t,
+            "https://example.amazonaws.com/",
+            &headers,
+            b"",
+        )
+        .unwrap();
+        let get = |name: &str| {
+            signed
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str().to_owned())
+        };
+        assert_eq!(get("x-amz-date").as_deref(), Some("20150830T123600Z"));
         assert_eq!(
-            get.as_str(),
-            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, \
-             SignedHeaders=host;x-amz-date, \
-             Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"
+            get("authorization").as_deref(),
+            Some(
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, \
+                 SignedHeaders=host;x-amz-date, \
+                 Signature=5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b"
+            )
         );
-        let post = sign(&s, "POST", "/", &mut headers, b"");
+        assert_eq!(get("x-amz-security-token"), None);
+        let with_token = Credentials {
+            session_token: Some(Zeroizing::new("TOKEN".to_owned())),
+            ..creds
+        };
+        let signed = sign(
+            &with_token,
+            "us-east-1",
+            "service",
+            t,
+            "https://example.amazonaws.com/",
+            &headers,
+            b"",
+        )
+        .unwrap();
         assert!(
-            post.ends_with(
-                "Signature=5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b"
-            ),
-            "{}",
-            post.as_str()
+            signed
+                .iter()
+                .any(|(k, v)| k == "x-amz-security-token" && v.as_str() == "TOKEN")
         );
     }
 
