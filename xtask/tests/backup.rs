@@ -1,0 +1,382 @@
+//! `backup-secrets` and `restore-secrets` with the real `age` CLI in a copy of
+//! the repository: every byte back (a PEM included) and the store in line;
+//! a wrong identity, a corrupted or truncated file, a backup of another
+//! environment or project, and differing values without `--force` are refused
+//! with nothing changed.
+
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use support::{Run, TempRepo};
+
+/// True when `age` and `age-keygen` run. Under `CI=true` their absence fails
+/// the test (.ci/age.sh installs them); elsewhere the test is skipped loudly.
+fn age_or_skip(test: &str) -> bool {
+    let ok = ["age", "age-keygen"].iter().all(|p| {
+        Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !ok && std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
+        panic!("{test}: CI is set but age is not installed; .ci/age.sh must install it");
+    }
+    if !ok {
+        eprintln!("\n*** SKIPPED {test}: age is not installed (apt-get install age) ***\n");
+    }
+    ok
+}
+
+/// A new age key in `dir`: (identity file, public key).
+fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let p = dir.join(name);
+    let out = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "age-keygen failed");
+    let public = Command::new("age-keygen")
+        .arg("-y")
+        .arg(&p)
+        .output()
+        .unwrap();
+    (
+        p,
+        String::from_utf8(public.stdout).unwrap().trim().to_string(),
+    )
+}
+
+/// Every file under `secrets/` with its bytes and mode.
+fn snapshot(repo: &TempRepo) -> BTreeMap<String, (Vec<u8>, u32)> {
+    fn walk(dir: &Path, root: &Path, out: &mut BTreeMap<String, (Vec<u8>, u32)>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, root, out);
+            } else if !p.file_name().unwrap().to_string_lossy().ends_with(".lock") {
+                let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                out.insert(rel, (std::fs::read(&p).unwrap(), mode));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(&repo.path("secrets"), &repo.root, &mut out);
+    out
+}
+
+/// A develop environment with a quoted special value and a PEM file secret,
+/// set up in the compose store, backed up to `backup.age`.
+fn backed_up(repo: &TempRepo) -> (PathBuf, &'static str, &'static str) {
+    let (special, pem) = support::write_special_values(repo);
+    repo.run(&["setup-secrets", "develop"]).ok();
+    let (identity, public) = keygen(&repo.root, "key.txt");
+    let r = repo
+        .run(&[
+            "backup-secrets",
+            "develop",
+            "--out",
+            "backup.age",
+            "--recipient",
+            &public,
+        ])
+        .ok();
+    assert!(r.stdout.contains("secrets/develop.env"), "{}", r.stdout);
+    assert!(r.stdout.contains("TLS_BUNDLE file"), "{}", r.stdout);
+    (identity, special, pem)
+}
+
+fn leaks(r: &Run, values: &[&str]) {
+    for v in values {
+        assert!(!r.all().contains(v), "a value was printed:\n{}", r.all());
+    }
+}
+
+#[test]
+fn round_trip_restores_every_byte_and_the_store() {
+    if !age_or_skip("round_trip_restores_every_byte_and_the_store") {
+        return;
+    }
+    let repo = TempRepo::new();
+    let (identity, special, pem) = backed_up(&repo);
+    let before = snapshot(&repo);
+    let sealed = std::fs::read(repo.path("backup.age")).unwrap();
+    assert_eq!(
+        std::fs::metadata(repo.path("backup.age"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let plain_env = std::fs::read(repo.path("secrets/develop.env")).unwrap();
+    for v in [special.as_bytes(), pem.as_bytes(), &plain_env[..40]] {
+        assert!(
+            !sealed.windows(v.len()).any(|w| w == v),
+            "plaintext in the backup"
+        );
+    }
+    // Lose everything: the env file, the PEM and the store's files.
+    std::fs::remove_dir_all(repo.path("secrets/develop")).unwrap();
+    std::fs::remove_file(repo.path("secrets/develop.env")).unwrap();
+    std::fs::remove_file(repo.path("secrets/tls.pem")).unwrap();
+    let id = identity.to_str().unwrap();
+    let dry = repo
+        .run(&[
+            "restore-secrets",
+            "develop",
+            "--from",
+            "backup.age",
+            "--identity",
+            id,
+            "--dry-run",
+        ])
+        .ok();
+    assert!(
+        dry.stdout.contains("create    secrets/tls.pem"),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        !repo.path("secrets/develop.env").exists(),
+        "--dry-run wrote"
+    );
+    let r = repo
+        .run(&[
+            "restore-secrets",
+            "develop",
+            "--from",
+            "backup.age",
+            "--identity",
+            id,
+        ])
+        .ok();
+    leaks(&r, &[special, "MIIBszCCAVmgAwIBAgIU"]);
+    assert!(
+        r.stdout.contains("create    secrets/develop.env"),
+        "{}",
+        r.stdout
+    );
+    let after = snapshot(&repo);
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    for (path, (bytes, mode)) in &before {
+        let (b, m) = &after[path];
+        assert!(b == bytes, "{path}: bytes differ after the restore");
+        assert_eq!(m, mode, "{path}: mode");
+    }
+    assert_eq!(repo.read("secrets/develop/tls_bundle"), pem);
+    assert_eq!(after["secrets/tls.pem"].1, 0o600);
+    // The store is in line: verify passes, and a second restore changes nothing.
+    repo.run(&["verify-secrets", "develop"]).ok();
+    let again = repo
+        .run(&[
+            "restore-secrets",
+            "develop",
+            "--from",
+            "backup.age",
+            "--identity",
+            id,
+        ])
+        .ok();
+    assert!(
+        again.stdout.contains("restored 0 file(s)"),
+        "{}",
+        again.stdout
+    );
+}
+
+#[test]
+fn bad_backups_and_differing_values_change_nothing() {
+    if !age_or_skip("bad_backups_and_differing_values_change_nothing") {
+        return;
+    }
+    let repo = TempRepo::new();
+    let (identity, special, _) = backed_up(&repo);
+    let id = identity.to_str().unwrap();
+    // The operator has since changed a value: restoring would overwrite it.
+    let env = repo.read("secrets/develop.env");
+    let jwt = "Changed0JwtSecretValue0ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ9";
+    let changed: String = env
+        .lines()
+        .map(|l| {
+            if l.starts_with("JWT_SECRET=") {
+                format!("JWT_SECRET={jwt}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
+    repo.write("secrets/develop.env", &changed);
+    let before = snapshot(&repo);
+    let unchanged = |what: &str| assert!(snapshot(&repo) == before, "{what} changed files");
+
+    let r = repo
+        .run(&[
+            "restore-secrets",
+            "develop",
+            "--from",
+            "backup.age",
+            "--identity",
+            id,
+        ])
+        .fails();
+    assert!(
+        r.stderr.contains("differ from the backup in: JWT_SECRET"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("--force"), "{}", r.stderr);
+    leaks(&r, &[jwt, special]);
+    unchanged("a refused overwrite");
+
+    let (other, _) = keygen(&repo.root, "other.txt");
+    let r = repo
+        .run(&[
+            "restore-secrets",
+            "develop",
+            "--from",
+            "backup.age",
+            "--identity",
+            other.to_str().unwrap(),
+        ])
+        .fails();
+    assert!(
+        r.stderr.contains("cannot decrypt backup.age"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("no identity matched"), "{}", r.stderr);
+    unchanged("a wrong identity");
+
+    let sealed = std::fs::read(repo.path("backup.age")).unwrap();
+    let mut corrupt = sealed.clone();
+    let mid = corrupt.len() - 40;
+    corrupt[mid] ^= 0x20;
+    std::fs::write(repo.path("corrupt.age"), &corrupt).unwrap();
+    std::fs::write(repo.path("short.age"), &sealed[..sealed.len() - 30]).unwrap();
+    for f in ["corrupt.age", "short.age"] {
+        let r = repo
+            .run(&[
+                "restore-secrets",
+                "develop",
+                "--from",
+                f,
+                "--identity",
+                id,
+                "--force",
+            ])
+            .fails();
+        assert!(
+            r.stderr.contains(&format!("cannot decrypt {f}")),
+            "{}",
+            r.stderr
+        );
+        assert!(r.stderr.contains("truncated or corrupted"), "{}", r.stderr);
+        unchanged(f);
+    }
+
+    let r = repo
+        .run(&[
+            "restore-secrets",
+            "staging",
+            "--from",
+            "backup.age",
+            "--identity",
+            id,
+            "--force",
+        ])
+        .fails();
+    assert!(
+        r.stderr.contains("is a backup of raqeem develop"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("not of raqeem staging"), "{}", r.stderr);
+    unchanged("another environment");
+
+    let m = repo.read("deploy/secrets.toml");
+    repo.write(
+        "deploy/secrets.toml",
+        &m.replace("project = \"raqeem\"", "project = \"other\""),
+    );
+    let r = repo
+        .run(&[
+            "restore-secrets",
+            "develop",
+            "--from",
+            "backup.age",
+            "--identity",
+            id,
+            "--force",
+        ])
+        .fails();
+    assert!(r.stderr.contains("not of other develop"), "{}", r.stderr);
+    unchanged("another project");
+    repo.write("deploy/secrets.toml", &m);
+
+    // With --force the backup's value comes back, in the file and the store.
+    let r = repo
+        .run(&[
+            "restore-secrets",
+            "develop",
+            "--from",
+            "backup.age",
+            "--identity",
+            id,
+            "--force",
+        ])
+        .ok();
+    assert!(
+        r.stdout.contains("update    secrets/develop.env"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(repo.read("secrets/develop.env"), env);
+    let stored = repo.read("secrets/develop/jwt_secret");
+    assert!(
+        env.contains(&format!("JWT_SECRET={stored}")),
+        "store not in line"
+    );
+}
+
+#[test]
+fn backup_needs_recipients_off_a_terminal_and_never_overwrites() {
+    if !age_or_skip("backup_needs_recipients_off_a_terminal_and_never_overwrites") {
+        return;
+    }
+    let repo = TempRepo::new();
+    repo.run(&["setup-secrets", "develop"]).ok();
+    let r = repo
+        .run(&["backup-secrets", "develop", "--out", "b.age"])
+        .fails();
+    assert!(r.stderr.contains("--recipient"), "{}", r.stderr);
+    assert!(!repo.path("b.age").exists());
+    // Recipients from the manifest.
+    let (_, public) = keygen(&repo.root, "k.txt");
+    let m = repo.read("deploy/secrets.toml");
+    repo.write(
+        "deploy/secrets.toml",
+        &m.replace(
+            "project = \"raqeem\"\n",
+            &format!("project = \"raqeem\"\nbackup_recipients = [\"{public}\"]\n"),
+        ),
+    );
+    repo.run(&["backup-secrets", "develop", "--out", "b.age"])
+        .ok();
+    let r = repo
+        .run(&["backup-secrets", "develop", "--out", "b.age"])
+        .fails();
+    assert!(r.stderr.contains("b.age exists"), "{}", r.stderr);
+}
