@@ -380,3 +380,138 @@ fn backup_needs_recipients_off_a_terminal_and_never_overwrites() {
         .fails();
     assert!(r.stderr.contains("b.age exists"), "{}", r.stderr);
 }
+
+/// Runs the tool under `strace -f -v` (execve with every environment, and
+/// every file opened or renamed); returns the run and the trace.
+fn traced(repo: &TempRepo, args: &[&str]) -> (Run, String) {
+    let log = std::env::temp_dir().join(format!("xtask-backup-trace-{}.log", support::unique()));
+    let inner = repo.xtask(args);
+    let mut c = Command::new("strace");
+    c.args([
+        "-f",
+        "-v",
+        "-s",
+        "65536",
+        "-e",
+        "trace=execve,open,openat,creat,rename,renameat,renameat2",
+        "-o",
+    ])
+    .arg(&log)
+    .arg(inner.get_program())
+    .args(inner.get_args())
+    .current_dir(&repo.root);
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let run = Run::from(c.output().unwrap());
+    let trace = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    (run, trace)
+}
+
+/// The paths that any process of the trace created or opened for writing.
+fn written(trace: &str) -> Vec<String> {
+    trace
+        .lines()
+        .filter(|l| l.contains("O_CREAT") || l.contains("O_WRONLY") || l.contains("O_RDWR"))
+        .filter(|l| !l.contains("= -1"))
+        .filter_map(|l| l.split('"').nth(1).map(str::to_string))
+        .filter(|p| !p.starts_with("/dev/"))
+        .collect()
+}
+
+#[test]
+fn plaintext_travels_only_through_pipes() {
+    let test = "plaintext_travels_only_through_pipes";
+    if !age_or_skip(test) || !support::strace_or_skip(test) {
+        return;
+    }
+    let repo = TempRepo::new();
+    let (special, pem) = support::write_special_values(&repo);
+    repo.run(&["setup-secrets", "develop"]).ok();
+    let (identity, public) = keygen(&repo.root, "key.txt");
+    let env = repo.read("secrets/develop.env");
+    let jwt = env
+        .lines()
+        .find_map(|l| l.strip_prefix("JWT_SECRET="))
+        .unwrap()
+        .to_string();
+    let b64 = |v: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(v)
+    };
+    let values = [
+        special.to_string(),
+        jwt.clone(),
+        "MIIBszCCAVmgAwIBAgIU".to_string(),
+        b64(&jwt),
+    ];
+    let check = |what: &str, run: &Run, trace: &str| {
+        assert!(trace.contains("execve("), "{what}: strace recorded nothing");
+        assert!(
+            trace.contains("--recipient") || trace.contains("--decrypt"),
+            "{what}: age not traced"
+        );
+        for (i, v) in values.iter().enumerate() {
+            assert!(
+                !trace.contains(v.as_str()),
+                "{what}: value #{i} in an argv or environment"
+            );
+            assert!(
+                !run.all().contains(v.as_str()),
+                "{what}: value #{i} printed"
+            );
+        }
+    };
+
+    let (r, trace) = traced(
+        &repo,
+        &[
+            "backup-secrets",
+            "develop",
+            "--out",
+            "b.age",
+            "--recipient",
+            &public,
+        ],
+    );
+    let r = r.ok();
+    check("backup", &r, &trace);
+    let files = written(&trace);
+    assert!(
+        files.iter().all(|p| p.contains(".b.age.tmp-")),
+        "backup wrote files other than its output: {files:?}"
+    );
+    assert!(!files.is_empty(), "the trace shows no write of b.age");
+
+    std::fs::remove_file(repo.path("secrets/develop.env")).unwrap();
+    std::fs::remove_file(repo.path("secrets/tls.pem")).unwrap();
+    let id = identity.to_str().unwrap().to_string();
+    let (r, trace) = traced(
+        &repo,
+        &[
+            "restore-secrets",
+            "develop",
+            "--from",
+            "b.age",
+            "--identity",
+            &id,
+        ],
+    );
+    let r = r.ok();
+    check("restore", &r, &trace);
+    // Every file written is a restored file, a store file or the lock, all in secrets/.
+    let root = repo.root.display().to_string();
+    for p in written(&trace) {
+        let rel = p.strip_prefix(&format!("{root}/")).unwrap_or(&p);
+        assert!(
+            rel.starts_with("secrets/"),
+            "restore wrote {p} outside secrets/"
+        );
+    }
+    assert_eq!(repo.read("secrets/develop.env"), env);
+    assert_eq!(repo.read("secrets/tls.pem"), pem);
+}

@@ -115,6 +115,25 @@ fn staged_changes_and_history_are_searched() {
         r.stdout
     );
     never_printed(&r, &pw);
+
+    // git is asked through pipes only: no value on any argv or in any environment.
+    if support::strace_or_skip("staged_changes_and_history_are_searched") {
+        let log = std::env::temp_dir().join(format!("xtask-scan-trace-{}.log", support::unique()));
+        let out = support::under_strace(&repo.xtask(&["scan", "--history"]), true, &log)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let trace = std::fs::read_to_string(&log).unwrap();
+        let _ = std::fs::remove_file(&log);
+        assert!(
+            trace.contains("\"cat-file\", \"--batch\""),
+            "git cat-file not traced"
+        );
+        assert!(
+            !trace.contains(&pw),
+            "a value reached an argv or environment"
+        );
+    }
 }
 
 #[test]

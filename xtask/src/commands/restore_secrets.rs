@@ -90,8 +90,19 @@ fn plan(s: &Session, archive: &Archive) -> Result<Vec<Target>> {
         .position(|e| e.role == Role::EnvFile)
         .context("the backup holds no env file")?;
     let backed = parse_env(&archive.entries[env_idx].bytes, "the backup's env file")?;
+    let targets = file_targets(&s.manifest, &s.env, &env_path, &backed);
+    for e in &archive.entries {
+        if let Role::File(k) = &e.role
+            && !targets.iter().any(|(t, p)| t == k && p.is_some())
+        {
+            output::warn(&format!(
+                "the backup's {} ({k}) is not restored: {k} is not a file secret of {} in the manifest, or the backup's env file does not name it",
+                e.path, s.env.name
+            ));
+        }
+    }
     let mut out = Vec::new();
-    for (key, path) in file_targets(&s.manifest, &s.env, &env_path, &backed) {
+    for (key, path) in targets {
         let Some(idx) = archive
             .entries
             .iter()
