@@ -515,3 +515,89 @@ fn plaintext_travels_only_through_pipes() {
     assert_eq!(repo.read("secrets/develop.env"), env);
     assert_eq!(repo.read("secrets/tls.pem"), pem);
 }
+
+/// Runs the tool on a pseudo-terminal (util-linux `script`) with `typed` as
+/// the keyboard, for age's passphrase prompts.
+fn on_terminal(repo: &TempRepo, args: &[&str], typed: &str) -> Option<Run> {
+    use std::io::Write;
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!(
+            "\n*** SKIPPED the passphrase test: `script` (util-linux) is not installed ***\n"
+        );
+        return None;
+    }
+    let line = std::iter::once(env!("CARGO_BIN_EXE_xtask"))
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .current_dir(&repo.root)
+        .env("CARGO_MANIFEST_DIR", repo.root.join("xtask"))
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(typed.as_bytes()).unwrap();
+    // Keep the keyboard open until the run ends: an early EOF would end it.
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    Some(Run::from(out))
+}
+
+#[test]
+fn a_passphrase_works_on_a_terminal() {
+    if !age_or_skip("a_passphrase_works_on_a_terminal") {
+        return;
+    }
+    let repo = TempRepo::new();
+    repo.run(&["setup-secrets", "develop"]).ok();
+    let env = repo.read("secrets/develop.env");
+    let pass = "correct horse battery staple\n";
+    let Some(r) = on_terminal(
+        &repo,
+        &["backup-secrets", "develop", "--out", "p.age"],
+        &pass.repeat(2),
+    ) else {
+        return;
+    };
+    assert!(
+        r.stdout.contains("encrypted to a passphrase"),
+        "{}",
+        r.all()
+    );
+    let sealed = std::fs::read(repo.path("p.age")).unwrap();
+    assert!(
+        sealed.starts_with(b"age-encryption.org/v1\n-> scrypt "),
+        "not a passphrase age file"
+    );
+    std::fs::remove_file(repo.path("secrets/develop.env")).unwrap();
+    let r = on_terminal(
+        &repo,
+        &["restore-secrets", "develop", "--from", "p.age"],
+        "wrong passphrase\n",
+    )
+    .unwrap();
+    assert!(
+        !repo.path("secrets/develop.env").exists(),
+        "a wrong passphrase restored: {}",
+        r.all()
+    );
+    assert!(r.all().contains("cannot decrypt p.age"), "{}", r.all());
+    assert_ne!(r.code, 0);
+    let r = on_terminal(
+        &repo,
+        &["restore-secrets", "develop", "--from", "p.age"],
+        pass,
+    )
+    .unwrap();
+    assert!(
+        r.stdout.contains("create    secrets/develop.env"),
+        "{}",
+        r.all()
+    );
+    assert_eq!(repo.read("secrets/develop.env"), env);
+}

@@ -8,7 +8,7 @@
 //! the keys, never the values. Only then [`apply`] changes state.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
 };
 
@@ -23,6 +23,7 @@ use crate::{
     archive::{self, Archive, Role},
     flags::{EnvArgs, RestoreArgs},
     fsutil, output, resolve,
+    secret::SecretValue,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,21 +125,7 @@ fn plan(s: &Session, archive: &Archive) -> Result<Vec<Target>> {
     }
     let bytes = &archive.entries[env_idx].bytes;
     let (action, differing) = compare(&env_path, bytes, || {
-        let now = std::fs::read(&env_path).with_context(|| format!("cannot read {env_shown}"))?;
-        let now = parse_env(&now, &env_shown)?;
-        let keys: BTreeSet<&String> = now.keys().chain(backed.keys()).collect();
-        let mut d: Vec<String> = keys
-            .into_iter()
-            .filter(|k| match (now.get(*k), backed.get(*k)) {
-                (Some(a), Some(b)) => !a.ct_eq(b),
-                _ => true,
-            })
-            .cloned()
-            .collect();
-        if d.is_empty() {
-            d.push(format!("{env_shown} (comments or layout only)"));
-        }
-        Ok(d)
+        env_diff(&env_path, &env_shown, &backed)
     })?;
     // The env file last: it never names a file that is not there yet.
     out.push(Target {
@@ -149,6 +136,32 @@ fn plan(s: &Session, archive: &Archive) -> Result<Vec<Target>> {
         differing,
     });
     Ok(out)
+}
+
+/// The keys whose values differ between the env file at `path` and the
+/// backup's (or that only one of them has), compared in memory.
+fn env_diff(
+    path: &Path,
+    shown: &str,
+    backed: &BTreeMap<String, SecretValue>,
+) -> Result<Vec<String>> {
+    let now = zeroize::Zeroizing::new(
+        std::fs::read(path).with_context(|| format!("cannot read {shown}"))?,
+    );
+    let now = parse_env(&now, shown)?;
+    let keys: BTreeSet<&String> = now.keys().chain(backed.keys()).collect();
+    let mut d: Vec<String> = keys
+        .into_iter()
+        .filter(|k| match (now.get(*k), backed.get(*k)) {
+            (Some(a), Some(b)) => !a.ct_eq(b),
+            _ => true,
+        })
+        .cloned()
+        .collect();
+    if d.is_empty() {
+        d.push(format!("{shown} (comments or layout only)"));
+    }
+    Ok(d)
 }
 
 /// Compares the file at `path` with `want`; `keys` names what differs.
