@@ -156,3 +156,94 @@ fn sigterm_and_sigint_reach_the_child_and_the_folder_goes() {
         assert!(!Path::new(&dir).exists(), "{signal}: {dir} left behind");
     }
 }
+
+#[test]
+fn a_child_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let repo = ready();
+    let mut child = repo
+        .xtask(&[
+            "run",
+            "develop",
+            "--",
+            "sh",
+            "-c",
+            r#"trap '' TERM; echo "$SECRETS_DIR"; exec sleep 60"#,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut dir = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut dir)
+        .unwrap();
+    let start = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(
+        status.code(),
+        Some(137),
+        "killed with SIGKILL after the grace period"
+    );
+    assert!((9.0..40.0).contains(&secs), "took {secs} s");
+    assert!(!Path::new(dir.trim()).exists(), "{dir} left behind");
+}
+
+/// Ctrl-C typed on a real (pseudo-)terminal: the terminal signals the whole
+/// foreground group, the child ends with it, and the tool outlives it, passes
+/// its exit on and removes the folder.
+#[test]
+fn ctrl_c_on_a_terminal_ends_the_child_and_the_folder_goes() {
+    use std::io::{Read, Write};
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!(
+            "\n*** SKIPPED ctrl_c_on_a_terminal: `script` (util-linux) is not installed ***\n"
+        );
+        return;
+    }
+    let repo = ready();
+    let marker = repo.path("dir.txt");
+    let line = format!(
+        "{} run develop -- sh -c 'echo \"$SECRETS_DIR\" > {}; exec sleep 60'",
+        env!("CARGO_BIN_EXE_xtask"),
+        marker.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .current_dir(&repo.root)
+        .env("CARGO_MANIFEST_DIR", repo.root.join("xtask"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !marker.exists() && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let dir = std::fs::read_to_string(&marker).unwrap().trim().to_string();
+    assert!(Path::new(&dir).is_dir());
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"\x03").unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    assert_eq!(status.code(), Some(130), "{out}");
+    assert!(
+        start.elapsed().as_secs() < 50,
+        "the child was not interrupted"
+    );
+    assert!(!Path::new(&dir).exists(), "{dir} left behind");
+}
