@@ -438,6 +438,34 @@ mod tests {
             c => panic!("{c:?}"),
         }
         assert!(parse_args(&["xtask", "rotate-secrets", "staging"]).is_err());
+        match parse_args(&["xtask", "run", "develop", "--", "env", "--plain-env", "-0"]).unwrap() {
+            Cmd::Run(r) => {
+                assert!(!r.plain_env, "flags after -- belong to the command");
+                assert_eq!(r.command, ["env", "--plain-env", "-0"]);
+            }
+            c => panic!("{c:?}"),
+        }
+        assert!(parse_args(&["xtask", "run", "develop", "env"]).is_err());
+        match parse_args(&[
+            "xtask",
+            "restore-secrets",
+            "production",
+            "--from",
+            "b.age",
+            "--identity",
+            "k.txt",
+            "--force",
+        ])
+        .unwrap()
+        {
+            Cmd::RestoreSecrets(e, r) => {
+                assert_eq!(e.env, "production");
+                assert!(r.force && !r.dry_run && r.identity.is_some());
+            }
+            c => panic!("{c:?}"),
+        }
+        assert!(parse_args(&["xtask", "backup-secrets", "production"]).is_err());
+        assert!(parse_args(&["xtask", "scan", "--install-hook", "--history"]).is_err());
         assert!(parse_args(&["xtask", "setup-secrets", "x", "--backend", "nomad"]).is_err());
         assert!(parse_args(&["xtask", "generate-secret", "--length", "8"]).is_err());
     }
