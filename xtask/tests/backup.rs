@@ -601,3 +601,78 @@ fn a_passphrase_works_on_a_terminal() {
     );
     assert_eq!(repo.read("secrets/develop.env"), env);
 }
+
+/// Removes a test project's swarm secrets however the test ends.
+struct SwarmProject(String);
+
+impl Drop for SwarmProject {
+    fn drop(&mut self) {
+        support::remove_project_secrets(&self.0);
+    }
+}
+
+#[test]
+fn restore_brings_a_swarm_store_back() {
+    let test = "restore_brings_a_swarm_store_back";
+    if !age_or_skip(test) || !support::swarm_or_skip(test) {
+        return;
+    }
+    let repo = TempRepo::new();
+    let project = SwarmProject(format!("xb{}", support::unique()));
+    repo.write(
+        "deploy/secrets.toml",
+        &format!(
+            "project = \"{}\"\n[environments.stage]\nbackend = \"swarm\"\n[secrets.app_password]\nkind = \"password\"\n[secrets.tls_key]\nkind = \"file\"\npem = true\n",
+            project.0
+        ),
+    );
+    let pem =
+        "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIBBx+/9zzz\n-----END PRIVATE KEY-----\n";
+    repo.write("secrets/tls/key.pem", pem);
+    repo.write("secrets/stage.env", "TLS_KEY=tls/key.pem\n");
+    repo.run(&["setup-secrets", "stage", "--generate-missing"])
+        .ok();
+    let (identity, public) = keygen(&repo.root, "key.txt");
+    repo.run(&[
+        "backup-secrets",
+        "stage",
+        "--out",
+        "s.age",
+        "--recipient",
+        &public,
+    ])
+    .ok();
+    let env = repo.read("secrets/stage.env");
+    repo.run(&["remove-secrets", "stage", "--yes"]).ok();
+    std::fs::remove_file(repo.path("secrets/stage.env")).unwrap();
+    std::fs::remove_file(repo.path("secrets/tls/key.pem")).unwrap();
+    repo.run(&["verify-secrets", "stage"]).fails();
+
+    let r = repo
+        .run(&[
+            "restore-secrets",
+            "stage",
+            "--from",
+            "s.age",
+            "--identity",
+            identity.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(
+        r.stdout.contains("create    secrets/tls/key.pem"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(repo.read("secrets/stage.env"), env);
+    assert_eq!(repo.read("secrets/tls/key.pem"), pem);
+    repo.run(&["verify-secrets", "stage"]).ok();
+    let names = support::docker(&[
+        "secret",
+        "ls",
+        "--filter",
+        &format!("label=xtask.project={}", project.0),
+        "--format",
+        "{{.Name}}",
+    ]);
+    assert_eq!(names.lines().count(), 2, "{names}");
+}
