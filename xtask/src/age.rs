@@ -5,7 +5,7 @@
 
 use std::{
     ffi::OsString,
-    io::{IsTerminal, Read, Write},
+    io::{Read, Write},
     path::Path,
     process::{Command, Stdio},
 };
@@ -32,6 +32,12 @@ pub fn find() -> Result<Tool> {
     )
 }
 
+/// Whether age can ask for a passphrase: it reads the controlling terminal
+/// itself, whatever stdin and stderr are.
+pub fn has_terminal() -> bool {
+    std::fs::File::open("/dev/tty").is_ok()
+}
+
 /// Encrypts `plain` and returns the ciphertext (binary age format).
 pub fn encrypt(age: &Tool, plain: &[u8], seal: &Seal) -> Result<Vec<u8>> {
     let mut args: Vec<OsString> = vec!["--encrypt".into()];
@@ -43,16 +49,10 @@ pub fn encrypt(age: &Tool, plain: &[u8], seal: &Seal) -> Result<Vec<u8>> {
             }
         }
         Seal::Passphrase => {
-            if !std::io::stderr().is_terminal() {
-                bail!(
-                    "no backup recipients: pass --recipient KEY (an age public key, `age-keygen -y KEYFILE` prints it), or set backup_recipients in deploy/secrets.toml; a passphrase works only on a terminal"
-                );
-            }
             args.push("--passphrase".into());
         }
     }
-    let interactive = matches!(seal, Seal::Passphrase);
-    let out = pipe(age, &args, plain, interactive)?;
+    let out = pipe(age, &args, plain)?;
     if !out.ok {
         bail!(
             "age could not encrypt the backup: {}; check the recipients (age public keys start with age1, or ssh-ed25519/ssh-rsa keys)",
@@ -83,8 +83,7 @@ pub fn decrypt(
         args.push("--identity".into());
         args.push(i.into());
     }
-    let interactive = identity.is_none() && std::io::stderr().is_terminal();
-    let out = pipe(age, &args, &ciphertext, interactive)?;
+    let out = pipe(age, &args, &ciphertext)?;
     if !out.ok {
         let why = message(&out.stderr);
         let why = why.as_str();
@@ -125,18 +124,14 @@ struct Piped {
 }
 
 /// Runs age with `input` on stdin (from a thread, so a large input never
-/// blocks on a full stdout pipe) and collects stdout. `interactive` leaves
-/// stderr on the terminal for age's passphrase prompt.
-fn pipe(age: &Tool, args: &[OsString], input: &[u8], interactive: bool) -> Result<Piped> {
+/// blocks on a full stdout pipe) and collects stdout and stderr. age asks for
+/// a passphrase on `/dev/tty` itself, so its prompt needs neither stream.
+fn pipe(age: &Tool, args: &[OsString], input: &[u8]) -> Result<Piped> {
     let mut child = Command::new(&age.bin)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(if interactive {
-            Stdio::inherit()
-        } else {
-            Stdio::piped()
-        })
+        .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot start {}", Path::new(&age.bin).display()))?;
     let mut stdin = child.stdin.take().context("age's stdin")?;
@@ -154,20 +149,17 @@ fn pipe(age: &Tool, args: &[OsString], input: &[u8], interactive: bool) -> Resul
             }
             e
         });
-        let mut out = Zeroizing::new(Vec::new());
+        // Room for all of a decrypted output up front: a growing Vec would
+        // leave copies of the plaintext behind in freed memory.
+        let mut out = Zeroizing::new(Vec::with_capacity(input.len() + 4096));
         let read = stdout.read_to_end(&mut out);
         (read.map(|_| out), err.join().unwrap_or_default())
     });
     let status = child.wait().context("waiting for age")?;
     let stdout = out.context("reading age's output")?;
-    let stderr = if interactive && !status.success() {
-        format!("age exited with {status} (its message is above)")
-    } else {
-        err
-    };
     Ok(Piped {
         ok: status.success(),
         stdout,
-        stderr,
+        stderr: err,
     })
 }

@@ -358,10 +358,22 @@ fn backup_needs_recipients_off_a_terminal_and_never_overwrites() {
     }
     let repo = TempRepo::new();
     repo.run(&["setup-secrets", "develop"]).ok();
-    let r = repo
-        .run(&["backup-secrets", "develop", "--out", "b.age"])
-        .fails();
+    // In a new session, so there is no terminal even when the tests run on one.
+    let mut c = repo.xtask(&["backup-secrets", "develop", "--out", "b.age"]);
+    // SAFETY: setsid is async-signal-safe and touches only the new child.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut c, || {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let r = Run::from(c.output().unwrap()).fails();
     assert!(r.stderr.contains("--recipient"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("only be typed on a terminal"),
+        "{}",
+        r.stderr
+    );
     assert!(!repo.path("b.age").exists());
     // Recipients from the manifest.
     let (_, public) = keygen(&repo.root, "k.txt");
@@ -586,7 +598,13 @@ fn a_passphrase_works_on_a_terminal() {
         "a wrong passphrase restored: {}",
         r.all()
     );
-    assert!(r.all().contains("cannot decrypt p.age"), "{}", r.all());
+    assert!(
+        r.all()
+            .contains("cannot decrypt p.age: incorrect passphrase"),
+        "{}",
+        r.all()
+    );
+    assert!(r.all().contains("type the right passphrase"), "{}", r.all());
     assert_ne!(r.code, 0);
     let r = on_terminal(
         &repo,

@@ -27,6 +27,11 @@ pub fn run(root: &Path, a: BackupArgs) -> Result<()> {
     let manifest = Manifest::load(root)?;
     let env = manifest.env(&a.env)?.clone();
     let seal = choose_seal(&a.recipients, &env);
+    if matches!(seal, Seal::Passphrase) && !age::has_terminal() {
+        bail!(
+            "no backup recipients: pass --recipient KEY (an age public key; `age-keygen -y KEYFILE` prints it) or set backup_recipients in deploy/secrets.toml; a passphrase can only be typed on a terminal"
+        );
+    }
     let age = age::find()?;
     let out = root.join(&a.out);
     if out.exists() {
