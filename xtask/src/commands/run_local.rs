@@ -30,6 +30,8 @@ use crate::{flags::RunArgs, manifest::Manifest, output, resolve};
 const GRACE: Duration = Duration::from_secs(10);
 
 pub fn run(root: &Path, a: RunArgs) -> Result<()> {
+    // First, so an interrupt while the folder is filled still removes it.
+    install_handlers();
     let manifest = Manifest::load(root)?;
     let env = manifest.env(&a.env)?;
     let r = resolve::resolve(root, &manifest, env, resolve::Options::read_only())?;
@@ -66,10 +68,13 @@ pub fn run(root: &Path, a: RunArgs) -> Result<()> {
         c.env("SECRETS_DIR", &dir.0);
         Some(dir)
     };
-    install_handlers();
-    let status = supervise(&mut c, program)?;
+    let code = match SIGNAL.load(Ordering::SeqCst) {
+        // Interrupted before the command started: it never runs.
+        0 => exit_code(supervise(&mut c, program)?),
+        sig => 128 + sig,
+    };
     drop(dir);
-    std::process::exit(exit_code(status));
+    std::process::exit(code);
 }
 
 /// Starts the child and waits for it, passing on the signals the tool gets.

@@ -240,7 +240,9 @@ fn tracked(git: &Tool, root: &Path, m: &Matcher) -> Result<Vec<Finding>> {
     let mut out = Vec::new();
     for rel in list.split('\0').filter(|p| !p.is_empty()) {
         let p = root.join(rel);
-        if !p.is_file() {
+        // A tracked link holds only its target's name (git stores no more);
+        // following it could read files outside the repository.
+        if !std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()) {
             continue;
         }
         let bytes =
