@@ -249,7 +249,7 @@ fn operations(cli: Command) -> Command {
         Command::new("scan")
             .about("Look for every current secret value (plain, base64, percent-encoded) in tracked files, staged changes or history")
             .arg(Arg::new("history").long("history").action(ArgAction::SetTrue).help("Also search every commit reachable from any ref"))
-            .arg(Arg::new("staged").long("staged").action(ArgAction::SetTrue).help("Search the staged changes only (what the pre-commit hook runs)"))
+            .arg(Arg::new("staged").long("staged").action(ArgAction::SetTrue).conflicts_with("history").help("Search the staged changes only (what the pre-commit hook runs)"))
             .arg(Arg::new("install-hook").long("install-hook").action(ArgAction::SetTrue).conflicts_with_all(["history", "staged"]).help("Install a git pre-commit hook that runs `scan --staged`")),
     )
     .subcommand(
@@ -466,6 +466,7 @@ mod tests {
         }
         assert!(parse_args(&["xtask", "backup-secrets", "production"]).is_err());
         assert!(parse_args(&["xtask", "scan", "--install-hook", "--history"]).is_err());
+        assert!(parse_args(&["xtask", "scan", "--staged", "--history"]).is_err());
         assert!(parse_args(&["xtask", "setup-secrets", "x", "--backend", "nomad"]).is_err());
         assert!(parse_args(&["xtask", "generate-secret", "--length", "8"]).is_err());
     }
