@@ -165,3 +165,72 @@ fn the_hook_is_installed_and_never_clobbers_another() {
     );
     assert_eq!(repo.read(".git/hooks/pre-commit"), "#!/bin/sh\nmake lint\n");
 }
+
+/// The installed hook refuses a commit that adds a value, and lets a clean one
+/// through. `cargo` is a stand-in on PATH that runs this build's binary, so the
+/// hook runs exactly its own command line without building the copy.
+#[test]
+fn the_hook_refuses_a_commit_holding_a_value() {
+    use std::os::unix::fs::PermissionsExt;
+    let (repo, key) = with_values("API_SECRET_KEY");
+    repo.run(&["scan", "--install-hook"]).ok();
+    let bin = repo.path("fake-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(
+        bin.join("cargo"),
+        format!(
+            "#!/bin/sh\n[ \"$1\" = xtask ] || exit 99\nshift\nexec {} \"$@\"\n",
+            env!("CARGO_BIN_EXE_xtask")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("cargo"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let commit = |msg: &str| {
+        std::process::Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t.invalid",
+                "commit",
+                "-qm",
+                msg,
+            ])
+            .current_dir(&repo.root)
+            .env("PATH", &path)
+            .env("CARGO_MANIFEST_DIR", repo.root.join("xtask"))
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    let head = || String::from_utf8(repo.git(&["rev-parse", "HEAD"]).stdout).unwrap();
+    let before = head();
+    repo.write("config/app.toml", &format!("[api]\nkey = \"{key}\"\n"));
+    repo.git(&["add", "config/app.toml"]);
+    let out = commit("add config");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "the commit went through: {text}");
+    assert!(
+        text.contains("config/app.toml:2 (staged): develop API_SECRET_KEY (plain)"),
+        "{text}"
+    );
+    assert!(!text.contains(&key), "the hook printed the value");
+    assert_eq!(head(), before, "a commit was made");
+    repo.write(
+        "config/app.toml",
+        "[api]\nkey_file = \"/run/secrets/api_secret_key\"\n",
+    );
+    repo.git(&["add", "config/app.toml"]);
+    let out = commit("add config");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(head(), before);
+}
