@@ -326,6 +326,34 @@ fn bad_backups_and_differing_values_change_nothing() {
     unchanged("another project");
     repo.write("deploy/secrets.toml", &m);
 
+    // A file secret that is a link is never replaced by a plain file.
+    std::fs::rename(repo.path("secrets/tls.pem"), repo.path("elsewhere.pem")).unwrap();
+    std::fs::write(
+        repo.path("elsewhere.pem"),
+        "-----BEGIN CERTIFICATE-----\nnew\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(repo.path("elsewhere.pem"), repo.path("secrets/tls.pem")).unwrap();
+    let linked = snapshot(&repo);
+    let r = repo
+        .run(&[
+            "restore-secrets",
+            "develop",
+            "--from",
+            "backup.age",
+            "--identity",
+            id,
+            "--force",
+        ])
+        .fails();
+    assert!(
+        r.stderr.contains("secrets/tls.pem is a symbolic link"),
+        "{}",
+        r.stderr
+    );
+    assert!(snapshot(&repo) == linked, "a refused link changed files");
+    std::fs::remove_file(repo.path("secrets/tls.pem")).unwrap();
+
     // With --force the backup's value comes back, in the file and the store.
     let r = repo
         .run(&[

@@ -115,6 +115,10 @@ fn plan(s: &Session, archive: &Archive) -> Result<Vec<Target>> {
         let shown = shown_path(&s.root, &path);
         let (action, differing) =
             compare(&path, &archive.entries[idx].bytes, || Ok(vec![key.clone()]))?;
+        if action != Action::Unchanged {
+            // Writing by rename would turn a link into a plain file.
+            fsutil::refuse_symlink(&path, &shown)?;
+        }
         out.push(Target {
             entry: idx,
             path,
