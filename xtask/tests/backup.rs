@@ -560,10 +560,7 @@ fn plaintext_travels_only_through_pipes() {
 /// the keyboard, for age's passphrase prompts.
 fn on_terminal(repo: &TempRepo, args: &[&str], typed: &str) -> Option<Run> {
     use std::io::Write;
-    if Command::new("script").arg("--version").output().is_err() {
-        eprintln!(
-            "\n*** SKIPPED the passphrase test: `script` (util-linux) is not installed ***\n"
-        );
+    if !support::script_or_skip() {
         return None;
     }
     let line = std::iter::once(env!("CARGO_BIN_EXE_xtask"))

@@ -200,10 +200,7 @@ fn a_child_that_ignores_sigterm_is_killed_after_the_grace_period() {
 #[test]
 fn ctrl_c_on_a_terminal_ends_the_child_and_the_folder_goes() {
     use std::io::{Read, Write};
-    if Command::new("script").arg("--version").output().is_err() {
-        eprintln!(
-            "\n*** SKIPPED ctrl_c_on_a_terminal: `script` (util-linux) is not installed ***\n"
-        );
+    if !support::script_or_skip() {
         return;
     }
     let repo = ready();
