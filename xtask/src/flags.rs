@@ -19,6 +19,41 @@ pub enum Cmd {
     Deploy(EnvArgs, DeployArgs),
     Check,
     Bench { what: String, sizes: Vec<usize> },
+    BackupSecrets(BackupArgs),
+    RestoreSecrets(EnvArgs, RestoreArgs),
+    Scan(ScanArgs),
+    Run(RunArgs),
+    Completions { shell: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupArgs {
+    pub env: String,
+    pub out: std::path::PathBuf,
+    /// age public keys; empty means the manifest's, then a passphrase.
+    pub recipients: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreArgs {
+    pub from: std::path::PathBuf,
+    pub identity: Option<std::path::PathBuf>,
+    pub force: bool,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ScanArgs {
+    pub history: bool,
+    pub staged: bool,
+    pub install_hook: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunArgs {
+    pub env: String,
+    pub plain_env: bool,
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Clone)]
@@ -110,6 +145,10 @@ fn timeout() -> Arg {
 }
 
 pub fn command() -> Command {
+    operations(base())
+}
+
+fn base() -> Command {
     Command::new("xtask")
         .about("Secrets and deployment tasks: replaces the setup/remove/deploy/rotate shell scripts")
         .after_help("Run `cargo xtask setup-secrets develop` to create the develop secrets with no server needed.")
@@ -182,6 +221,49 @@ pub fn command() -> Command {
                         .value_parser(value_parser!(usize)),
                 ),
         )
+}
+
+/// The commands of day-to-day operations: backup, restore, scan, run, completions.
+fn operations(cli: Command) -> Command {
+    let env = || {
+        Arg::new("env")
+            .required(true)
+            .value_name("ENV")
+            .help("Environment from deploy/secrets.toml (production, staging, develop, ...)")
+    };
+    cli.subcommand(
+        Command::new("backup-secrets")
+            .about("Write an age-encrypted backup of an environment's env file and the files its file secrets name")
+            .arg(env())
+            .arg(Arg::new("out").long("out").value_name("FILE").required(true).value_parser(value_parser!(std::path::PathBuf)).help("The backup file to write (refused if it exists)"))
+            .arg(Arg::new("recipient").long("recipient").value_name("KEY").action(ArgAction::Append).help("age public key to encrypt to (repeatable; default: backup_recipients in the manifest, else a passphrase on a terminal)")),
+    )
+    .subcommand(
+        env_command("restore-secrets", "Restore an environment's env file and files from a backup, then bring the store in line")
+            .arg(Arg::new("from").long("from").value_name("FILE").required(true).value_parser(value_parser!(std::path::PathBuf)).help("The backup file written by backup-secrets"))
+            .arg(Arg::new("identity").long("identity").value_name("FILE").value_parser(value_parser!(std::path::PathBuf)).help("age identity (key) file; without it age asks for the passphrase on a terminal"))
+            .arg(Arg::new("force").long("force").action(ArgAction::SetTrue).help("Overwrite files whose current values differ from the backup's"))
+            .arg(dry_run()),
+    )
+    .subcommand(
+        Command::new("scan")
+            .about("Look for every current secret value (plain, base64, percent-encoded) in tracked files, staged changes or history")
+            .arg(Arg::new("history").long("history").action(ArgAction::SetTrue).help("Also search every commit reachable from any ref"))
+            .arg(Arg::new("staged").long("staged").action(ArgAction::SetTrue).conflicts_with("history").help("Search the staged changes only (what the pre-commit hook runs)"))
+            .arg(Arg::new("install-hook").long("install-hook").action(ArgAction::SetTrue).conflicts_with_all(["history", "staged"]).help("Install a git pre-commit hook that runs `scan --staged`")),
+    )
+    .subcommand(
+        Command::new("run")
+            .about("Run a command with an environment's secrets as files (SECRETS_DIR, <NAME>_FILE) in a private temporary folder")
+            .arg(env())
+            .arg(Arg::new("plain-env").long("plain-env").action(ArgAction::SetTrue).help("Pass the values as plain environment variables instead (less safe: children and crash dumps see them)"))
+            .arg(Arg::new("command").value_name("COMMAND").required(true).num_args(1..).last(true).value_parser(value_parser!(std::ffi::OsString)).help("The command and its arguments, after --")),
+    )
+    .subcommand(
+        Command::new("completions")
+            .about("Print a shell completion script to stdout")
+            .arg(Arg::new("shell").required(true).value_parser(["bash", "zsh", "fish", "elvish", "powershell"]).help("The shell to complete for")),
+    )
 }
 
 pub fn parse() -> Result<Cmd> {
@@ -267,6 +349,42 @@ pub fn from_matches(m: ArgMatches) -> Result<Cmd> {
                 .map(|v| v.copied().collect())
                 .unwrap_or_default(),
         },
+        "backup-secrets" => Cmd::BackupSecrets(BackupArgs {
+            env: m.get_one::<String>("env").cloned().unwrap_or_default(),
+            out: m
+                .get_one::<std::path::PathBuf>("out")
+                .cloned()
+                .unwrap_or_default(),
+            recipients: names(m, "recipient"),
+        }),
+        "restore-secrets" => Cmd::RestoreSecrets(
+            env_args(m),
+            RestoreArgs {
+                from: m
+                    .get_one::<std::path::PathBuf>("from")
+                    .cloned()
+                    .unwrap_or_default(),
+                identity: m.get_one::<std::path::PathBuf>("identity").cloned(),
+                force: flag(m, "force"),
+                dry_run: flag(m, "dry-run"),
+            },
+        ),
+        "scan" => Cmd::Scan(ScanArgs {
+            history: flag(m, "history"),
+            staged: flag(m, "staged"),
+            install_hook: flag(m, "install-hook"),
+        }),
+        "run" => Cmd::Run(RunArgs {
+            env: m.get_one::<String>("env").cloned().unwrap_or_default(),
+            plain_env: flag(m, "plain-env"),
+            command: m
+                .get_many::<std::ffi::OsString>("command")
+                .map(|v| v.cloned().collect())
+                .unwrap_or_default(),
+        }),
+        "completions" => Cmd::Completions {
+            shell: m.get_one::<String>("shell").cloned().unwrap_or_default(),
+        },
         other => bail!("unknown command {other}"),
     })
 }
@@ -320,6 +438,35 @@ mod tests {
             c => panic!("{c:?}"),
         }
         assert!(parse_args(&["xtask", "rotate-secrets", "staging"]).is_err());
+        match parse_args(&["xtask", "run", "develop", "--", "env", "--plain-env", "-0"]).unwrap() {
+            Cmd::Run(r) => {
+                assert!(!r.plain_env, "flags after -- belong to the command");
+                assert_eq!(r.command, ["env", "--plain-env", "-0"]);
+            }
+            c => panic!("{c:?}"),
+        }
+        assert!(parse_args(&["xtask", "run", "develop", "env"]).is_err());
+        match parse_args(&[
+            "xtask",
+            "restore-secrets",
+            "production",
+            "--from",
+            "b.age",
+            "--identity",
+            "k.txt",
+            "--force",
+        ])
+        .unwrap()
+        {
+            Cmd::RestoreSecrets(e, r) => {
+                assert_eq!(e.env, "production");
+                assert!(r.force && !r.dry_run && r.identity.is_some());
+            }
+            c => panic!("{c:?}"),
+        }
+        assert!(parse_args(&["xtask", "backup-secrets", "production"]).is_err());
+        assert!(parse_args(&["xtask", "scan", "--install-hook", "--history"]).is_err());
+        assert!(parse_args(&["xtask", "scan", "--staged", "--history"]).is_err());
         assert!(parse_args(&["xtask", "setup-secrets", "x", "--backend", "nomad"]).is_err());
         assert!(parse_args(&["xtask", "generate-secret", "--length", "8"]).is_err());
     }

@@ -3,6 +3,8 @@
 //! `main` parses the command line, moves to the repository root and hands the
 //! work to one module per command.
 
+mod age;
+mod archive;
 mod bench;
 mod commands;
 mod docker;

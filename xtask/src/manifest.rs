@@ -123,6 +123,9 @@ pub struct Environment {
     /// Each store's and runtime's own table (`[environments.<env>.k8s]`), over
     /// the project-wide one (`[k8s]`). Only that module reads it.
     pub settings: BTreeMap<String, Table>,
+    /// age recipients of `backup-secrets` (`backup_recipients`, per environment
+    /// over the project-wide list): public keys, so they may sit in the manifest.
+    pub backup_recipients: Vec<String>,
 }
 
 impl Environment {
@@ -256,6 +259,7 @@ impl Manifest {
         let project = r.req_str("project")?;
         check_name(&project, "project").context("at the top level")?;
         let top = top_settings(&mut r)?;
+        let top_recipients = r.opt_str_list("backup_recipients")?;
 
         let mut environments = BTreeMap::new();
         for (name, v) in r.req_tables("environments")? {
@@ -281,7 +285,13 @@ impl Manifest {
                 }
             }
             let default_min = if name == "develop" { 16 } else { 32 };
+            let recipients = e.opt_str_list("backup_recipients")?;
             let env = Environment {
+                backup_recipients: if recipients.is_empty() {
+                    top_recipients.clone()
+                } else {
+                    recipients
+                },
                 min_length: e.opt_usize("min_length")?.unwrap_or(default_min),
                 generate: e.opt_bool("generate")?.unwrap_or(name == "develop"),
                 production: e.opt_bool("production")?.unwrap_or(name == "production"),

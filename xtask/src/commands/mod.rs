@@ -2,12 +2,17 @@
 //! holds what every environment command shares: the manifest, the
 //! environment, its store, and (opened on demand) its runtime.
 
+mod backup_secrets;
 mod check;
+mod completions;
 mod deploy;
 mod generate_secret;
 mod list_secrets;
 mod remove_secrets;
+mod restore_secrets;
 mod rotate_secrets;
+mod run_local;
+mod scan;
 mod setup_secrets;
 mod verify_secrets;
 
@@ -38,6 +43,11 @@ pub fn run(cmd: Cmd, root: &Path) -> Result<()> {
         Cmd::Deploy(e, a) => deploy::run(root, &e, a),
         Cmd::Check => check::run(root),
         Cmd::Bench { what, sizes } => crate::bench::run(root, &what, &sizes),
+        Cmd::BackupSecrets(a) => backup_secrets::run(root, a),
+        Cmd::RestoreSecrets(e, a) => restore_secrets::run(root, &e, a),
+        Cmd::Scan(a) => scan::run(root, a),
+        Cmd::Run(a) => run_local::run(root, a),
+        Cmd::Completions { shell } => completions::run(&shell),
     }
 }
 

@@ -600,3 +600,19 @@ pub fn write_special_values(repo: &TempRepo) -> (&'static str, &'static str) {
     );
     (special, pem)
 }
+
+/// True when util-linux `script` (a pseudo-terminal) runs. Under `CI=true`
+/// its absence fails the test; elsewhere the test is skipped loudly.
+pub fn script_or_skip() -> bool {
+    let ok = Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok && std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
+        panic!("CI is set but `script` (util-linux, Debian: bsdutils) is not installed");
+    }
+    if !ok {
+        eprintln!("\n*** SKIPPED a terminal test: `script` (util-linux) is not installed ***\n");
+    }
+    ok
+}
