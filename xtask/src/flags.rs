@@ -15,10 +15,21 @@ pub enum Cmd {
     VerifySecrets(EnvArgs),
     RemoveSecrets(EnvArgs, RemoveArgs),
     RotateSecrets(EnvArgs, RotateArgs),
-    GenerateSecret { length: usize },
+    GenerateSecret {
+        length: usize,
+    },
     Deploy(EnvArgs, DeployArgs),
     Check,
-    Bench { what: String, sizes: Vec<usize> },
+    /// `status [ENV...] [--check] [--json]`.
+    Status {
+        envs: Vec<String>,
+        check: bool,
+        json: bool,
+    },
+    Bench {
+        what: String,
+        sizes: Vec<usize>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -163,6 +174,23 @@ pub fn command() -> Command {
             ),
         )
         .subcommand(env_command("deploy", "Deploy the stack with the current secrets and wait until it converged").arg(dry_run()).arg(timeout()))
+        .subcommand(
+            Command::new("status")
+                .about("One table across environments: store, version, age, last rotation, days until due, users, drift")
+                .arg(
+                    Arg::new("envs")
+                        .value_name("ENV")
+                        .num_args(0..)
+                        .help("Environments to show (default: every environment of deploy/secrets.toml)"),
+                )
+                .arg(
+                    Arg::new("check")
+                        .long("check")
+                        .action(ArgAction::SetTrue)
+                        .help("Exit 1 when anything is overdue, missing, drifted or unreadable, one line per finding"),
+                )
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON for machines (shape in README.md)")),
+        )
         .subcommand(Command::new("check").about("Check that deploy/secrets.toml and the compose files name the same secrets"))
         .subcommand(
             Command::new("bench")
@@ -260,6 +288,11 @@ pub fn from_matches(m: ArgMatches) -> Result<Cmd> {
             },
         ),
         "check" => Cmd::Check,
+        "status" => Cmd::Status {
+            envs: names(m, "envs"),
+            check: flag(m, "check"),
+            json: flag(m, "json"),
+        },
         "bench" => Cmd::Bench {
             what: m.get_one::<String>("what").cloned().unwrap_or_default(),
             sizes: m

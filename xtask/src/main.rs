@@ -3,6 +3,7 @@
 //! `main` parses the command line, moves to the repository root and hands the
 //! work to one module per command.
 
+mod audit;
 mod bench;
 mod commands;
 mod docker;
@@ -15,6 +16,7 @@ mod lock;
 mod manifest;
 mod output;
 mod plan;
+mod progress;
 mod resolve;
 mod runner;
 mod runtime;

@@ -254,10 +254,12 @@ fn compose_stack_reads_every_secret_through_the_reader() {
         show(&backend, &["api_secret_key"])[0].2,
         sha12(new_key.as_bytes())
     );
-    let log = repo.read("deploy/rotation-log.tsv");
+    let log = repo.read("deploy/audit-log.tsv");
     assert!(
-        log.lines()
-            .any(|l| l.contains("\tdevelop\tapi_secret_key\t") && l.ends_with("\tcompose")),
+        log.lines().any(
+            |l| l.contains("\tdevelop\trotate-secrets\tupdate\tapi_secret_key\t")
+                && l.ends_with("\tcompose\tok")
+        ),
         "{log}"
     );
     assert!(!log.contains(&new_key));

@@ -370,14 +370,17 @@ fn swarm_setup_deploy_rotate_remove() {
         logs.contains(&served("app_url", &url(&repo, &project))),
         "{logs}"
     );
-    let tsv = repo.read("deploy/rotation-log.tsv");
+    let tsv = repo.read("deploy/audit-log.tsv");
     assert!(
-        tsv.starts_with("time\tenvironment\tsecret\tversion\toperator\tbackend\n"),
+        tsv.starts_with(
+            "time\tenvironment\tcommand\taction\tsecret\tversion\toperator\tstore\toutcome\n"
+        ),
         "{tsv}"
     );
     assert!(
-        tsv.lines()
-            .any(|l| l.contains(&format!("\t{ENV}\tapp_password\tv2\t")) && l.ends_with("\tswarm")),
+        tsv.lines().any(|l| l.contains(&format!(
+            "\t{ENV}\trotate-secrets\tupdate\tapp_password\tv2\t"
+        )) && l.ends_with("\tswarm\tok")),
         "{tsv}"
     );
     assert!(!tsv.contains(&new_password));

@@ -9,6 +9,7 @@ mod list_secrets;
 mod remove_secrets;
 mod rotate_secrets;
 mod setup_secrets;
+mod status;
 mod verify_secrets;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::{
+    audit::{self, Change, Outcome},
     flags::{Cmd, EnvArgs},
     lock,
     manifest::{BackendKind, Environment, Manifest},
@@ -37,6 +39,7 @@ pub fn run(cmd: Cmd, root: &Path) -> Result<()> {
         Cmd::GenerateSecret { length } => generate_secret::run(length),
         Cmd::Deploy(e, a) => deploy::run(root, &e, a),
         Cmd::Check => check::run(root),
+        Cmd::Status { envs, check, json } => status::run(root, &envs, check, json),
         Cmd::Bench { what, sizes } => crate::bench::run(root, &what, &sizes),
     }
 }
@@ -209,6 +212,38 @@ impl Session {
             })
             .collect::<Result<_>>()?;
         self.store.write(&items)
+    }
+
+    /// Appends `changes` to the audit log for this environment and store.
+    pub fn audit(&self, command: &str, changes: &[Change], outcome: Outcome) -> Result<()> {
+        audit::record(
+            &self.root,
+            &self.env.name,
+            command,
+            self.store.kind(),
+            changes,
+            outcome,
+        )
+    }
+
+    /// Runs `f` and logs `changes` with its outcome (`failed` when it fails:
+    /// the steps were attempted). The step's own error comes first.
+    pub fn audited<T>(
+        &self,
+        command: &str,
+        changes: &[Change],
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let r = f();
+        let outcome = if r.is_ok() {
+            Outcome::Ok
+        } else {
+            Outcome::Failed
+        };
+        let logged = self.audit(command, changes, outcome);
+        let v = r?;
+        logged?;
+        Ok(v)
     }
 
     /// Whether the runtime gets its secrets from the store (compose files,

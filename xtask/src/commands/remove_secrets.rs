@@ -69,7 +69,11 @@ pub fn run(root: &Path, e: &EnvArgs, a: RemoveArgs) -> Result<()> {
     if !a.yes {
         confirm(steps.len(), &s.env.name)?;
     }
-    s.store.delete(&steps)?;
+    s.audited(
+        "remove-secrets",
+        &crate::audit::Change::of_steps(&steps),
+        || s.store.delete(&steps),
+    )?;
     println!("removed {} secret(s) from {}", steps.len(), s.env.name);
     Ok(())
 }

@@ -2,14 +2,16 @@
 //!
 //! New values first go into the env file (the source of truth), so a rotation
 //! that stops half-way converges on a re-run. Then hooks, new versions in the
-//! store, a redeploy that waits for convergence, pruning and a log line.
+//! store, a redeploy that waits for convergence, pruning; each step is
+//! written to the audit log with its outcome.
 
-use std::{io::Write, os::unix::fs::OpenOptionsExt, path::Path, time::SystemTime};
+use std::{io::Write, path::Path};
 
 use anyhow::{Context, Result, bail};
 
 use super::Session;
 use crate::{
+    audit::{self, Change},
     flags::{EnvArgs, RotateArgs},
     manifest::{Kind, SecretSpec},
     output,
@@ -17,11 +19,9 @@ use crate::{
     resolve,
     runtime::DeployOptions,
     secret::SecretValue,
-    time,
 };
 
-pub const LOG_PATH: &str = "deploy/rotation-log.tsv";
-const LOG_HEADER: &str = "time\tenvironment\tsecret\tversion\toperator\tbackend\n";
+const COMMAND: &str = "rotate-secrets";
 
 /// What happens to one chosen secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,7 +133,7 @@ fn chosen_specs<'a>(s: &'a Session, a: &RotateArgs) -> Result<Vec<&'a SecretSpec
 pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
     let s = Session::open(root, e)?;
     let _lock = match a.dry_run {
-        false => Some(s.lock(&format!("rotate-secrets {}", e.env), e.lock_timeout)?),
+        false => Some(s.lock(&format!("{COMMAND} {}", e.env), e.lock_timeout)?),
         true => None,
     };
     let mut r = s.resolve_read_only()?;
@@ -176,7 +176,13 @@ pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
             "# Secrets for {} ({}). Never commit this file.\n",
             s.env.name, s.manifest.project
         );
-        r.file.write_updates(&updates, &header)?;
+        let changes: Vec<Change> = updates
+            .iter()
+            .map(|(k, _)| Change::new(&k.to_ascii_lowercase(), "generate", None))
+            .collect();
+        s.audited(COMMAND, &changes, || {
+            r.file.write_updates(&updates, &header)
+        })?;
     }
     execute(&s, &plan, &a)
 }
@@ -242,16 +248,18 @@ fn execute(s: &Session, plan: &[Step], a: &RotateArgs) -> Result<()> {
     }
     // Hooks run before anything is swapped, so a failing one leaves the old
     // values live everywhere (the env file already holds the new ones; a
-    // re-run converges).
-    for st in &steps {
-        let d = r
-            .get(&st.secret)
-            .context("a changed secret was not resolved")?;
-        if !d.spec.rotate_hook.is_empty() {
-            run_hook(&s.root, &s.env.name, &d.spec, &d.value)?;
+    // re-run converges). Both are the store step of the audit log.
+    s.audited(COMMAND, &Change::of_steps(&steps), || {
+        for st in &steps {
+            let d = r
+                .get(&st.secret)
+                .context("a changed secret was not resolved")?;
+            if !d.spec.rotate_hook.is_empty() {
+                run_hook(&s.root, &s.env.name, &d.spec, &d.value)?;
+            }
         }
-    }
-    s.apply(&r, &steps)?;
+        s.apply(&r, &steps)
+    })?;
     let mut current = plan::current(&now.listed);
     for st in &steps {
         current.insert(st.secret.clone(), st.id.clone());
@@ -261,16 +269,23 @@ fn execute(s: &Session, plan: &[Step], a: &RotateArgs) -> Result<()> {
             "the {} store keeps the versions itself; services read the new value at run time (nothing to redeploy or prune)",
             s.store.kind()
         );
-        return log_done(s, &steps);
+        return done(s, &steps);
     }
-    let runtime = s.runtime()?;
-    runtime.deploy(
-        &current,
-        &DeployOptions {
-            dry_run: false,
-            timeout: a.timeout,
-        },
-    )?;
+    let deployed: Vec<Change> = steps
+        .iter()
+        .map(|st| Change::new(&st.secret, "deploy", st.version))
+        .collect();
+    let runtime = s.audited(COMMAND, &deployed, || {
+        let runtime = s.runtime()?;
+        runtime.deploy(
+            &current,
+            &DeployOptions {
+                dry_run: false,
+                timeout: a.timeout,
+            },
+        )?;
+        Ok(runtime)
+    })?;
     if let Some(users) = runtime.users()? {
         let listed = s.store.list(&s.compare_key(&r)?)?;
         let names: Vec<String> = steps.iter().map(|st| st.secret.clone()).collect();
@@ -281,51 +296,23 @@ fn execute(s: &Session, plan: &[Step], a: &RotateArgs) -> Result<()> {
             }
         }
         if !gone.is_empty() {
-            s.store.delete(&gone)?;
+            s.audited(COMMAND, &Change::of_steps(&gone), || s.store.delete(&gone))?;
             let shown: Vec<&str> = gone.iter().map(|g| g.id.as_str()).collect();
             println!("removed superseded versions: {}", shown.join(", "));
         }
     }
-    log_done(s, &steps)
+    done(s, &steps)
 }
 
-fn log_done(s: &Session, steps: &[&Step]) -> Result<()> {
-    log_rotation(s, steps)?;
+fn done(s: &Session, steps: &[&Step]) -> Result<()> {
     let names: Vec<&str> = steps.iter().map(|st| st.secret.as_str()).collect();
     println!(
-        "rotated {} in {}; logged to {LOG_PATH}",
+        "rotated {} in {}; logged to {}",
         names.join(", "),
-        s.env.name
+        s.env.name,
+        audit::PATH
     );
     Ok(())
-}
-
-/// Appends one line per changed secret to the rotation log (never values).
-/// `setup-secrets` calls it too, for values it replaced: a rotation that was
-/// interrupted and completed by a re-run is logged when it completes.
-pub fn log_rotation(s: &Session, steps: &[&Step]) -> Result<()> {
-    let operator = operator();
-    let now = time::rfc3339(SystemTime::now());
-    let store = s.store.kind();
-    let lines: Vec<String> = steps
-        .iter()
-        .map(|st| {
-            let v = st
-                .version
-                .map(|v| format!("v{v}"))
-                .unwrap_or_else(|| "-".into());
-            [
-                now.as_str(),
-                s.env.name.as_str(),
-                &st.secret,
-                &v,
-                operator.as_str(),
-                store.name(),
-            ]
-            .join("\t")
-        })
-        .collect();
-    append_log(&s.root.join(LOG_PATH), &lines)
 }
 
 fn run_hook(root: &Path, env: &str, spec: &SecretSpec, value: &SecretValue) -> Result<()> {
@@ -363,45 +350,6 @@ fn run_hook(root: &Path, env: &str, spec: &SecretSpec, value: &SecretValue) -> R
         return Err(fail(format!("{prog} exited with {status}")));
     }
     Ok(())
-}
-
-/// `$SUDO_USER`, `$USER`, else `id -un`.
-fn operator() -> String {
-    for k in ["SUDO_USER", "USER"] {
-        if let Ok(v) = std::env::var(k)
-            && !v.is_empty()
-        {
-            return v;
-        }
-    }
-    xshell::Shell::new()
-        .ok()
-        .and_then(|sh| xshell::cmd!(sh, "id -un").quiet().read().ok())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-fn append_log(path: &Path, lines: &[String]) -> Result<()> {
-    let fresh = !path.exists();
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    // 0600 whatever the umask: the log says who rotated what and when.
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    let mut text = String::new();
-    if fresh {
-        text.push_str(LOG_HEADER);
-    }
-    for l in lines {
-        text.push_str(l);
-        text.push('\n');
-    }
-    f.write_all(text.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]
