@@ -85,10 +85,7 @@ mod tests {
     #[test]
     fn not_a_terminal_gives_plain_lines_on_change_only() {
         let out = run(&mut Progress::new(false, 80));
-        assert_eq!(
-            out,
-            "waiting (0s): a 0/2\nwaiting (2s): a 1/2\nconverged\n"
-        );
+        assert_eq!(out, "waiting (0s): a 0/2\nwaiting (2s): a 1/2\nconverged\n");
         assert!(!out.contains('\r') && !out.contains('\x1b'));
     }
 
@@ -98,10 +95,15 @@ mod tests {
         let out = run(&mut p);
         assert_eq!(out.matches('\r').count(), 5);
         assert_eq!(out.matches('\n').count(), 1, "{out:?}");
-        assert!(out.contains("\r\x1b[Kwaiting for stack (3s): a 1/"), "{out:?}");
+        assert!(
+            out.contains("\r\x1b[Kwaiting for stack (3s): a 1/"),
+            "{out:?}"
+        );
         assert!(out.ends_with("\r\x1b[Kconverged\n"));
         // Truncated to the width, so the line can be taken back.
-        let w = p.waiting("stack", &"x".repeat(100), Duration::ZERO).unwrap();
+        let w = p
+            .waiting("stack", &"x".repeat(100), Duration::ZERO)
+            .unwrap();
         assert_eq!(w.chars().count(), "\r\x1b[K".len() + 29);
         assert_eq!(p.abandon(), "\n");
     }

@@ -15,7 +15,7 @@ use crate::{
     flags::{EnvArgs, RotateArgs},
     manifest::{Kind, SecretSpec},
     output,
-    plan::{self, Action, Naming, Step},
+    plan::{self, Action, Naming, Step, Stored},
     resolve,
     runtime::DeployOptions,
     secret::SecretValue,
@@ -163,11 +163,11 @@ pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
         &plan,
     );
     if a.dry_run {
+        print_rest_of_plan(&s, &plan, &before.listed, &a);
         println!(
-            "dry run: would rotate {} in {}, redeploy, and keep {} previous version(s); nothing was changed",
+            "dry run: would rotate {} in {}; nothing was changed",
             rotating.join(", "),
             s.env.name,
-            a.keep
         );
         return Ok(());
     }
@@ -185,6 +185,71 @@ pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
         })?;
     }
     execute(&s, &plan, &a)
+}
+
+/// Pure: the versions a rotation's pruning removes once the redeploy has
+/// moved every service to the new versions (a version something still uses
+/// then is kept, which the real run says).
+pub fn expected_prune(listed: &[Stored], plan: &[Step], keep: usize) -> Vec<Step> {
+    let mut after = listed.to_vec();
+    for st in plan {
+        if listed.iter().any(|l| l.id == st.id) {
+            continue;
+        }
+        after.push(Stored {
+            id: st.id.clone(),
+            secret: st.secret.clone(),
+            version: st.version,
+            fingerprint: String::new(),
+            created: None,
+            fix: None,
+        });
+    }
+    let names: Vec<String> = plan.iter().map(|st| st.secret.clone()).collect();
+    plan::prune(&after, &names, keep, &Default::default())
+}
+
+/// `--dry-run`: what follows the new versions in the real run: hooks, the
+/// redeploy, and the pruning.
+fn print_rest_of_plan(s: &Session, plan: &[Step], listed: &[Stored], a: &RotateArgs) {
+    for st in plan {
+        if let Ok(spec) = s.manifest.secret(&st.secret)
+            && let Some(prog) = spec.rotate_hook.first()
+        {
+            println!(
+                "would run the rotate_hook of {} ({prog}) with the new value on stdin, before anything is swapped",
+                st.secret
+            );
+        }
+    }
+    if !s.store_feeds_runtime() {
+        println!(
+            "the {} store keeps the versions itself: nothing to redeploy or prune",
+            s.store.kind()
+        );
+        return;
+    }
+    println!(
+        "would redeploy {} on {} with the new versions and wait up to {}s for it to converge",
+        s.env.name,
+        s.env.runtime,
+        a.timeout.as_secs()
+    );
+    let gone = expected_prune(listed, plan, a.keep);
+    if gone.is_empty() {
+        println!(
+            "would remove no superseded version (keeping {} previous)",
+            a.keep
+        );
+    } else {
+        output::print_plan(
+            &format!(
+                "then, keeping {} previous version(s), would remove what nothing uses any more:",
+                a.keep
+            ),
+            &gone,
+        );
+    }
 }
 
 /// The secrets that rotate, and the generated values for the env file.
@@ -424,6 +489,33 @@ template = "x://{user}:{pw}@h"
         fn identity(&self, s: &str, v: u32) -> String {
             format!("{s}_v{v}")
         }
+    }
+
+    #[test]
+    fn dry_run_names_what_pruning_will_remove() {
+        let l = |v: u32| Stored {
+            id: format!("pw_v{v}"),
+            secret: "pw".into(),
+            version: Some(v),
+            fingerprint: String::new(),
+            created: None,
+            fix: None,
+        };
+        let step = Step {
+            secret: "pw".into(),
+            action: Action::Update,
+            id: "pw_v4".into(),
+            version: Some(4),
+            detail: String::new(),
+        };
+        let ids = |k| {
+            expected_prune(&[l(1), l(2), l(3)], std::slice::from_ref(&step), k)
+                .into_iter()
+                .map(|s| s.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(1), ["pw_v2", "pw_v1"]);
+        assert_eq!(ids(3), Vec::<String>::new());
     }
 
     #[test]

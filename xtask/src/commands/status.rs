@@ -378,8 +378,9 @@ fn gather(root: &Path, manifest: &Manifest, name: &str) -> EnvView {
         Ok(r) => s.compare_key(r),
         Err(e) => {
             let why = format!("{e:#}").replace("\n  - ", " ").replace('\n', " ");
-            v.notes
-                .push(format!("the store is not compared with the env file: {why}"));
+            v.notes.push(format!(
+                "the store is not compared with the env file: {why}"
+            ));
             crate::secret::generate(64)
         }
     };
