@@ -319,6 +319,17 @@ fn parse_line(line: &str) -> Option<Entry> {
     }
 }
 
+/// When the log last saw `secret`'s value set in `env`'s `store` (created
+/// or replaced, successfully): the age of a value in a store that keeps no
+/// such record itself.
+pub fn last_set(log: &[Entry], env: &str, secret: &str, store: &str) -> Option<SystemTime> {
+    log.iter()
+        .filter(|e| e.environment == env && e.secret == secret && e.store == store)
+        .filter(|e| e.sets_value())
+        .map(|e| e.time)
+        .max()
+}
+
 /// Every entry of the old rotation log and the audit log, oldest first, and a
 /// warning when lines were skipped.
 pub fn read(root: &Path) -> Result<(Vec<Entry>, Option<String>)> {

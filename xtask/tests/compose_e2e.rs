@@ -131,6 +131,7 @@ fn compose_stack_reads_every_secret_through_the_reader() {
         project: project.clone(),
     };
     let deploy = repo.run(&["deploy", "develop", "--timeout", "120"]).ok();
+    assert!(!deploy.stdout.contains('\r'), "{:?}", deploy.stdout);
     assert!(
         deploy
             .stdout

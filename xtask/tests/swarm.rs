@@ -260,7 +260,8 @@ fn swarm_setup_deploy_rotate_remove() {
         "{}",
         dry.stdout
     );
-    run(&["deploy", ENV, "--timeout", "120"]).ok();
+    let deployed = run(&["deploy", ENV, "--timeout", "120"]).ok();
+    assert!(!deployed.stdout.contains('\r'), "{:?}", deployed.stdout);
     let client = load_once(&net, image, "5");
     assert!(client.contains("failed=0"), "{client}");
     for (name, value) in [
@@ -468,5 +469,13 @@ fn swarm_deploy_surfaces_an_image_that_cannot_be_pulled() {
     assert!(
         started.elapsed() < Duration::from_secs(90),
         "it waited for the timeout instead of reporting the task error"
+    );
+    // Not a terminal: the wait is plain lines with the elapsed time, never a
+    // carriage return or an escape code.
+    assert!(out.stdout.contains("waiting ("), "{}", out.stdout);
+    assert!(
+        !out.stdout.contains('\r') && !out.stdout.contains('\x1b'),
+        "{:?}",
+        out.stdout
     );
 }

@@ -189,12 +189,7 @@ fn env_rows(
         let spec = v.secrets.iter().find(|s| s.name == b.name);
         let newest = plan::newest(&v.listed, &b.name);
         let ours = |e: &&Entry| e.environment == v.name && e.secret == b.name;
-        let set_at = log
-            .iter()
-            .filter(ours)
-            .filter(|e| e.store == v.store && e.sets_value())
-            .map(|e| e.time)
-            .next_back();
+        let set_at = audit::last_set(log, &v.name, &b.name, &v.store);
         let stored_at = newest.and_then(|l| l.created);
         let (created, age_source) = match (v.store_dates_values, stored_at, set_at) {
             (_, None, None) => (None, None),
