@@ -13,16 +13,6 @@ use support::{Run, TempRepo, swarm_or_skip, unique};
 
 const LOG: &str = "deploy/audit-log.tsv";
 
-fn env_value(repo: &TempRepo, env: &str, key: &str) -> String {
-    repo.read(&format!("secrets/{env}.env"))
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("no {key} in {env}.env"))
-        .trim_matches('\'')
-        .trim_matches('"')
-        .to_string()
-}
-
 /// Replaces `key`'s line in an env file (0600 kept).
 fn set_env(repo: &TempRepo, env: &str, key: &str, value: Option<&str>) {
     let rel = format!("secrets/{env}.env");

@@ -188,7 +188,6 @@ fn env_rows(
     for b in base {
         let spec = v.secrets.iter().find(|s| s.name == b.name);
         let newest = plan::newest(&v.listed, &b.name);
-        let ours = |e: &&Entry| e.environment == v.name && e.secret == b.name;
         let set_at = audit::last_set(log, &v.name, &b.name, &v.store);
         let stored_at = newest.and_then(|l| l.created);
         let (created, age_source) = match (v.store_dates_values, stored_at, set_at) {
@@ -207,9 +206,7 @@ fn env_rows(
         };
         let last_rotation = log
             .iter()
-            .filter(ours)
-            .filter(|e| e.is_rotation())
-            .next_back()
+            .rfind(|e| e.environment == v.name && e.secret == b.name && e.is_rotation())
             .map(|e| Rotation {
                 time: e.time,
                 operator: e.operator.clone(),
