@@ -213,6 +213,13 @@ fn compose_stack_reads_every_secret_through_the_reader() {
         "{}",
         setup.stdout
     );
+    // The dry run names what the real run recreates.
+    let dry = repo.run(&["deploy", "develop", "--dry-run"]).ok();
+    assert!(
+        dry.stdout.contains("would then recreate backend (their secrets changed"),
+        "{}",
+        dry.all()
+    );
     let deploy = repo.run(&["deploy", "develop", "--timeout", "120"]).ok();
     assert!(
         deploy.stdout.contains("recreating backend"),

@@ -338,7 +338,7 @@ fn gather(root: &Path, manifest: &Manifest, name: &str) -> EnvView {
         ..Default::default()
     };
     if path.is_file()
-        && let Ok(f) = EnvFile::load(&path, shown.clone())
+        && let Ok(f) = EnvFile::load(&path, shown)
     {
         v.env_keys = Some(
             f.entries
@@ -348,48 +348,40 @@ fn gather(root: &Path, manifest: &Manifest, name: &str) -> EnvView {
                 .collect(),
         );
     }
+    if let Err(e) = read_store(root, &path, &mut v) {
+        v.unreachable = Some(format!("{e:#}"));
+    }
+    v
+}
+
+/// The store's listing (with creation times), the env file's fingerprints
+/// when it validates, and the runtime's users. An error means the store
+/// could not be read; a problem with the env file or the runtime is a note.
+fn read_store(root: &Path, env_file: &Path, v: &mut EnvView) -> Result<()> {
     let args = EnvArgs {
-        env: name.into(),
+        env: v.name.clone(),
         backend: None,
         namespace: None,
         lock_timeout: Duration::ZERO,
     };
-    let s = match Session::open(root, &args) {
-        Ok(s) => s,
-        Err(e) => {
-            v.unreachable = Some(format!("{e:#}"));
-            return v;
-        }
-    };
+    let s = Session::open(root, &args)?;
     v.store_dates_values = s.store.dates_values();
-    let resolved = match path.exists() {
-        true => resolve::resolve(root, &s.manifest, &s.env, resolve::Options::read_only()),
-        false => Err(anyhow::anyhow!("{shown} does not exist here")),
+    let compared = match env_file.exists() {
+        true => resolve::resolve(root, &s.manifest, &s.env, resolve::Options::read_only())
+            .and_then(|r| Ok((s.compare_key(&r)?, r))),
+        false => Err(anyhow::anyhow!("{} does not exist here", v.env_file)),
     };
-    let key = match &resolved {
-        Ok(r) => s.compare_key(r),
+    let (key, resolved) = match compared {
+        Ok((k, r)) => (k, Some(r)),
         Err(e) => {
             let why = format!("{e:#}").replace("\n  - ", " ").replace('\n', " ");
             v.notes.push(format!(
                 "the store is not compared with the env file: {why}"
             ));
-            crate::secret::generate(64)
+            (crate::secret::generate(64)?, None)
         }
     };
-    let key = match key {
-        Ok(k) => k,
-        Err(e) => {
-            v.unreachable = Some(format!("{e:#}"));
-            return v;
-        }
-    };
-    match s.store.list(&key) {
-        Ok(l) => v.listed = l,
-        Err(e) => {
-            v.unreachable = Some(format!("{e:#}"));
-            return v;
-        }
-    }
+    v.listed = s.store.list(&key)?;
     let undated: Vec<&str> = v
         .listed
         .iter()
@@ -400,21 +392,19 @@ fn gather(root: &Path, manifest: &Manifest, name: &str) -> EnvView {
     for l in &mut v.listed {
         l.created = l.created.or_else(|| created.get(&l.id).copied());
     }
-    if let Ok(r) = &resolved {
-        v.fingerprints = Some(
-            r.desired
-                .iter()
-                .map(|d| (d.spec.name.clone(), d.value.fingerprint(&key)))
-                .collect(),
-        );
-    }
+    v.fingerprints = resolved.map(|r| {
+        r.desired
+            .iter()
+            .map(|d| (d.spec.name.clone(), d.value.fingerprint(&key)))
+            .collect()
+    });
     match s.runtime().and_then(|rt| rt.users()) {
         Ok(u) => v.users = u,
         Err(e) => v
             .notes
             .push(format!("cannot tell which services use the secrets: {e:#}")),
     }
-    v
+    Ok(())
 }
 
 pub fn run(root: &Path, envs: &[String], check: bool, json: bool) -> Result<()> {
