@@ -216,7 +216,8 @@ fn compose_stack_reads_every_secret_through_the_reader() {
     // The dry run names what the real run recreates.
     let dry = repo.run(&["deploy", "develop", "--dry-run"]).ok();
     assert!(
-        dry.stdout.contains("would then recreate backend (their secrets changed"),
+        dry.stdout
+            .contains("would then recreate backend (their secrets changed"),
         "{}",
         dry.all()
     );

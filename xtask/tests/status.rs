@@ -520,3 +520,32 @@ fn swarm_age_comes_from_the_secret_and_changes_are_audited() {
         }
     }
 }
+
+/// A store write that fails half-way: what the store holds afterwards is
+/// logged `ok`, the rest `failed`.
+#[test]
+fn a_failed_write_logs_what_landed_ok_and_the_rest_failed() {
+    let repo = TempRepo::new();
+    // A folder where jwt_secret's file goes: that write fails.
+    std::fs::create_dir_all(repo.path("secrets/develop/jwt_secret")).unwrap();
+    let r = repo.run(&["setup-secrets", "develop"]).fails();
+    assert!(r.stderr.contains("jwt_secret"), "{}", r.stderr);
+    let log = repo.read(LOG);
+    let outcome = |secret: &str| {
+        log.lines()
+            .find(|l| l.contains(&format!("\tsetup-secrets\tcreate\t{secret}\t")))
+            .and_then(|l| l.rsplit('\t').next())
+            .unwrap_or_else(|| panic!("no create line for {secret}:\n{log}"))
+            .to_string()
+    };
+    assert_eq!(outcome("postgres_password"), "ok", "{log}");
+    assert_eq!(outcome("jwt_secret"), "failed", "{log}");
+    std::fs::remove_dir(repo.path("secrets/develop/jwt_secret")).unwrap();
+    repo.run(&["setup-secrets", "develop"]).ok();
+    let log = repo.read(LOG);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\tsetup-secrets\tcreate\tjwt_secret\t") && l.ends_with("\tok")),
+        "the re-run that completes it is logged ok:\n{log}"
+    );
+}

@@ -234,16 +234,83 @@ impl Session {
         changes: &[Change],
         f: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
-        let r = f();
-        let outcome = if r.is_ok() {
-            Outcome::Ok
-        } else {
-            Outcome::Failed
+        match f() {
+            Ok(v) => {
+                self.audit(command, changes, Outcome::Ok)?;
+                Ok(v)
+            }
+            Err(e) => Err(self.failed(command, changes, &[], e)),
+        }
+    }
+
+    /// Logs `done` as `ok` and `failed` as failed after an error, and gives
+    /// the error back (a log that cannot be written is only warned about
+    /// then: the first error is the one to fix).
+    pub fn failed(
+        &self,
+        command: &str,
+        failed: &[Change],
+        done: &[Change],
+        err: anyhow::Error,
+    ) -> anyhow::Error {
+        let logged = self
+            .audit(command, done, Outcome::Ok)
+            .and_then(|_| self.audit(command, failed, Outcome::Failed));
+        if let Err(e) = logged {
+            output::warn(&format!("{e:#}"));
+        }
+        err
+    }
+
+    /// [`Session::apply`], logged: after a failure the store is listed
+    /// again, and a write it holds is logged `ok` (a batch that failed may
+    /// have written some), the rest `failed`.
+    pub fn apply_audited(&self, command: &str, r: &Resolved, steps: &[&Step]) -> Result<()> {
+        let err = match self.apply(r, steps) {
+            Ok(()) => return self.audit(command, &Change::of_steps(steps), Outcome::Ok),
+            Err(e) => e,
         };
-        let logged = self.audit(command, changes, outcome);
-        let v = r?;
-        logged?;
-        Ok(v)
+        let held: Vec<String> = match self.plan(r) {
+            Ok(p) => p
+                .steps
+                .into_iter()
+                .filter(|s| s.action == plan::Action::Unchanged)
+                .map(|s| s.id)
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let (done, failed): (Vec<&Step>, Vec<&Step>) =
+            steps.iter().partition(|s| held.contains(&s.id));
+        Err(self.failed(
+            command,
+            &Change::of_steps(&failed),
+            &Change::of_steps(&done),
+            err,
+        ))
+    }
+
+    /// Deletes `steps` from the store, logged like [`Session::apply_audited`]:
+    /// an identity the store no longer lists after a failure was removed.
+    pub fn delete_audited(&self, command: &str, steps: &[Step]) -> Result<()> {
+        let err = match self.store.delete(steps) {
+            Ok(()) => return self.audit(command, &Change::of_steps(steps), Outcome::Ok),
+            Err(e) => e,
+        };
+        // Removal compares nothing, so any key lists the store.
+        let left: Option<Vec<String>> = self
+            .store
+            .list(&SecretValue::new(b"list".to_vec()))
+            .ok()
+            .map(|l| l.into_iter().map(|x| x.id).collect());
+        let (done, failed): (Vec<&Step>, Vec<&Step>) = steps
+            .iter()
+            .partition(|s| left.as_ref().is_some_and(|l| !l.contains(&s.id)));
+        Err(self.failed(
+            command,
+            &Change::of_steps(&failed),
+            &Change::of_steps(&done),
+            err,
+        ))
     }
 
     /// Whether the runtime gets its secrets from the store (compose files,

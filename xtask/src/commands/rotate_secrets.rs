@@ -313,18 +313,11 @@ fn execute(s: &Session, plan: &[Step], a: &RotateArgs) -> Result<()> {
     }
     // Hooks run before anything is swapped, so a failing one leaves the old
     // values live everywhere (the env file already holds the new ones; a
-    // re-run converges). Both are the store step of the audit log.
-    s.audited(COMMAND, &Change::of_steps(&steps), || {
-        for st in &steps {
-            let d = r
-                .get(&st.secret)
-                .context("a changed secret was not resolved")?;
-            if !d.spec.rotate_hook.is_empty() {
-                run_hook(&s.root, &s.env.name, &d.spec, &d.value)?;
-            }
-        }
-        s.apply(&r, &steps)
-    })?;
+    // re-run converges). A failing hook is logged as a failed update.
+    if let Err(e) = run_hooks(s, &r, &steps) {
+        return Err(s.failed(COMMAND, &Change::of_steps(&steps), &[], e));
+    }
+    s.apply_audited(COMMAND, &r, &steps)?;
     let mut current = plan::current(&now.listed);
     for st in &steps {
         current.insert(st.secret.clone(), st.id.clone());
@@ -361,7 +354,7 @@ fn execute(s: &Session, plan: &[Step], a: &RotateArgs) -> Result<()> {
             }
         }
         if !gone.is_empty() {
-            s.audited(COMMAND, &Change::of_steps(&gone), || s.store.delete(&gone))?;
+            s.delete_audited(COMMAND, &gone)?;
             let shown: Vec<&str> = gone.iter().map(|g| g.id.as_str()).collect();
             println!("removed superseded versions: {}", shown.join(", "));
         }
@@ -377,6 +370,19 @@ fn done(s: &Session, steps: &[&Step]) -> Result<()> {
         s.env.name,
         audit::PATH
     );
+    Ok(())
+}
+
+/// Every rotate hook of the changed secrets, in plan order.
+fn run_hooks(s: &Session, r: &resolve::Resolved, steps: &[&Step]) -> Result<()> {
+    for st in steps {
+        let d = r
+            .get(&st.secret)
+            .context("a changed secret was not resolved")?;
+        if !d.spec.rotate_hook.is_empty() {
+            run_hook(&s.root, &s.env.name, &d.spec, &d.value)?;
+        }
+    }
     Ok(())
 }
 

@@ -91,7 +91,7 @@ pub fn run(root: &Path, e: &EnvArgs, a: SetupArgs) -> Result<()> {
         return Ok(());
     }
     let writes = plan.writes();
-    s.audited(COMMAND, &Change::of_steps(&writes), || s.apply(&r, &writes))?;
+    s.apply_audited(COMMAND, &r, &writes)?;
     println!("done: {create} created, {update} updated, {same} unchanged");
     Ok(())
 }
