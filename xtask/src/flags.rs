@@ -352,6 +352,25 @@ mod tests {
             Cmd::RotateSecrets(_, r) => assert_eq!((r.secrets.len(), r.keep, r.all), (2, 2, false)),
             c => panic!("{c:?}"),
         }
+        match parse_args(&[
+            "xtask",
+            "status",
+            "production",
+            "staging",
+            "--check",
+            "--json",
+        ])
+        .unwrap()
+        {
+            Cmd::Status { envs, check, json } => {
+                assert_eq!((envs.len(), check, json), (2, true, true))
+            }
+            c => panic!("{c:?}"),
+        }
+        match parse_args(&["xtask", "status"]).unwrap() {
+            Cmd::Status { envs, check, json } => assert!(envs.is_empty() && !check && !json),
+            c => panic!("{c:?}"),
+        }
         assert!(parse_args(&["xtask", "rotate-secrets", "staging"]).is_err());
         assert!(parse_args(&["xtask", "setup-secrets", "x", "--backend", "nomad"]).is_err());
         assert!(parse_args(&["xtask", "generate-secret", "--length", "8"]).is_err());
