@@ -142,7 +142,12 @@ pub fn run(root: &Path, e: &EnvArgs, json: bool) -> Result<()> {
     }
     if !s.store.dates_values() {
         // The audit log knows when a value was set; a file's time may not.
-        let (log, _) = crate::audit::read(&s.root)?;
+        let log = crate::audit::read(&s.root)
+            .map(|(log, _)| log)
+            .unwrap_or_else(|e| {
+                output::warn(&format!("{e:#}; ages are the files' own times"));
+                Vec::new()
+            });
         for l in &mut listed {
             let kind = s.store.kind();
             if let Some(t) = crate::audit::last_set(&log, &s.env.name, &l.secret, kind.name()) {

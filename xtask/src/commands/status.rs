@@ -418,10 +418,20 @@ pub fn run(root: &Path, envs: &[String], check: bool, json: bool) -> Result<()> 
         envs.to_vec()
     };
     let views: Vec<EnvView> = names.iter().map(|n| gather(root, &manifest, n)).collect();
-    let (log, warning) = audit::read(root)?;
-    if let Some(w) = warning {
-        output::warn(&w);
-    }
+    let log = match audit::read(root) {
+        Ok((log, warning)) => {
+            if let Some(w) = warning {
+                output::warn(&w);
+            }
+            log
+        }
+        Err(e) => {
+            output::warn(&format!(
+                "{e:#}; no last rotations, and Compose ages are the files' own times"
+            ));
+            Vec::new()
+        }
+    };
     let now = SystemTime::now();
     let rep = report(&views, &log, now);
     if json {
