@@ -107,6 +107,15 @@ pub struct Compose {
 }
 
 impl Compose {
+    /// How the operator would type it: `docker compose` or `docker-compose`.
+    pub fn shown(&self) -> &'static str {
+        if self.pre.is_empty() {
+            "docker-compose"
+        } else {
+            "docker compose"
+        }
+    }
+
     fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
         let mut all = self.pre.clone();
         all.extend_from_slice(args);

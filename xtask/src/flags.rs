@@ -15,15 +15,28 @@ pub enum Cmd {
     VerifySecrets(EnvArgs),
     RemoveSecrets(EnvArgs, RemoveArgs),
     RotateSecrets(EnvArgs, RotateArgs),
-    GenerateSecret { length: usize },
+    GenerateSecret {
+        length: usize,
+    },
     Deploy(EnvArgs, DeployArgs),
     Check,
-    Bench { what: String, sizes: Vec<usize> },
+    /// `status [ENV...] [--check] [--json]`.
+    Status {
+        envs: Vec<String>,
+        check: bool,
+        json: bool,
+    },
+    Bench {
+        what: String,
+        sizes: Vec<usize>,
+    },
     BackupSecrets(BackupArgs),
     RestoreSecrets(EnvArgs, RestoreArgs),
     Scan(ScanArgs),
     Run(RunArgs),
-    Completions { shell: String },
+    Completions {
+        shell: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -202,6 +215,23 @@ fn base() -> Command {
             ),
         )
         .subcommand(env_command("deploy", "Deploy the stack with the current secrets and wait until it converged").arg(dry_run()).arg(timeout()))
+        .subcommand(
+            Command::new("status")
+                .about("One table across environments: store, version, age, last rotation, days until due, users, drift")
+                .arg(
+                    Arg::new("envs")
+                        .value_name("ENV")
+                        .num_args(0..)
+                        .help("Environments to show (default: every environment of deploy/secrets.toml)"),
+                )
+                .arg(
+                    Arg::new("check")
+                        .long("check")
+                        .action(ArgAction::SetTrue)
+                        .help("Exit 1 when anything is overdue, missing, drifted or unreadable, one line per finding"),
+                )
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON for machines (shape in README.md)")),
+        )
         .subcommand(Command::new("check").about("Check that deploy/secrets.toml and the compose files name the same secrets"))
         .subcommand(
             Command::new("bench")
@@ -342,6 +372,11 @@ pub fn from_matches(m: ArgMatches) -> Result<Cmd> {
             },
         ),
         "check" => Cmd::Check,
+        "status" => Cmd::Status {
+            envs: names(m, "envs"),
+            check: flag(m, "check"),
+            json: flag(m, "json"),
+        },
         "bench" => Cmd::Bench {
             what: m.get_one::<String>("what").cloned().unwrap_or_default(),
             sizes: m
@@ -435,6 +470,25 @@ mod tests {
         .unwrap()
         {
             Cmd::RotateSecrets(_, r) => assert_eq!((r.secrets.len(), r.keep, r.all), (2, 2, false)),
+            c => panic!("{c:?}"),
+        }
+        match parse_args(&[
+            "xtask",
+            "status",
+            "production",
+            "staging",
+            "--check",
+            "--json",
+        ])
+        .unwrap()
+        {
+            Cmd::Status { envs, check, json } => {
+                assert_eq!((envs.len(), check, json), (2, true, true))
+            }
+            c => panic!("{c:?}"),
+        }
+        match parse_args(&["xtask", "status"]).unwrap() {
+            Cmd::Status { envs, check, json } => assert!(envs.is_empty() && !check && !json),
             c => panic!("{c:?}"),
         }
         assert!(parse_args(&["xtask", "rotate-secrets", "staging"]).is_err());

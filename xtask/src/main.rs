@@ -5,6 +5,7 @@
 
 mod age;
 mod archive;
+mod audit;
 mod bench;
 mod commands;
 mod docker;
@@ -17,6 +18,7 @@ mod lock;
 mod manifest;
 mod output;
 mod plan;
+mod progress;
 mod resolve;
 mod runner;
 mod runtime;

@@ -10,6 +10,8 @@ use anyhow::{Context, Result, bail};
 use toml::{Table, Value};
 
 pub const MANIFEST_PATH: &str = "deploy/secrets.toml";
+/// The rotation policy when the manifest names none (the guides' 90 days).
+pub const DEFAULT_ROTATE_EVERY_DAYS: u32 = 90;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum BackendKind {
@@ -120,6 +122,9 @@ pub struct Environment {
     pub production: bool,
     /// Explicit env file, relative to the repository root.
     pub env_file: Option<PathBuf>,
+    /// `rotate_every_days`: the rotation policy of its password and key
+    /// secrets (default [`DEFAULT_ROTATE_EVERY_DAYS`]; 0 = none).
+    pub rotate_every_days: Option<u32>,
     /// Each store's and runtime's own table (`[environments.<env>.k8s]`), over
     /// the project-wide one (`[k8s]`). Only that module reads it.
     pub settings: BTreeMap<String, Table>,
@@ -180,6 +185,8 @@ pub struct SecretSpec {
     pub owner: Option<(u32, u32)>,
     /// Rotation hook: an argument vector run with the new value on stdin.
     pub rotate_hook: Vec<String>,
+    /// `rotate_every_days` on the secret: over the environment's (0 = none).
+    pub rotate_every_days: Option<u32>,
 }
 
 impl SecretSpec {
@@ -190,6 +197,21 @@ impl SecretSpec {
     /// The key in env files: the name in upper case (`postgres_password` -> `POSTGRES_PASSWORD`).
     pub fn env_key(&self) -> String {
         self.name.to_ascii_uppercase()
+    }
+
+    /// Days between rotations in `env`, `None` when no policy applies: the
+    /// secret's own `rotate_every_days`, else (passwords and keys only; user
+    /// names, files and derived values change when their owner says) the
+    /// environment's, else 90. Zero means none.
+    pub fn rotate_every_days(&self, env: &Environment) -> Option<u32> {
+        let days = match self.rotate_every_days {
+            Some(d) => Some(d),
+            None if self.kind.is_random() => {
+                Some(env.rotate_every_days.unwrap_or(DEFAULT_ROTATE_EVERY_DAYS))
+            }
+            None => None,
+        };
+        days.filter(|d| *d > 0)
     }
 
     /// Secrets a derived template refers to, in order of appearance.
@@ -296,6 +318,7 @@ impl Manifest {
                 generate: e.opt_bool("generate")?.unwrap_or(name == "develop"),
                 production: e.opt_bool("production")?.unwrap_or(name == "production"),
                 env_file: e.opt_str("env_file")?.map(PathBuf::from),
+                rotate_every_days: e.opt_days("rotate_every_days")?,
                 store,
                 runtime,
                 settings,
@@ -358,6 +381,7 @@ impl Manifest {
                 pem: s.opt_bool("pem")?.unwrap_or(false),
                 owner: s.opt_owner("owner")?,
                 rotate_hook: s.opt_str_list("rotate_hook")?,
+                rotate_every_days: s.opt_days("rotate_every_days")?,
                 name: name.clone(),
             };
             if spec.generate && matches!(kind, Kind::File | Kind::Derived) {
@@ -624,6 +648,18 @@ impl Reader {
         }
     }
 
+    /// A number of days, 0 (no policy) to 3650.
+    pub fn opt_days(&mut self, key: &str) -> Result<Option<u32>> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::Integer(i)) if (0..=3650).contains(&i) => Ok(Some(i as u32)),
+            Some(_) => Err(self.type_err(
+                key,
+                "a whole number of days from 0 (no rotation policy) to 3650, e.g. rotate_every_days = 90",
+            )),
+        }
+    }
+
     pub fn opt_str_list(&mut self, key: &str) -> Result<Vec<String>> {
         match self.take(key) {
             None => Ok(Vec::new()),
@@ -704,6 +740,44 @@ default = "demo_{env}"
 kind = "password"
 services = ["db", "api"]
 "#;
+
+    #[test]
+    fn rotation_policy_per_environment_and_secret() {
+        let m = Manifest::parse(&BASIC.replace(
+            "backend = \"swarm\"\n",
+            "backend = \"swarm\"\nrotate_every_days = 30\n",
+        ))
+        .unwrap();
+        let (prod, dev) = (m.env("production").unwrap(), m.env("develop").unwrap());
+        let pw = m.secret("postgres_password").unwrap();
+        assert_eq!(pw.rotate_every_days(prod), Some(30));
+        assert_eq!(pw.rotate_every_days(dev), Some(90));
+        let user = m.secret("postgres_user").unwrap();
+        assert_eq!(user.rotate_every_days(prod), None);
+        let m = Manifest::parse(&BASIC.replace(
+            "kind = \"password\"\n",
+            "kind = \"password\"\nrotate_every_days = 0\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            m.secret("postgres_password")
+                .unwrap()
+                .rotate_every_days(prod),
+            None
+        );
+        for bad in ["-1", "4000", "\"90\"", "1.5"] {
+            let e = Manifest::parse(&BASIC.replace(
+                "kind = \"password\"\n",
+                &format!("kind = \"password\"\nrotate_every_days = {bad}\n"),
+            ))
+            .unwrap_err();
+            let e = format!("{e:#}");
+            assert!(
+                e.contains("[secrets.postgres_password]: `rotate_every_days` must be a whole number of days from 0"),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn parses_and_orders_parts_first() {

@@ -9,7 +9,7 @@ pub fn color() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
 }
 
-fn paint(code: &str, s: &str) -> String {
+pub fn paint(code: &str, s: &str) -> String {
     if color() {
         format!("\x1b[{code}m{s}\x1b[0m")
     } else {
@@ -54,21 +54,36 @@ pub fn print_plan<S: std::borrow::Borrow<Step>>(title: &str, steps: &[S]) {
     }
 }
 
-/// Prints rows as a table with a header, columns padded to their widest cell.
+/// The width of `s` on a terminal: characters, colour codes not counted.
+fn visible_len(s: &str) -> usize {
+    let mut n = 0;
+    let mut in_escape = false;
+    for c in s.chars() {
+        match (in_escape, c) {
+            (false, '\x1b') => in_escape = true,
+            (true, 'm') => in_escape = false,
+            (true, _) => {}
+            (false, _) => n += 1,
+        }
+    }
+    n
+}
+
+/// Prints rows as a table with a header, columns padded to their widest cell
+/// (cells may be [`paint`]ed).
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
+            widths[i] = widths[i].max(visible_len(c));
         }
     }
     let line = |cells: Vec<String>| {
         let mut s = String::new();
         for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            s.push_str(c);
+            if i + 1 < cells.len() {
+                s.push_str(&" ".repeat(widths[i] - visible_len(c) + 2));
             }
         }
         println!("{}", s.trim_end());
@@ -76,5 +91,14 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     line(header.iter().map(|h| h.to_string()).collect());
     for r in rows {
         line(r.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn colour_codes_take_no_width() {
+        assert_eq!(super::visible_len("\x1b[31moverdue 3d\x1b[0m"), 10);
+        assert_eq!(super::visible_len("plain"), 5);
     }
 }

@@ -33,10 +33,50 @@ const CASE_DEADLINE: Duration = Duration::from_secs(40);
 
 /// The lock file a run takes on `secrets/.<env>.lock` (flock: the kernel
 /// releases it, the file stays by design) is the one artefact a failed run
-/// may leave; it holds no secret. Everything else must be untouched.
+/// may leave, besides `failed` lines in the audit log; it holds no secret.
+/// Everything else must be untouched.
 fn is_lock_file(rel: &str) -> bool {
     rel.strip_prefix("secrets/.")
         .is_some_and(|r| r.ends_with(".lock") && !r.contains('/'))
+}
+
+/// The audit log: a run that attempted a change and failed appends `failed`
+/// lines for what it attempted (and nothing else, and never a value).
+const AUDIT_LOG: &str = "deploy/audit-log.tsv";
+
+fn audit_appends_only_failures(
+    case: &Case,
+    before: Option<Node>,
+    after: Option<Node>,
+) -> Option<String> {
+    let text = |n: &Option<Node>| match n {
+        Some(Node::File(_, b)) => String::from_utf8_lossy(b).into_owned(),
+        _ => String::new(),
+    };
+    let (old, new) = (text(&before), text(&after));
+    if old == new {
+        return None;
+    }
+    if !matches!(after, Some(Node::File(0o600, _))) {
+        return Some(format!("{AUDIT_LOG} is not a 0600 file after the run"));
+    }
+    let Some(added) = new.strip_prefix(old.as_str()) else {
+        return Some(format!("{AUDIT_LOG} was rewritten, not appended to"));
+    };
+    let bad: Vec<&str> = added
+        .lines()
+        .filter(|l| !l.starts_with("time\t") && !l.ends_with("\tfailed"))
+        .collect();
+    if !bad.is_empty() {
+        return Some(format!(
+            "{AUDIT_LOG} gained lines other than failures: {bad:?}"
+        ));
+    }
+    let leaked = secret_values(case)
+        .into_iter()
+        .filter(|v| added.contains(v.as_str()))
+        .count();
+    (leaked > 0).then(|| format!("{leaked} secret value(s) in {AUDIT_LOG}"))
 }
 
 fn data_dir() -> PathBuf {
@@ -756,11 +796,16 @@ exec "$@""#,
         };
     }
 
-    let before = snapshot(&places);
+    let mut before = snapshot(&places);
     let out = run_bounded(cmd);
-    let after = snapshot(&places);
+    let mut after = snapshot(&places);
 
     let mut wrong = Vec::new();
+    wrong.extend(audit_appends_only_failures(
+        case,
+        before.remove(AUDIT_LOG),
+        after.remove(AUDIT_LOG),
+    ));
     if let Some(n) = &out.note {
         wrong.push(n.clone());
     }

@@ -590,9 +590,19 @@ fn a_failing_rotate_hook_stops_the_rotation_before_anything_is_swapped() {
         "{}",
         dry.stdout
     );
+    // The attempt is in the audit log as failed, and nothing as done.
+    let log = repo.read("deploy/audit-log.tsv");
     assert!(
-        !repo.path("deploy/rotation-log.tsv").exists(),
-        "a failed rotation was logged"
+        log.lines().any(
+            |l| l.contains("\tdevelop\trotate-secrets\tupdate\tjwt_secret\t")
+                && l.ends_with("\tcompose\tfailed")
+        ),
+        "{log}"
+    );
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("\tupdate\tjwt_secret\t") && l.ends_with("\tok")),
+        "a failed rotation was logged as done: {log}"
     );
 }
 
@@ -664,12 +674,14 @@ fn setup_logs_replaced_values_in_a_private_log() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let log = repo.path("deploy/rotation-log.tsv");
+    let log = repo.path("deploy/audit-log.tsv");
     assert_eq!(mode(&log), 0o600);
-    let text = repo.read("deploy/rotation-log.tsv");
+    let text = repo.read("deploy/audit-log.tsv");
     assert!(
-        text.lines()
-            .any(|l| l.contains("\tdevelop\tjwt_secret\t-\t") && l.ends_with("\tcompose")),
+        text.lines().any(
+            |l| l.contains("\tdevelop\tsetup-secrets\tupdate\tjwt_secret\t-\t")
+                && l.ends_with("\tcompose\tok")
+        ),
         "{text}"
     );
     assert!(!text.contains(new));

@@ -131,6 +131,7 @@ fn compose_stack_reads_every_secret_through_the_reader() {
         project: project.clone(),
     };
     let deploy = repo.run(&["deploy", "develop", "--timeout", "120"]).ok();
+    assert!(!deploy.stdout.contains('\r'), "{:?}", deploy.stdout);
     assert!(
         deploy
             .stdout
@@ -212,6 +213,14 @@ fn compose_stack_reads_every_secret_through_the_reader() {
         "{}",
         setup.stdout
     );
+    // The dry run names what the real run recreates.
+    let dry = repo.run(&["deploy", "develop", "--dry-run"]).ok();
+    assert!(
+        dry.stdout
+            .contains("would then recreate backend (their secrets changed"),
+        "{}",
+        dry.all()
+    );
     let deploy = repo.run(&["deploy", "develop", "--timeout", "120"]).ok();
     assert!(
         deploy.stdout.contains("recreating backend"),
@@ -254,10 +263,12 @@ fn compose_stack_reads_every_secret_through_the_reader() {
         show(&backend, &["api_secret_key"])[0].2,
         sha12(new_key.as_bytes())
     );
-    let log = repo.read("deploy/rotation-log.tsv");
+    let log = repo.read("deploy/audit-log.tsv");
     assert!(
-        log.lines()
-            .any(|l| l.contains("\tdevelop\tapi_secret_key\t") && l.ends_with("\tcompose")),
+        log.lines().any(
+            |l| l.contains("\tdevelop\trotate-secrets\tupdate\tapi_secret_key\t")
+                && l.ends_with("\tcompose\tok")
+        ),
         "{log}"
     );
     assert!(!log.contains(&new_key));

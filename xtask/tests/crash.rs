@@ -534,7 +534,7 @@ fn compose_rotate_converges_after_a_kill_at_every_rename_and_docker_call() {
     let mut f = Failures::default();
     let mut reset = |b: &Bench| {
         reset_secrets(&b.repo);
-        let _ = std::fs::remove_file(b.repo.path("deploy/rotation-log.tsv"));
+        let _ = std::fs::remove_file(b.repo.path("deploy/audit-log.tsv"));
         b.repo.write("secrets/develop.env", &env0_text);
         for (name, value) in &files0 {
             b.repo.write(&format!("secrets/develop/{name}"), value);
@@ -591,11 +591,13 @@ fn compose_rotate_converges_after_a_kill_at_every_rename_and_docker_call() {
                 "the new jwt_secret written to the env file before the kill was replaced by another (a value was lost)".into()
             });
         }
-        let log = std::fs::read_to_string(repo.path("deploy/rotation-log.tsv")).unwrap_or_default();
+        let log = std::fs::read_to_string(repo.path("deploy/audit-log.tsv")).unwrap_or_default();
         f.check(
-            log.lines().any(|l| l.contains("\tdevelop\tjwt_secret\t")),
+            log.lines().any(|l| {
+                l.contains("\tdevelop\trotate-secrets\tupdate\tjwt_secret\t") && l.ends_with("\tok")
+            }),
             at,
-            || format!("no rotation-log line for jwt_secret after the re-run: {log:?}"),
+            || format!("no audit-log line for jwt_secret after the re-run: {log:?}"),
         );
     };
     let counts = sweep(

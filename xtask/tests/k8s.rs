@@ -563,10 +563,11 @@ fn rotation_under_load(e: &Env) {
         "{}",
         second.stdout
     );
-    let log = e.repo.read("deploy/rotation-log.tsv");
+    let log = e.repo.read("deploy/audit-log.tsv");
     assert!(
-        log.lines()
-            .any(|l| l.contains(&format!("\t{ENV}\tjwt_secret\tv3\t")) && l.ends_with("\tk8s")),
+        log.lines().any(|l| l.contains(&format!(
+            "\t{ENV}\trotate-secrets\tupdate\tjwt_secret\tv3\t"
+        )) && l.ends_with("\tk8s\tok")),
         "{log}"
     );
     let list = e.run("list-secrets", &[]).ok();

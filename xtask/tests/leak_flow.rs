@@ -190,8 +190,8 @@ impl Flow<'_> {
             .filter(|f| !self.before.contains(f))
             .collect();
         assert!(
-            written.iter().any(|(n, _)| n.contains("rotation-log.tsv")),
-            "the flow wrote no rotation log"
+            written.iter().any(|(n, _)| n.contains("audit-log.tsv")),
+            "the flow wrote no audit log"
         );
         self.places.extend(written);
         assert!(

@@ -260,7 +260,8 @@ fn swarm_setup_deploy_rotate_remove() {
         "{}",
         dry.stdout
     );
-    run(&["deploy", ENV, "--timeout", "120"]).ok();
+    let deployed = run(&["deploy", ENV, "--timeout", "120"]).ok();
+    assert!(!deployed.stdout.contains('\r'), "{:?}", deployed.stdout);
     let client = load_once(&net, image, "5");
     assert!(client.contains("failed=0"), "{client}");
     for (name, value) in [
@@ -370,14 +371,17 @@ fn swarm_setup_deploy_rotate_remove() {
         logs.contains(&served("app_url", &url(&repo, &project))),
         "{logs}"
     );
-    let tsv = repo.read("deploy/rotation-log.tsv");
+    let tsv = repo.read("deploy/audit-log.tsv");
     assert!(
-        tsv.starts_with("time\tenvironment\tsecret\tversion\toperator\tbackend\n"),
+        tsv.starts_with(
+            "time\tenvironment\tcommand\taction\tsecret\tversion\toperator\tstore\toutcome\n"
+        ),
         "{tsv}"
     );
     assert!(
-        tsv.lines()
-            .any(|l| l.contains(&format!("\t{ENV}\tapp_password\tv2\t")) && l.ends_with("\tswarm")),
+        tsv.lines().any(|l| l.contains(&format!(
+            "\t{ENV}\trotate-secrets\tupdate\tapp_password\tv2\t"
+        )) && l.ends_with("\tswarm\tok")),
         "{tsv}"
     );
     assert!(!tsv.contains(&new_password));
@@ -465,5 +469,13 @@ fn swarm_deploy_surfaces_an_image_that_cannot_be_pulled() {
     assert!(
         started.elapsed() < Duration::from_secs(90),
         "it waited for the timeout instead of reporting the task error"
+    );
+    // Not a terminal: the wait is plain lines with the elapsed time, never a
+    // carriage return or an escape code.
+    assert!(out.stdout.contains("waiting ("), "{}", out.stdout);
+    assert!(
+        !out.stdout.contains('\r') && !out.stdout.contains('\x1b'),
+        "{:?}",
+        out.stdout
     );
 }

@@ -1,5 +1,7 @@
 //! `list-secrets <env>`: what the store holds, with state against the env file,
-//! version, age and the services that use each secret. Never values.
+//! version, age and the services that use each secret. Never values. Ages come
+//! from the store, or from the audit log where the store keeps no record of
+//! when a value was set (compose files).
 
 use std::{path::Path, time::Duration};
 
@@ -137,6 +139,21 @@ pub fn run(root: &Path, e: &EnvArgs, json: bool) -> Result<()> {
     let created = s.store.created(&missing);
     for l in &mut listed {
         l.created = l.created.or_else(|| created.get(&l.id).copied());
+    }
+    if !s.store.dates_values() {
+        // The audit log knows when a value was set; a file's time may not.
+        let log = crate::audit::read(&s.root)
+            .map(|(log, _)| log)
+            .unwrap_or_else(|e| {
+                output::warn(&format!("{e:#}; ages are the files' own times"));
+                Vec::new()
+            });
+        for l in &mut listed {
+            let kind = s.store.kind();
+            if let Some(t) = crate::audit::last_set(&log, &s.env.name, &l.secret, kind.name()) {
+                l.created = Some(t);
+            }
+        }
     }
     let wanted: Option<Vec<(String, String)>> = r.as_ref().map(|r| {
         r.desired

@@ -14,6 +14,7 @@ mod rotate_secrets;
 mod run_local;
 mod scan;
 mod setup_secrets;
+mod status;
 mod verify_secrets;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::{
+    audit::{self, Change, Outcome},
     flags::{Cmd, EnvArgs},
     lock,
     manifest::{BackendKind, Environment, Manifest},
@@ -42,6 +44,7 @@ pub fn run(cmd: Cmd, root: &Path) -> Result<()> {
         Cmd::GenerateSecret { length } => generate_secret::run(length),
         Cmd::Deploy(e, a) => deploy::run(root, &e, a),
         Cmd::Check => check::run(root),
+        Cmd::Status { envs, check, json } => status::run(root, &envs, check, json),
         Cmd::Bench { what, sizes } => crate::bench::run(root, &what, &sizes),
         Cmd::BackupSecrets(a) => backup_secrets::run(root, a),
         Cmd::RestoreSecrets(e, a) => restore_secrets::run(root, &e, a),
@@ -219,6 +222,105 @@ impl Session {
             })
             .collect::<Result<_>>()?;
         self.store.write(&items)
+    }
+
+    /// Appends `changes` to the audit log for this environment and store.
+    pub fn audit(&self, command: &str, changes: &[Change], outcome: Outcome) -> Result<()> {
+        audit::record(
+            &self.root,
+            &self.env.name,
+            command,
+            self.store.kind(),
+            changes,
+            outcome,
+        )
+    }
+
+    /// Runs `f` and logs `changes` with its outcome (`failed` when it fails:
+    /// the steps were attempted). The step's own error comes first.
+    pub fn audited<T>(
+        &self,
+        command: &str,
+        changes: &[Change],
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        match f() {
+            Ok(v) => {
+                self.audit(command, changes, Outcome::Ok)?;
+                Ok(v)
+            }
+            Err(e) => Err(self.failed(command, changes, &[], e)),
+        }
+    }
+
+    /// Logs `done` as `ok` and `failed` as failed after an error, and gives
+    /// the error back (a log that cannot be written is only warned about
+    /// then: the first error is the one to fix).
+    pub fn failed(
+        &self,
+        command: &str,
+        failed: &[Change],
+        done: &[Change],
+        err: anyhow::Error,
+    ) -> anyhow::Error {
+        let logged = self
+            .audit(command, done, Outcome::Ok)
+            .and_then(|_| self.audit(command, failed, Outcome::Failed));
+        if let Err(e) = logged {
+            output::warn(&format!("{e:#}"));
+        }
+        err
+    }
+
+    /// [`Session::apply`], logged: after a failure the store is listed
+    /// again, and a write it holds is logged `ok` (a batch that failed may
+    /// have written some), the rest `failed`.
+    pub fn apply_audited(&self, command: &str, r: &Resolved, steps: &[&Step]) -> Result<()> {
+        let err = match self.apply(r, steps) {
+            Ok(()) => return self.audit(command, &Change::of_steps(steps), Outcome::Ok),
+            Err(e) => e,
+        };
+        let held: Vec<String> = match self.plan(r) {
+            Ok(p) => p
+                .steps
+                .into_iter()
+                .filter(|s| s.action == plan::Action::Unchanged)
+                .map(|s| s.id)
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let (done, failed): (Vec<&Step>, Vec<&Step>) =
+            steps.iter().partition(|s| held.contains(&s.id));
+        Err(self.failed(
+            command,
+            &Change::of_steps(&failed),
+            &Change::of_steps(&done),
+            err,
+        ))
+    }
+
+    /// Deletes `steps` from the store, logged like [`Session::apply_audited`]:
+    /// an identity the store no longer lists after a failure was removed.
+    pub fn delete_audited(&self, command: &str, steps: &[Step]) -> Result<()> {
+        let err = match self.store.delete(steps) {
+            Ok(()) => return self.audit(command, &Change::of_steps(steps), Outcome::Ok),
+            Err(e) => e,
+        };
+        // Removal compares nothing, so any key lists the store.
+        let left: Option<Vec<String>> = self
+            .store
+            .list(&SecretValue::new(b"list".to_vec()))
+            .ok()
+            .map(|l| l.into_iter().map(|x| x.id).collect());
+        let (done, failed): (Vec<&Step>, Vec<&Step>) = steps
+            .iter()
+            .partition(|s| left.as_ref().is_some_and(|l| !l.contains(&s.id)));
+        Err(self.failed(
+            command,
+            &Change::of_steps(&failed),
+            &Change::of_steps(&done),
+            err,
+        ))
     }
 
     /// Whether the runtime gets its secrets from the store (compose files,

@@ -69,7 +69,7 @@ pub fn run(root: &Path, e: &EnvArgs, a: RemoveArgs) -> Result<()> {
     if !a.yes {
         confirm(steps.len(), &s.env.name)?;
     }
-    s.store.delete(&steps)?;
+    s.delete_audited("remove-secrets", &steps)?;
     println!("removed {} secret(s) from {}", steps.len(), s.env.name);
     Ok(())
 }

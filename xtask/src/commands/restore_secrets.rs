@@ -21,6 +21,7 @@ use super::{
 use crate::{
     age,
     archive::{self, Archive, Role},
+    audit::Change,
     flags::{EnvArgs, RestoreArgs},
     fsutil, output, resolve,
     secret::SecretValue,
@@ -222,10 +223,15 @@ fn print_plan(s: &Session, archive: &Archive, targets: &[Target]) {
 fn apply(s: &Session, archive: &Archive, targets: &[Target]) -> Result<()> {
     let mut written = 0;
     for t in targets.iter().filter(|t| t.action != Action::Unchanged) {
-        if let Some(dir) = t.path.parent().filter(|d| !d.exists()) {
-            fsutil::private_dir(dir, 0o700)?;
-        }
-        fsutil::write_atomic(&t.path, &archive.entries[t.entry].bytes, 0o600, None)?;
+        // The secret column names the restored file; the store's writes
+        // below are logged per secret.
+        let change = [Change::new(&t.shown, "restore", None)];
+        s.audited("restore-secrets", &change, || {
+            if let Some(dir) = t.path.parent().filter(|d| !d.exists()) {
+                fsutil::private_dir(dir, 0o700)?;
+            }
+            fsutil::write_atomic(&t.path, &archive.entries[t.entry].bytes, 0o600, None)
+        })?;
         written += 1;
     }
     println!(
@@ -248,7 +254,7 @@ fn apply(s: &Session, archive: &Archive, targets: &[Target]) -> Result<()> {
         ),
         &planned.steps,
     );
-    s.apply(&r, &planned.writes())?;
+    s.apply_audited("restore-secrets", &r, &planned.writes())?;
     println!(
         "done: {} of {} secrets written to the store",
         planned.writes().len(),

@@ -2,26 +2,26 @@
 //!
 //! New values first go into the env file (the source of truth), so a rotation
 //! that stops half-way converges on a re-run. Then hooks, new versions in the
-//! store, a redeploy that waits for convergence, pruning and a log line.
+//! store, a redeploy that waits for convergence, pruning; each step is
+//! written to the audit log with its outcome.
 
-use std::{io::Write, os::unix::fs::OpenOptionsExt, path::Path, time::SystemTime};
+use std::{io::Write, path::Path};
 
 use anyhow::{Context, Result, bail};
 
 use super::Session;
 use crate::{
+    audit::{self, Change},
     flags::{EnvArgs, RotateArgs},
     manifest::{Kind, SecretSpec},
     output,
-    plan::{self, Action, Naming, Step},
+    plan::{self, Action, Naming, Step, Stored},
     resolve,
     runtime::DeployOptions,
     secret::SecretValue,
-    time,
 };
 
-pub const LOG_PATH: &str = "deploy/rotation-log.tsv";
-const LOG_HEADER: &str = "time\tenvironment\tsecret\tversion\toperator\tbackend\n";
+const COMMAND: &str = "rotate-secrets";
 
 /// What happens to one chosen secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,7 +133,7 @@ fn chosen_specs<'a>(s: &'a Session, a: &RotateArgs) -> Result<Vec<&'a SecretSpec
 pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
     let s = Session::open(root, e)?;
     let _lock = match a.dry_run {
-        false => Some(s.lock(&format!("rotate-secrets {}", e.env), e.lock_timeout)?),
+        false => Some(s.lock(&format!("{COMMAND} {}", e.env), e.lock_timeout)?),
         true => None,
     };
     let mut r = s.resolve_read_only()?;
@@ -163,11 +163,11 @@ pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
         &plan,
     );
     if a.dry_run {
+        print_rest_of_plan(&s, &plan, &before.listed, &a);
         println!(
-            "dry run: would rotate {} in {}, redeploy, and keep {} previous version(s); nothing was changed",
+            "dry run: would rotate {} in {}; nothing was changed",
             rotating.join(", "),
             s.env.name,
-            a.keep
         );
         return Ok(());
     }
@@ -176,9 +176,80 @@ pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
             "# Secrets for {} ({}). Never commit this file.\n",
             s.env.name, s.manifest.project
         );
-        r.file.write_updates(&updates, &header)?;
+        let changes: Vec<Change> = updates
+            .iter()
+            .map(|(k, _)| Change::new(&k.to_ascii_lowercase(), "generate", None))
+            .collect();
+        s.audited(COMMAND, &changes, || {
+            r.file.write_updates(&updates, &header)
+        })?;
     }
     execute(&s, &plan, &a)
+}
+
+/// Pure: the versions a rotation's pruning removes once the redeploy has
+/// moved every service to the new versions (a version something still uses
+/// then is kept, which the real run says).
+pub fn expected_prune(listed: &[Stored], plan: &[Step], keep: usize) -> Vec<Step> {
+    let mut after = listed.to_vec();
+    for st in plan {
+        if listed.iter().any(|l| l.id == st.id) {
+            continue;
+        }
+        after.push(Stored {
+            id: st.id.clone(),
+            secret: st.secret.clone(),
+            version: st.version,
+            fingerprint: String::new(),
+            created: None,
+            fix: None,
+        });
+    }
+    let names: Vec<String> = plan.iter().map(|st| st.secret.clone()).collect();
+    plan::prune(&after, &names, keep, &Default::default())
+}
+
+/// `--dry-run`: what follows the new versions in the real run: hooks, the
+/// redeploy, and the pruning.
+fn print_rest_of_plan(s: &Session, plan: &[Step], listed: &[Stored], a: &RotateArgs) {
+    for st in plan {
+        if let Ok(spec) = s.manifest.secret(&st.secret)
+            && let Some(prog) = spec.rotate_hook.first()
+        {
+            println!(
+                "would run the rotate_hook of {} ({prog}) with the new value on stdin, before anything is swapped",
+                st.secret
+            );
+        }
+    }
+    if !s.store_feeds_runtime() {
+        println!(
+            "the {} store keeps the versions itself: nothing to redeploy or prune",
+            s.store.kind()
+        );
+        return;
+    }
+    println!(
+        "would redeploy {} on {} with the new versions and wait up to {}s for it to converge",
+        s.env.name,
+        s.env.runtime,
+        a.timeout.as_secs()
+    );
+    let gone = expected_prune(listed, plan, a.keep);
+    if gone.is_empty() {
+        println!(
+            "would remove no superseded version (keeping {} previous)",
+            a.keep
+        );
+    } else {
+        output::print_plan(
+            &format!(
+                "then, keeping {} previous version(s), would remove what nothing uses any more:",
+                a.keep
+            ),
+            &gone,
+        );
+    }
 }
 
 /// The secrets that rotate, and the generated values for the env file.
@@ -242,16 +313,11 @@ fn execute(s: &Session, plan: &[Step], a: &RotateArgs) -> Result<()> {
     }
     // Hooks run before anything is swapped, so a failing one leaves the old
     // values live everywhere (the env file already holds the new ones; a
-    // re-run converges).
-    for st in &steps {
-        let d = r
-            .get(&st.secret)
-            .context("a changed secret was not resolved")?;
-        if !d.spec.rotate_hook.is_empty() {
-            run_hook(&s.root, &s.env.name, &d.spec, &d.value)?;
-        }
+    // re-run converges). A failing hook is logged as a failed update.
+    if let Err(e) = run_hooks(s, &r, &steps) {
+        return Err(s.failed(COMMAND, &Change::of_steps(&steps), &[], e));
     }
-    s.apply(&r, &steps)?;
+    s.apply_audited(COMMAND, &r, &steps)?;
     let mut current = plan::current(&now.listed);
     for st in &steps {
         current.insert(st.secret.clone(), st.id.clone());
@@ -261,16 +327,23 @@ fn execute(s: &Session, plan: &[Step], a: &RotateArgs) -> Result<()> {
             "the {} store keeps the versions itself; services read the new value at run time (nothing to redeploy or prune)",
             s.store.kind()
         );
-        return log_done(s, &steps);
+        return done(s, &steps);
     }
-    let runtime = s.runtime()?;
-    runtime.deploy(
-        &current,
-        &DeployOptions {
-            dry_run: false,
-            timeout: a.timeout,
-        },
-    )?;
+    let deployed: Vec<Change> = steps
+        .iter()
+        .map(|st| Change::new(&st.secret, "deploy", st.version))
+        .collect();
+    let runtime = s.audited(COMMAND, &deployed, || {
+        let runtime = s.runtime()?;
+        runtime.deploy(
+            &current,
+            &DeployOptions {
+                dry_run: false,
+                timeout: a.timeout,
+            },
+        )?;
+        Ok(runtime)
+    })?;
     if let Some(users) = runtime.users()? {
         let listed = s.store.list(&s.compare_key(&r)?)?;
         let names: Vec<String> = steps.iter().map(|st| st.secret.clone()).collect();
@@ -281,51 +354,36 @@ fn execute(s: &Session, plan: &[Step], a: &RotateArgs) -> Result<()> {
             }
         }
         if !gone.is_empty() {
-            s.store.delete(&gone)?;
+            s.delete_audited(COMMAND, &gone)?;
             let shown: Vec<&str> = gone.iter().map(|g| g.id.as_str()).collect();
             println!("removed superseded versions: {}", shown.join(", "));
         }
     }
-    log_done(s, &steps)
+    done(s, &steps)
 }
 
-fn log_done(s: &Session, steps: &[&Step]) -> Result<()> {
-    log_rotation(s, steps)?;
+fn done(s: &Session, steps: &[&Step]) -> Result<()> {
     let names: Vec<&str> = steps.iter().map(|st| st.secret.as_str()).collect();
     println!(
-        "rotated {} in {}; logged to {LOG_PATH}",
+        "rotated {} in {}; logged to {}",
         names.join(", "),
-        s.env.name
+        s.env.name,
+        audit::PATH
     );
     Ok(())
 }
 
-/// Appends one line per changed secret to the rotation log (never values).
-/// `setup-secrets` calls it too, for values it replaced: a rotation that was
-/// interrupted and completed by a re-run is logged when it completes.
-pub fn log_rotation(s: &Session, steps: &[&Step]) -> Result<()> {
-    let operator = operator();
-    let now = time::rfc3339(SystemTime::now());
-    let store = s.store.kind();
-    let lines: Vec<String> = steps
-        .iter()
-        .map(|st| {
-            let v = st
-                .version
-                .map(|v| format!("v{v}"))
-                .unwrap_or_else(|| "-".into());
-            [
-                now.as_str(),
-                s.env.name.as_str(),
-                &st.secret,
-                &v,
-                operator.as_str(),
-                store.name(),
-            ]
-            .join("\t")
-        })
-        .collect();
-    append_log(&s.root.join(LOG_PATH), &lines)
+/// Every rotate hook of the changed secrets, in plan order.
+fn run_hooks(s: &Session, r: &resolve::Resolved, steps: &[&Step]) -> Result<()> {
+    for st in steps {
+        let d = r
+            .get(&st.secret)
+            .context("a changed secret was not resolved")?;
+        if !d.spec.rotate_hook.is_empty() {
+            run_hook(&s.root, &s.env.name, &d.spec, &d.value)?;
+        }
+    }
+    Ok(())
 }
 
 fn run_hook(root: &Path, env: &str, spec: &SecretSpec, value: &SecretValue) -> Result<()> {
@@ -363,45 +421,6 @@ fn run_hook(root: &Path, env: &str, spec: &SecretSpec, value: &SecretValue) -> R
         return Err(fail(format!("{prog} exited with {status}")));
     }
     Ok(())
-}
-
-/// `$SUDO_USER`, `$USER`, else `id -un`.
-fn operator() -> String {
-    for k in ["SUDO_USER", "USER"] {
-        if let Ok(v) = std::env::var(k)
-            && !v.is_empty()
-        {
-            return v;
-        }
-    }
-    xshell::Shell::new()
-        .ok()
-        .and_then(|sh| xshell::cmd!(sh, "id -un").quiet().read().ok())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-fn append_log(path: &Path, lines: &[String]) -> Result<()> {
-    let fresh = !path.exists();
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    // 0600 whatever the umask: the log says who rotated what and when.
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    let mut text = String::new();
-    if fresh {
-        text.push_str(LOG_HEADER);
-    }
-    for l in lines {
-        text.push_str(l);
-        text.push('\n');
-    }
-    f.write_all(text.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]
@@ -476,6 +495,33 @@ template = "x://{user}:{pw}@h"
         fn identity(&self, s: &str, v: u32) -> String {
             format!("{s}_v{v}")
         }
+    }
+
+    #[test]
+    fn dry_run_names_what_pruning_will_remove() {
+        let l = |v: u32| Stored {
+            id: format!("pw_v{v}"),
+            secret: "pw".into(),
+            version: Some(v),
+            fingerprint: String::new(),
+            created: None,
+            fix: None,
+        };
+        let step = Step {
+            secret: "pw".into(),
+            action: Action::Update,
+            id: "pw_v4".into(),
+            version: Some(4),
+            detail: String::new(),
+        };
+        let ids = |k| {
+            expected_prune(&[l(1), l(2), l(3)], std::slice::from_ref(&step), k)
+                .into_iter()
+                .map(|s| s.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(1), ["pw_v2", "pw_v1"]);
+        assert_eq!(ids(3), Vec::<String>::new());
     }
 
     #[test]

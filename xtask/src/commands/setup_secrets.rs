@@ -12,16 +12,29 @@ use anyhow::Result;
 
 use super::Session;
 use crate::{
+    audit::Change,
     flags::{EnvArgs, SetupArgs},
     output,
     plan::Action,
     resolve::Options,
 };
 
+const COMMAND: &str = "setup-secrets";
+
+/// The secret an env-file key holds (`JWT_SECRET` → `jwt_secret`); other
+/// keys (the fingerprint key) as they are.
+fn secret_of(s: &Session, key: &str) -> String {
+    let lower = key.to_ascii_lowercase();
+    match s.manifest.secret(&lower) {
+        Ok(_) => lower,
+        Err(_) => key.to_string(),
+    }
+}
+
 pub fn run(root: &Path, e: &EnvArgs, a: SetupArgs) -> Result<()> {
     let s = Session::open(root, e)?;
     let _lock = match a.dry_run {
-        false => Some(s.lock(&format!("setup-secrets {}", e.env), e.lock_timeout)?),
+        false => Some(s.lock(&format!("{COMMAND} {}", e.env), e.lock_timeout)?),
         true => None,
     };
     let mut r = s.resolve(Options {
@@ -36,7 +49,12 @@ pub fn run(root: &Path, e: &EnvArgs, a: SetupArgs) -> Result<()> {
             "generated"
         };
         if !a.dry_run {
-            r.write_generated(&s.manifest.project)?;
+            let changes: Vec<Change> = r
+                .generated
+                .iter()
+                .map(|k| Change::new(&secret_of(&s, k), "generate", None))
+                .collect();
+            s.audited(COMMAND, &changes, || r.write_generated(&s.manifest.project))?;
         }
         println!(
             "{verb} {} in {}: {}",
@@ -72,16 +90,8 @@ pub fn run(root: &Path, e: &EnvArgs, a: SetupArgs) -> Result<()> {
         println!("nothing to do: all {same} secrets are up to date");
         return Ok(());
     }
-    s.apply(&r, &plan.writes())?;
-    let replaced: Vec<&crate::plan::Step> = plan
-        .steps
-        .iter()
-        // A new value where one was stored: a rotation (a mode fix is not).
-        .filter(|st| st.action == Action::Update && st.detail.starts_with("content changed"))
-        .collect();
-    if !replaced.is_empty() {
-        super::rotate_secrets::log_rotation(&s, &replaced)?;
-    }
+    let writes = plan.writes();
+    s.apply_audited(COMMAND, &r, &writes)?;
     println!("done: {create} created, {update} updated, {same} unchanged");
     Ok(())
 }

@@ -112,8 +112,26 @@ impl Runtime for ComposeRuntime {
             ("XTASK_ENV", self.env.as_str()),
         ];
         if opts.dry_run {
-            println!("would run: docker compose -p {project} -f {file} up -d --remove-orphans");
+            let looked = self.look(&envs, &project, &file, &dir);
+            let program = looked.as_ref().map_or("docker compose", |l| l.0);
+            println!("would run: {program} -p {project} -f {file} up -d --remove-orphans");
             println!("  with XTASK_SECRETS_DIR={dir_s} XTASK_ENV={}", self.env);
+            match looked {
+                Ok((_, stale)) if stale.is_empty() => println!(
+                    "would recreate no container for its secrets (none running started before its secret files changed)"
+                ),
+                Ok((_, stale)) => println!(
+                    "would then recreate {} (their secrets changed after they started)",
+                    stale.join(", ")
+                ),
+                Err(e) => println!(
+                    "would then recreate the services whose secret files changed after they started (cannot tell which now: {e:#})"
+                ),
+            }
+            println!(
+                "would then wait up to {}s until every container runs (and is healthy where it has a health check)",
+                opts.timeout.as_secs()
+            );
             return Ok(());
         }
         let docker = Docker::new()?;
@@ -150,6 +168,25 @@ impl Runtime for ComposeRuntime {
             &file,
             opts.timeout,
         )
+    }
+}
+
+impl ComposeRuntime {
+    /// For `--dry-run`: the Compose program, and the services the real run
+    /// would recreate because their secret files changed after they started.
+    fn look(
+        &self,
+        envs: &[(&str, &str)],
+        project: &str,
+        file: &str,
+        dir: &Path,
+    ) -> Result<(&'static str, Vec<String>)> {
+        let docker = Docker::new()?;
+        docker.ping()?;
+        let compose = docker.compose()?;
+        let ids = compose_ids(&compose, &self.root, envs, project, file)?;
+        let stale = services_with_newer_secrets(&docker, &ids, dir)?;
+        Ok((compose.shown(), stale))
     }
 }
 

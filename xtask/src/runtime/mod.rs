@@ -147,8 +147,10 @@ pub enum Poll {
     Waiting(String),
 }
 
-/// Calls `check` every `every` until it answers [`Poll::Done`], printing each
-/// new waiting line; after `timeout` fails with the last one and `hint`.
+/// Calls `check` every `every` until it answers [`Poll::Done`], showing what
+/// is awaited and the elapsed time ([`crate::progress`]: one updating line on
+/// a terminal, a plain line per change otherwise); after `timeout` fails with
+/// the last state and `hint`.
 pub fn wait_until(
     what: &str,
     timeout: Duration,
@@ -157,21 +159,35 @@ pub fn wait_until(
     mut check: impl FnMut() -> Result<Poll>,
 ) -> Result<()> {
     let start = std::time::Instant::now();
-    let mut last = String::new();
+    let mut progress = crate::progress::Progress::stdout();
+    let mut last;
+    let show = |text: &str| {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+    };
     loop {
-        match check()? {
+        let polled = match check() {
+            Ok(p) => p,
+            Err(e) => {
+                show(progress.abandon());
+                return Err(e);
+            }
+        };
+        match polled {
             Poll::Done(line) => {
-                println!("{line}");
+                show(&progress.done(&line));
                 return Ok(());
             }
             Poll::Waiting(now) => {
-                if now != last {
-                    println!("waiting: {now}");
-                    last = now;
+                if let Some(text) = progress.waiting(what, &now, start.elapsed()) {
+                    show(&text);
                 }
+                last = now;
             }
         }
         if start.elapsed() > timeout {
+            show(progress.abandon());
             bail!(
                 "{what} did not converge within {}s: {last}{hint}",
                 timeout.as_secs()

@@ -109,6 +109,10 @@ impl SecretStore for FileStore {
         BackendKind::Compose
     }
 
+    fn dates_values(&self) -> bool {
+        false
+    }
+
     fn keeps_fingerprints(&self) -> bool {
         false
     }

@@ -36,7 +36,13 @@ pub trait SecretStore: Naming {
     fn check(&self, secret: &str, origin: &str, value: &[u8]) -> Result<()>;
     /// Every stored version of this environment's secrets, fingerprinted with `key`.
     fn list(&self, key: &SecretValue) -> Result<Vec<Stored>>;
-    /// Creation times for `ids` when the listing has none (only `list-secrets` asks).
+    /// Whether the listing's `created` is when the value was set (labels,
+    /// annotations, metadata). Compose files' modification time is not: a
+    /// mode fix or a copy changes it, so `status` asks the audit log first.
+    fn dates_values(&self) -> bool {
+        true
+    }
+    /// Creation times for `ids` when the listing has none (`list-secrets` and `status` ask).
     fn created(&self, _ids: &[&str]) -> BTreeMap<String, SystemTime> {
         BTreeMap::new()
     }

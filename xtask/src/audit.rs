@@ -1,0 +1,447 @@
+//! The audit log, `deploy/audit-log.tsv`: one line for every secret a command
+//! created, replaced, removed or generated, with who, when, where and whether it
+//! worked. Never a value. `status` reads it for ages and last rotations.
+//!
+//! It extends the older rotation log (`deploy/rotation-log.tsv`, six columns,
+//! rotations only), which is still read, as successful rotations, and never
+//! written again. Every command that changes a store or an env file calls
+//! [`record`], so the format lives here only.
+//!
+//! Appends are safe under concurrent runs of any environment: the file is born
+//! complete with its header (a hard link of a finished file, which fails when
+//! another run was first), and each call is one `write` on an `O_APPEND`
+//! descriptor, so lines never interleave.
+
+use std::{io::Write, os::unix::fs::OpenOptionsExt, path::Path, sync::OnceLock, time::SystemTime};
+
+use anyhow::{Context, Result};
+
+use crate::{
+    manifest::BackendKind,
+    plan::{Action, Step},
+    time,
+};
+
+pub const PATH: &str = "deploy/audit-log.tsv";
+/// The rotation log of earlier versions: read, never written.
+pub const OLD_PATH: &str = "deploy/rotation-log.tsv";
+pub const HEADER: &str =
+    "time\tenvironment\tcommand\taction\tsecret\tversion\toperator\tstore\toutcome\n";
+const OLD_HEADER: &str = "time\tenvironment\tsecret\tversion\toperator\tbackend";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Failed,
+}
+
+impl Outcome {
+    pub fn word(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// What happened to one secret: `create`, `update`, `remove` (in the store),
+/// `generate` (a new value written to the env file), `deploy` (the runtime
+/// was pointed at the new versions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub secret: String,
+    pub action: String,
+    pub version: Option<u32>,
+}
+
+impl Change {
+    pub fn new(secret: &str, action: &str, version: Option<u32>) -> Change {
+        Change {
+            secret: secret.into(),
+            action: action.into(),
+            version,
+        }
+    }
+
+    /// The change a plan step makes: create, update (a new value), fix (the
+    /// same value with its mode or owner put right) or remove.
+    pub fn of(step: &Step) -> Change {
+        let new_value = ["content changed", "new value"]
+            .iter()
+            .any(|w| step.detail.starts_with(w));
+        let action = match step.action {
+            Action::Update if !new_value => "fix",
+            a => a.word(),
+        };
+        Change::new(&step.secret, action, step.version)
+    }
+
+    /// The changes of the writing and removing steps of a plan.
+    pub fn of_steps<S: std::borrow::Borrow<Step>>(steps: &[S]) -> Vec<Change> {
+        steps
+            .iter()
+            .map(|s| s.borrow())
+            .filter(|s| s.action.writes() || s.action == Action::Remove)
+            .map(Change::of)
+            .collect()
+    }
+}
+
+/// One line of the log, as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub time: SystemTime,
+    pub environment: String,
+    pub command: String,
+    pub action: String,
+    pub secret: String,
+    pub version: Option<u32>,
+    pub operator: String,
+    pub store: String,
+    pub outcome: Outcome,
+}
+
+impl Entry {
+    /// A successful change of the value (created or replaced).
+    pub fn sets_value(&self) -> bool {
+        self.outcome == Outcome::Ok && matches!(self.action.as_str(), "create" | "update")
+    }
+
+    /// A successful replacement of a value: a rotation.
+    pub fn is_rotation(&self) -> bool {
+        self.outcome == Outcome::Ok && self.action == "update"
+    }
+}
+
+/// Who ran the command: `$XTASK_OPERATOR`; else git's `user.name` and
+/// `user.email` (`Name <email>`); else `$SUDO_USER`, `$USER`, `id -un`.
+pub fn operator() -> &'static str {
+    static OP: OnceLock<String> = OnceLock::new();
+    OP.get_or_init(|| clean(&find_operator()))
+}
+
+fn find_operator() -> String {
+    if let Ok(v) = std::env::var("XTASK_OPERATOR")
+        && !v.trim().is_empty()
+    {
+        return v;
+    }
+    let sh = xshell::Shell::new().ok();
+    let git = |key: &str| {
+        let sh = sh.as_ref()?;
+        which::which("git").ok()?;
+        xshell::cmd!(sh, "git config --get {key}")
+            .quiet()
+            .ignore_stderr()
+            .read()
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+    };
+    match (git("user.name"), git("user.email")) {
+        (Some(n), Some(e)) => return format!("{n} <{e}>"),
+        (Some(n), None) => return n,
+        (None, Some(e)) => return format!("<{e}>"),
+        (None, None) => {}
+    }
+    for k in ["SUDO_USER", "USER"] {
+        if let Ok(v) = std::env::var(k)
+            && !v.is_empty()
+        {
+            return v;
+        }
+    }
+    sh.and_then(|sh| xshell::cmd!(sh, "id -un").quiet().read().ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// A field never holds a tab or a line break (they would break the columns).
+fn clean(s: &str) -> String {
+    let s: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let s = s.trim();
+    if s.is_empty() { "-".into() } else { s.into() }
+}
+
+/// Pure: the lines for `changes`, without the header.
+pub fn lines(
+    now: SystemTime,
+    env: &str,
+    command: &str,
+    store: BackendKind,
+    operator: &str,
+    changes: &[Change],
+    outcome: Outcome,
+) -> String {
+    let now = time::rfc3339(now);
+    let mut out = String::new();
+    for c in changes {
+        let v = c
+            .version
+            .map(|v| format!("v{v}"))
+            .unwrap_or_else(|| "-".into());
+        let fields = [
+            now.as_str(),
+            env,
+            command,
+            &c.action,
+            &c.secret,
+            &v,
+            operator,
+            store.name(),
+            outcome.word(),
+        ];
+        let fields: Vec<String> = fields.iter().map(|f| clean(f)).collect();
+        out.push_str(&fields.join("\t"));
+        out.push('\n');
+    }
+    out
+}
+
+/// Appends one line per change to the audit log. `command` is the command's
+/// name (`setup-secrets`, `restore-secrets`, ...). Nothing is written for no change.
+pub fn record(
+    root: &Path,
+    env: &str,
+    command: &str,
+    store: BackendKind,
+    changes: &[Change],
+    outcome: Outcome,
+) -> Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let text = lines(
+        SystemTime::now(),
+        env,
+        command,
+        store,
+        operator(),
+        changes,
+        outcome,
+    );
+    append(&root.join(PATH), text.as_bytes())
+}
+
+fn append(path: &Path, text: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    if !path.exists() {
+        create_with_header(path)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot append to the audit log {}", path.display()))?;
+    // One write on an O_APPEND descriptor: concurrent runs never interleave.
+    f.write_all(text)
+        .with_context(|| format!("cannot append to the audit log {}", path.display()))
+}
+
+/// Makes the log exist with its header, 0600 whatever the umask: a finished
+/// file hard-linked into place, so no run ever sees it without its header.
+fn create_with_header(path: &Path) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".audit-log.tsv.tmp-{}-{:x}",
+        std::process::id(),
+        crate::secret::random_u64()
+    ));
+    let result = (|| -> Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        f.write_all(HEADER.as_bytes())?;
+        f.sync_all()?;
+        match std::fs::hard_link(&tmp, path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e.into()),
+            _ => Ok(()),
+        }
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result.with_context(|| format!("cannot create the audit log {}", path.display()))
+}
+
+/// Pure: the entries of one log's text, new format or old; headers and lines
+/// that do not parse are skipped (and counted).
+pub fn parse(text: &str) -> (Vec<Entry>, usize) {
+    let mut out = Vec::new();
+    let mut bad = 0;
+    for line in text.lines() {
+        if line.trim().is_empty() || line.starts_with("time\t") || line == OLD_HEADER {
+            continue;
+        }
+        match parse_line(line) {
+            Some(e) => out.push(e),
+            None => bad += 1,
+        }
+    }
+    (out, bad)
+}
+
+fn parse_line(line: &str) -> Option<Entry> {
+    let f: Vec<&str> = line.split('\t').collect();
+    let version = |v: &str| v.strip_prefix('v').and_then(|n| n.parse().ok());
+    match f[..] {
+        [t, env, command, action, secret, v, op, store, outcome] => Some(Entry {
+            time: time::parse_rfc3339(t)?,
+            environment: env.into(),
+            command: command.into(),
+            action: action.into(),
+            secret: secret.into(),
+            version: version(v),
+            operator: op.into(),
+            store: store.into(),
+            outcome: match outcome {
+                "ok" => Outcome::Ok,
+                "failed" => Outcome::Failed,
+                _ => return None,
+            },
+        }),
+        // The old rotation log: every line is a rotation that completed.
+        [t, env, secret, v, op, backend] => Some(Entry {
+            time: time::parse_rfc3339(t)?,
+            environment: env.into(),
+            command: "rotate-secrets".into(),
+            action: "update".into(),
+            secret: secret.into(),
+            version: version(v),
+            operator: op.into(),
+            store: backend.into(),
+            outcome: Outcome::Ok,
+        }),
+        _ => None,
+    }
+}
+
+/// When the log last saw `secret`'s value set in `env`'s `store` (created
+/// or replaced, successfully): the age of a value in a store that keeps no
+/// such record itself.
+pub fn last_set(log: &[Entry], env: &str, secret: &str, store: &str) -> Option<SystemTime> {
+    log.iter()
+        .filter(|e| e.environment == env && e.secret == secret && e.store == store)
+        .filter(|e| e.sets_value())
+        .map(|e| e.time)
+        .max()
+}
+
+/// Every entry of the old rotation log and the audit log, oldest first, and a
+/// warning when lines were skipped.
+pub fn read(root: &Path) -> Result<(Vec<Entry>, Option<String>)> {
+    let mut all = Vec::new();
+    let mut bad = 0;
+    for rel in [OLD_PATH, PATH] {
+        let p = root.join(rel);
+        if !p.exists() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p)
+            .with_context(|| format!("cannot read the audit log {rel}"))?;
+        let (e, b) = parse(&text);
+        all.extend(e);
+        bad += b;
+    }
+    all.sort_by_key(|e| e.time);
+    let warning = (bad > 0)
+        .then(|| format!("skipped {bad} line(s) of {PATH} / {OLD_PATH} that do not parse"));
+    Ok((all, warning))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn lines_round_trip_and_carry_no_control_characters() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        let text = lines(
+            t,
+            "production",
+            "rotate-secrets",
+            BackendKind::Swarm,
+            "Ann\tB\nx <a@b>",
+            &[
+                Change::new("jwt_secret", "update", Some(3)),
+                Change::new("api_key", "remove", None),
+            ],
+            Outcome::Failed,
+        );
+        assert_eq!(
+            text.lines().next().unwrap(),
+            "2026-11-18T11:06:40Z\tproduction\trotate-secrets\tupdate\tjwt_secret\tv3\tAnn B x <a@b>\tswarm\tfailed"
+        );
+        let (e, bad) = parse(&format!("{HEADER}{text}"));
+        assert_eq!(bad, 0);
+        assert_eq!(e.len(), 2);
+        assert_eq!(
+            (e[0].version, e[0].outcome, e[1].version),
+            (Some(3), Outcome::Failed, None)
+        );
+        assert!(!e[0].is_rotation());
+    }
+
+    #[test]
+    fn the_old_rotation_log_reads_as_rotations() {
+        let old = "time\tenvironment\tsecret\tversion\toperator\tbackend\n\
+                   2026-01-02T03:04:05Z\tstaging\tpw\tv2\tann\tswarm\n\
+                   garbage line\n";
+        let (e, bad) = parse(old);
+        assert_eq!(bad, 1);
+        assert_eq!(e.len(), 1);
+        let e = &e[0];
+        assert_eq!(
+            (
+                e.environment.as_str(),
+                e.secret.as_str(),
+                e.version,
+                e.store.as_str()
+            ),
+            ("staging", "pw", Some(2), "swarm")
+        );
+        assert!(e.is_rotation() && e.sets_value());
+        assert_eq!(e.time, time::parse_rfc3339("2026-01-02T03:04:05Z").unwrap());
+    }
+
+    #[test]
+    fn concurrent_appends_keep_every_line_whole() {
+        let dir = std::env::temp_dir().join(format!("audit-{}", crate::secret::random_u64()));
+        let path = dir.join("audit-log.tsv");
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for j in 0..50 {
+                        let text = lines(
+                            SystemTime::now(),
+                            &format!("e{i}"),
+                            "setup-secrets",
+                            BackendKind::Compose,
+                            "op",
+                            &[Change::new(&format!("s{j}"), "create", Some(1))],
+                            Outcome::Ok,
+                        );
+                        append(&path, text.as_bytes()).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(HEADER), "{text}");
+        assert_eq!(text.matches("time\t").count(), 1);
+        let (e, bad) = parse(&text);
+        assert_eq!((e.len(), bad), (400, 0));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

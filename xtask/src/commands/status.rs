@@ -1,0 +1,769 @@
+//! `status [ENV...] [--check] [--json]`: one table across environments of
+//! every secret's store, version, age, last rotation, days until the rotation
+//! policy says it is due, the services that use it, and drift (the env file
+//! against the store, and keys one environment has and another lacks).
+//!
+//! Gathering (stores, env files, runtimes) is kept apart from deciding:
+//! [`report`] turns plain data into rows and findings and is unit-tested.
+//! An environment that cannot be read gets a note and a finding, never an
+//! abort of the whole table. Values are only fingerprinted, never shown.
+
+use std::{
+    collections::BTreeSet,
+    path::Path,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Result, bail};
+
+use super::{
+    Session,
+    list_secrets::{self, State},
+};
+use crate::{
+    audit::{self, Entry},
+    envfile::EnvFile,
+    flags::EnvArgs,
+    manifest::{Kind, Manifest},
+    output,
+    plan::{self, Stored, Users},
+    resolve, time,
+};
+
+const DAY: u64 = 86_400;
+
+/// One manifest secret of one environment, as the policy sees it.
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    pub name: String,
+    pub services: Vec<String>,
+    pub rotate_every_days: Option<u32>,
+    /// Whether the env file holds it (derived values are rebuilt, not kept).
+    pub in_env_file: bool,
+}
+
+/// What was read about one environment.
+#[derive(Debug, Clone, Default)]
+pub struct EnvView {
+    pub name: String,
+    pub store: String,
+    pub runtime: String,
+    /// The env file, for messages.
+    pub env_file: String,
+    /// Why the store could not be read; nothing else is known then.
+    pub unreachable: Option<String>,
+    pub notes: Vec<String>,
+    /// Whether the store's creation times date the values (see `SecretStore::dates_values`).
+    pub store_dates_values: bool,
+    pub secrets: Vec<Wanted>,
+    pub listed: Vec<Stored>,
+    /// Secret → fingerprint of the env file's value, when it could be read.
+    pub fingerprints: Option<Vec<(String, String)>>,
+    /// The secrets whose keys the env file holds, when it exists and reads.
+    pub env_keys: Option<BTreeSet<String>>,
+    pub users: Option<Users>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    pub time: SystemTime,
+    pub operator: String,
+    pub command: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub environment: String,
+    pub secret: String,
+    pub store: String,
+    pub state: State,
+    pub version: Option<u32>,
+    pub location: String,
+    /// When the current value was set, and who says so.
+    pub created: Option<SystemTime>,
+    pub age_source: Option<&'static str>,
+    pub age: Option<Duration>,
+    pub rotate_every_days: Option<u32>,
+    /// Whole days until due (the policy less the age in whole days; 0 is due
+    /// today, negative overdue), when a policy and an age are known.
+    pub due_in_days: Option<i64>,
+    pub last_rotation: Option<Rotation>,
+    pub services: Vec<String>,
+    pub used_by: Option<Vec<String>>,
+}
+
+impl Row {
+    pub fn overdue(&self) -> bool {
+        self.due_in_days.is_some_and(|d| d < 0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// `overdue`, `missing`, `drift` or `unreachable`.
+    pub kind: &'static str,
+    pub environment: String,
+    pub secret: Option<String>,
+    pub message: String,
+}
+
+impl Finding {
+    /// The one line `--check` prints for it.
+    pub fn line(&self) -> String {
+        match &self.secret {
+            Some(s) => format!("{}: {} {s}: {}", self.kind, self.environment, self.message),
+            None => format!("{}: {}: {}", self.kind, self.environment, self.message),
+        }
+    }
+}
+
+pub struct Report {
+    pub rows: Vec<Row>,
+    pub findings: Vec<Finding>,
+}
+
+/// Pure: rows and findings from what was read, the audit log and the time.
+pub fn report(views: &[EnvView], log: &[Entry], now: SystemTime) -> Report {
+    let mut rows = Vec::new();
+    let mut findings = Vec::new();
+    for v in views {
+        if let Some(why) = &v.unreachable {
+            findings.push(Finding {
+                kind: "unreachable",
+                environment: v.name.clone(),
+                secret: None,
+                message: format!(
+                    "the {} store could not be read ({why}); nothing checked",
+                    v.store
+                ),
+            });
+            continue;
+        }
+        let (r, f) = env_rows(v, views, log, now);
+        rows.extend(r);
+        findings.extend(f);
+    }
+    Report { rows, findings }
+}
+
+/// The other readable environments where `secret` is in the store (or, with
+/// `env_file`, in the env file).
+fn present_elsewhere(views: &[EnvView], here: &str, secret: &str, env_file: bool) -> Vec<String> {
+    views
+        .iter()
+        .filter(|o| o.name != here && o.unreachable.is_none())
+        .filter(|o| match env_file {
+            true => o.env_keys.as_ref().is_some_and(|k| k.contains(secret)),
+            false => o.listed.iter().any(|l| l.secret == secret),
+        })
+        .map(|o| o.name.clone())
+        .collect()
+}
+
+fn env_rows(
+    v: &EnvView,
+    views: &[EnvView],
+    log: &[Entry],
+    now: SystemTime,
+) -> (Vec<Row>, Vec<Finding>) {
+    let names: Vec<(String, Vec<String>)> = v
+        .secrets
+        .iter()
+        .map(|s| (s.name.clone(), s.services.clone()))
+        .collect();
+    let base = list_secrets::rows(
+        &names,
+        &v.listed,
+        v.fingerprints.as_deref(),
+        v.users.as_ref(),
+    );
+    let mut rows = Vec::new();
+    let mut findings = Vec::new();
+    let finding = |kind, secret: &str, message: String| Finding {
+        kind,
+        environment: v.name.clone(),
+        secret: Some(secret.to_string()),
+        message,
+    };
+    for b in base {
+        let spec = v.secrets.iter().find(|s| s.name == b.name);
+        let newest = plan::newest(&v.listed, &b.name);
+        let set_at = audit::last_set(log, &v.name, &b.name, &v.store);
+        let stored_at = newest.and_then(|l| l.created);
+        let (created, age_source) = match (v.store_dates_values, stored_at, set_at) {
+            (_, None, None) => (None, None),
+            (true, Some(t), _) => (Some(t), Some("store")),
+            (_, _, Some(t)) => (Some(t), Some("audit-log")),
+            (false, Some(t), None) => (Some(t), Some("file-time")),
+        };
+        let created = created.filter(|_| newest.is_some());
+        let age = created.map(|c| now.duration_since(c).unwrap_or(Duration::ZERO));
+        let policy = spec.and_then(|s| s.rotate_every_days);
+        let due_in_days = match (policy, age, b.state) {
+            (_, _, State::Missing | State::Extra) => None,
+            (Some(days), Some(age), _) => Some(i64::from(days) - (age.as_secs() / DAY) as i64),
+            _ => None,
+        };
+        let last_rotation = log
+            .iter()
+            .rfind(|e| e.environment == v.name && e.secret == b.name && e.is_rotation())
+            .map(|e| Rotation {
+                time: e.time,
+                operator: e.operator.clone(),
+                command: e.command.clone(),
+            });
+        let row = Row {
+            environment: v.name.clone(),
+            secret: b.name.clone(),
+            store: v.store.clone(),
+            state: b.state,
+            version: b.version,
+            location: b.location,
+            created,
+            age_source: created.and(age_source),
+            age,
+            rotate_every_days: policy,
+            due_in_days,
+            last_rotation,
+            services: spec.map(|s| s.services.clone()).unwrap_or_default(),
+            used_by: v.users.as_ref().map(|_| b.used_by.clone()),
+        };
+        findings.extend(
+            row_findings(v, views, &row, spec)
+                .into_iter()
+                .map(|(k, m)| finding(k, &row.secret, m)),
+        );
+        rows.push(row);
+    }
+    (rows, findings)
+}
+
+/// What is wrong with one row: overdue, missing (store or env file), drift.
+fn row_findings(
+    v: &EnvView,
+    views: &[EnvView],
+    row: &Row,
+    spec: Option<&Wanted>,
+) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let elsewhere = |env_file| {
+        let o = present_elsewhere(views, &v.name, &row.secret, env_file);
+        if o.is_empty() {
+            String::new()
+        } else {
+            format!(" (present in {})", o.join(", "))
+        }
+    };
+    match row.state {
+        State::Missing => out.push((
+            "missing",
+            format!(
+                "not in the {} store{}; run `cargo xtask setup-secrets {}`",
+                v.store,
+                elsewhere(false),
+                v.name
+            ),
+        )),
+        State::Drift => out.push((
+            "drift",
+            format!(
+                "the {} store holds other content than {}; run `cargo xtask setup-secrets {}` (or rotate-secrets)",
+                v.store, v.env_file, v.name
+            ),
+        )),
+        _ => {}
+    }
+    if let (Some(keys), Some(spec)) = (&v.env_keys, spec)
+        && spec.in_env_file
+        && !keys.contains(&row.secret)
+    {
+        out.push((
+            "missing",
+            format!(
+                "{} has no {} key{}",
+                v.env_file,
+                row.secret.to_ascii_uppercase(),
+                elsewhere(true)
+            ),
+        ));
+    }
+    if row.overdue() {
+        out.push((
+            "overdue",
+            format!(
+                "current value is {} days old ({}), the policy is {} days; run `cargo xtask rotate-secrets {} --secret {}`",
+                row.age.map(|a| a.as_secs() / DAY).unwrap_or(0),
+                match row.age_source {
+                    Some("audit-log") => "from the audit log",
+                    Some("file-time") => "from the file's time",
+                    _ => "from the store",
+                },
+                row.rotate_every_days.unwrap_or(0),
+                v.name,
+                row.secret
+            ),
+        ));
+    }
+    out
+}
+
+/// Reads one environment; every failure becomes a note or `unreachable`.
+fn gather(root: &Path, manifest: &Manifest, name: &str) -> EnvView {
+    let env = match manifest.env(name) {
+        Ok(e) => e,
+        Err(e) => {
+            return EnvView {
+                name: name.into(),
+                unreachable: Some(format!("{e:#}")),
+                ..Default::default()
+            };
+        }
+    };
+    let (path, shown) = resolve::locate(root, env).unwrap_or_default();
+    let mut v = EnvView {
+        name: name.into(),
+        store: env.store.name().into(),
+        runtime: env.runtime.name().into(),
+        env_file: shown.clone(),
+        secrets: manifest
+            .secrets_for(name)
+            .into_iter()
+            .map(|s| Wanted {
+                name: s.name.clone(),
+                services: s.services.clone(),
+                rotate_every_days: s.rotate_every_days(env),
+                in_env_file: s.kind != Kind::Derived,
+            })
+            .collect(),
+        ..Default::default()
+    };
+    if path.is_file()
+        && let Ok(f) = EnvFile::load(&path, shown)
+    {
+        v.env_keys = Some(
+            f.entries
+                .iter()
+                .filter(|(_, e)| !e.value.is_empty())
+                .map(|(k, _)| k.to_ascii_lowercase())
+                .collect(),
+        );
+    }
+    if let Err(e) = read_store(root, &path, &mut v) {
+        v.unreachable = Some(format!("{e:#}"));
+    }
+    v
+}
+
+/// The store's listing (with creation times), the env file's fingerprints
+/// when it validates, and the runtime's users. An error means the store
+/// could not be read; a problem with the env file or the runtime is a note.
+fn read_store(root: &Path, env_file: &Path, v: &mut EnvView) -> Result<()> {
+    let args = EnvArgs {
+        env: v.name.clone(),
+        backend: None,
+        namespace: None,
+        lock_timeout: Duration::ZERO,
+    };
+    let s = Session::open(root, &args)?;
+    v.store_dates_values = s.store.dates_values();
+    let compared = match env_file.exists() {
+        true => resolve::resolve(root, &s.manifest, &s.env, resolve::Options::read_only())
+            .and_then(|r| Ok((s.compare_key(&r)?, r))),
+        false => Err(anyhow::anyhow!("{} does not exist here", v.env_file)),
+    };
+    let (key, resolved) = match compared {
+        Ok((k, r)) => (k, Some(r)),
+        Err(e) => {
+            let why = format!("{e:#}").replace("\n  - ", " ").replace('\n', " ");
+            v.notes.push(format!(
+                "the store is not compared with the env file: {why}"
+            ));
+            (crate::secret::generate(64)?, None)
+        }
+    };
+    v.listed = s.store.list(&key)?;
+    let undated: Vec<&str> = v
+        .listed
+        .iter()
+        .filter(|l| l.created.is_none())
+        .map(|l| l.id.as_str())
+        .collect();
+    let created = s.store.created(&undated);
+    for l in &mut v.listed {
+        l.created = l.created.or_else(|| created.get(&l.id).copied());
+    }
+    v.fingerprints = resolved.map(|r| {
+        r.desired
+            .iter()
+            .map(|d| (d.spec.name.clone(), d.value.fingerprint(&key)))
+            .collect()
+    });
+    match s.runtime().and_then(|rt| rt.users()) {
+        Ok(u) => v.users = u,
+        Err(e) => v
+            .notes
+            .push(format!("cannot tell which services use the secrets: {e:#}")),
+    }
+    Ok(())
+}
+
+pub fn run(root: &Path, envs: &[String], check: bool, json: bool) -> Result<()> {
+    let manifest = Manifest::load(root)?;
+    for e in envs {
+        manifest.env(e)?;
+    }
+    let names: Vec<String> = if envs.is_empty() {
+        manifest.environments.keys().cloned().collect()
+    } else {
+        envs.to_vec()
+    };
+    let views: Vec<EnvView> = names.iter().map(|n| gather(root, &manifest, n)).collect();
+    let log = match audit::read(root) {
+        Ok((log, warning)) => {
+            if let Some(w) = warning {
+                output::warn(&w);
+            }
+            log
+        }
+        Err(e) => {
+            output::warn(&format!(
+                "{e:#}; no last rotations, and Compose ages are the files' own times"
+            ));
+            Vec::new()
+        }
+    };
+    let now = SystemTime::now();
+    let rep = report(&views, &log, now);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&to_json(&views, &rep, now))?
+        );
+    } else {
+        print_human(&manifest.project, &views, &rep);
+    }
+    if check && !rep.findings.is_empty() {
+        if json {
+            for f in &rep.findings {
+                eprintln!("{}", f.line());
+            }
+        }
+        bail!(
+            "status --check: {} finding(s): overdue, missing, drifted or unreadable secrets (listed above)",
+            rep.findings.len()
+        );
+    }
+    Ok(())
+}
+
+fn due_cell(r: &Row) -> String {
+    match (r.rotate_every_days, r.due_in_days) {
+        (None, _) => "-".into(),
+        _ if matches!(r.state, State::Missing | State::Extra) => "-".into(),
+        (Some(_), None) => "?".into(),
+        (Some(_), Some(d)) if r.overdue() => output::paint("31", &format!("overdue {}d", -d)),
+        (Some(_), Some(0)) => output::paint("33", "today"),
+        (Some(_), Some(d)) if d <= 14 => output::paint("33", &format!("in {d}d")),
+        (Some(_), Some(d)) => format!("in {d}d"),
+    }
+}
+
+fn state_cell(s: State) -> String {
+    match s {
+        State::Current => s.word().to_string(),
+        State::Missing | State::Drift => output::paint("31", s.word()),
+        State::Extra => output::paint("35", s.word()),
+        State::Unchecked => output::paint("2", s.word()),
+    }
+}
+
+fn print_human(project: &str, views: &[EnvView], rep: &Report) {
+    println!(
+        "{project}: secrets across {}",
+        views
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for v in views {
+        if let Some(why) = &v.unreachable {
+            println!(
+                "note: {}: the {} store could not be read: {why}",
+                v.name, v.store
+            );
+        }
+        for n in &v.notes {
+            println!("note: {}: {n}", v.name);
+        }
+    }
+    let dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
+    let table: Vec<Vec<String>> = rep
+        .rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.environment.clone(),
+                r.secret.clone(),
+                r.store.clone(),
+                state_cell(r.state),
+                r.version
+                    .map(|v| format!("v{v}"))
+                    .unwrap_or_else(|| "-".into()),
+                r.age.map(time::short_age).unwrap_or_else(|| "-".into()),
+                due_cell(r),
+                r.last_rotation
+                    .as_ref()
+                    .map(|l| format!("{} {}", &time::rfc3339(l.time)[..10], l.operator))
+                    .unwrap_or_else(|| "-".into()),
+                dash(r.used_by.as_ref().unwrap_or(&r.services).join(",")),
+            ]
+        })
+        .collect();
+    output::print_table(
+        &[
+            "ENV",
+            "SECRET",
+            "STORE",
+            "STATE",
+            "VERSION",
+            "AGE",
+            "DUE",
+            "LAST ROTATED",
+            "SERVICES",
+        ],
+        &table,
+    );
+    if rep.findings.is_empty() {
+        println!("no findings: nothing overdue, missing or drifted");
+    } else {
+        println!("{} finding(s):", rep.findings.len());
+        for f in &rep.findings {
+            println!("{}", f.line());
+        }
+    }
+}
+
+fn to_json(views: &[EnvView], rep: &Report, now: SystemTime) -> serde_json::Value {
+    let t = |t: Option<SystemTime>| t.map(time::rfc3339);
+    let envs: Vec<serde_json::Value> = views
+        .iter()
+        .map(|v| {
+            serde_json::json!({
+                "name": v.name,
+                "store": v.store,
+                "runtime": v.runtime,
+                "env_file": v.env_file,
+                "reachable": v.unreachable.is_none(),
+                "error": v.unreachable,
+                "notes": v.notes,
+            })
+        })
+        .collect();
+    let secrets: Vec<serde_json::Value> = rep
+        .rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "environment": r.environment,
+                "name": r.secret,
+                "store": r.store,
+                "state": r.state.word(),
+                "version": r.version,
+                "location": r.location,
+                "created": t(r.created),
+                "age_days": r.age.map(|a| a.as_secs() / DAY),
+                "age_source": r.age_source,
+                "rotate_every_days": r.rotate_every_days,
+                "due_in_days": r.due_in_days,
+                "overdue": r.overdue(),
+                "last_rotation": r.last_rotation.as_ref().map(|l| serde_json::json!({
+                    "time": time::rfc3339(l.time),
+                    "operator": l.operator,
+                    "command": l.command,
+                })),
+                "services": r.services,
+                "used_by": r.used_by,
+            })
+        })
+        .collect();
+    let findings: Vec<serde_json::Value> = rep
+        .findings
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "kind": f.kind,
+                "environment": f.environment,
+                "secret": f.secret,
+                "message": f.message,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "generated_at": time::rfc3339(now),
+        "environments": envs,
+        "secrets": secrets,
+        "findings": findings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::Outcome;
+
+    fn at(days_ago: u64, now: SystemTime) -> SystemTime {
+        now - Duration::from_secs(days_ago * DAY)
+    }
+
+    fn stored(secret: &str, v: u32, fp: &str, created: Option<SystemTime>) -> Stored {
+        Stored {
+            id: format!("{secret}_v{v}"),
+            secret: secret.into(),
+            version: Some(v),
+            fingerprint: fp.into(),
+            created,
+            fix: None,
+        }
+    }
+
+    fn wanted(name: &str, days: Option<u32>) -> Wanted {
+        Wanted {
+            name: name.into(),
+            services: vec!["web".into()],
+            rotate_every_days: days,
+            in_env_file: true,
+        }
+    }
+
+    fn entry(env: &str, secret: &str, action: &str, time: SystemTime, op: &str) -> Entry {
+        Entry {
+            time,
+            environment: env.into(),
+            command: "rotate-secrets".into(),
+            action: action.into(),
+            secret: secret.into(),
+            version: None,
+            operator: op.into(),
+            store: "compose".into(),
+            outcome: Outcome::Ok,
+        }
+    }
+
+    fn view(name: &str, dates: bool) -> EnvView {
+        EnvView {
+            name: name.into(),
+            store: if dates { "swarm" } else { "compose" }.into(),
+            runtime: "swarm".into(),
+            env_file: format!("secrets/{name}.env"),
+            store_dates_values: dates,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn overdue_missing_and_drift_are_found() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let mut prod = view("production", true);
+        prod.secrets = vec![
+            wanted("a", Some(90)),
+            wanted("b", Some(90)),
+            wanted("c", None),
+        ];
+        prod.listed = vec![
+            stored("a", 3, "fa", Some(at(100, now))),
+            stored("b", 1, "fb", Some(at(10, now))),
+            stored("c", 1, "fc", Some(at(400, now))),
+        ];
+        prod.fingerprints = Some(vec![
+            ("a".into(), "fa".into()),
+            ("b".into(), "other".into()),
+            ("c".into(), "fc".into()),
+        ]);
+        let mut stage = view("staging", true);
+        stage.secrets = vec![wanted("a", Some(90)), wanted("b", Some(90))];
+        stage.listed = vec![stored("a", 1, "x", Some(at(1, now)))];
+        let rep = report(&[prod, stage], &[], now);
+        let lines: Vec<String> = rep.findings.iter().map(Finding::line).collect();
+        assert_eq!(
+            lines,
+            [
+                "overdue: production a: current value is 100 days old (from the store), the policy is 90 days; run `cargo xtask rotate-secrets production --secret a`",
+                "drift: production b: the swarm store holds other content than secrets/production.env; run `cargo xtask setup-secrets production` (or rotate-secrets)",
+                "missing: staging b: not in the swarm store (present in production); run `cargo xtask setup-secrets staging`",
+            ]
+        );
+        let a = &rep.rows[0];
+        assert_eq!(
+            (a.due_in_days, a.overdue(), a.age_source),
+            (Some(-10), true, Some("store"))
+        );
+        assert_eq!(rep.rows[1].due_in_days, Some(80));
+        let c = &rep.rows[2];
+        assert_eq!(
+            (c.due_in_days, c.overdue()),
+            (None, false),
+            "no policy, never due"
+        );
+        assert_eq!(rep.rows[3].state, State::Unchecked);
+    }
+
+    #[test]
+    fn ages_come_from_the_audit_log_where_the_store_does_not_date_values() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let mut dev = view("develop", false);
+        dev.secrets = vec![wanted("a", Some(30)), wanted("b", Some(30))];
+        dev.listed = vec![
+            stored("a", 1, "fa", Some(at(1, now))),
+            stored("b", 1, "fb", Some(at(2, now))),
+        ];
+        dev.env_keys = Some(["a".to_string()].into());
+        let mut other = view("staging", true);
+        other.env_keys = Some(["a".to_string(), "b".to_string()].into());
+        let log = [
+            entry("develop", "a", "create", at(50, now), "ann"),
+            entry("develop", "a", "update", at(40, now), "bob <b@x>"),
+            entry("staging", "a", "update", at(1, now), "eve"),
+        ];
+        let rep = report(&[dev, other], &log, now);
+        let a = &rep.rows[0];
+        assert_eq!(a.age_source, Some("audit-log"));
+        assert_eq!(a.age.map(|d| d.as_secs() / DAY), Some(40));
+        assert_eq!(
+            a.last_rotation.as_ref().map(|r| r.operator.as_str()),
+            Some("bob <b@x>")
+        );
+        let b = &rep.rows[1];
+        assert_eq!(
+            (b.age_source, b.last_rotation.is_none()),
+            (Some("file-time"), true)
+        );
+        let lines: Vec<String> = rep.findings.iter().map(Finding::line).collect();
+        assert_eq!(
+            lines,
+            [
+                "overdue: develop a: current value is 40 days old (from the audit log), the policy is 30 days; run `cargo xtask rotate-secrets develop --secret a`",
+                "missing: develop b: secrets/develop.env has no B key (present in staging)",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unreadable_environment_is_a_finding_not_an_abort() {
+        let now = SystemTime::now();
+        let mut bad = view("staging", true);
+        bad.unreachable = Some("docker: Cannot connect".into());
+        let mut good = view("develop", false);
+        good.secrets = vec![wanted("a", None)];
+        let rep = report(&[bad, good], &[], now);
+        assert_eq!(rep.findings[0].kind, "unreachable");
+        assert!(rep.findings[0].line().starts_with(
+            "unreachable: staging: the swarm store could not be read (docker: Cannot connect)"
+        ));
+        assert_eq!(rep.rows.len(), 1);
+        assert_eq!(
+            rep.findings[1].line(),
+            "missing: develop a: not in the compose store; run `cargo xtask setup-secrets develop`"
+        );
+    }
+}
