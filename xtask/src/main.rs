@@ -5,7 +5,9 @@
 
 mod bench;
 mod commands;
+mod compose_edit;
 mod docker;
+mod engine_api;
 mod envfile;
 mod flags;
 mod fsutil;
@@ -13,6 +15,7 @@ mod git;
 mod kube;
 mod lock;
 mod manifest;
+mod migrate;
 mod output;
 mod plan;
 mod resolve;

@@ -186,6 +186,15 @@ pub fn resolve(
     })
 }
 
+/// An environment's env file alone, with the same refusals as [`resolve`]
+/// (tracked by git, readable by others, symbolic links, duplicate keys) and
+/// its warnings, for commands that read or merge it without resolving.
+pub fn load_env_file(root: &Path, env: &Environment) -> Result<(EnvFile, Vec<String>)> {
+    let mut warnings = Vec::new();
+    let file = load(root, env, &mut warnings)?;
+    Ok((file, warnings))
+}
+
 /// Finds and reads the env file, refusing one that git tracks or others can read.
 fn load(root: &Path, env: &Environment, warnings: &mut Vec<String>) -> Result<EnvFile> {
     let (path, shown) = locate(root, env)?;

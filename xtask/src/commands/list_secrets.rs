@@ -129,6 +129,7 @@ pub fn run(root: &Path, e: &EnvArgs, json: bool) -> Result<()> {
         None => crate::secret::generate(64)?,
     };
     let mut listed = s.store.list(&key)?;
+    s.print_notes();
     let missing: Vec<&str> = listed
         .iter()
         .filter(|l| l.created.is_none())
