@@ -171,11 +171,11 @@ fn env_lines(
         return names;
     }
     let end = block_end(lines, env);
-    for i in env + 1..end {
-        if !is_code(&lines[i]) {
+    for line in &mut lines[env + 1..end] {
+        if !is_code(line) {
             continue;
         }
-        let c = content(&lines[i]).to_string();
+        let c = content(line).to_string();
         let (list, body) = match c.strip_prefix('-') {
             Some(b) => (true, b.trim().trim_matches(['"', '\''])),
             None => (false, c.as_str()),
@@ -184,13 +184,9 @@ fn env_lines(
         let Some(name) = secrets.iter().find(|s| s.to_ascii_uppercase() == var) else {
             continue;
         };
-        let eol = if lines[i].ends_with("\r\n") {
-            "\r\n"
-        } else {
-            "\n"
-        };
-        let pad = " ".repeat(indent(&lines[i]));
-        lines[i] = if list {
+        let eol = if line.ends_with("\r\n") { "\r\n" } else { "\n" };
+        let pad = " ".repeat(indent(line));
+        *line = if list {
             format!("{pad}- {var}_FILE=/run/secrets/{name}{eol}")
         } else {
             format!("{pad}{var}_FILE: /run/secrets/{name}{eol}")

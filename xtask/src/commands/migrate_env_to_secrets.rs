@@ -216,6 +216,9 @@ fn apply(
     Ok(())
 }
 
+/// A top-level secret definition's lines for one name.
+type Definition = dyn Fn(&str) -> Vec<String>;
+
 /// The deploy file of the environment's runtime, and the edit it needs,
 /// printed either way; `None` when it needs none.
 fn compose_changes(
@@ -223,7 +226,7 @@ fn compose_changes(
     env: &Environment,
     secrets: &[String],
 ) -> Result<Option<(PathBuf, String, compose_edit::Edit)>> {
-    let (shown, def): (String, Box<dyn Fn(&str) -> Vec<String>>) = match env.runtime {
+    let (shown, def): (String, Box<Definition>) = match env.runtime {
         BackendKind::Compose => {
             let file = store::compose::settings(env)?.file.display().to_string();
             let env_name = env.name.clone();
