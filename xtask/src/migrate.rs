@@ -276,7 +276,36 @@ pub fn plan(
             );
         }
     }
+    m.warnings.extend(dangling(source, &spans, &m.remove));
     m
+}
+
+/// Lines that stay in the source but expand a moved key (`$KEY`, `${KEY}`)
+/// outside single quotes: dotenv would give them another value once it is gone.
+fn dangling(source: &EnvFile, spans: &[Span], removed: &[Span]) -> Vec<String> {
+    let mut out = Vec::new();
+    for sp in spans.iter().filter(|s| !removed.contains(s)) {
+        let text = &source.raw()[sp.bytes.clone()];
+        let value = text.split_once('=').map(|x| x.1.trim_start()).unwrap_or("");
+        if value.starts_with('\'') {
+            continue;
+        }
+        for r in removed {
+            let k = &r.key;
+            let uses = value.match_indices('$').any(|(i, _)| {
+                let rest = value[i + 1..].trim_start_matches('{');
+                rest.starts_with(k.as_str())
+                    && !rest[k.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            });
+            if uses {
+                out.push(format!(
+                    "{}:{}: {} refers to ${k}, which moves out of this file; dotenv will expand it to nothing here: write the value in, or read it from the secret",
+                    source.shown, sp.first_line, sp.key
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// One value for the target: written, already there, or a conflict.

@@ -157,6 +157,17 @@ fn old_script_create(name: &str, value: &str) {
     );
 }
 
+/// The tool's keyed fingerprint: HMAC-SHA-256, first 16 hex digits.
+fn fingerprint(key: &str, value: &str) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(value.as_bytes());
+    mac.finalize().into_bytes()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn served(name: &str, value: &str) -> String {
     format!("{name} {}", sha12(value.as_bytes()))
 }
@@ -351,7 +362,12 @@ fn adopt_the_old_scripts_secrets_then_rotate_to_v1_under_load() {
     assert_eq!(labels["xtask.tool"], "cargo-xtask");
     assert_eq!(labels["xtask.version"], "0");
     assert_eq!(labels["xtask.secret"], "app_password");
-    assert_eq!(labels["xtask.fingerprint"].as_str().unwrap().len(), 16);
+    let env_file = repo.read(&format!("secrets-{ENV}.env"));
+    let key = env_file
+        .lines()
+        .find_map(|l| l.strip_prefix("XTASK_FINGERPRINT_KEY="))
+        .expect("adoption adds the fingerprint key to the env file");
+    assert_eq!(labels["xtask.fingerprint"], fingerprint(key, &values[1].1));
     // The fingerprints match the env file: list-secrets says current, no hint left.
     let list = repo.run(&["list-secrets", ENV]).ok();
     assert_eq!(list.stdout.matches("current").count(), 4, "{}", list.stdout);

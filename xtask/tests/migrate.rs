@@ -7,9 +7,14 @@
 
 mod support;
 
-use std::{collections::BTreeMap, os::unix::fs::PermissionsExt, path::Path};
+use std::{
+    collections::BTreeMap,
+    os::unix::{fs::PermissionsExt, process::ExitStatusExt},
+    path::Path,
+    process::Command,
+};
 
-use support::{DEVELOP_SECRETS, Run, TempRepo};
+use support::{DEVELOP_SECRETS, Run, TempRepo, strace_or_skip, under_strace};
 
 /// Each case, and whether setup accepts its values afterwards (a PEM in a
 /// key secret is migrated, but a key may not hold line breaks).
@@ -322,4 +327,133 @@ fn compose_changes_are_printed_or_written_as_text() {
         again.stdout
     );
     assert_eq!(repo.read("docker-compose.prod.yml"), want);
+}
+
+#[test]
+fn no_value_reaches_a_child_or_the_output() {
+    if !strace_or_skip("no_value_reaches_a_child_or_the_output") {
+        return;
+    }
+    let repo = TempRepo::new();
+    env_style_compose(&repo);
+    let values = [
+        "R3dis-Pa55-word-xyz",
+        "Jw7-Signing-Key-Qx92-abc",
+        "p@ss/w0rd:-Zq9xWv8u",
+        "p%40ss%2Fw0rd%3A-Zq9xWv8u",
+    ];
+    std::fs::write(
+        repo.path(".env"),
+        format!(
+            "REDIS_PASSWORD={}\nJWT_SECRET='{}'\nDATABASE_URL=postgresql://raqeem_dev:{}@postgres:5432/raqeem_develop\nOTHER=${{REDIS_PASSWORD}}\n",
+            values[0], values[1], values[3]
+        ),
+    )
+    .unwrap();
+    let log = repo.path("strace.log");
+    let out = Run::from(
+        under_strace(
+            &repo.xtask(&["migrate-env-to-secrets", "--write-compose"]),
+            true,
+            &log,
+        )
+        .output()
+        .unwrap(),
+    )
+    .ok();
+    assert!(
+        out.stderr
+            .contains(".env:4: OTHER refers to $REDIS_PASSWORD"),
+        "{}",
+        out.stderr
+    );
+    let trace = std::fs::read_to_string(&log).unwrap();
+    assert!(trace.contains("execve("), "strace recorded nothing");
+    for v in values {
+        assert!(
+            !trace.contains(v),
+            "a value reached a child's argv or environment"
+        );
+        assert!(!out.all().contains(v), "a value was printed");
+    }
+}
+
+/// Files an interrupted atomic write leaves: `.<name>.tmp-<pid>-<hex>`.
+fn temp_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with('.') && n.contains(".tmp-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_kill_at_every_rename_converges_on_a_rerun() {
+    if !strace_or_skip("a_kill_at_every_rename_converges_on_a_rerun") {
+        return;
+    }
+    let (src, after) = (data("export_comments.env"), data("export_comments.after"));
+    let mut completed = false;
+    for n in 1..=40 {
+        let repo = TempRepo::new();
+        std::fs::write(repo.path(".env"), &src).unwrap();
+        let parsed = dotenv(&repo.path(".env"));
+        let out = Command::new("strace")
+            .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=rename"])
+            .arg(format!("--inject=rename:signal=KILL:when={n}"))
+            .arg(env!("CARGO_BIN_EXE_xtask"))
+            .arg("migrate-env-to-secrets")
+            .current_dir(&repo.root)
+            .env("CARGO_MANIFEST_DIR", repo.root.join("xtask"))
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let killed = out.status.signal() == Some(9);
+        let again = migrate(&repo, &[], true);
+        assert_eq!(
+            std::fs::read(repo.path(".env")).unwrap(),
+            after,
+            "kill at rename {n}: {}",
+            again.stdout
+        );
+        let target = dotenv(&repo.path("secrets/develop.env"));
+        for k in ["BETTER_AUTH_SECRET", "API_SECRET_KEY"] {
+            assert_eq!(target.get(k), parsed.get(k), "kill at rename {n}: {k}");
+            let stored =
+                std::fs::read(repo.path(&format!("secrets/develop/{}", k.to_lowercase()))).unwrap();
+            assert_eq!(
+                stored,
+                parsed[k].as_bytes(),
+                "kill at rename {n}: the store"
+            );
+        }
+        let b = backups(&repo);
+        assert!(!b.is_empty(), "kill at rename {n}: no backup");
+        for p in b {
+            assert_eq!(
+                std::fs::read(&p).unwrap(),
+                src,
+                "kill at rename {n}: a backup is not the original"
+            );
+        }
+        for dir in ["", "secrets", "secrets/develop"] {
+            let left = temp_files(&repo.path(dir));
+            assert!(
+                left.is_empty(),
+                "kill at rename {n}: temporary files left in {dir:?}: {left:?}"
+            );
+        }
+        if !killed {
+            completed = true;
+            eprintln!(
+                "migrate-env-to-secrets: killed at each of {} renames, every re-run converged",
+                n - 1
+            );
+            break;
+        }
+    }
+    assert!(completed, "the run was still renaming after 40 kill points");
 }

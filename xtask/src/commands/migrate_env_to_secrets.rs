@@ -34,6 +34,20 @@ pub fn run(root: &Path, a: MigrateArgs) -> Result<()> {
     if !src_path.exists() {
         bail!("{src_shown} does not exist; name the plain env file to migrate with --from FILE");
     }
+    // The lock is held from before the target is read until it is written,
+    // so the plan cannot go stale; setup takes it again afterwards.
+    let lock = match a.dry_run {
+        false => Some(lock::acquire(
+            root,
+            &env.name,
+            &format!("migrate-env-to-secrets --to {}", env.name),
+            Duration::from_secs(300),
+        )?),
+        true => None,
+    };
+    if !a.dry_run {
+        sweep(root, &[src_path.clone(), resolve::locate(root, &env)?.0])?;
+    }
     let (target, warnings) = resolve::load_env_file(root, &env)?;
     if same_file(&src_path, &target.path) {
         bail!(
@@ -45,6 +59,12 @@ pub fn run(root: &Path, a: MigrateArgs) -> Result<()> {
         output::warn(w);
     }
     let source = EnvFile::load(&src_path, src_shown.clone())?;
+    if git::is_tracked(root, &src_path)? == Some(true) {
+        output::warn(&format!(
+            "{src_shown} is tracked by git, so the values in it are in the repository's history: after migrating, rotate them (`cargo xtask rotate-secrets {} --all`) and `git rm --cached {src_shown}`",
+            env.name
+        ));
+    }
     let m = migrate::plan(&manifest, &env, &source, &target);
     print_plan(&m, &source, &target, &env);
     let blockers = m.blockers();
@@ -78,21 +98,17 @@ pub fn run(root: &Path, a: MigrateArgs) -> Result<()> {
         );
         return Ok(());
     }
-    {
-        let _lock = lock::acquire(
-            root,
-            &env.name,
-            &format!("migrate-env-to-secrets --to {}", env.name),
-            Duration::from_secs(300),
-        )?;
-        apply(&m, &source, target, &env, &manifest.project)?;
-        if let (true, Some((path, shown, edit))) = (a.write_compose, &compose) {
-            let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
-            fsutil::write_atomic(path, edit.text.as_bytes(), mode, None)
-                .with_context(|| format!("cannot write {shown}"))?;
-            println!("{shown}: edited ({} change(s))", edit.changes.len());
-        }
+    if let (true, Some((path, _, _))) = (a.write_compose, &compose) {
+        sweep(root, std::slice::from_ref(path))?;
     }
+    apply(&m, &source, target, &env, &manifest.project)?;
+    if let (true, Some((path, shown, edit))) = (a.write_compose, &compose) {
+        let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+        fsutil::write_atomic(path, edit.text.as_bytes(), mode, None)
+            .with_context(|| format!("cannot write {shown}"))?;
+        println!("{shown}: edited ({} change(s))", edit.changes.len());
+    }
+    drop(lock);
     if a.write_compose {
         super::check::run(root).context("the compose changes are written, but check found disagreements; fix them and run `cargo xtask check`")?;
     }
@@ -105,6 +121,37 @@ pub fn run(root: &Path, a: MigrateArgs) -> Result<()> {
     println!("running setup-secrets {}:", env.name);
     super::setup_secrets::run(root, &e, SetupArgs { generate_missing: false, dry_run: false })
         .with_context(|| format!("the values were migrated, but `cargo xtask setup-secrets {}` failed; fix what it says and run it", env.name))
+}
+
+/// Removes what an interrupted run left of its own atomic writes (the
+/// temporary `.<name>.tmp-<pid>-<hex>` beside each file it writes, and its
+/// backup's), and nothing else: other commands may be writing beside them.
+fn sweep(root: &Path, files: &[PathBuf]) -> Result<()> {
+    for f in files {
+        let (Some(dir), Some(name)) = (f.parent(), f.file_name()) else {
+            continue;
+        };
+        if !dir.exists() {
+            continue;
+        }
+        let name = name.to_string_lossy();
+        // The file itself, or its backup (`<name>.pre-migrate-<time>.bak`).
+        let ours = |n: &str| {
+            n.starts_with(&format!(".{name}.tmp-"))
+                || (n.starts_with(&format!(".{name}.pre-migrate-")) && n.contains(".bak.tmp-"))
+        };
+        for p in fsutil::leftover_temp_files(dir)? {
+            if p.file_name().is_some_and(|n| ours(&n.to_string_lossy())) {
+                std::fs::remove_file(&p)
+                    .with_context(|| format!("cannot remove {}", p.display()))?;
+                println!(
+                    "removed {}, a temporary file left by an interrupted run",
+                    p.strip_prefix(root).unwrap_or(&p).display()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `--from` relative to the repository root (where commands run).
