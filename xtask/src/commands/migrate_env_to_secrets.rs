@@ -48,23 +48,7 @@ pub fn run(root: &Path, a: MigrateArgs) -> Result<()> {
     if !a.dry_run {
         sweep(root, &[src_path.clone(), resolve::locate(root, &env)?.0])?;
     }
-    let (target, warnings) = resolve::load_env_file(root, &env)?;
-    if same_file(&src_path, &target.path) {
-        bail!(
-            "{src_shown} is {}'s own env file; --from names the plain file to migrate from",
-            env.name
-        );
-    }
-    for w in &warnings {
-        output::warn(w);
-    }
-    let source = EnvFile::load(&src_path, src_shown.clone())?;
-    if git::is_tracked(root, &src_path)? == Some(true) {
-        output::warn(&format!(
-            "{src_shown} is tracked by git, so the values in it are in the repository's history: after migrating, rotate them (`cargo xtask rotate-secrets {} --all`) and `git rm --cached {src_shown}`",
-            env.name
-        ));
-    }
+    let (source, target) = read_both(root, &env, &src_path, &src_shown)?;
     let m = migrate::plan(&manifest, &env, &source, &target);
     print_plan(&m, &source, &target, &env);
     let blockers = m.blockers();
@@ -82,7 +66,7 @@ pub fn run(root: &Path, a: MigrateArgs) -> Result<()> {
         .iter()
         .map(|s| s.name.clone())
         .collect();
-    let compose = compose_changes(root, &env, &names)?;
+    let compose = compose_changes(root, &env, &names)?.filter(|_| a.write_compose || a.dry_run);
     if a.dry_run {
         println!(
             "dry run: would move {} value(s) into {} and remove {} line(s) from {}{}; nothing was changed",
@@ -98,29 +82,66 @@ pub fn run(root: &Path, a: MigrateArgs) -> Result<()> {
         );
         return Ok(());
     }
-    if let (true, Some((path, _, _))) = (a.write_compose, &compose) {
-        sweep(root, std::slice::from_ref(path))?;
-    }
     apply(&m, &source, target, &env, &manifest.project)?;
-    if let (true, Some((path, shown, edit))) = (a.write_compose, &compose) {
-        let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
-        fsutil::write_atomic(path, edit.text.as_bytes(), mode, None)
-            .with_context(|| format!("cannot write {shown}"))?;
-        println!("{shown}: edited ({} change(s))", edit.changes.len());
+    if let Some((path, shown, edit)) = &compose {
+        write_compose(root, path, shown, edit)?;
     }
     drop(lock);
     if a.write_compose {
         super::check::run(root).context("the compose changes are written, but check found disagreements; fix them and run `cargo xtask check`")?;
     }
+    setup(root, &env.name)
+}
+
+/// The source and the target env file, with the target's usual refusals
+/// and warnings, and a warning when git tracks the source.
+fn read_both(
+    root: &Path,
+    env: &Environment,
+    src_path: &Path,
+    src_shown: &str,
+) -> Result<(EnvFile, EnvFile)> {
+    let (target, warnings) = resolve::load_env_file(root, env)?;
+    if same_file(src_path, &target.path) {
+        bail!(
+            "{src_shown} is {}'s own env file; --from names the plain file to migrate from",
+            env.name
+        );
+    }
+    for w in &warnings {
+        output::warn(w);
+    }
+    let source = EnvFile::load(src_path, src_shown.to_string())?;
+    if git::is_tracked(root, src_path)? == Some(true) {
+        output::warn(&format!(
+            "{src_shown} is tracked by git, so the values in it are in the repository's history: after migrating, rotate them (`cargo xtask rotate-secrets {} --all`) and `git rm --cached {src_shown}`",
+            env.name
+        ));
+    }
+    Ok((source, target))
+}
+
+/// Writes the edited compose file atomically, keeping its mode.
+fn write_compose(root: &Path, path: &Path, shown: &str, edit: &compose_edit::Edit) -> Result<()> {
+    sweep(root, &[path.to_path_buf()])?;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    fsutil::write_atomic(path, edit.text.as_bytes(), mode, None)
+        .with_context(|| format!("cannot write {shown}"))?;
+    println!("{shown}: edited ({} change(s))", edit.changes.len());
+    Ok(())
+}
+
+/// `setup-secrets <env>`, so the migrated values exist in the store.
+fn setup(root: &Path, env: &str) -> Result<()> {
     let e = EnvArgs {
-        env: env.name.clone(),
+        env: env.to_string(),
         backend: None,
         namespace: None,
         lock_timeout: Duration::from_secs(300),
     };
-    println!("running setup-secrets {}:", env.name);
+    println!("running setup-secrets {env}:");
     super::setup_secrets::run(root, &e, SetupArgs { generate_missing: false, dry_run: false })
-        .with_context(|| format!("the values were migrated, but `cargo xtask setup-secrets {}` failed; fix what it says and run it", env.name))
+        .with_context(|| format!("the values were migrated, but `cargo xtask setup-secrets {env}` failed; fix what it says and run it"))
 }
 
 /// Removes what an interrupted run left of its own atomic writes (the
