@@ -332,8 +332,8 @@ fn add(
         None => {
             for p in validate::problems(spec, env, value.expose()) {
                 m.warnings.push(format!(
-                    "{from}: {key} {p}; it is migrated anyway (to get it out of the plain file), then give it a new value with `cargo xtask rotate-secrets {} --secret {}`",
-                    env.name, spec.name
+                    "{from}: {key} {p}; it is migrated anyway (to get it out of the plain file), but setup refuses it: delete its line from {} and run `cargo xtask setup-secrets {} --generate-missing` for a strong one (or write one there); `cargo xtask rotate-secrets {} --secret {}` replaces it later",
+                    target.shown, env.name, env.name, spec.name
                 ));
             }
             m.writes.push((key.clone(), value));

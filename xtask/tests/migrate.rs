@@ -269,6 +269,22 @@ fn weak_values_are_migrated_with_a_warning_and_setup_refuses_them() {
         "short1A"
     );
     assert_eq!(repo.read(".env"), "");
+    // The fix the warning names works.
+    assert!(
+        out.stderr.contains("delete its line from secrets/develop.env and run `cargo xtask setup-secrets develop --generate-missing`"),
+        "{}",
+        out.stderr
+    );
+    let text = repo
+        .read("secrets/develop.env")
+        .replace("POSTGRES_PASSWORD=short1A\n", "");
+    repo.write("secrets/develop.env", &text);
+    repo.run(&["setup-secrets", "develop", "--generate-missing"])
+        .ok();
+    assert_eq!(
+        dotenv(&repo.path("secrets/develop.env"))["POSTGRES_PASSWORD"].len(),
+        32
+    );
 }
 
 /// The shipped compose file with redis reading its password from the
