@@ -74,10 +74,18 @@ impl Resolved {
         match &self.fingerprint_key {
             Some(k) => Ok(k),
             None => bail!(
-                "{} has no {FINGERPRINT_KEY}; the {} backend labels secrets with keyed fingerprints. Run `cargo xtask setup-secrets {} --generate-missing` once to add one",
+                "{} has no {FINGERPRINT_KEY}; the {} backend labels secrets with keyed fingerprints. Run `cargo xtask setup-secrets {} --generate-missing` once to add one{}",
                 self.file.shown,
                 self.env.store,
-                self.env.name
+                self.env.name,
+                if self.env.store == crate::manifest::BackendKind::Swarm {
+                    format!(
+                        " (if the old scripts created this environment's secrets, run `cargo xtask adopt-secrets {}` instead: it adds the key and takes them over)",
+                        self.env.name
+                    )
+                } else {
+                    String::new()
+                }
             ),
         }
     }

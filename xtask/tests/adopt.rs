@@ -329,6 +329,14 @@ fn adopt_the_old_scripts_secrets_then_rotate_to_v1_under_load() {
         list.stderr
     );
 
+    let setup = repo.run(&["setup-secrets", ENV, "--dry-run"]).fails();
+    assert!(
+        setup
+            .stderr
+            .contains(&format!("cargo xtask adopt-secrets {ENV}")),
+        "{}",
+        setup.stderr
+    );
     let ids_before = secrets(&prefix);
     let svc_before = service_state(&svc);
     let dry = repo.run(&["adopt-secrets", ENV, "--dry-run"]).ok();
