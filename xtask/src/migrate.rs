@@ -488,6 +488,88 @@ template = "postgresql://{postgres_user}:{postgres_password}@postgres:5432/{proj
         assert!(parts_of(spec, "demo", "develop", "postgresql://a:b@postgres:5432/x").is_none());
     }
 
+    fn file(dir: &crate::testutil::TempDir, name: &str, text: &str) -> EnvFile {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        EnvFile::load(&p, name.into()).unwrap()
+    }
+
+    #[test]
+    fn plans_moves_conflicts_and_url_disagreements() {
+        let m = Manifest::parse(M).unwrap();
+        let env = m.env("develop").unwrap();
+        let dir = crate::testutil::TempDir::new();
+        let target = file(&dir, "t.env", "# t\nPOSTGRES_USER=same_user_x\n");
+        let src = file(
+            &dir,
+            "s.env",
+            "A=1\nPOSTGRES_USER=same_user_x\nDATABASE_URL=postgresql://same_user_x:Zq9-Pass-Word-4711@postgres:5432/demo_develop\nX=${POSTGRES_USER}\n",
+        );
+        let p = plan(&m, env, &src, &target);
+        assert!(p.blockers().is_empty(), "{:?}", p.blockers());
+        let got: Vec<(&str, &str)> = p
+            .moves
+            .iter()
+            .map(|x| (x.key.as_str(), x.how.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("POSTGRES_USER", "already in t.env"),
+                (
+                    "DATABASE_URL",
+                    "recognised: rebuilt from postgres_password, postgres_user"
+                ),
+                ("POSTGRES_PASSWORD", "taken from the URL"),
+            ]
+        );
+        assert_eq!(p.writes.len(), 1);
+        assert_eq!(p.writes[0].1.expose(), b"Zq9-Pass-Word-4711");
+        assert_eq!(
+            p.remove.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+            ["POSTGRES_USER", "DATABASE_URL"]
+        );
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.contains("s.env:4: X refers to $POSTGRES_USER")),
+            "{:?}",
+            p.warnings
+        );
+
+        // The URL disagrees with a part the file holds: a problem, nothing moves.
+        let src = file(
+            &dir,
+            "s2.env",
+            "POSTGRES_PASSWORD=Zq9-Pass-Word-4711\nDATABASE_URL=postgresql://u:Other-Pass-Word-1234@postgres:5432/demo_develop\n",
+        );
+        let p = plan(&m, env, &src, &target);
+        assert_eq!(p.problems.len(), 1, "{:?}", p.problems);
+        assert!(p.problems[0].contains("s2.env:2: DATABASE_URL holds a different postgres_password than POSTGRES_PASSWORD (s2.env:1)"), "{}", p.problems[0]);
+        assert!(!p.problems[0].contains("Other-Pass"));
+
+        // A URL of another shape stays, with a warning; a differing value conflicts.
+        let src = file(
+            &dir,
+            "s3.env",
+            "DATABASE_URL=postgresql://u:p@elsewhere/db\nPOSTGRES_USER=another_user\n",
+        );
+        let p = plan(&m, env, &src, &target);
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.contains("does not have the shape")),
+            "{:?}",
+            p.warnings
+        );
+        assert_eq!(
+            p.conflicts,
+            [
+                "POSTGRES_USER: s3.env:2 and t.env:2 hold different values; keep the right one (edit or delete the other line) and run again"
+            ]
+        );
+    }
+
     #[test]
     fn removal_keeps_every_other_byte() {
         let raw = "# c\r\nA=1\r\nB=\"x\ny\"\r\n\r\nC=3";
