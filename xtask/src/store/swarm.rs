@@ -113,8 +113,10 @@ pub fn unadopted(text: &str, project: &str, env: &str, secrets: &[String]) -> Ve
         .collect()
 }
 
-/// One `docker secret ls` call gives names and labels together; it lists by
-/// name prefix, so the old scripts' unlabelled secrets come in the same call.
+/// One `docker secret ls` call gives names and labels together. It filters by
+/// name (`<project>_<env>_`), so the old scripts' unlabelled secrets come in
+/// the same call; docker may match the filter anywhere in a name, so the
+/// labels and the exact prefix are checked here.
 const LS_FORMAT: &str = "{{.Name}}|{{.Label \"xtask.project\"}}|{{.Label \"xtask.environment\"}}|{{.Label \"xtask.secret\"}}|{{.Label \"xtask.version\"}}|{{.Label \"xtask.fingerprint\"}}";
 
 impl SwarmStore {
