@@ -98,6 +98,11 @@ impl EnvFile {
         })
     }
 
+    /// The file's text exactly as read (it holds values: never print it).
+    pub fn raw(&self) -> &str {
+        &self.raw
+    }
+
     /// True when the file exists and holds no byte at all.
     pub fn is_blank(&self) -> bool {
         self.exists && self.raw.is_empty()
@@ -187,11 +192,67 @@ fn push_assignment(out: &mut String, key: &str, value: &SecretValue) -> Result<(
         }
         out.push('"');
     } else {
-        bail!(
-            "{key}: the value cannot be written to an env file without changing it; edit the file by hand"
-        );
+        // A multi-line value (a PEM): double quotes keep line breaks, carriage
+        // returns included, literally; only `\\`, `"` and `$` need escapes.
+        out.push('"');
+        for c in text.chars() {
+            if matches!(c, '\\' | '"' | '$') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
     }
     Ok(())
+}
+
+/// Where one assignment sits in the raw text: its key, its first and last
+/// line (1-based; more than one for a quoted multi-line value) and its bytes,
+/// line endings included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    pub key: String,
+    pub first_line: usize,
+    pub last_line: usize,
+    pub bytes: std::ops::Range<usize>,
+}
+
+/// Every assignment's [`Span`], in file order. Continuation lines of a quoted
+/// multi-line value belong to the assignment that opened the quote.
+pub fn spans(raw: &str) -> Vec<Span> {
+    let mut out: Vec<Span> = Vec::new();
+    let mut open: Option<char> = None;
+    let mut offset = 0;
+    for (i, full) in raw.split_inclusive('\n').enumerate() {
+        let start = offset;
+        offset += full.len();
+        let line = full.trim_end_matches('\n').trim_end_matches('\r');
+        if let Some(q) = open {
+            if let Some(last) = out.last_mut() {
+                last.last_line = i + 1;
+                last.bytes.end = offset;
+            }
+            if count_unescaped(line, q) % 2 == 1 {
+                open = None;
+            }
+            continue;
+        }
+        if let Some(k) = line_key(line) {
+            out.push(Span {
+                key: k.to_string(),
+                first_line: i + 1,
+                last_line: i + 1,
+                bytes: start..offset,
+            });
+            let value = line.split_once('=').map(|x| x.1.trim_start()).unwrap_or("");
+            if let Some(q) = value.chars().next().filter(|c| *c == '"' || *c == '\'')
+                && count_unescaped(&value[1..], q).is_multiple_of(2)
+            {
+                open = Some(q);
+            }
+        }
+    }
+    out
 }
 
 /// The key a line assigns, if it is an assignment line.
@@ -209,27 +270,11 @@ fn line_key(line: &str) -> Option<&str> {
     valid.then_some(k)
 }
 
-/// Line numbers (1-based) at which each key is assigned. Continuation lines of a
-/// quoted multi-line value are skipped by tracking open quotes.
+/// Line numbers (1-based) at which each key is assigned.
 fn key_lines(raw: &str) -> BTreeMap<String, Vec<usize>> {
     let mut out: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    let mut open: Option<char> = None;
-    for (i, line) in raw.lines().enumerate() {
-        if let Some(q) = open {
-            if count_unescaped(line, q) % 2 == 1 {
-                open = None;
-            }
-            continue;
-        }
-        if let Some(k) = line_key(line) {
-            out.entry(k.to_string()).or_default().push(i + 1);
-            let value = line.split_once('=').map(|x| x.1.trim_start()).unwrap_or("");
-            if let Some(q) = value.chars().next().filter(|c| *c == '"' || *c == '\'')
-                && count_unescaped(&value[1..], q).is_multiple_of(2)
-            {
-                open = Some(q);
-            }
-        }
+    for sp in spans(raw) {
+        out.entry(sp.key).or_default().push(sp.first_line);
     }
     out
 }

@@ -37,6 +37,8 @@ pub enum Cmd {
     Completions {
         shell: String,
     },
+    MigrateEnvToSecrets(MigrateArgs),
+    AdoptSecrets(EnvArgs, bool),
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +103,16 @@ pub struct RotateArgs {
     pub keep: usize,
     pub dry_run: bool,
     pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct MigrateArgs {
+    /// `--from`: the plain env file, relative to the repository root.
+    pub from: std::path::PathBuf,
+    /// `--to`: the environment whose env file receives the values.
+    pub to: String,
+    pub write_compose: bool,
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -231,6 +243,18 @@ fn base() -> Command {
                         .help("Exit 1 when anything is overdue, missing, drifted or unreadable, one line per finding"),
                 )
                 .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON for machines (shape in README.md)")),
+        )
+        .subcommand(
+            Command::new("migrate-env-to-secrets")
+                .about("Move the secrets of a plain .env into an environment's env file, show or make the compose changes, and set them up")
+                .arg(Arg::new("from").long("from").value_name("FILE").default_value(".env").help("The plain env file to migrate from (relative to the repository root)"))
+                .arg(Arg::new("to").long("to").value_name("ENV").default_value("develop").help("The environment whose env file receives the secrets"))
+                .arg(Arg::new("write-compose").long("write-compose").action(ArgAction::SetTrue).help("Edit the compose file's text (services read <NAME>_FILE) and run check"))
+                .arg(dry_run()),
+        )
+        .subcommand(
+            env_command("adopt-secrets", "Adopt the unversioned <project>_<env>_<name> Swarm secrets the old scripts created, as version 0, without touching them")
+                .arg(dry_run()),
         )
         .subcommand(Command::new("check").about("Check that deploy/secrets.toml and the compose files name the same secrets"))
         .subcommand(
@@ -377,6 +401,17 @@ pub fn from_matches(m: ArgMatches) -> Result<Cmd> {
             check: flag(m, "check"),
             json: flag(m, "json"),
         },
+        "migrate-env-to-secrets" => Cmd::MigrateEnvToSecrets(MigrateArgs {
+            from: m
+                .get_one::<String>("from")
+                .cloned()
+                .unwrap_or_default()
+                .into(),
+            to: m.get_one::<String>("to").cloned().unwrap_or_default(),
+            write_compose: flag(m, "write-compose"),
+            dry_run: flag(m, "dry-run"),
+        }),
+        "adopt-secrets" => Cmd::AdoptSecrets(env_args(m), flag(m, "dry-run")),
         "bench" => Cmd::Bench {
             what: m.get_one::<String>("what").cloned().unwrap_or_default(),
             sizes: m

@@ -101,6 +101,14 @@ pub fn setup(
                 let v = naming.versioned().then_some(1);
                 step(Action::Create, naming.identity(secret, 1), v, String::new())
             }
+            // Adopted from the old scripts under its unversioned name: moves
+            // to the versioned scheme whatever it holds.
+            Some(l) if naming.versioned() && l.version == Some(0) => step(
+                Action::Update,
+                naming.identity(secret, 1),
+                Some(1),
+                format!("adopted {}, moves to the versioned scheme", l.id),
+            ),
             Some(l) if &l.fingerprint == fp && l.fix.is_none() => {
                 step(Action::Unchanged, l.id.clone(), l.version, String::new())
             }
@@ -141,13 +149,19 @@ pub fn setup(
 pub type Users = BTreeMap<String, Vec<String>>;
 
 /// After a rotation: versions of `secrets` older than the newest `keep + 1`
-/// that nothing uses.
+/// that nothing uses. An adopted unversioned secret (version 0) is retired as
+/// soon as a newer version exists and nothing uses it, whatever `keep` says.
 pub fn prune(listed: &[Stored], secrets: &[String], keep: usize, users: &Users) -> Vec<Step> {
     let mut out = Vec::new();
     for s in secrets {
         let mut versions: Vec<&Stored> = listed.iter().filter(|l| &l.secret == s).collect();
         versions.sort_by_key(|l| std::cmp::Reverse(l.version));
-        for l in versions.into_iter().skip(keep + 1) {
+        let old = versions
+            .into_iter()
+            .enumerate()
+            .filter(|(i, l)| *i > keep || (*i > 0 && l.version == Some(0)))
+            .map(|(_, l)| l);
+        for l in old {
             if !users.contains_key(&l.id) {
                 out.push(remove_step(l, "superseded".into()));
             }
@@ -352,6 +366,36 @@ mod tests {
             ids(prune(&listed, &["a".into()], 0, &Users::new())),
             ["p_e_a_v3", "p_e_a_v2", "p_e_a_v1"]
         );
+    }
+
+    #[test]
+    fn adopted_secrets_move_to_v1_and_retire_once_unused() {
+        let mut v0 = l("a", 0, "f");
+        v0.id = "p_e_a".into();
+        let plan = setup(
+            &Versioned,
+            "e",
+            &w(&[("a", "f")]),
+            std::slice::from_ref(&v0),
+        );
+        assert_eq!(
+            (plan[0].action, plan[0].id.as_str(), plan[0].version),
+            (Action::Update, "p_e_a_v1", Some(1))
+        );
+        assert!(
+            plan[0].detail.contains("adopted p_e_a"),
+            "{}",
+            plan[0].detail
+        );
+        let listed = [v0.clone(), l("a", 1, "f")];
+        let ids = |s: Vec<Step>| s.into_iter().map(|s| s.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(prune(&listed, &["a".into()], 1, &Users::new())),
+            ["p_e_a"]
+        );
+        let used: Users = [("p_e_a".to_string(), vec!["web".to_string()])].into();
+        assert!(prune(&listed, &["a".into()], 1, &used).is_empty());
+        assert!(prune(&[v0], &["a".into()], 1, &Users::new()).is_empty());
     }
 
     #[test]

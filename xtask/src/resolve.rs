@@ -74,10 +74,18 @@ impl Resolved {
         match &self.fingerprint_key {
             Some(k) => Ok(k),
             None => bail!(
-                "{} has no {FINGERPRINT_KEY}; the {} backend labels secrets with keyed fingerprints. Run `cargo xtask setup-secrets {} --generate-missing` once to add one",
+                "{} has no {FINGERPRINT_KEY}; the {} backend labels secrets with keyed fingerprints. Run `cargo xtask setup-secrets {} --generate-missing` once to add one{}",
                 self.file.shown,
                 self.env.store,
-                self.env.name
+                self.env.name,
+                if self.env.store == crate::manifest::BackendKind::Swarm {
+                    format!(
+                        " (if the old scripts created this environment's secrets, run `cargo xtask adopt-secrets {}` instead: it adds the key and takes them over)",
+                        self.env.name
+                    )
+                } else {
+                    String::new()
+                }
             ),
         }
     }
@@ -184,6 +192,15 @@ pub fn resolve(
         pending: c.updates,
         fingerprint_key,
     })
+}
+
+/// An environment's env file alone, with the same refusals as [`resolve`]
+/// (tracked by git, readable by others, symbolic links, duplicate keys) and
+/// its warnings, for commands that read or merge it without resolving.
+pub fn load_env_file(root: &Path, env: &Environment) -> Result<(EnvFile, Vec<String>)> {
+    let mut warnings = Vec::new();
+    let file = load(root, env, &mut warnings)?;
+    Ok((file, warnings))
 }
 
 /// Finds and reads the env file, refusing one that git tracks or others can read.

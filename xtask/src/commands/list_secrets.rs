@@ -126,11 +126,18 @@ pub fn run(root: &Path, e: &EnvArgs, json: bool) -> Result<()> {
             None
         }
     };
-    let key = match &r {
-        Some(r) => s.compare_key(r)?,
-        None => crate::secret::generate(64)?,
+    // Without the env file's fingerprint key (an old scripts' env file) the
+    // listing still shows what is stored, and the hints.
+    let (r, key) = match r.map(|r| s.compare_key(&r).map(|k| (r, k))) {
+        Some(Ok((r, k))) => (Some(r), k),
+        Some(Err(err)) => {
+            output::warn(&format!("not comparing with the env file: {err:#}"));
+            (None, crate::secret::generate(64)?)
+        }
+        None => (None, crate::secret::generate(64)?),
     };
     let mut listed = s.store.list(&key)?;
+    s.print_notes();
     let missing: Vec<&str> = listed
         .iter()
         .filter(|l| l.created.is_none())

@@ -2,12 +2,14 @@
 //! holds what every environment command shares: the manifest, the
 //! environment, its store, and (opened on demand) its runtime.
 
+mod adopt_secrets;
 mod backup_secrets;
 mod check;
 mod completions;
 mod deploy;
 mod generate_secret;
 mod list_secrets;
+mod migrate_env_to_secrets;
 mod remove_secrets;
 mod restore_secrets;
 mod rotate_secrets;
@@ -45,6 +47,8 @@ pub fn run(cmd: Cmd, root: &Path) -> Result<()> {
         Cmd::Deploy(e, a) => deploy::run(root, &e, a),
         Cmd::Check => check::run(root),
         Cmd::Status { envs, check, json } => status::run(root, &envs, check, json),
+        Cmd::MigrateEnvToSecrets(a) => migrate_env_to_secrets::run(root, a),
+        Cmd::AdoptSecrets(e, dry_run) => adopt_secrets::run(root, &e, dry_run),
         Cmd::Bench { what, sizes } => crate::bench::run(root, &what, &sizes),
         Cmd::BackupSecrets(a) => backup_secrets::run(root, a),
         Cmd::RestoreSecrets(e, a) => restore_secrets::run(root, &e, a),
@@ -200,8 +204,16 @@ impl Session {
             .map(|d| (d.spec.name.clone(), d.value.fingerprint(&key)))
             .collect();
         let listed = self.store.list(&key)?;
+        self.print_notes();
         let steps = plan::setup(self.store.as_ref(), &self.env.name, &wanted, &listed);
         Ok(Planned { listed, steps })
+    }
+
+    /// The store's notes from its last listing, as warnings.
+    pub fn print_notes(&self) {
+        for n in self.store.notes() {
+            output::warn(&n);
+        }
     }
 
     /// Writes exactly the writing steps of `steps`, with the resolved values.

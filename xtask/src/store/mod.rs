@@ -50,6 +50,11 @@ pub trait SecretStore: Naming {
     fn write(&self, items: &[Item]) -> Result<()>;
     /// Deletes these identities.
     fn delete(&self, steps: &[Step]) -> Result<()>;
+    /// What the last listing noticed that the operator should act on (the old
+    /// scripts' unadopted secrets), printed as warnings.
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// What `--dry-run` shows beyond the plan (values redacted), if anything.
     fn preview(&self, _steps: &[Step]) -> Option<String> {
         None

@@ -28,6 +28,10 @@ pub struct SwarmStore {
     docker: Docker,
     project: String,
     env: String,
+    /// The manifest's secrets for this environment, to recognise the old scripts' names.
+    secrets: Vec<String>,
+    /// Unadopted `<project>_<env>_<name>` secrets seen by the last listing.
+    legacy: std::sync::Mutex<Vec<String>>,
 }
 
 /// `<project>_<env>_<name>_v<N>`.
@@ -70,15 +74,17 @@ pub fn check_size(secret: &str, origin: &str, len: usize) -> Result<()> {
     Ok(())
 }
 
-/// Parses the output of [`LS_FORMAT`]: `name|env|secret|version|fingerprint` lines.
-pub fn parse_listing(text: &str, env: &str) -> Vec<Stored> {
+/// Parses the output of [`LS_FORMAT`]: `name|project|env|secret|version|fingerprint`
+/// lines, keeping this project's and environment's. Version 0 is a secret the
+/// old scripts created under its unversioned name, adopted by `adopt-secrets`.
+pub fn parse_listing(text: &str, project: &str, env: &str) -> Vec<Stored> {
     text.lines()
         .filter_map(|line| {
             let f: Vec<&str> = line.trim().split('|').collect();
-            let [name, e, secret, version, fp] = f[..] else {
+            let [name, p, e, secret, version, fp] = f[..] else {
                 return None;
             };
-            if e != env || secret.is_empty() {
+            if p != project || e != env || secret.is_empty() {
                 return None;
             }
             Some(Stored {
@@ -93,8 +99,25 @@ pub fn parse_listing(text: &str, env: &str) -> Vec<Stored> {
         .collect()
 }
 
-/// One `docker secret ls` call gives names and labels together.
-const LS_FORMAT: &str = "{{.Name}}|{{.Label \"xtask.environment\"}}|{{.Label \"xtask.secret\"}}|{{.Label \"xtask.version\"}}|{{.Label \"xtask.fingerprint\"}}";
+/// The old scripts' unversioned `<project>_<env>_<name>` secrets in a
+/// listing that carry no labels of this tool (not adopted yet).
+pub fn unadopted(text: &str, project: &str, env: &str, secrets: &[String]) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.trim().split('|').collect();
+            let name = *f.first()?;
+            let labelled = f.iter().skip(1).any(|x| !x.is_empty());
+            let secret = name.strip_prefix(&format!("{project}_{env}_"))?;
+            (!labelled && secrets.iter().any(|s| s == secret)).then(|| name.to_string())
+        })
+        .collect()
+}
+
+/// One `docker secret ls` call gives names and labels together. It filters by
+/// name (`<project>_<env>_`), so the old scripts' unlabelled secrets come in
+/// the same call; docker may match the filter anywhere in a name, so the
+/// labels and the exact prefix are checked here.
+const LS_FORMAT: &str = "{{.Name}}|{{.Label \"xtask.project\"}}|{{.Label \"xtask.environment\"}}|{{.Label \"xtask.secret\"}}|{{.Label \"xtask.version\"}}|{{.Label \"xtask.fingerprint\"}}";
 
 impl SwarmStore {
     pub fn new(s: &Scope) -> Result<SwarmStore> {
@@ -106,6 +129,13 @@ impl SwarmStore {
             docker: Docker::new()?,
             project: s.manifest.project.clone(),
             env: s.env.name.clone(),
+            secrets: s
+                .manifest
+                .secrets_for(&s.env.name)
+                .iter()
+                .map(|x| x.name.clone())
+                .collect(),
+            legacy: Default::default(),
         })
     }
 
@@ -142,12 +172,25 @@ impl SecretStore for SwarmStore {
     }
 
     fn list(&self, _key: &SecretValue) -> Result<Vec<Stored>> {
-        let project = format!("label=xtask.project={}", self.project);
-        let env = format!("label=xtask.environment={}", self.env);
-        let out = self.read(&[
-            "secret", "ls", "--filter", &project, "--filter", &env, "--format", LS_FORMAT,
-        ])?;
-        Ok(parse_listing(&out, &self.env))
+        let prefix = format!("name={}_{}_", self.project, self.env);
+        let out = self.read(&["secret", "ls", "--filter", &prefix, "--format", LS_FORMAT])?;
+        if let Ok(mut l) = self.legacy.lock() {
+            *l = unadopted(&out, &self.project, &self.env, &self.secrets);
+        }
+        Ok(parse_listing(&out, &self.project, &self.env))
+    }
+
+    fn notes(&self) -> Vec<String> {
+        let legacy = self.legacy.lock().map(|l| l.clone()).unwrap_or_default();
+        if legacy.is_empty() {
+            return Vec::new();
+        }
+        vec![format!(
+            "{} secret(s) created by the old scripts without a version are not managed yet: {}; adopt them with `cargo xtask adopt-secrets {}` (nothing is recreated and running services are not touched)",
+            legacy.len(),
+            legacy.join(", "),
+            self.env
+        )]
     }
 
     fn created(&self, ids: &[&str]) -> BTreeMap<String, SystemTime> {
@@ -229,8 +272,13 @@ mod tests {
 
     #[test]
     fn listing_parses_labels_and_skips_other_envs() {
-        let text = "p_e_a_v1|e|a|1|f1\np_x_a_v1|x|a|1|f1\ngarbage\np_e_b_v2|e|b|2|f9\n";
-        let got: Vec<(String, String, Option<u32>, String)> = parse_listing(text, "e")
+        let text = "p_e_a_v1|p|e|a|1|f1\np_x_a_v1|p|x|a|1|f1\ngarbage\np_e_b_v2|p|e|b|2|f9\nq_e_b_v1|q|e|b|1|f9\np_e_a|||||\n";
+        assert_eq!(
+            unadopted(text, "p", "e", &["a".into(), "b".into()]),
+            ["p_e_a"]
+        );
+        assert!(unadopted(text, "p", "e", &["b".into()]).is_empty());
+        let got: Vec<(String, String, Option<u32>, String)> = parse_listing(text, "p", "e")
             .into_iter()
             .map(|s| (s.id, s.secret, s.version, s.fingerprint))
             .collect();

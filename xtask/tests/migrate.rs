@@ -1,0 +1,475 @@
+//! `migrate-env-to-secrets` over a corpus of plain `.env` files
+//! (`tests/data/migrate/<case>.env`, each run as written and with CRLF line
+//! endings): the target env file holds exactly what dotenvy parses from the
+//! source, the source keeps every other byte (`<case>.after`), a 0600 backup
+//! holds the original, a second run changes nothing, and a conflict writes
+//! nothing. Also the compose changes, printed and written.
+
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    os::unix::{fs::PermissionsExt, process::ExitStatusExt},
+    path::Path,
+    process::Command,
+};
+
+use support::{DEVELOP_SECRETS, Run, TempRepo, strace_or_skip, under_strace};
+
+/// Each case, and whether setup accepts its values afterwards (a PEM in a
+/// key secret is migrated, but a key may not hold line breaks).
+const CASES: [(&str, bool); 6] = [
+    ("quoted", true),
+    ("single_quoted_dollar", true),
+    ("export_comments", true),
+    ("pem", false),
+    ("database_url", true),
+    ("empty_value", true),
+];
+
+const SIGNING_KEY: &str = "\n[secrets.signing_key]\nkind = \"key\"\nenvironments = [\"develop\"]\nservices = [\"backend\"]\n";
+
+fn data(name: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/migrate")
+            .join(name),
+    )
+    .unwrap()
+}
+
+fn to_crlf(b: &[u8]) -> Vec<u8> {
+    String::from_utf8(b.to_vec())
+        .unwrap()
+        .replace('\n', "\r\n")
+        .into_bytes()
+}
+
+/// What dotenvy itself parses from a file.
+fn dotenv(path: &Path) -> BTreeMap<String, String> {
+    dotenvy::from_path_iter(path)
+        .unwrap()
+        .map(|kv| kv.unwrap())
+        .collect()
+}
+
+fn backups(repo: &TempRepo) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(&repo.root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with(".env.pre-migrate-") && n.ends_with(".bak")
+        })
+        .collect()
+}
+
+fn migrate(repo: &TempRepo, args: &[&str], ok: bool) -> Run {
+    let mut all = vec!["migrate-env-to-secrets"];
+    all.extend(args);
+    let run = repo.run(&all);
+    if ok { run.ok() } else { run.fails() }
+}
+
+fn run_case(case: &str, setup_ok: bool, crlf: bool) {
+    let what = format!("{case}{}", if crlf { " (CRLF)" } else { "" });
+    let (mut src, mut after) = (data(&format!("{case}.env")), data(&format!("{case}.after")));
+    if crlf {
+        (src, after) = (to_crlf(&src), to_crlf(&after));
+    }
+    let repo = TempRepo::new();
+    let mut keys: Vec<String> = DEVELOP_SECRETS.iter().map(|s| s.to_uppercase()).collect();
+    if case == "pem" {
+        let m = repo.read("deploy/secrets.toml");
+        repo.write("deploy/secrets.toml", &format!("{m}{SIGNING_KEY}"));
+        keys.push("SIGNING_KEY".into());
+    }
+    std::fs::write(repo.path(".env"), &src).unwrap();
+    let parsed = dotenv(&repo.path(".env"));
+
+    let first = migrate(&repo, &[], setup_ok);
+    if !setup_ok {
+        assert!(
+            first.stderr.contains("the values were migrated"),
+            "{what}: {}",
+            first.stderr
+        );
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&std::fs::read(repo.path(".env")).unwrap()),
+        String::from_utf8_lossy(&after),
+        "{what}: the source must keep every byte but the moved lines"
+    );
+    let target = dotenv(&repo.path("secrets/develop.env"));
+    let kept = dotenv(&repo.path(".env"));
+    for (k, v) in &parsed {
+        let moved = keys.contains(k) && !v.is_empty() && k != "DATABASE_URL";
+        if moved {
+            assert_eq!(
+                target.get(k),
+                Some(v),
+                "{what}: {k} is not in the target byte for byte"
+            );
+            assert!(!kept.contains_key(k), "{what}: {k} still in the source");
+            if setup_ok {
+                let stored =
+                    std::fs::read(repo.path(&format!("secrets/develop/{}", k.to_lowercase())))
+                        .unwrap();
+                assert_eq!(stored, v.as_bytes(), "{what}: the store does not hold {k}");
+            }
+        } else if !keys.contains(k) {
+            assert!(
+                !target.contains_key(k),
+                "{what}: {k} is not a secret of the manifest but was moved"
+            );
+        }
+        if v.len() >= 8 {
+            assert!(
+                !first.all().contains(v.as_str()),
+                "{what}: the value of {k} was printed"
+            );
+        }
+    }
+    if let Some(url) = parsed.get("DATABASE_URL") {
+        assert_eq!(target["POSTGRES_USER"], "raqeem_dev", "{what}");
+        assert_eq!(target["POSTGRES_PASSWORD"], "p@ss/w0rd:-Zq9xWv8u", "{what}");
+        assert!(
+            !target.contains_key("DATABASE_URL"),
+            "{what}: the derived URL is rebuilt, not stored"
+        );
+        assert_eq!(
+            std::fs::read_to_string(repo.path("secrets/develop/database_url")).unwrap(),
+            *url
+        );
+        assert!(
+            first.stdout.contains("[secrets.redis_url]"),
+            "{what}: {}",
+            first.stdout
+        );
+    }
+    if case == "export_comments" {
+        assert!(
+            first
+                .stdout
+                .contains("[secrets.smtp_password]\n    kind = \"password\""),
+            "{}",
+            first.stdout
+        );
+    }
+    let b = backups(&repo);
+    assert_eq!(b.len(), 1, "{what}: {b:?}");
+    assert_eq!(
+        std::fs::read(&b[0]).unwrap(),
+        src,
+        "{what}: the backup is not the original"
+    );
+    assert_eq!(
+        std::fs::metadata(&b[0]).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // A second run finds nothing to move and changes nothing.
+    let target_bytes = std::fs::read(repo.path("secrets/develop.env")).unwrap();
+    let second = migrate(&repo, &[], setup_ok);
+    assert!(
+        second.stdout.contains("nothing to change"),
+        "{what}: {}",
+        second.stdout
+    );
+    assert_eq!(std::fs::read(repo.path(".env")).unwrap(), after, "{what}");
+    assert_eq!(
+        std::fs::read(repo.path("secrets/develop.env")).unwrap(),
+        target_bytes,
+        "{what}"
+    );
+    assert_eq!(backups(&repo).len(), 1, "{what}");
+}
+
+#[test]
+fn corpus_moves_values_byte_for_byte_and_keeps_every_other_byte() {
+    for (case, setup_ok) in CASES {
+        for crlf in [false, true] {
+            run_case(case, setup_ok, crlf);
+        }
+    }
+}
+
+#[test]
+fn a_conflict_writes_nothing_and_names_both_places() {
+    let repo = TempRepo::new();
+    let mine = "# mine\nPOSTGRES_PASSWORD='Other-Value-123456789'\n";
+    repo.write("secrets/develop.env", mine);
+    let src = "A=1\nPOSTGRES_USER=someone_x\nPOSTGRES_PASSWORD=Diff3rent-Value-9876543\n";
+    std::fs::write(repo.path(".env"), src).unwrap();
+    let out = migrate(&repo, &[], false);
+    assert!(
+        out.stderr
+            .contains("POSTGRES_PASSWORD: .env:3 and secrets/develop.env:2 hold different values"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("nothing was written"), "{}", out.stderr);
+    assert!(
+        !out.all().contains("Other-Value") && !out.all().contains("Diff3rent"),
+        "a value was printed"
+    );
+    assert_eq!(repo.read(".env"), src);
+    assert_eq!(repo.read("secrets/develop.env"), mine);
+    assert!(backups(&repo).is_empty());
+    assert!(
+        !repo.path("secrets/develop").exists(),
+        "setup must not run after a conflict"
+    );
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_changes_nothing() {
+    let repo = TempRepo::new();
+    let src = "JWT_SECRET=Jw7-Signing-Key-Qx92-abc\nPORT=1\n";
+    std::fs::write(repo.path(".env"), src).unwrap();
+    let out = migrate(
+        &repo,
+        &["--dry-run", "--from", ".env", "--to", "develop"],
+        true,
+    );
+    assert!(
+        out.stdout.contains("JWT_SECRET")
+            && out.stdout.contains("jwt_secret")
+            && out.stdout.contains(".env:1"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(
+            "dry run: would move 1 value(s) into secrets/develop.env and remove 1 line(s) from .env"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(repo.read(".env"), src);
+    assert!(!repo.path("secrets/develop.env").exists());
+    assert!(backups(&repo).is_empty());
+}
+
+#[test]
+fn weak_values_are_migrated_with_a_warning_and_setup_refuses_them() {
+    let repo = TempRepo::new();
+    std::fs::write(repo.path(".env"), "POSTGRES_PASSWORD=short1A\n").unwrap();
+    let out = migrate(&repo, &[], false);
+    assert!(
+        out.stderr.contains("POSTGRES_PASSWORD is 7 characters")
+            && out
+                .stderr
+                .contains("cargo xtask rotate-secrets develop --secret postgres_password"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        dotenv(&repo.path("secrets/develop.env"))["POSTGRES_PASSWORD"],
+        "short1A"
+    );
+    assert_eq!(repo.read(".env"), "");
+    // The fix the warning names works.
+    assert!(
+        out.stderr.contains("delete its line from secrets/develop.env and run `cargo xtask setup-secrets develop --generate-missing`"),
+        "{}",
+        out.stderr
+    );
+    let text = repo
+        .read("secrets/develop.env")
+        .replace("POSTGRES_PASSWORD=short1A\n", "");
+    repo.write("secrets/develop.env", &text);
+    repo.run(&["setup-secrets", "develop", "--generate-missing"])
+        .ok();
+    assert_eq!(
+        dotenv(&repo.path("secrets/develop.env"))["POSTGRES_PASSWORD"].len(),
+        32
+    );
+}
+
+/// The shipped compose file with redis reading its password from the
+/// environment, as a project coming from a plain `.env` has it.
+fn env_style_compose(repo: &TempRepo) -> String {
+    let text = repo.read("docker-compose.prod.yml");
+    let old = "    secrets: [redis_password]\n    restart: unless-stopped\n";
+    assert!(
+        text.contains(old),
+        "the shipped compose file changed; update this test"
+    );
+    let new = text.replace(
+        old,
+        "    environment:\n      REDIS_PASSWORD: ${REDIS_PASSWORD}  # from .env\n    restart: unless-stopped\n",
+    );
+    repo.write("docker-compose.prod.yml", &new);
+    new
+}
+
+#[test]
+fn compose_changes_are_printed_or_written_as_text() {
+    let repo = TempRepo::new();
+    let before = env_style_compose(&repo);
+    std::fs::write(repo.path(".env"), "REDIS_PASSWORD=R3dis-Pa55-word-xyz\n").unwrap();
+    let out = migrate(&repo, &[], true);
+    assert!(
+        out.stdout.contains("service redis: environment REDIS_PASSWORD -> REDIS_PASSWORD_FILE: /run/secrets/redis_password"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        repo.read("docker-compose.prod.yml"),
+        before,
+        "printed only, without --write-compose"
+    );
+
+    let repo = TempRepo::new();
+    let before = env_style_compose(&repo);
+    std::fs::write(repo.path(".env"), "REDIS_PASSWORD=R3dis-Pa55-word-xyz\n").unwrap();
+    let out = migrate(&repo, &["--write-compose"], true);
+    let want = before.replace(
+        "      REDIS_PASSWORD: ${REDIS_PASSWORD}  # from .env\n    restart: unless-stopped\n",
+        "      REDIS_PASSWORD_FILE: /run/secrets/redis_password\n    restart: unless-stopped\n    secrets:\n      - redis_password\n",
+    );
+    assert_eq!(repo.read("docker-compose.prod.yml"), want);
+    assert!(
+        out.stdout.contains("agree on"),
+        "check did not run: {}",
+        out.stdout
+    );
+    // Again: nothing left to change in the compose file either.
+    let again = migrate(&repo, &["--write-compose"], true);
+    assert!(
+        again.stdout.contains("compose changes: none"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(repo.read("docker-compose.prod.yml"), want);
+}
+
+#[test]
+fn no_value_reaches_a_child_or_the_output() {
+    if !strace_or_skip("no_value_reaches_a_child_or_the_output") {
+        return;
+    }
+    let repo = TempRepo::new();
+    env_style_compose(&repo);
+    let values = [
+        "R3dis-Pa55-word-xyz",
+        "Jw7-Signing-Key-Qx92-abc",
+        "p@ss/w0rd:-Zq9xWv8u",
+        "p%40ss%2Fw0rd%3A-Zq9xWv8u",
+    ];
+    std::fs::write(
+        repo.path(".env"),
+        format!(
+            "REDIS_PASSWORD={}\nJWT_SECRET='{}'\nDATABASE_URL=postgresql://raqeem_dev:{}@postgres:5432/raqeem_develop\nOTHER=${{REDIS_PASSWORD}}\n",
+            values[0], values[1], values[3]
+        ),
+    )
+    .unwrap();
+    let log = repo.path("strace.log");
+    let out = Run::from(
+        under_strace(
+            &repo.xtask(&["migrate-env-to-secrets", "--write-compose"]),
+            true,
+            &log,
+        )
+        .output()
+        .unwrap(),
+    )
+    .ok();
+    assert!(
+        out.stderr
+            .contains(".env:4: OTHER refers to $REDIS_PASSWORD"),
+        "{}",
+        out.stderr
+    );
+    let trace = std::fs::read_to_string(&log).unwrap();
+    assert!(trace.contains("execve("), "strace recorded nothing");
+    for v in values {
+        assert!(
+            !trace.contains(v),
+            "a value reached a child's argv or environment"
+        );
+        assert!(!out.all().contains(v), "a value was printed");
+    }
+}
+
+/// Files an interrupted atomic write leaves: `.<name>.tmp-<pid>-<hex>`.
+fn temp_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with('.') && n.contains(".tmp-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_kill_at_every_rename_converges_on_a_rerun() {
+    if !strace_or_skip("a_kill_at_every_rename_converges_on_a_rerun") {
+        return;
+    }
+    let (src, after) = (data("export_comments.env"), data("export_comments.after"));
+    let mut completed = false;
+    for n in 1..=40 {
+        let repo = TempRepo::new();
+        std::fs::write(repo.path(".env"), &src).unwrap();
+        let parsed = dotenv(&repo.path(".env"));
+        let out = Command::new("strace")
+            .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=rename"])
+            .arg(format!("--inject=rename:signal=KILL:when={n}"))
+            .arg(env!("CARGO_BIN_EXE_xtask"))
+            .arg("migrate-env-to-secrets")
+            .current_dir(&repo.root)
+            .env("CARGO_MANIFEST_DIR", repo.root.join("xtask"))
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let killed = out.status.signal() == Some(9);
+        let again = migrate(&repo, &[], true);
+        assert_eq!(
+            std::fs::read(repo.path(".env")).unwrap(),
+            after,
+            "kill at rename {n}: {}",
+            again.stdout
+        );
+        let target = dotenv(&repo.path("secrets/develop.env"));
+        for k in ["BETTER_AUTH_SECRET", "API_SECRET_KEY"] {
+            assert_eq!(target.get(k), parsed.get(k), "kill at rename {n}: {k}");
+            let stored =
+                std::fs::read(repo.path(&format!("secrets/develop/{}", k.to_lowercase()))).unwrap();
+            assert_eq!(
+                stored,
+                parsed[k].as_bytes(),
+                "kill at rename {n}: the store"
+            );
+        }
+        let b = backups(&repo);
+        assert!(!b.is_empty(), "kill at rename {n}: no backup");
+        for p in b {
+            assert_eq!(
+                std::fs::read(&p).unwrap(),
+                src,
+                "kill at rename {n}: a backup is not the original"
+            );
+        }
+        for dir in ["", "secrets", "secrets/develop"] {
+            let left = temp_files(&repo.path(dir));
+            assert!(
+                left.is_empty(),
+                "kill at rename {n}: temporary files left in {dir:?}: {left:?}"
+            );
+        }
+        if !killed {
+            completed = true;
+            eprintln!(
+                "migrate-env-to-secrets: killed at each of {} renames, every re-run converged",
+                n - 1
+            );
+            break;
+        }
+    }
+    assert!(completed, "the run was still renaming after 40 kill points");
+}
