@@ -543,13 +543,24 @@ fn plaintext_travels_only_through_pipes() {
     );
     let r = r.ok();
     check("restore", &r, &trace);
-    // Every file written is a restored file, a store file or the lock, all in secrets/.
+    // Every file written is a restored file, a store file or the lock, all in
+    // secrets/, or the audit log (which holds no value, checked below).
     let root = repo.root.display().to_string();
     for p in written(&trace) {
         let rel = p.strip_prefix(&format!("{root}/")).unwrap_or(&p);
         assert!(
-            rel.starts_with("secrets/"),
+            rel.starts_with("secrets/")
+                || rel.starts_with("deploy/.audit-log.tsv")
+                || rel == "deploy/audit-log.tsv",
             "restore wrote {p} outside secrets/"
+        );
+    }
+    let log = repo.read("deploy/audit-log.tsv");
+    assert!(log.contains("\trestore-secrets\trestore\t"), "{log}");
+    for (i, v) in values.iter().enumerate() {
+        assert!(
+            !log.contains(v.as_str()),
+            "value #{i} reached the audit log"
         );
     }
     assert_eq!(repo.read("secrets/develop.env"), env);
