@@ -3,6 +3,7 @@
 //! environment, its store, and (opened on demand) its runtime.
 
 mod check;
+mod deliver;
 mod deploy;
 mod generate_secret;
 mod list_secrets;
@@ -209,13 +210,6 @@ impl Session {
             })
             .collect::<Result<_>>()?;
         self.store.write(&items)
-    }
-
-    /// Whether the runtime gets its secrets from the store (compose files,
-    /// swarm and k8s are inside their runtime). Vault and AWS are read by the
-    /// services at run time, through the reader, so nothing is deployed for them.
-    pub fn store_feeds_runtime(&self) -> bool {
-        self.env.store.is_runtime()
     }
 
     /// Secret → stored identity for a deploy, refusing when the store is not

@@ -17,6 +17,7 @@ use crate::{
     resolve,
     runtime::DeployOptions,
     secret::SecretValue,
+    store::Delivery,
     time,
 };
 
@@ -256,12 +257,26 @@ fn execute(s: &Session, plan: &[Step], a: &RotateArgs) -> Result<()> {
     for st in &steps {
         current.insert(st.secret.clone(), st.id.clone());
     }
-    if !s.store_feeds_runtime() {
-        println!(
-            "the {} store keeps the versions itself; services read the new value at run time (nothing to redeploy or prune)",
-            s.store.kind()
-        );
-        return log_done(s, &steps);
+    match s.store.delivery()? {
+        Delivery::Runtime => {}
+        Delivery::Fetch => {
+            // The new versions are in the store: deliver them like a deploy.
+            let after = s.plan(&r)?;
+            let opts = DeployOptions {
+                dry_run: false,
+                timeout: a.timeout,
+                reader: None,
+            };
+            super::deliver::deploy(s, &r, &after, &opts)?;
+            return log_done(s, &steps);
+        }
+        Delivery::Reader(_) => {
+            println!(
+                "the {} store keeps the versions itself; services read the new value at run time through the secrets reader, within its cache time (SECRETS_CACHE_SECONDS, default 60 s); nothing to redeploy",
+                s.store.kind()
+            );
+            return log_done(s, &steps);
+        }
     }
     let runtime = s.runtime()?;
     runtime.deploy(
@@ -269,6 +284,7 @@ fn execute(s: &Session, plan: &[Step], a: &RotateArgs) -> Result<()> {
         &DeployOptions {
             dry_run: false,
             timeout: a.timeout,
+            reader: None,
         },
     )?;
     if let Some(users) = runtime.users()? {

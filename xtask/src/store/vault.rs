@@ -35,7 +35,7 @@ use std::{sync::Mutex, time::SystemTime};
 use anyhow::{Result, anyhow, bail};
 use serde_json::Value;
 
-use super::{Item, Scope, SecretStore};
+use super::{Access, Delivery, Item, Scope, SecretStore};
 use crate::{
     manifest::BackendKind,
     plan::{Naming, Step, Stored},
@@ -61,6 +61,12 @@ pub struct VaultStore {
     prefix: String,
     project: String,
     env: String,
+    /// `delivery = "reader"`, with `service_token_file` and `service_address`.
+    reader: bool,
+    service_token_file: Option<String>,
+    service_address: Option<String>,
+    namespace: Option<String>,
+    token: Option<String>,
 }
 
 /// One path segment of a KV path: letters, digits, `-`, `_`, `.`; not `.` or `..`.
@@ -143,6 +149,21 @@ pub fn parse_metadata(id: &str, secret: &str, json: &str) -> Result<Stored> {
     })
 }
 
+/// The value of `key` in `kv get -format=json` output (v2 nests it under
+/// `data.data`, v1 under `data`).
+pub fn value_from_json(json: &str, key: &str) -> Option<SecretValue> {
+    let mut v: Value = serde_json::from_str(json).ok()?;
+    let d = v.get_mut("data")?;
+    let inner = match d.get("data") {
+        Some(Value::Object(_)) => d.get_mut("data")?,
+        _ => d,
+    };
+    match inner.get_mut(key)?.take() {
+        Value::String(s) => Some(SecretValue::from_string(s)),
+        _ => None,
+    }
+}
+
 /// The keys of `kv list -format=json`, without sub-folders (`name/`).
 pub fn parse_keys(json: &str) -> Result<Vec<String>> {
     let v: Value =
@@ -168,6 +189,9 @@ impl VaultStore {
             .unwrap_or_else(|| format!("{}/{}", s.manifest.project, s.env.name));
         let kv_version = t.opt_usize("kv_version")?.unwrap_or(2);
         let address = t.opt_str("address")?;
+        let reader = super::delivery_mode(&mut t, &at)?;
+        let service_token_file = t.opt_str("service_token_file")?;
+        let service_address = t.opt_str("service_address")?;
         t.finish()?;
         check_path(&mount, &format!("in {at}: `mount`"))?;
         check_path(&prefix, &format!("in {at}: `prefix`"))?;
@@ -200,14 +224,20 @@ impl VaultStore {
                 envs.push((bao.to_string(), v));
             }
         }
+        let var = |k: &str| envs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         Ok(VaultStore {
             cli: find_cli()?,
+            namespace: var("VAULT_NAMESPACE"),
+            token: var("VAULT_TOKEN"),
             envs,
             address,
             mount,
             prefix,
             project: s.manifest.project.clone(),
             env: s.env.name.clone(),
+            reader,
+            service_token_file,
+            service_address,
         })
     }
 
@@ -307,6 +337,22 @@ impl VaultStore {
             None,
         )?;
         parse_metadata(&self.identity(secret, 0), secret, &out)
+    }
+
+    /// One version's value (`kv get -format=json`), from the CLI's stdout in
+    /// memory; the JSON text is wiped once parsed.
+    fn read_value(&self, secret: &str, version: Option<u32>) -> Result<SecretValue> {
+        let mount = self.mount_arg();
+        let path = self.path(secret);
+        let v = format!("-version={}", version.unwrap_or(0));
+        let mut args = vec!["kv", "get", &mount, "-format=json"];
+        if version.is_some() {
+            args.push(&v);
+        }
+        args.push(&path);
+        let out = zeroize::Zeroizing::new(self.checked(&args, None)?);
+        value_from_json(&out, secret)
+            .ok_or_else(|| anyhow!("{}/{path} holds no key {secret} (written by hand?); re-run setup-secrets", self.mount))
     }
 
     /// Writes one planned version with check-and-set, then its metadata.
@@ -476,6 +522,69 @@ impl SecretStore for VaultStore {
             );
         }
         Ok(())
+    }
+
+    fn delivery(&self) -> Result<Delivery> {
+        if !self.reader {
+            return Ok(Delivery::Fetch);
+        }
+        let Some(file) = &self.service_token_file else {
+            bail!(
+                "in [environments.{}.vault]: delivery = \"reader\" needs `service_token_file`, a file (mode 0600, outside git) holding the token the services read with; create one with a read-only policy (deploy/vault-reader-policy.hcl), e.g. `bao token create -policy=raqeem-reader -field=token > secrets/{}.vault-token`",
+                self.env,
+                self.env
+            );
+        };
+        let mut vars = vec![
+            (
+                "VAULT_ADDR".to_string(),
+                self.service_address
+                    .clone()
+                    .unwrap_or_else(|| self.address.clone()),
+            ),
+            ("SECRETS_VAULT_MOUNT".to_string(), self.mount.clone()),
+            ("SECRETS_VAULT_PREFIX".to_string(), self.prefix.clone()),
+            ("SECRETS_ORDER".to_string(), "vault".to_string()),
+        ];
+        if let Some(ns) = &self.namespace {
+            vars.push(("VAULT_NAMESPACE".to_string(), ns.clone()));
+        }
+        Ok(Delivery::Reader(Access {
+            vars,
+            credential: "vault_token".into(),
+            credential_var: "VAULT_TOKEN_FILE".into(),
+            credential_file: file.into(),
+            credential_key: format!("service_token_file in [environments.{}.vault]", self.env),
+            operator_credential: self
+                .token
+                .as_ref()
+                .map(|t| SecretValue::new(t.as_bytes().to_vec())),
+        }))
+    }
+
+    fn fetch(&self, listed: &[&Stored]) -> Result<Vec<(String, SecretValue)>> {
+        let found = Mutex::new(Vec::new());
+        let errors = runner::parallel(
+            listed,
+            PARALLEL,
+            |l| l.id.clone(),
+            |l| {
+                let v = self.read_value(&l.secret, l.version)?;
+                found
+                    .lock()
+                    .map_err(|_| anyhow!("poisoned"))?
+                    .push((l.secret.clone(), v));
+                Ok(())
+            },
+        );
+        if !errors.is_empty() {
+            bail!(
+                "cannot read {} secret(s) from Vault:\n  - {}",
+                errors.len(),
+                errors.join("\n  - ")
+            );
+        }
+        Ok(found.into_inner().unwrap_or_default())
     }
 
     fn preview(&self, steps: &[Step]) -> Option<String> {
