@@ -137,9 +137,12 @@ pub struct ReaderEdit<'a> {
 /// `$` escaped, so Compose does not interpolate them); `secrets` leave the
 /// top-level `secrets:` and the credential joins it. The rest is unchanged.
 pub fn for_reader(text: &str, edit: &ReaderEdit) -> Result<String> {
-    let mut doc: Value = serde_norway::from_str(text).map_err(|e| anyhow::anyhow!("not valid YAML ({e})"))?;
+    let mut doc: Value =
+        serde_norway::from_str(text).map_err(|e| anyhow::anyhow!("not valid YAML ({e})"))?;
     let stored = |v: &Value| {
-        let name = v.as_str().or_else(|| v.get("source").and_then(Value::as_str));
+        let name = v
+            .as_str()
+            .or_else(|| v.get("source").and_then(Value::as_str));
         name.is_some_and(|n| edit.secrets.iter().any(|s| s == n))
     };
     if let Some(services) = doc.get_mut("services").and_then(Value::as_mapping_mut) {
@@ -156,15 +159,23 @@ pub fn for_reader(text: &str, edit: &ReaderEdit) -> Result<String> {
         }
     }
     if let Some(top) = doc.get_mut("secrets").and_then(Value::as_mapping_mut) {
-        top.retain(|k, _| !k.as_str().is_some_and(|k| edit.secrets.iter().any(|s| s == k)));
-        top.insert(Value::String(edit.credential.to_string()), edit.definition.clone());
+        top.retain(|k, _| {
+            !k.as_str()
+                .is_some_and(|k| edit.secrets.iter().any(|s| s == k))
+        });
+        top.insert(
+            Value::String(edit.credential.to_string()),
+            edit.definition.clone(),
+        );
     }
     serde_norway::to_string(&doc).map_err(|e| anyhow::anyhow!("cannot write the file back: {e}"))
 }
 
 /// Sets `vars` in a service's `environment:` (a mapping or a `K=V` list).
 fn set_environment(svc: &mut Value, vars: &[(String, String)]) {
-    let Some(m) = svc.as_mapping_mut() else { return };
+    let Some(m) = svc.as_mapping_mut() else {
+        return;
+    };
     let key = Value::String("environment".into());
     let mut env = serde_norway::Mapping::new();
     match m.get(&key) {
@@ -178,7 +189,10 @@ fn set_environment(svc: &mut Value, vars: &[(String, String)]) {
         _ => {}
     }
     for (k, v) in vars {
-        env.insert(Value::String(k.clone()), Value::String(v.replace('$', "$$")));
+        env.insert(
+            Value::String(k.clone()),
+            Value::String(v.replace('$', "$$")),
+        );
     }
     m.insert(key, Value::Mapping(env));
 }

@@ -546,3 +546,259 @@ fn every_command_on_the_vault_store_leaks_nothing() {
         }
     }
 }
+
+/// The backend's secrets in develop (every develop secret but grafana's).
+const BACKEND: [&str; 7] = [
+    "postgres_user",
+    "postgres_password",
+    "database_url",
+    "better_auth_secret",
+    "redis_password",
+    "jwt_secret",
+    "api_secret_key",
+];
+
+/// A compose file whose backend mounts its secrets as files (as the
+/// project's own does) and runs the probe on the host network, so a reader
+/// inside it reaches the dev server on 127.0.0.1.
+pub fn host_compose(image: &str, port: u16) -> String {
+    let mut s = format!(
+        "version: \"3.8\"\nservices:\n  backend:\n    image: {image}\n    network_mode: host\n    command: [\"serve\", \"--port\", \"{port}\", \"jwt_secret\"]\n    healthcheck:\n      test: [\"CMD\", \"/probe\", \"health\", \"--port\", \"{port}\"]\n      interval: 1s\n      retries: 20\n    secrets: [{}]\nsecrets:\n",
+        BACKEND.join(", ")
+    );
+    for n in BACKEND {
+        s.push_str(&format!(
+            "  {n}:\n    file: ${{XTASK_SECRETS_DIR:-./secrets/develop}}/{n}\n"
+        ));
+    }
+    s
+}
+
+/// Brings the compose project down whatever happens in the test.
+pub struct ComposeDown {
+    pub root: std::path::PathBuf,
+    pub project: String,
+}
+
+impl Drop for ComposeDown {
+    fn drop(&mut self) {
+        let _ = Command::new("docker-compose")
+            .args(["-p", &self.project, "-f", "docker-compose.prod.yml"])
+            .args(["down", "-t", "1", "-v"])
+            .current_dir(&self.root)
+            .env("XTASK_SECRETS_DIR", self.root.join("secrets/develop"))
+            .output();
+    }
+}
+
+/// `show NAME...` inside the project's one backend container: name, source, fingerprint.
+pub fn show_in_backend(project: &str, names: &[&str]) -> Vec<(String, String, String)> {
+    let id = support::docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+        "--filter",
+        "label=com.docker.compose.service=backend",
+    ]);
+    let id = id.trim();
+    assert!(!id.is_empty() && !id.contains('\n'), "one backend: {id:?}");
+    let mut args = vec!["exec", id, "/show"];
+    args.extend(names);
+    let out = Command::new("docker").args(&args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(3, '\t').collect();
+            assert_eq!(f.len(), 3, "show printed {l:?}");
+            (f[0].to_string(), f[1].to_string(), f[2].to_string())
+        })
+        .collect()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn vault_deploy_fetch_then_reader_on_compose() {
+    let test = "vault_deploy_fetch_then_reader_on_compose";
+    if !bao_or_skip(test) || !support::docker_or_skip(test) {
+        return;
+    }
+    let srv = DevServer::start();
+    let repo = vault_repo();
+    let name = format!("xt{}", support::unique());
+    let m = repo
+        .read("deploy/secrets.toml")
+        .replace("project = \"raqeem\"", &format!("project = \"{name}\""));
+    repo.write("deploy/secrets.toml", &m);
+    repo.write(
+        "docker-compose.prod.yml",
+        &host_compose(support::reader_image(), free_port()),
+    );
+    let project = format!("{name}-develop");
+    let _down = ComposeDown {
+        root: repo.root.clone(),
+        project: project.clone(),
+    };
+    run(&repo, &srv, &["setup-secrets", "develop"]).ok();
+    let in_vault = |s: &str| {
+        srv.text(&[
+            "kv",
+            "get",
+            "-mount=secret",
+            &format!("-field={s}"),
+            &format!("{name}/develop/{s}"),
+        ])
+    };
+
+    // Fetch (the default): the values become the compose store's 0600 files.
+    let dry = run(&repo, &srv, &["deploy", "develop", "--dry-run"]).ok();
+    assert!(
+        dry.stdout.contains("would read 8 value(s)"),
+        "{}",
+        dry.all()
+    );
+    let d = run(&repo, &srv, &["deploy", "develop", "--timeout", "120"]).ok();
+    assert!(
+        d.stdout
+            .contains("copies in the compose runtime, read from the vault store"),
+        "{}",
+        d.all()
+    );
+    use std::os::unix::fs::PermissionsExt;
+    for s in BACKEND {
+        let meta = std::fs::metadata(repo.path(&format!("secrets/develop/{s}"))).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{s}");
+    }
+    for (n, source, fp) in show_in_backend(&project, &BACKEND) {
+        assert_eq!(source, format!("/run/secrets/{n}"), "{n}");
+        assert_eq!(
+            fp,
+            support::sha12(in_vault(&n).as_bytes()),
+            "{n}: other bytes"
+        );
+    }
+    let again = run(&repo, &srv, &["deploy", "develop", "--timeout", "120"]).ok();
+    assert!(!again.stdout.contains("create "), "{}", again.all());
+    // Rotation writes version 2 in Vault, then delivers it like a deploy.
+    let rot = run(
+        &repo,
+        &srv,
+        &["rotate-secrets", "develop", "--secret", "jwt_secret"],
+    )
+    .ok();
+    assert!(
+        rot.stdout.contains("copies in the compose runtime"),
+        "{}",
+        rot.all()
+    );
+    let jwt = show_in_backend(&project, &["jwt_secret"]);
+    assert_eq!(jwt[0].2, support::sha12(in_vault("jwt_secret").as_bytes()));
+    assert_eq!(
+        srv.text(&[
+            "kv",
+            "metadata",
+            "get",
+            "-mount=secret",
+            "-format=json",
+            &format!("{name}/develop/jwt_secret")
+        ])
+        .contains("\"current_version\": 2"),
+        true
+    );
+
+    // Reader: a token with the read-only policy, in a file the manifest names.
+    let policy = repo.path("deploy/vault-reader-policy.hcl");
+    let hcl = std::fs::read_to_string(&policy)
+        .unwrap()
+        .replace("raqeem/production", &format!("{name}/develop"));
+    repo.write("reader.hcl", &hcl);
+    srv.text(&[
+        "policy",
+        "write",
+        "xt-reader",
+        repo.path("reader.hcl").to_str().unwrap(),
+    ]);
+    let token = srv.text(&["token", "create", "-policy=xt-reader", "-field=token"]);
+    repo.write("secrets/develop.vault-token", token.trim());
+    let m = format!(
+        "{}\n[environments.develop.vault]\ndelivery = \"reader\"\nservice_token_file = \"secrets/develop.vault-token\"\n",
+        repo.read("deploy/secrets.toml")
+    );
+    repo.write("deploy/secrets.toml", &m);
+    let dry = run(&repo, &srv, &["deploy", "develop", "--dry-run"]).ok();
+    assert!(
+        dry.stdout
+            .contains("VAULT_TOKEN_FILE: /run/secrets/vault_token"),
+        "{}",
+        dry.all()
+    );
+    assert!(!dry.all().contains(token.trim()), "the token was printed");
+    let d = run(&repo, &srv, &["deploy", "develop", "--timeout", "120"]).ok();
+    assert!(d.stdout.contains("at run time"), "{}", d.all());
+    for (n, source, fp) in show_in_backend(&project, &BACKEND) {
+        assert!(
+            !source.starts_with("/run/secrets"),
+            "{n} came from {source}"
+        );
+        assert!(
+            source.contains("vault") || source.contains(&name),
+            "{n}: {source}"
+        );
+        assert_eq!(
+            fp,
+            support::sha12(in_vault(&n).as_bytes()),
+            "{n}: other bytes"
+        );
+    }
+    // The container holds the token only as a file, never in its environment.
+    let id = support::docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+    ]);
+    let env = support::docker(&[
+        "inspect",
+        "--format",
+        "{{json .Config.Env}} {{json .Config.Cmd}} {{json .Mounts}}",
+        id.trim(),
+    ]);
+    assert!(
+        !env.contains(token.trim()) && !env.contains(TOKEN),
+        "a token is in the container's env or argv"
+    );
+    assert!(
+        env.contains("VAULT_TOKEN_FILE=/run/secrets/vault_token"),
+        "{env}"
+    );
+    assert!(
+        !env.contains("secrets/develop/jwt_secret"),
+        "still mounted: {env}"
+    );
+    // A rotation in reader mode writes Vault and says when services see it.
+    let rot = run(
+        &repo,
+        &srv,
+        &["rotate-secrets", "develop", "--secret", "jwt_secret"],
+    )
+    .ok();
+    assert!(rot.stdout.contains("cache time"), "{}", rot.all());
+    let jwt = show_in_backend(&project, &["jwt_secret"]);
+    assert_eq!(jwt[0].2, support::sha12(in_vault("jwt_secret").as_bytes()));
+    // The operator's own token is never handed to the services.
+    repo.write("secrets/develop.vault-token", TOKEN);
+    let own = run(&repo, &srv, &["deploy", "develop"]).fails();
+    assert!(
+        own.all().contains("your own vault credential"),
+        "{}",
+        own.all()
+    );
+    assert!(!own.all().contains(TOKEN));
+}

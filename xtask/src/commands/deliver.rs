@@ -103,7 +103,10 @@ fn fetch(s: &Session, r: &Resolved, planned: &Planned, opts: &DeployOptions) -> 
     }
     let from: Vec<&plan::Stored> = writes
         .iter()
-        .map(|st| plan::newest(&planned.listed, &st.secret).context("the plan names a secret the store did not list"))
+        .map(|st| {
+            plan::newest(&planned.listed, &st.secret)
+                .context("the plan names a secret the store did not list")
+        })
         .collect::<Result<_>>()?;
     let values = s.store.fetch(&from)?;
     let mut items = Vec::new();
@@ -111,9 +114,18 @@ fn fetch(s: &Session, r: &Resolved, planned: &Planned, opts: &DeployOptions) -> 
         let (_, v) = values
             .iter()
             .find(|(n, _)| n == &st.secret)
-            .with_context(|| format!("the {} store gave no value for {}", s.store.kind(), st.secret))?;
+            .with_context(|| {
+                format!(
+                    "the {} store gave no value for {}",
+                    s.store.kind(),
+                    st.secret
+                )
+            })?;
         let fingerprint = v.fingerprint(&key);
-        if wanted.iter().all(|(n, fp)| n != &st.secret || fp != &fingerprint) {
+        if wanted
+            .iter()
+            .all(|(n, fp)| n != &st.secret || fp != &fingerprint)
+        {
             bail!(
                 "{} changed in the {} store since this deploy planned it; re-run",
                 st.secret,
@@ -156,7 +168,11 @@ fn reader(s: &Session, r: &Resolved, access: &Access, opts: &DeployOptions) -> R
     if s.env.runtime == BackendKind::K8s {
         bail!("{}", crate::runtime::K8S_READER);
     }
-    if s.manifest.secrets.iter().any(|x| x.name == access.credential) {
+    if s.manifest
+        .secrets
+        .iter()
+        .any(|x| x.name == access.credential)
+    {
         bail!(
             "deploy/secrets.toml defines a secret named {}, which reader delivery uses for the services' credential; rename that secret",
             access.credential
@@ -238,7 +254,9 @@ fn read_credential(s: &Session, access: &Access) -> Result<SecretValue> {
     }
     if let Some(own) = &access.operator_credential
         && !own.is_empty()
-        && v.expose().windows(own.expose().len()).any(|w| w == own.expose())
+        && v.expose()
+            .windows(own.expose().len())
+            .any(|w| w == own.expose())
     {
         bail!(
             "{shown} ({}) holds your own {} credential; give the services one of their own that may only read (see README.md, \"Vault and AWS Secrets Manager\")",

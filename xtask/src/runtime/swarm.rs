@@ -230,7 +230,11 @@ impl Runtime for SwarmRuntime {
                     .with_context(|| format!("in {shown}"))?;
                 let f = match opts.dry_run {
                     true => None,
-                    false => Some(super::RenderedFile::write(&self.root, &self.stack_file, &text)?),
+                    false => Some(super::RenderedFile::write(
+                        &self.root,
+                        &self.stack_file,
+                        &text,
+                    )?),
                 };
                 (text, f)
             }
@@ -271,7 +275,10 @@ impl Runtime for SwarmRuntime {
 }
 
 /// The edit of a compose-format file for `delivery = "reader"`.
-pub fn reader_edit(r: &super::ReaderDeploy, definition: serde_norway::Value) -> stackfile::ReaderEdit<'_> {
+pub fn reader_edit(
+    r: &super::ReaderDeploy,
+    definition: serde_norway::Value,
+) -> stackfile::ReaderEdit<'_> {
     stackfile::ReaderEdit {
         secrets: &r.secrets,
         vars: &r.vars,

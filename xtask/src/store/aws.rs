@@ -628,7 +628,12 @@ impl SecretStore for AwsStore {
         let errors = runner::parallel(
             &chunks,
             PARALLEL,
-            |c| c.iter().map(|l| l.id.as_str()).collect::<Vec<_>>().join(" "),
+            |c| {
+                c.iter()
+                    .map(|l| l.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            },
             |c| {
                 let mut args = vec!["batch-get-secret-value", "--secret-id-list"];
                 args.extend(c.iter().map(|l| l.id.as_str()));
@@ -660,7 +665,10 @@ impl SecretStore for AwsStore {
             );
         }
         let found = found.into_inner().unwrap_or_default();
-        if let Some(l) = listed.iter().find(|l| !found.iter().any(|(n, _)| n == &l.secret)) {
+        if let Some(l) = listed
+            .iter()
+            .find(|l| !found.iter().any(|(n, _)| n == &l.secret))
+        {
             bail!("AWS Secrets Manager gave no value for {}; re-run", l.id);
         }
         Ok(found)

@@ -351,8 +351,12 @@ impl VaultStore {
         }
         args.push(&path);
         let out = zeroize::Zeroizing::new(self.checked(&args, None)?);
-        value_from_json(&out, secret)
-            .ok_or_else(|| anyhow!("{}/{path} holds no key {secret} (written by hand?); re-run setup-secrets", self.mount))
+        value_from_json(&out, secret).ok_or_else(|| {
+            anyhow!(
+                "{}/{path} holds no key {secret} (written by hand?); re-run setup-secrets",
+                self.mount
+            )
+        })
     }
 
     /// Writes one planned version with check-and-set, then its metadata.

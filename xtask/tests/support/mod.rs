@@ -331,6 +331,51 @@ pub fn probe_image() -> &'static str {
     PROBE_IMAGE
 }
 
+pub const READER_IMAGE: &str = "xtask-reader:test";
+
+/// Builds (once per test process) a `FROM scratch` image holding static
+/// `/probe` and `/show` built with the reader's `vault` and `aws` features
+/// (its own target folder, so the plain `show` of [`probe_image`] stays as
+/// it is): a container that reads Vault or Secrets Manager at run time.
+pub fn reader_image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let (probe, _) = static_binaries();
+        let src = source_root();
+        let target_dir = src.join("target/static-remote");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+                "-p",
+                "secrets-reader",
+                "--example",
+                "show",
+                "--features",
+                "vault,aws",
+            ])
+            .current_dir(&src)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "static build of show with vault,aws failed");
+        let show = target_dir.join("x86_64-unknown-linux-gnu/release/examples/show");
+        let ctx = BuildContext::new("reader");
+        std::fs::copy(probe, ctx.0.join("probe")).unwrap();
+        std::fs::copy(show, ctx.0.join("show")).unwrap();
+        ctx.build(
+            "FROM scratch\nCOPY probe show /\nENTRYPOINT [\"/probe\"]\n",
+            READER_IMAGE,
+        );
+    });
+    READER_IMAGE
+}
+
 pub const STANDIN_IMAGE: &str = "xtask-standin:test";
 
 /// The label holding the SHA-256 of the probe binary inside the stand-in image.
