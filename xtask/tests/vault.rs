@@ -16,7 +16,9 @@ use std::{
 };
 
 use serde_json::Value;
-use support::{DEVELOP_SECRETS, Run, TempRepo};
+use support::{
+    BACKEND, ComposeDown, DEVELOP_SECRETS, Run, TempRepo, host_compose, show_in_backend,
+};
 
 const TOKEN: &str = "xtask-test-root-token";
 
@@ -545,75 +547,6 @@ fn every_command_on_the_vault_store_leaks_nothing() {
             assert!(!text.contains(v.as_str()), "value #{i} appears in {name}");
         }
     }
-}
-
-/// The backend's secrets in develop (every develop secret but grafana's).
-const BACKEND: [&str; 7] = [
-    "postgres_user",
-    "postgres_password",
-    "database_url",
-    "better_auth_secret",
-    "redis_password",
-    "jwt_secret",
-    "api_secret_key",
-];
-
-/// A compose file whose backend mounts its secrets as files (as the
-/// project's own does) and runs the probe on the host network, so a reader
-/// inside it reaches the dev server on 127.0.0.1.
-pub fn host_compose(image: &str, port: u16) -> String {
-    let mut s = format!(
-        "version: \"3.8\"\nservices:\n  backend:\n    image: {image}\n    network_mode: host\n    command: [\"serve\", \"--port\", \"{port}\", \"jwt_secret\"]\n    healthcheck:\n      test: [\"CMD\", \"/probe\", \"health\", \"--port\", \"{port}\"]\n      interval: 1s\n      retries: 20\n    secrets: [{}]\nsecrets:\n",
-        BACKEND.join(", ")
-    );
-    for n in BACKEND {
-        s.push_str(&format!(
-            "  {n}:\n    file: ${{XTASK_SECRETS_DIR:-./secrets/develop}}/{n}\n"
-        ));
-    }
-    s
-}
-
-/// Brings the compose project down whatever happens in the test.
-pub struct ComposeDown {
-    pub root: std::path::PathBuf,
-    pub project: String,
-}
-
-impl Drop for ComposeDown {
-    fn drop(&mut self) {
-        let _ = Command::new("docker-compose")
-            .args(["-p", &self.project, "-f", "docker-compose.prod.yml"])
-            .args(["down", "-t", "1", "-v"])
-            .current_dir(&self.root)
-            .env("XTASK_SECRETS_DIR", self.root.join("secrets/develop"))
-            .output();
-    }
-}
-
-/// `show NAME...` inside the project's one backend container: name, source, fingerprint.
-pub fn show_in_backend(project: &str, names: &[&str]) -> Vec<(String, String, String)> {
-    let id = support::docker(&[
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=com.docker.compose.project={project}"),
-        "--filter",
-        "label=com.docker.compose.service=backend",
-    ]);
-    let id = id.trim();
-    assert!(!id.is_empty() && !id.contains('\n'), "one backend: {id:?}");
-    let mut args = vec!["exec", id, "/show"];
-    args.extend(names);
-    let out = Command::new("docker").args(&args).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let f: Vec<&str> = l.splitn(3, '\t').collect();
-            assert_eq!(f.len(), 3, "show printed {l:?}");
-            (f[0].to_string(), f[1].to_string(), f[2].to_string())
-        })
-        .collect()
 }
 
 fn free_port() -> u16 {
