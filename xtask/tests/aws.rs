@@ -305,9 +305,27 @@ fn setup_rerun_rotate_and_remove_on_moto() {
     assert!(
         line.contains("current")
             && line.contains("v2")
-            && line.contains("raqeem/develop/postgres_password"),
+            && line.contains("raqeem/develop/postgres_password")
+            && line.contains("AWSCURRENT, and AWSPREVIOUS for rollback"),
         "{line}"
     );
+    let json = moto.run(&repo, &["list-secrets", "develop", "--json"]).ok();
+    let rows: Value = serde_json::from_str(&json.stdout).unwrap();
+    let kept = |n: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == n)
+            .unwrap()["kept"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        kept("postgres_password"),
+        "AWSCURRENT, and AWSPREVIOUS for rollback"
+    );
+    assert_eq!(kept("jwt_secret"), "AWSCURRENT only");
     for o in [&first, &again, &rotated, &list] {
         for v in [old.as_str(), new] {
             assert!(!o.all().contains(v), "a value was printed:\n{}", o.all());
@@ -407,6 +425,13 @@ fn setup_puts_no_value_on_argv_under_strace() {
     }
     let moto = Moto::start();
     let repo = repo_on_aws();
+    // Services read AWS at run time here, so a rotation only writes AWS (the
+    // fetch redeploy is covered by aws_deploy_fetch_then_reader_on_compose).
+    let m = format!(
+        "{}delivery = \"reader\"\nservice_credentials_file = \"secrets/develop.aws-credentials\"\n",
+        repo.read("deploy/secrets.toml")
+    );
+    repo.write("deploy/secrets.toml", &m);
     let log = repo.path("strace.log");
     // The whole flow on this store: every command, old and new values.
     let flow: [&[&str]; 8] = [

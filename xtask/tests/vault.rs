@@ -326,6 +326,29 @@ fn vault_store_end_to_end() {
     assert_eq!(custom(&m, "xtask.version"), "2");
     assert_ne!(custom(&m, "xtask.fingerprint"), fp1);
     assert_eq!(srv.metadata("redis_password")["current_version"], 1);
+    // list-secrets shows what Vault keeps: the current version and how many.
+    let list = run(&repo, &srv, &["list-secrets", "develop", "--json"]).ok();
+    let rows: Value = serde_json::from_str(&list.stdout).unwrap();
+    let kept = |n: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == n)
+            .unwrap()["kept"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        kept("jwt_secret").starts_with("v2 current, 2 version(s) kept"),
+        "{rows}"
+    );
+    assert!(
+        kept("redis_password").starts_with("v1 current, 1 version(s) kept"),
+        "{rows}"
+    );
+    let text = run(&repo, &srv, &["list-secrets", "develop"]).ok();
+    assert!(text.stdout.contains("2 version(s) kept"), "{}", text.all());
 
     // A change behind the tool's back between plan and write is refused: a
     // VAULT_CLI wrapper writes a version itself right before the first put.
@@ -501,6 +524,13 @@ fn every_command_on_the_vault_store_leaks_nothing() {
     }
     let srv = DevServer::start();
     let repo = vault_repo();
+    // Services read Vault at run time here, so a rotation only writes Vault
+    // (the fetch redeploy is covered by vault_deploy_fetch_then_reader_on_compose).
+    let m = format!(
+        "{}\n[environments.develop.vault]\ndelivery = \"reader\"\nservice_token_file = \"secrets/develop.vault-token\"\n",
+        repo.read("deploy/secrets.toml")
+    );
+    repo.write("deploy/secrets.toml", &m);
     let log = repo.path("strace.log");
     let flow: [&[&str]; 7] = [
         &["setup-secrets", "develop"],

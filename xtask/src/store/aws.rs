@@ -258,6 +258,14 @@ pub fn parse_listing(text: &str, project: &str, env: &str, prefix: &str) -> Resu
                     .to_string(),
                 created,
                 fix: None,
+                kept: Some(
+                    if has_previous {
+                        "AWSCURRENT, and AWSPREVIOUS for rollback"
+                    } else {
+                        "AWSCURRENT only"
+                    }
+                    .to_string(),
+                ),
             },
             has_previous,
             deleted: !s["DeletedDate"].is_null(),

@@ -88,6 +88,7 @@ pub fn parse_listing(text: &str, env: &str) -> Vec<Stored> {
                 fingerprint: fp.to_string(),
                 created: None,
                 fix: None,
+                kept: None,
             })
         })
         .collect()

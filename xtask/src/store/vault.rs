@@ -146,7 +146,25 @@ pub fn parse_metadata(id: &str, secret: &str, json: &str) -> Result<Stored> {
         },
         created,
         fix: None,
+        kept: Some(kept_versions(d, current)),
     })
+}
+
+/// `v3 current, 3 versions kept (at most 10)`: what Vault keeps of a secret.
+fn kept_versions(d: &Value, current: u64) -> String {
+    let alive = d["versions"].as_object().map_or(0, |m| {
+        m.values()
+            .filter(|v| {
+                v["deletion_time"].as_str().unwrap_or("").is_empty()
+                    && !v["destroyed"].as_bool().unwrap_or(false)
+            })
+            .count()
+    });
+    let max = match d["max_versions"].as_u64().unwrap_or(0) {
+        0 => "the mount's limit, 10 by default".to_string(),
+        n => n.to_string(),
+    };
+    format!("v{current} current, {alive} version(s) kept, at most {max}")
 }
 
 /// The value of `key` in `kv get -format=json` output (v2 nests it under
@@ -687,6 +705,10 @@ mod tests {
         let s = parse_metadata("secret/p/e/a", "a", &meta(2, "2", "")).unwrap();
         assert_eq!((s.version, s.fingerprint.as_str()), (Some(2), "fp"));
         assert_eq!(s.created, time::parse_rfc3339("2026-11-20T00:00:00Z"));
+        assert_eq!(
+            s.kept.as_deref(),
+            Some("v2 current, 1 version(s) kept, at most the mount's limit, 10 by default")
+        );
         // Written behind the tool's back: the fingerprint is not this version's.
         let s = parse_metadata("secret/p/e/a", "a", &meta(3, "2", "")).unwrap();
         assert_eq!((s.version, s.fingerprint.as_str()), (Some(3), ""));
