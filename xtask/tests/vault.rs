@@ -765,3 +765,75 @@ fn vault_deploy_fetch_then_reader_on_compose() {
     );
     assert!(!own.all().contains(TOKEN));
 }
+
+/// A token with only deploy/vault-policy.hcl (and Vault's default policy)
+/// runs setup, list, verify, rotate and remove.
+#[test]
+fn the_shipped_operator_policy_is_enough() {
+    if !bao_or_skip("the_shipped_operator_policy_is_enough") {
+        return;
+    }
+    let srv = DevServer::start();
+    let repo = vault_repo();
+    let hcl = repo
+        .read("deploy/vault-policy.hcl")
+        .replace("raqeem/production", "raqeem/develop");
+    repo.write("op.hcl", &hcl);
+    srv.text(&[
+        "policy",
+        "write",
+        "xt-operator",
+        repo.path("op.hcl").to_str().unwrap(),
+    ]);
+    let token = srv.text(&["token", "create", "-policy=xt-operator", "-field=token"]);
+    let m = format!(
+        "{}\n[environments.develop.vault]\ndelivery = \"reader\"\nservice_token_file = \"secrets/develop.vault-token\"\n",
+        repo.read("deploy/secrets.toml")
+    );
+    repo.write("deploy/secrets.toml", &m);
+    let as_operator = |args: &[&str]| {
+        Run::from(
+            xtask(&repo, &srv, args)
+                .env("VAULT_TOKEN", token.trim())
+                .output()
+                .unwrap(),
+        )
+    };
+    as_operator(&["setup-secrets", "develop"]).ok();
+    as_operator(&["setup-secrets", "develop"]).ok();
+    as_operator(&["list-secrets", "develop"]).ok();
+    as_operator(&["verify-secrets", "develop"]).ok();
+    as_operator(&["rotate-secrets", "develop", "--secret", "jwt_secret"]).ok();
+    assert_eq!(srv.metadata("jwt_secret")["current_version"], 2);
+    as_operator(&[
+        "remove-secrets",
+        "develop",
+        "--secret",
+        "jwt_secret",
+        "--yes",
+    ])
+    .ok();
+    assert!(
+        !srv.bao(&[
+            "kv",
+            "metadata",
+            "get",
+            "-mount=secret",
+            "raqeem/develop/jwt_secret"
+        ])
+        .status
+        .success()
+    );
+    // A path outside the policy is refused with the next step.
+    let other = repo.read("deploy/secrets.toml").replace(
+        "delivery = \"reader\"",
+        "delivery = \"reader\"\nprefix = \"elsewhere/develop\"",
+    );
+    repo.write("deploy/secrets.toml", &other);
+    let denied = as_operator(&["setup-secrets", "develop"]).fails();
+    assert!(
+        denied.all().contains("token was refused"),
+        "{}",
+        denied.all()
+    );
+}
