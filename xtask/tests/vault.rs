@@ -837,3 +837,88 @@ fn the_shipped_operator_policy_is_enough() {
         denied.all()
     );
 }
+
+/// KV v1: values and a sibling metadata entry, no CAS or history.
+#[test]
+fn kv_v1_mount_setup_rerun_update_list_remove() {
+    if !bao_or_skip("kv_v1_mount_setup_rerun_update_list_remove") {
+        return;
+    }
+    let srv = DevServer::start();
+    srv.text(&["secrets", "enable", "-path=kv1", "-version=1", "kv"]);
+    let repo = vault_repo();
+    let base = repo.read("deploy/secrets.toml");
+    repo.write(
+        "deploy/secrets.toml",
+        &format!("{base}\n[environments.develop.vault]\nmount = \"kv1\"\nkv_version = 1\n"),
+    );
+    let get = |path: &str| {
+        let out = srv.bao(&["kv", "get", "-mount=kv1", "-format=json", path]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap()["data"].clone())
+    };
+    let first = run(&repo, &srv, &["setup-secrets", "develop"]).ok();
+    assert!(first.stdout.contains("8 created"), "{}", first.all());
+    let jwt = get("raqeem/develop/jwt_secret").unwrap();
+    assert_eq!(jwt["jwt_secret"], env_value(&repo, "JWT_SECRET").as_str());
+    let meta = get("raqeem/develop/.xtask/jwt_secret").unwrap();
+    assert_eq!(meta["xtask.version"], "1");
+    assert!(meta["xtask.fingerprint"].as_str().unwrap().len() >= 16);
+    let again = run(&repo, &srv, &["setup-secrets", "develop"]).ok();
+    assert!(again.stdout.contains("nothing to do"), "{}", again.all());
+
+    let v2 = new_value(&repo);
+    set_env_value(&repo, "JWT_SECRET", &v2);
+    let dry = run(&repo, &srv, &["setup-secrets", "develop", "--dry-run"]).ok();
+    assert!(!dry.all().contains("-cas"), "{}", dry.all());
+    let upd = run(&repo, &srv, &["setup-secrets", "develop"]).ok();
+    assert!(upd.stdout.contains("1 updated"), "{}", upd.all());
+    assert_eq!(
+        get("raqeem/develop/jwt_secret").unwrap()["jwt_secret"],
+        v2.as_str()
+    );
+    assert_eq!(
+        get("raqeem/develop/.xtask/jwt_secret").unwrap()["xtask.version"],
+        "2"
+    );
+    let list = run(&repo, &srv, &["list-secrets", "develop", "--json"]).ok();
+    let rows: Value = serde_json::from_str(&list.stdout).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "jwt_secret")
+        .unwrap();
+    assert_eq!(row["state"], "current", "{row}");
+    assert_eq!(row["version"], 2, "{row}");
+    assert!(
+        row["kept"].as_str().unwrap().contains("no history"),
+        "{row}"
+    );
+    run(&repo, &srv, &["verify-secrets", "develop"]).ok();
+
+    // Reader delivery needs KV v2: refused with the way out.
+    let m = repo.read("deploy/secrets.toml").replace(
+        "kv_version = 1",
+        "kv_version = 1\ndelivery = \"reader\"\nservice_token_file = \"t\"",
+    );
+    repo.write("deploy/secrets.toml", &m);
+    let r = run(&repo, &srv, &["deploy", "develop", "--dry-run"]).fails();
+    assert!(r.all().contains("needs KV v2"), "{}", r.all());
+
+    run(
+        &repo,
+        &srv,
+        &[
+            "remove-secrets",
+            "develop",
+            "--secret",
+            "jwt_secret",
+            "--yes",
+        ],
+    )
+    .ok();
+    assert!(get("raqeem/develop/jwt_secret").is_none());
+    assert!(get("raqeem/develop/.xtask/jwt_secret").is_none());
+}

@@ -16,8 +16,10 @@
 //! back) or that was deleted lists with no fingerprint, so setup writes anew.
 //!
 //! Settings, `[environments.<env>.vault]`: `mount` (default `secret`), `prefix`
-//! (default `<project>/<env>`), `kv_version` (2, the default; 1 is refused, see
-//! below) and `address` (default `VAULT_ADDR`, else `BAO_ADDR`). The token and
+//! (default `<project>/<env>`), `kv_version` (2, the default; or 1, see
+//! below), `address` (default `VAULT_ADDR`, else `BAO_ADDR`), and the
+//! delivery keys `delivery`, `service_token_file`, `service_address` (see
+//! [`super::Delivery`]). The token and
 //! namespace come from `VAULT_TOKEN`/`BAO_TOKEN` and
 //! `VAULT_NAMESPACE`/`BAO_NAMESPACE` (else the CLI's own token helper, e.g.
 //! after `bao login`). An empty variable never wins over a set one (the bao CLI
@@ -25,10 +27,18 @@
 //! error, and the resolved values are handed to the CLI in its environment as
 //! both `VAULT_*` and `BAO_*`; the token never goes on a command line.
 //!
-//! KV v1 keeps neither versions nor metadata: the tool could only tell what it
-//! wrote by reading every value back, and a concurrent write could not be
-//! detected. So `kv_version = 1` is refused with the command that turns a v1
-//! mount into a v2 one (`kv enable-versioning`).
+//! KV v1 (`kv_version = 1`) keeps neither versions nor metadata nor
+//! check-and-set. What is lost, and how the tool makes up for it: the
+//! fingerprint, version counter and rotation time live in a sibling entry
+//! `<prefix>/.xtask/<secret>` (not secret: the fingerprint is keyed), so
+//! listing still reads no value; a write first re-reads that entry and
+//! refuses if its counter moved since the plan, which catches most
+//! concurrent writers but is not atomic as v2's `-cas` is (two writes in the
+//! same instant can both pass); only the current value exists, so there is
+//! no rollback to an older version; a value changed by hand (not through
+//! the tool) keeps its old fingerprint entry and is not seen as drift; and
+//! the reader's `vault` provider reads
+//! KV v2 only, so `delivery = "reader"` is refused (use `fetch`).
 
 use std::{sync::Mutex, time::SystemTime};
 
@@ -67,6 +77,8 @@ pub struct VaultStore {
     service_address: Option<String>,
     namespace: Option<String>,
     token: Option<String>,
+    /// `kv_version = 1`: metadata in sibling entries, no check-and-set.
+    v1: bool,
 }
 
 /// One path segment of a KV path: letters, digits, `-`, `_`, `.`; not `.` or `..`.
@@ -182,6 +194,24 @@ pub fn value_from_json(json: &str, key: &str) -> Option<SecretValue> {
     }
 }
 
+/// KV v1: the metadata entry (`kv get -format=json` of `.xtask/<secret>`,
+/// or `{}` when there is none) as a listed secret.
+pub fn parse_v1_metadata(id: &str, secret: &str, json: &str) -> Result<Stored> {
+    let v: Value =
+        serde_json::from_str(json).map_err(|e| anyhow!("cannot read the metadata of {id}: {e}"))?;
+    let d = &v["data"];
+    let meta = |k: &str| d.get(k).and_then(Value::as_str).unwrap_or("");
+    Ok(Stored {
+        id: id.to_string(),
+        secret: secret.to_string(),
+        version: Some(meta("xtask.version").parse().unwrap_or(0)),
+        fingerprint: meta("xtask.fingerprint").to_string(),
+        created: time::parse_rfc3339(meta("xtask.rotated-at")),
+        fix: None,
+        kept: Some("KV v1: the current value only, no history".into()),
+    })
+}
+
 /// The keys of `kv list -format=json`, without sub-folders (`name/`).
 pub fn parse_keys(json: &str) -> Result<Vec<String>> {
     let v: Value =
@@ -213,13 +243,11 @@ impl VaultStore {
         t.finish()?;
         check_path(&mount, &format!("in {at}: `mount`"))?;
         check_path(&prefix, &format!("in {at}: `prefix`"))?;
-        match kv_version {
-            2 => {}
-            1 => bail!(
-                "in {at}: kv_version = 1 is not supported: KV v1 keeps no versions and no metadata, so the tool could neither record what it wrote without reading every value back nor refuse a concurrent change; upgrade the mount with `bao kv enable-versioning {mount}/` (or use a KV v2 mount) and remove kv_version"
-            ),
-            n => bail!("in {at}: `kv_version` must be 2 (or 1); got {n}"),
-        }
+        let v1 = match kv_version {
+            2 => false,
+            1 => true,
+            n => bail!("in {at}: `kv_version` must be 2 (the default) or 1; got {n}"),
+        };
         let lookup = |n: &str| std::env::var(n).ok();
         let address = match address.filter(|a| !a.is_empty()) {
             Some(a) => a,
@@ -256,6 +284,7 @@ impl VaultStore {
             reader,
             service_token_file,
             service_address,
+            v1,
         })
     }
 
@@ -346,8 +375,32 @@ impl VaultStore {
         anyhow!("`{shown}` failed: {msg}; {next}")
     }
 
+    /// KV v1: the sibling entry that holds a secret's metadata.
+    fn meta_path(&self, secret: &str) -> String {
+        format!("{}/.xtask/{secret}", self.prefix)
+    }
+
+    /// KV v1: the metadata entry as a listed secret (none yet: no fingerprint).
+    fn metadata_v1(&self, secret: &str) -> Result<Stored> {
+        let mount = self.mount_arg();
+        let path = self.meta_path(secret);
+        let args = ["kv", "get", &mount, "-format=json", &path];
+        let out = self.call(&args, None)?;
+        let json = if out.status.success() {
+            out.stdout
+        } else if out.stderr.contains("No value found") {
+            "{}".to_string()
+        } else {
+            return Err(self.diagnose(&args, &out.stderr));
+        };
+        parse_v1_metadata(&self.identity(secret, 0), secret, &json)
+    }
+
     /// The entry's metadata as a listed secret.
     fn metadata(&self, secret: &str) -> Result<Stored> {
+        if self.v1 {
+            return self.metadata_v1(secret);
+        }
         let mount = self.mount_arg();
         let path = self.path(secret);
         let out = self.checked(
@@ -364,7 +417,7 @@ impl VaultStore {
         let path = self.path(secret);
         let v = format!("-version={}", version.unwrap_or(0));
         let mut args = vec!["kv", "get", &mount, "-format=json"];
-        if version.is_some() {
+        if version.is_some() && !self.v1 {
             args.push(&v);
         }
         args.push(&path);
@@ -377,12 +430,59 @@ impl VaultStore {
         })
     }
 
+    /// KV v1: refuses when the metadata's counter moved since the plan,
+    /// writes the value, then the metadata entry.
+    fn write_one_v1(&self, it: &Item, version: u32, rotated_at: &str) -> Result<()> {
+        let secret = &it.step.secret;
+        let now = self.metadata_v1(secret)?.version.unwrap_or(0);
+        if now != version - 1 {
+            bail!(
+                "{secret} changed in Vault since you planned it (its counter is {now}, not {}); re-run",
+                version - 1
+            );
+        }
+        let mount = self.mount_arg();
+        let path = self.path(secret);
+        let field = format!("{secret}=-");
+        let args = ["kv", "put", &mount, &path, &field];
+        let out = self.call(&args, Some(it.value.expose()))?;
+        if !out.status.success() {
+            return Err(self.diagnose(&args, &out.stderr));
+        }
+        let meta = self
+            .meta_pairs(it, version, rotated_at)
+            .map(|(k, v)| format!("{k}={v}"));
+        let mpath = self.meta_path(secret);
+        let mut args = vec!["kv", "put", &mount, &mpath];
+        args.extend(meta.iter().map(String::as_str));
+        self.checked(&args, None).map_err(|e| {
+            e.context(format!(
+                "{secret} was written but its metadata entry was not; re-run setup-secrets (it writes the value again)"
+            ))
+        })?;
+        Ok(())
+    }
+
+    fn meta_pairs(&self, it: &Item, version: u32, rotated_at: &str) -> [(&'static str, String); 6] {
+        [
+            ("xtask.tool", super::TOOL.to_string()),
+            ("xtask.project", self.project.clone()),
+            ("xtask.environment", self.env.clone()),
+            ("xtask.fingerprint", it.fingerprint.clone()),
+            ("xtask.version", version.to_string()),
+            ("xtask.rotated-at", rotated_at.to_string()),
+        ]
+    }
+
     /// Writes one planned version with check-and-set, then its metadata.
     fn write_one(&self, it: &Item, rotated_at: &str) -> Result<()> {
         let secret = &it.step.secret;
         let Some(version) = it.step.version.filter(|v| *v >= 1) else {
             bail!("the plan for {secret} names no version to create; re-run");
         };
+        if self.v1 {
+            return self.write_one_v1(it, version, rotated_at);
+        }
         let mount = self.mount_arg();
         let cas = format!("-cas={}", version - 1);
         let path = self.path(secret);
@@ -398,15 +498,9 @@ impl VaultStore {
             }
             return Err(self.diagnose(&args, &out.stderr));
         }
-        let meta = [
-            ("xtask.tool", super::TOOL.to_string()),
-            ("xtask.project", self.project.clone()),
-            ("xtask.environment", self.env.clone()),
-            ("xtask.fingerprint", it.fingerprint.clone()),
-            ("xtask.version", version.to_string()),
-            ("xtask.rotated-at", rotated_at.to_string()),
-        ]
-        .map(|(k, v)| format!("-custom-metadata={k}={v}"));
+        let meta = self
+            .meta_pairs(it, version, rotated_at)
+            .map(|(k, v)| format!("-custom-metadata={k}={v}"));
         let mut args = vec!["kv", "metadata", "patch", &mount];
         args.extend(meta.iter().map(String::as_str));
         args.push(&path);
@@ -531,7 +625,13 @@ impl SecretStore for VaultStore {
             |s| s.id.clone(),
             |s| {
                 let path = self.path(&s.secret);
-                self.checked(&["kv", "metadata", "delete", &mount, &path], None)?;
+                if self.v1 {
+                    self.checked(&["kv", "delete", &mount, &path], None)?;
+                    let meta = self.meta_path(&s.secret);
+                    self.checked(&["kv", "delete", &mount, &meta], None)?;
+                } else {
+                    self.checked(&["kv", "metadata", "delete", &mount, &path], None)?;
+                }
                 Ok(())
             },
         );
@@ -549,6 +649,12 @@ impl SecretStore for VaultStore {
     fn delivery(&self) -> Result<Delivery> {
         if !self.reader {
             return Ok(Delivery::Fetch);
+        }
+        if self.v1 {
+            bail!(
+                "in [environments.{}.vault]: delivery = \"reader\" needs KV v2 (the reader's vault provider reads v2 only); use delivery = \"fetch\" or a KV v2 mount",
+                self.env
+            );
         }
         let Some(file) = &self.service_token_file else {
             bail!(
@@ -614,11 +720,14 @@ impl SecretStore for VaultStore {
             .iter()
             .filter(|s| s.action.writes())
             .map(|s| {
+                let cas = match self.v1 {
+                    true => String::new(),
+                    false => format!(" -cas={}", s.version.unwrap_or(1).saturating_sub(1)),
+                };
                 format!(
-                    "{} kv put -mount={} -cas={} {} {}=-   (value on stdin)",
+                    "{} kv put -mount={}{cas} {} {}=-   (value on stdin)",
                     self.cli.name,
                     self.mount,
-                    s.version.unwrap_or(1).saturating_sub(1),
                     self.path(&s.secret),
                     s.secret
                 )
