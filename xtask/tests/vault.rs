@@ -620,6 +620,33 @@ fn vault_deploy_fetch_then_reader_on_compose() {
         ])
     };
 
+    // Under strace when there is one: no value and no token on any argv
+    // (docker, docker-compose, the CLI), including the containers' commands.
+    let strace = support::strace_or_skip(&format!("{test} (strace)"));
+    let traced = |args: &[&str], tokens: &[&str]| -> Run {
+        let mut inner = xtask(&repo, &srv, args);
+        if !strace {
+            return Run::from(inner.output().unwrap()).ok();
+        }
+        let log = repo.path("strace.log");
+        let mut c = support::under_strace(&inner, false, &log);
+        let r = Run::from(c.output().unwrap()).ok();
+        let trace = std::fs::read_to_string(&log).unwrap();
+        assert!(trace.contains("execve("), "strace recorded nothing");
+        for s in DEVELOP_SECRETS {
+            let v = in_vault(s);
+            if v.len() >= 12 {
+                assert!(
+                    !trace.contains(&v),
+                    "the value of {s} is on an argv ({args:?})"
+                );
+            }
+        }
+        for t in tokens {
+            assert!(!trace.contains(t), "a Vault token is on an argv ({args:?})");
+        }
+        r
+    };
     // Fetch (the default): the values become the compose store's 0600 files.
     let dry = run(&repo, &srv, &["deploy", "develop", "--dry-run"]).ok();
     assert!(
@@ -627,7 +654,7 @@ fn vault_deploy_fetch_then_reader_on_compose() {
         "{}",
         dry.all()
     );
-    let d = run(&repo, &srv, &["deploy", "develop", "--timeout", "120"]).ok();
+    let d = traced(&["deploy", "develop", "--timeout", "120"], &[TOKEN]);
     assert!(
         d.stdout
             .contains("copies in the compose runtime, read from the vault store"),
@@ -650,12 +677,10 @@ fn vault_deploy_fetch_then_reader_on_compose() {
     let again = run(&repo, &srv, &["deploy", "develop", "--timeout", "120"]).ok();
     assert!(!again.stdout.contains("create "), "{}", again.all());
     // Rotation writes version 2 in Vault, then delivers it like a deploy.
-    let rot = run(
-        &repo,
-        &srv,
+    let rot = traced(
         &["rotate-secrets", "develop", "--secret", "jwt_secret"],
-    )
-    .ok();
+        &[TOKEN],
+    );
     assert!(
         rot.stdout.contains("copies in the compose runtime"),
         "{}",
@@ -703,7 +728,10 @@ fn vault_deploy_fetch_then_reader_on_compose() {
         dry.all()
     );
     assert!(!dry.all().contains(token.trim()), "the token was printed");
-    let d = run(&repo, &srv, &["deploy", "develop", "--timeout", "120"]).ok();
+    let d = traced(
+        &["deploy", "develop", "--timeout", "120"],
+        &[TOKEN, token.trim()],
+    );
     assert!(d.stdout.contains("at run time"), "{}", d.all());
     for (n, source, fp) in show_in_backend(&project, &BACKEND) {
         assert!(
