@@ -950,3 +950,210 @@ fn kv_v1_mount_setup_rerun_update_list_remove() {
     assert!(get("raqeem/develop/jwt_secret").is_none());
     assert!(get("raqeem/develop/.xtask/jwt_secret").is_none());
 }
+
+/// Removes the test's stack and its swarm secrets whatever happens.
+struct StackDown(String);
+
+impl Drop for StackDown {
+    fn drop(&mut self) {
+        let stack = format!("{}-develop", self.0);
+        let _ = Command::new("docker")
+            .args(["stack", "rm", &stack])
+            .output();
+        for _ in 0..60 {
+            let out = Command::new("docker")
+                .args([
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &format!("label=com.docker.stack.namespace={stack}"),
+                ])
+                .output();
+            if out.is_ok_and(|o| o.stdout.is_empty()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        support::remove_project_secrets(&self.0);
+    }
+}
+
+/// `show NAME...` in the stack's backend task: its stdout.
+fn show_text(stack: &str, names: &[&str]) -> String {
+    let id = support::docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={stack}_backend"),
+    ]);
+    let id = id.lines().next().unwrap_or_default().trim().to_string();
+    assert!(!id.is_empty(), "no running backend task");
+    let mut args = vec!["exec", id.as_str(), "/show"];
+    args.extend(names);
+    let out = Command::new("docker").args(&args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `show NAME...` in the stack's backend task: name, source, fingerprint.
+fn show_in_task(stack: &str, names: &[&str]) -> Vec<(String, String, String)> {
+    show_text(stack, names)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(3, '\t').collect();
+            assert_eq!(f.len(), 3, "show printed {l:?}");
+            (f[0].to_string(), f[1].to_string(), f[2].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn vault_deploy_fetch_then_reader_on_swarm() {
+    let test = "vault_deploy_fetch_then_reader_on_swarm";
+    if !bao_or_skip(test) || !support::swarm_or_skip(test) {
+        return;
+    }
+    let srv = DevServer::start();
+    let repo = vault_repo();
+    let name = format!("xt{}", support::unique());
+    let m = repo
+        .read("deploy/secrets.toml")
+        .replace("project = \"raqeem\"", &format!("project = \"{name}\""))
+        .replace("runtime = \"compose\"", "runtime = \"swarm\"");
+    repo.write("deploy/secrets.toml", &m);
+    let port = free_port();
+    let mut stack = format!(
+        "version: \"3.8\"\nservices:\n  backend:\n    image: {}\n    command: [\"serve\", \"--port\", \"{port}\", \"jwt_secret\"]\n    networks: [hostnet]\n    secrets: [{}]\nnetworks:\n  hostnet:\n    external: true\n    name: host\nsecrets:\n",
+        support::reader_image(),
+        BACKEND.join(", ")
+    );
+    for n in BACKEND {
+        let var = n.to_ascii_uppercase();
+        stack.push_str(&format!(
+            "  {n}:\n    external: true\n    name: ${{XTASK_SECRET_{var}:?set by cargo xtask deploy}}\n"
+        ));
+    }
+    repo.write("docker-compose.swarm.yml", &stack);
+    let _down = StackDown(name.clone());
+    let st = format!("{name}-develop");
+    let go = |args: &[&str]| {
+        Run::from(
+            xtask(&repo, &srv, args)
+                .env("XTASK_RESOLVE_IMAGE", "never")
+                .output()
+                .unwrap(),
+        )
+    };
+    go(&["setup-secrets", "develop"]).ok();
+    let in_vault = |s: &str| {
+        srv.text(&[
+            "kv",
+            "get",
+            "-mount=secret",
+            &format!("-field={s}"),
+            &format!("{name}/develop/{s}"),
+        ])
+    };
+
+    // Fetch: versioned swarm secrets, the stack file as it is.
+    let d = go(&["deploy", "develop", "--timeout", "180"]).ok();
+    assert!(
+        d.stdout.contains("copies in the swarm runtime"),
+        "{}",
+        d.all()
+    );
+    for (n, source, fp) in show_in_task(&st, &BACKEND) {
+        assert_eq!(source, format!("/run/secrets/{n}"), "{n}");
+        assert_eq!(
+            fp,
+            support::sha12(in_vault(&n).as_bytes()),
+            "{n}: other bytes"
+        );
+    }
+    let rot = go(&[
+        "rotate-secrets",
+        "develop",
+        "--secret",
+        "jwt_secret",
+        "--timeout",
+        "180",
+    ])
+    .ok();
+    assert!(
+        rot.stdout
+            .contains(&format!("{name}_develop_jwt_secret_v2")),
+        "{}",
+        rot.all()
+    );
+    let jwt = show_in_task(&st, &["jwt_secret"]);
+    assert_eq!(jwt[0].2, support::sha12(in_vault("jwt_secret").as_bytes()));
+
+    // Reader: the token as a versioned swarm secret, the copies removed.
+    srv.text(&[
+        "policy",
+        "write",
+        "xt-reader",
+        repo.path("deploy/vault-reader-policy.hcl")
+            .to_str()
+            .unwrap(),
+    ]);
+    let token = srv.text(&["token", "create", "-policy=xt-reader", "-field=token"]);
+    repo.write("secrets/develop.vault-token", token.trim());
+    let m = format!(
+        "{}\n[environments.develop.vault]\ndelivery = \"reader\"\nservice_token_file = \"secrets/develop.vault-token\"\n",
+        repo.read("deploy/secrets.toml")
+    );
+    repo.write("deploy/secrets.toml", &m);
+    let d = go(&["deploy", "develop", "--timeout", "180"]).ok();
+    assert!(
+        d.stdout
+            .contains("removed copies the services no longer use"),
+        "{}",
+        d.all()
+    );
+    let left = support::docker(&[
+        "secret",
+        "ls",
+        "--format",
+        "{{.Name}}",
+        "--filter",
+        &format!("label=xtask.project={name}"),
+    ]);
+    assert_eq!(
+        left.trim(),
+        format!("{name}_develop_vault_token_v1"),
+        "{left}"
+    );
+    // The reader policy names raqeem/production: this token may not read
+    // develop, and the service says so, naming the path, never the token.
+    let seen = show_text(&st, &["jwt_secret"]);
+    assert!(
+        seen.contains("HTTP 403")
+            && seen.contains(&format!("secret/data/{name}/develop/jwt_secret")),
+        "{seen}"
+    );
+    assert!(
+        !seen.contains(token.trim()),
+        "the token is in an error message"
+    );
+    let hcl = repo
+        .read("deploy/vault-reader-policy.hcl")
+        .replace("raqeem/production", &format!("{name}/develop"));
+    repo.write("reader.hcl", &hcl);
+    srv.text(&[
+        "policy",
+        "write",
+        "xt-reader",
+        repo.path("reader.hcl").to_str().unwrap(),
+    ]);
+    for (n, source, fp) in show_in_task(&st, &BACKEND) {
+        assert!(
+            !source.starts_with("/run/secrets"),
+            "{n} came from {source}"
+        );
+        assert_eq!(
+            fp,
+            support::sha12(in_vault(&n).as_bytes()),
+            "{n}: other bytes"
+        );
+    }
+}

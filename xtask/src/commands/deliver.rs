@@ -161,6 +161,41 @@ fn prune(d: &dyn SecretStore, rt: &dyn Runtime, key: &SecretValue, names: &[Stri
     Ok(())
 }
 
+/// After a reader deploy: copies an earlier fetch deploy left in the runtime
+/// that nothing uses any more (where the runtime can tell; Compose cannot,
+/// so its files stay until `remove-secrets` with `--backend compose`).
+fn remove_copies(
+    d: &dyn SecretStore,
+    rt: &dyn Runtime,
+    key: &SecretValue,
+    names: &[String],
+) -> Result<()> {
+    let Some(users) = rt.users()? else {
+        return Ok(());
+    };
+    let gone: Vec<Step> = d
+        .list(key)?
+        .iter()
+        .filter(|l| names.contains(&l.secret) && !users.contains_key(&l.id))
+        .map(|l| Step {
+            secret: l.secret.clone(),
+            action: Action::Remove,
+            id: l.id.clone(),
+            version: l.version,
+            detail: "read from the store at run time now".into(),
+        })
+        .collect();
+    if !gone.is_empty() {
+        d.delete(&gone)?;
+        let shown: Vec<&str> = gone.iter().map(|g| g.id.as_str()).collect();
+        println!(
+            "removed copies the services no longer use: {}",
+            shown.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// `delivery = "reader"`: delivers the service credential (from the file the
 /// manifest names) as a file secret of the runtime, and deploys the services
 /// with the store's address and paths instead of the stored secrets.
@@ -221,7 +256,16 @@ fn reader(s: &Session, r: &Resolved, access: &Access, opts: &DeployOptions) -> R
             .collect();
         d.write(&items)?;
     }
-    s.runtime()?.deploy(&ids(&steps), &opts)?;
+    let runtime = s.runtime()?;
+    runtime.deploy(&ids(&steps), &opts)?;
+    if !opts.dry_run {
+        let names = opts
+            .reader
+            .as_ref()
+            .map(|r| r.secrets.clone())
+            .unwrap_or_default();
+        remove_copies(d.as_ref(), runtime.as_ref(), &key, &names)?;
+    }
     println!(
         "services read their secrets from the {} store at run time; a rotated value reaches them within the reader's cache time (SECRETS_CACHE_SECONDS, default 60 s)",
         s.store.kind()
