@@ -688,17 +688,17 @@ fn vault_deploy_fetch_then_reader_on_compose() {
     );
     let jwt = show_in_backend(&project, &["jwt_secret"]);
     assert_eq!(jwt[0].2, support::sha12(in_vault("jwt_secret").as_bytes()));
+    let meta = srv.text(&[
+        "kv",
+        "metadata",
+        "get",
+        "-mount=secret",
+        "-format=json",
+        &format!("{name}/develop/jwt_secret"),
+    ]);
     assert_eq!(
-        srv.text(&[
-            "kv",
-            "metadata",
-            "get",
-            "-mount=secret",
-            "-format=json",
-            &format!("{name}/develop/jwt_secret")
-        ])
-        .contains("\"current_version\": 2"),
-        true
+        serde_json::from_str::<Value>(&meta).unwrap()["data"]["current_version"],
+        2
     );
 
     // Reader: a token with the read-only policy, in a file the manifest names.
