@@ -101,6 +101,31 @@ fn fetch(s: &Session, r: &Resolved, planned: &Planned, opts: &DeployOptions) -> 
         );
         return runtime.deploy(&ids(&steps), opts);
     }
+    let values = read_checked(s, planned, &writes, &wanted, &key)?;
+    let items: Vec<Item> = writes
+        .iter()
+        .zip(&values)
+        .map(|(st, v)| Item {
+            step: st,
+            value: v,
+            fingerprint: v.fingerprint(&key),
+        })
+        .collect();
+    d.write(&items)?;
+    runtime.deploy(&ids(&steps), opts)?;
+    let names: Vec<String> = writes.iter().map(|st| st.secret.clone()).collect();
+    prune(d.as_ref(), runtime.as_ref(), &key, &names)
+}
+
+/// The values of `writes` read from the store (in that order), each checked
+/// against the fingerprint the plan wanted.
+fn read_checked(
+    s: &Session,
+    planned: &Planned,
+    writes: &[&Step],
+    wanted: &[(String, String)],
+    key: &SecretValue,
+) -> Result<Vec<SecretValue>> {
     let from: Vec<&plan::Stored> = writes
         .iter()
         .map(|st| {
@@ -108,40 +133,26 @@ fn fetch(s: &Session, r: &Resolved, planned: &Planned, opts: &DeployOptions) -> 
                 .context("the plan names a secret the store did not list")
         })
         .collect::<Result<_>>()?;
-    let values = s.store.fetch(&from)?;
-    let mut items = Vec::new();
-    for st in &writes {
-        let (_, v) = values
-            .iter()
-            .find(|(n, _)| n == &st.secret)
-            .with_context(|| {
-                format!(
-                    "the {} store gave no value for {}",
-                    s.store.kind(),
+    let mut values = s.store.fetch(&from)?;
+    let kind = s.store.kind();
+    writes
+        .iter()
+        .map(|st| {
+            let i = values
+                .iter()
+                .position(|(n, _)| n == &st.secret)
+                .with_context(|| format!("the {kind} store gave no value for {}", st.secret))?;
+            let (_, v) = values.swap_remove(i);
+            let fp = v.fingerprint(key);
+            if !wanted.iter().any(|(n, w)| n == &st.secret && *w == fp) {
+                bail!(
+                    "{} changed in the {kind} store since this deploy planned it; re-run",
                     st.secret
-                )
-            })?;
-        let fingerprint = v.fingerprint(&key);
-        if wanted
-            .iter()
-            .all(|(n, fp)| n != &st.secret || fp != &fingerprint)
-        {
-            bail!(
-                "{} changed in the {} store since this deploy planned it; re-run",
-                st.secret,
-                s.store.kind()
-            );
-        }
-        items.push(Item {
-            step: st,
-            value: v,
-            fingerprint,
-        });
-    }
-    d.write(&items)?;
-    runtime.deploy(&ids(&steps), opts)?;
-    let names: Vec<String> = writes.iter().map(|st| st.secret.clone()).collect();
-    prune(d.as_ref(), runtime.as_ref(), &key, &names)
+                );
+            }
+            Ok(v)
+        })
+        .collect()
 }
 
 /// After a fetch deploy: copies older than the newest two that nothing uses.

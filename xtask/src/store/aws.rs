@@ -33,8 +33,12 @@
 //! [`AwsStore::delete`] then passes `--force-delete-without-recovery`.
 //!
 //! IAM permissions the tool needs: `secretsmanager:ListSecrets`,
-//! `CreateSecret`, `PutSecretValue`, `TagResource`, `DeleteSecret` on
-//! `arn:aws:secretsmanager:*:*:secret:<prefix>/*`.
+//! `CreateSecret`, `PutSecretValue`, `TagResource`, `DeleteSecret`, and for
+//! `delivery = "fetch"` deploys `BatchGetSecretValue` and `GetSecretValue`,
+//! on `arn:aws:secretsmanager:*:*:secret:<prefix>/*` (`ListSecrets` and
+//! `BatchGetSecretValue` on `*`). `delivery`, `service_credentials_file` and
+//! `service_endpoint_url` are read here and acted on by `deploy` (see
+//! [`super::Delivery`]).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -365,7 +369,7 @@ pub fn diagnose(what: &str, id: &str, stderr: &str) -> anyhow::Error {
         "invalidclienttokenid",
     ]) {
         return anyhow!(
-            "AWS refused access ({first}); the identity needs secretsmanager:ListSecrets, CreateSecret, PutSecretValue, TagResource and DeleteSecret on the secrets under this prefix (check `aws sts get-caller-identity` and the IAM policy)"
+            "AWS refused access ({first}); the identity needs secretsmanager:ListSecrets, CreateSecret, PutSecretValue, TagResource and DeleteSecret (and BatchGetSecretValue, GetSecretValue to deploy with delivery = \"fetch\") on the secrets under this prefix (check `aws sts get-caller-identity` and the IAM policy)"
         );
     }
     if has(&["scheduled for deletion", "marked for deletion"]) {
