@@ -568,13 +568,33 @@ fn aws_deploy_fetch_then_reader_on_compose() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let d = Run::from(
-        moto.xtask(&repo, &["deploy", "develop", "--timeout", "120"])
-            .env("AWS_CLI", &wrapper)
-            .output()
-            .unwrap(),
-    )
-    .ok();
+    // Under strace when there is one: no value and no service key on any argv.
+    let strace = support::strace_or_skip("aws_deploy_fetch_then_reader_on_compose (strace)");
+    let traced = |inner: Command| -> Run {
+        if !strace {
+            let mut inner = inner;
+            return Run::from(inner.output().unwrap()).ok();
+        }
+        let log = repo.path("strace.log");
+        let mut c = support::under_strace(&inner, false, &log);
+        let r = Run::from(c.output().unwrap()).ok();
+        let trace = std::fs::read_to_string(&log).unwrap();
+        assert!(trace.contains("execve("), "strace recorded nothing");
+        for s in DEVELOP_SECRETS {
+            let v = in_aws(s);
+            if v.len() >= 12 {
+                assert!(!trace.contains(&v), "the value of {s} is on an argv");
+            }
+        }
+        assert!(
+            !trace.contains("service-reader-key"),
+            "the service key is on an argv"
+        );
+        r
+    };
+    let mut fetch = moto.xtask(&repo, &["deploy", "develop", "--timeout", "120"]);
+    fetch.env("AWS_CLI", &wrapper);
+    let d = traced(fetch);
     assert!(
         d.stdout
             .contains("copies in the compose runtime, read from the aws store"),
@@ -607,9 +627,7 @@ fn aws_deploy_fetch_then_reader_on_compose() {
         repo.read("deploy/secrets.toml")
     );
     repo.write("deploy/secrets.toml", &m);
-    let d = moto
-        .run(&repo, &["deploy", "develop", "--timeout", "120"])
-        .ok();
+    let d = traced(moto.xtask(&repo, &["deploy", "develop", "--timeout", "120"]));
     assert!(d.stdout.contains("at run time"), "{}", d.all());
     for (n, source, fp) in support::show_in_backend(&project, &support::BACKEND) {
         assert!(
