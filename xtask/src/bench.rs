@@ -12,6 +12,11 @@
 //! `KUBECTL` wrapper), and one secret's rotation to converged on a two-replica
 //! Deployment against `kubectl rollout restart` plus `rollout status` alone.
 //!
+//! `bench aws` (not part of `all`): against a `moto_server` it starts on a
+//! free loopback port, the time of one `aws secretsmanager` call, setup of N
+//! secrets from nothing by the real binary, and the no-change re-run, each
+//! with its aws calls counted through an `AWS_CLI` wrapper.
+//!
 //! Setup runs in-process through the store, as `setup-secrets` would after
 //! parsing its arguments; the k8s rotation runs the real binary. Everything
 //! created is removed at the end.
@@ -59,6 +64,9 @@ pub fn run(root: &Path, what: &str, sizes: &[usize]) -> Result<()> {
                 Err(e) if all => notes.push(format!("k8s skipped: {e:#}")),
                 Err(e) => return Err(e),
             }
+        }
+        if what == "aws" {
+            notes.push(aws(&dir, sizes)?);
         }
         if all || what == "build" {
             notes.push(build(root)?);
@@ -568,6 +576,132 @@ fn k8s_rotation(f: &Fixture, kubectl: &Tool, ns: &str, n: usize) -> Result<(Dura
         base.push(start.elapsed());
     }
     Ok((median(&ours), median(&base)))
+}
+
+/// A moto server on a free loopback port, killed on drop.
+struct Moto(std::process::Child, String);
+
+impl Moto {
+    fn start() -> Result<Moto> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("cannot start moto_server; install it with `pip install 'moto[server]'`")?;
+        let m = Moto(child, format!("http://127.0.0.1:{port}"));
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!("moto_server did not listen on port {port} within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(m)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `bench aws`: one call, setup from nothing, no-change re-run (see the module docs).
+fn aws(dir: &Path, sizes: &[usize]) -> Result<String> {
+    let moto = Moto::start()?;
+    let no_file = dir.join("no-aws-file");
+    let envs: Vec<(&str, &std::ffi::OsStr)> = vec![
+        ("AWS_ACCESS_KEY_ID", "bench".as_ref()),
+        ("AWS_SECRET_ACCESS_KEY", "bench".as_ref()),
+        ("AWS_CONFIG_FILE", no_file.as_os_str()),
+        ("AWS_SHARED_CREDENTIALS_FILE", no_file.as_os_str()),
+    ];
+    let aws = Tool::find("aws", "AWS_CLI", "pip install awscli")?;
+    let mut one = Vec::new();
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let args = [
+            "--region",
+            "us-east-1",
+            "--endpoint-url",
+            &moto.1,
+            "secretsmanager",
+            "list-secrets",
+        ];
+        let plain: Vec<(&str, &str)> = envs
+            .iter()
+            .map(|(k, v)| (*k, v.to_str().unwrap_or_default()))
+            .collect();
+        let out = aws.output_in(None, &plain, &args, None)?;
+        if !out.status.success() {
+            bail!(
+                "aws list-secrets against moto failed: {}",
+                out.stderr.trim()
+            );
+        }
+        one.push(start.elapsed());
+    }
+    let one = median(&one);
+    let mut report = format!(
+        "bench aws (moto on this machine, medians of {RUNS} runs): one aws call {}\nSECRETS  SETUP   CALLS  SETUP/CALL  RE-RUN  CALLS  RE-RUN/CALL\n",
+        secs(one)
+    );
+    for &n in sizes {
+        let (mut setups, mut scalls, mut reruns, mut rcalls) = (vec![], vec![], vec![], vec![]);
+        for run in 0..RUNS {
+            let project = format!("xa{:08x}", secret::random_u64() as u32);
+            let toml = format!(
+                "store = \"aws\"\nruntime = \"compose\"\naws = {{ endpoint_url = \"{}\", region = \"us-east-1\" }}",
+                moto.1
+            );
+            let f = fixture(&dir.join(format!("aws{run}")), &project, n, &toml)?;
+            let wrapper = counting_wrapper(dir, "aws")?;
+            let log = dir.join("calls.log");
+            let _ = std::fs::remove_file(&log);
+            let mut with = envs.clone();
+            with.push(("AWS_CLI", wrapper.as_os_str()));
+            let start = Instant::now();
+            let out = xtask(&f, &with, &["setup-secrets", ENV])?;
+            setups.push(start.elapsed());
+            if !out.contains(&format!("{n} created")) {
+                bail!("setup did not create {n} secrets:\n{out}");
+            }
+            scalls.push(std::fs::read_to_string(&log)?.lines().count());
+            let _ = std::fs::remove_file(&log);
+            let start = Instant::now();
+            let out = xtask(&f, &with, &["setup-secrets", ENV])?;
+            reruns.push(start.elapsed());
+            if !out.contains("nothing to do") {
+                bail!("the re-run planned changes:\n{out}");
+            }
+            rcalls.push(
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .lines()
+                    .count(),
+            );
+        }
+        let (s, r) = (median(&setups), median(&reruns));
+        let ratio = |d: Duration| d.as_secs_f64() / one.as_secs_f64();
+        writeln!(
+            report,
+            "{n:<8} {:<7} {:<6} {:<11} {:<7} {:<6} {:.1}x",
+            secs(s),
+            median_count(&scalls),
+            format!("{:.1}x", ratio(s)),
+            secs(r),
+            median_count(&rcalls),
+            ratio(r)
+        )?;
+    }
+    report.push_str("SETUP and RE-RUN are the real binary's whole run (start, env file, plan, calls); CALLS counts aws calls. Aim: setup within 3x one call, a re-run in at most 2 calls.");
+    Ok(report)
 }
 
 /// A stand-in for `real` that logs one line per call, then runs it.

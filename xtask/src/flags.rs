@@ -263,7 +263,7 @@ fn base() -> Command {
                 .arg(
                     Arg::new("what")
                         .default_value("all")
-                        .value_parser(["all", "compose", "swarm", "k8s", "build"])
+                        .value_parser(["all", "compose", "swarm", "k8s", "aws", "build"])
                         .help("What to measure: all (one table with every store and the build), or one of them"),
                 )
                 .arg(

@@ -60,6 +60,9 @@ pub struct Stored {
     pub created: Option<SystemTime>,
     /// Something other than the content that setup must put right (a file's mode).
     pub fix: Option<String>,
+    /// What the store keeps besides this version, for `list-secrets` (Vault's
+    /// kept versions, AWS's stages); `None` where there is nothing to say.
+    pub kept: Option<String>,
 }
 
 /// How a store names things: versioned stores give each value a new identity,
@@ -270,6 +273,7 @@ mod tests {
             fingerprint: fp.into(),
             created: None,
             fix: None,
+            kept: None,
         }
     }
 
@@ -326,6 +330,7 @@ mod tests {
             fingerprint: "f".into(),
             created: None,
             fix: Some("mode 644 -> 600".into()),
+            kept: None,
         };
         let plan = setup(
             &InPlace,

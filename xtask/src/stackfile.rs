@@ -122,6 +122,81 @@ pub fn interpolate_checked(text: &str, vars: &BTreeMap<String, String>) -> Resul
     Ok(interpolate(text, vars))
 }
 
+/// What the reader delivery changes in a compose-format file: the stored
+/// secrets it stops mounting, the variables each reading service gets, and
+/// the credential's file secret with its top-level definition.
+pub struct ReaderEdit<'a> {
+    pub secrets: &'a [String],
+    pub vars: &'a [(String, String)],
+    pub credential: &'a str,
+    pub definition: Value,
+}
+
+/// Pure: the file for `delivery = "reader"`. Every service that mounts one
+/// of `secrets` mounts the credential instead and gets `vars` (values with
+/// `$` escaped, so Compose does not interpolate them); `secrets` leave the
+/// top-level `secrets:` and the credential joins it. The rest is unchanged.
+pub fn for_reader(text: &str, edit: &ReaderEdit) -> Result<String> {
+    let mut doc: Value =
+        serde_norway::from_str(text).map_err(|e| anyhow::anyhow!("not valid YAML ({e})"))?;
+    let stored = |v: &Value| {
+        let name = v
+            .as_str()
+            .or_else(|| v.get("source").and_then(Value::as_str));
+        name.is_some_and(|n| edit.secrets.iter().any(|s| s == n))
+    };
+    if let Some(services) = doc.get_mut("services").and_then(Value::as_mapping_mut) {
+        for (_, svc) in services.iter_mut() {
+            let Some(list) = svc.get_mut("secrets").and_then(Value::as_sequence_mut) else {
+                continue;
+            };
+            if !list.iter().any(stored) {
+                continue;
+            }
+            list.retain(|v| !stored(v));
+            list.push(Value::String(edit.credential.to_string()));
+            set_environment(svc, edit.vars);
+        }
+    }
+    if let Some(top) = doc.get_mut("secrets").and_then(Value::as_mapping_mut) {
+        top.retain(|k, _| {
+            !k.as_str()
+                .is_some_and(|k| edit.secrets.iter().any(|s| s == k))
+        });
+        top.insert(
+            Value::String(edit.credential.to_string()),
+            edit.definition.clone(),
+        );
+    }
+    serde_norway::to_string(&doc).map_err(|e| anyhow::anyhow!("cannot write the file back: {e}"))
+}
+
+/// Sets `vars` in a service's `environment:` (a mapping or a `K=V` list).
+fn set_environment(svc: &mut Value, vars: &[(String, String)]) {
+    let Some(m) = svc.as_mapping_mut() else {
+        return;
+    };
+    let key = Value::String("environment".into());
+    let mut env = serde_norway::Mapping::new();
+    match m.get(&key) {
+        Some(Value::Mapping(old)) => env = old.clone(),
+        Some(Value::Sequence(old)) => {
+            for item in old.iter().filter_map(Value::as_str) {
+                let (k, v) = item.split_once('=').unwrap_or((item, ""));
+                env.insert(Value::String(k.into()), Value::String(v.into()));
+            }
+        }
+        _ => {}
+    }
+    for (k, v) in vars {
+        env.insert(
+            Value::String(k.clone()),
+            Value::String(v.replace('$', "$$")),
+        );
+    }
+    m.insert(key, Value::Mapping(env));
+}
+
 /// Compose-style variable interpolation for a preview: `${VAR}`, `${VAR:-default}`,
 /// `${VAR-default}`, `${VAR:?message}`, `${VAR?message}`, `$VAR` and `$$`. An unset
 /// variable without a default becomes empty (the preview never fails).
@@ -194,6 +269,34 @@ mod tests {
             s.secrets["db_password"].name.as_deref(),
             Some("${X:-demo_v1}")
         );
+    }
+
+    #[test]
+    fn reader_files_mount_the_credential_instead_of_the_secrets() {
+        let text = "services:\n  api:\n    image: x\n    environment: [A=1]\n    secrets: [db_password, other]\n  web:\n    image: y\nsecrets:\n  db_password:\n    file: ./s/db_password\n  other:\n    file: ./s/other\n";
+        let def: Value = serde_norway::from_str("file: ./s/vault_token").unwrap();
+        let out = for_reader(
+            text,
+            &ReaderEdit {
+                secrets: &["db_password".to_string()],
+                vars: &[("VAULT_ADDR".into(), "http://h:1/$x".into())],
+                credential: "vault_token",
+                definition: def,
+            },
+        )
+        .unwrap();
+        let s = parse(&out).unwrap();
+        assert_eq!(s.services["api"], ["other", "vault_token"]);
+        assert!(s.services["web"].is_empty());
+        assert_eq!(
+            s.secrets.keys().collect::<Vec<_>>(),
+            ["other", "vault_token"]
+        );
+        let doc: Value = serde_norway::from_str(&out).unwrap();
+        let env = &doc["services"]["api"]["environment"];
+        assert_eq!(env["A"].as_str(), Some("1"));
+        assert_eq!(env["VAULT_ADDR"].as_str(), Some("http://h:1/$$x"));
+        assert!(doc["services"]["web"].get("environment").is_none());
     }
 
     #[test]

@@ -305,9 +305,27 @@ fn setup_rerun_rotate_and_remove_on_moto() {
     assert!(
         line.contains("current")
             && line.contains("v2")
-            && line.contains("raqeem/develop/postgres_password"),
+            && line.contains("raqeem/develop/postgres_password")
+            && line.contains("AWSCURRENT, and AWSPREVIOUS for rollback"),
         "{line}"
     );
+    let json = moto.run(&repo, &["list-secrets", "develop", "--json"]).ok();
+    let rows: Value = serde_json::from_str(&json.stdout).unwrap();
+    let kept = |n: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == n)
+            .unwrap()["kept"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        kept("postgres_password"),
+        "AWSCURRENT, and AWSPREVIOUS for rollback"
+    );
+    assert_eq!(kept("jwt_secret"), "AWSCURRENT only");
     for o in [&first, &again, &rotated, &list] {
         for v in [old.as_str(), new] {
             assert!(!o.all().contains(v), "a value was printed:\n{}", o.all());
@@ -407,6 +425,13 @@ fn setup_puts_no_value_on_argv_under_strace() {
     }
     let moto = Moto::start();
     let repo = repo_on_aws();
+    // Services read AWS at run time here, so a rotation only writes AWS (the
+    // fetch redeploy is covered by aws_deploy_fetch_then_reader_on_compose).
+    let m = format!(
+        "{}delivery = \"reader\"\nservice_credentials_file = \"secrets/develop.aws-credentials\"\n",
+        repo.read("deploy/secrets.toml")
+    );
+    repo.write("deploy/secrets.toml", &m);
     let log = repo.path("strace.log");
     // The whole flow on this store: every command, old and new values.
     let flow: [&[&str]; 8] = [
@@ -492,4 +517,147 @@ fn special_and_multi_line_values_arrive_byte_for_byte() {
     assert_eq!(out.code, 0, "{}", out.all());
     assert_eq!(current(&moto, &repo, "api_secret_key"), special);
     assert_eq!(current(&moto, &repo, "tls_bundle"), pem);
+}
+
+#[test]
+fn aws_deploy_fetch_then_reader_on_compose() {
+    let test = "aws_deploy_fetch_then_reader_on_compose";
+    if !moto_or_skip(test) || !support::docker_or_skip(test) {
+        return;
+    }
+    let moto = Moto::start();
+    let repo = repo_on_aws();
+    let name = format!("xt{}", support::unique());
+    let m = repo
+        .read("deploy/secrets.toml")
+        .replace("project = \"raqeem\"", &format!("project = \"{name}\""));
+    repo.write("deploy/secrets.toml", &m);
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    repo.write(
+        "docker-compose.prod.yml",
+        &support::host_compose(support::reader_image(), port),
+    );
+    let project = format!("{name}-develop");
+    let _down = support::ComposeDown {
+        root: repo.root.clone(),
+        project: project.clone(),
+    };
+    moto.run(&repo, &["setup-secrets", "develop"]).ok();
+    let in_aws = |s: &str| {
+        let id = format!("{name}/develop/{s}");
+        moto.aws(&repo, &["get-secret-value", "--secret-id", &id])["SecretString"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // Fetch: one batch-get-secret-value call reads the 8 values.
+    let calls = repo.path("aws-calls.log");
+    let wrapper = repo.path("aws-counting.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/usr/bin/env bash\nprintf '%s\\n' \"$*\" >> {}\nexec aws \"$@\"\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Under strace when there is one: no value and no service key on any argv.
+    let strace = support::strace_or_skip("aws_deploy_fetch_then_reader_on_compose (strace)");
+    let traced = |inner: Command| -> Run {
+        if !strace {
+            let mut inner = inner;
+            return Run::from(inner.output().unwrap()).ok();
+        }
+        let log = repo.path("strace.log");
+        let mut c = support::under_strace(&inner, false, &log);
+        let r = Run::from(c.output().unwrap()).ok();
+        let trace = std::fs::read_to_string(&log).unwrap();
+        assert!(trace.contains("execve("), "strace recorded nothing");
+        for s in DEVELOP_SECRETS {
+            let v = in_aws(s);
+            if v.len() >= 12 {
+                assert!(!trace.contains(&v), "the value of {s} is on an argv");
+            }
+        }
+        assert!(
+            !trace.contains("service-reader-key"),
+            "the service key is on an argv"
+        );
+        r
+    };
+    let mut fetch = moto.xtask(&repo, &["deploy", "develop", "--timeout", "120"]);
+    fetch.env("AWS_CLI", &wrapper);
+    let d = traced(fetch);
+    assert!(
+        d.stdout
+            .contains("copies in the compose runtime, read from the aws store"),
+        "{}",
+        d.all()
+    );
+    let log = std::fs::read_to_string(&calls).unwrap();
+    assert_eq!(
+        log.matches("batch-get-secret-value").count(),
+        1,
+        "expected one batched read:\n{log}"
+    );
+    assert!(!log.contains("secretsmanager get-secret-value"), "{log}");
+    for (n, source, fp) in support::show_in_backend(&project, &support::BACKEND) {
+        assert_eq!(source, format!("/run/secrets/{n}"), "{n}");
+        assert_eq!(
+            fp,
+            support::sha12(in_aws(&n).as_bytes()),
+            "{n}: other bytes"
+        );
+    }
+
+    // Reader: the services' own credentials file, never the operator's keys.
+    repo.write(
+        "secrets/develop.aws-credentials",
+        "[default]\naws_access_key_id = service-reader\naws_secret_access_key = service-reader-key\n",
+    );
+    let m = format!(
+        "{}delivery = \"reader\"\nservice_credentials_file = \"secrets/develop.aws-credentials\"\nregion = \"us-east-1\"\n",
+        repo.read("deploy/secrets.toml")
+    );
+    repo.write("deploy/secrets.toml", &m);
+    let d = traced(moto.xtask(&repo, &["deploy", "develop", "--timeout", "120"]));
+    assert!(d.stdout.contains("at run time"), "{}", d.all());
+    for (n, source, fp) in support::show_in_backend(&project, &support::BACKEND) {
+        assert!(
+            !source.starts_with("/run/secrets"),
+            "{n} came from {source}"
+        );
+        assert_eq!(
+            fp,
+            support::sha12(in_aws(&n).as_bytes()),
+            "{n}: other bytes"
+        );
+    }
+    let rot = moto
+        .run(
+            &repo,
+            &["rotate-secrets", "develop", "--secret", "jwt_secret"],
+        )
+        .ok();
+    assert!(rot.stdout.contains("cache time"), "{}", rot.all());
+    let jwt = support::show_in_backend(&project, &["jwt_secret"]);
+    assert_eq!(jwt[0].2, support::sha12(in_aws("jwt_secret").as_bytes()));
+    // The operator's own secret key is refused.
+    repo.write(
+        "secrets/develop.aws-credentials",
+        "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    );
+    let own = moto.run(&repo, &["deploy", "develop"]).fails();
+    assert!(
+        own.all().contains("your own aws credential"),
+        "{}",
+        own.all()
+    );
 }

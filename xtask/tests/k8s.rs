@@ -109,9 +109,14 @@ impl Drop for Cleanup {
 /// A hostPath volume bound in advance to postgres's claim (the test cluster
 /// has no provisioner).
 fn make_volume(ns: &str, pv: &str, dir: &std::path::Path) {
+    make_labelled_volume(ns, pv, dir, "k8s");
+}
+
+/// [`make_volume`] with its own `xtask-test` label, out of [`sweep`]'s reach.
+fn make_labelled_volume(ns: &str, pv: &str, dir: &std::path::Path, label: &str) {
     std::fs::create_dir_all(dir).unwrap();
     let doc = format!(
-        r#"{{"apiVersion":"v1","kind":"PersistentVolume","metadata":{{"name":"{pv}","labels":{{"xtask-test":"k8s"}}}},
+        r#"{{"apiVersion":"v1","kind":"PersistentVolume","metadata":{{"name":"{pv}","labels":{{"xtask-test":"{label}"}}}},
 "spec":{{"capacity":{{"storage":"1Gi"}},"accessModes":["ReadWriteOnce"],"persistentVolumeReclaimPolicy":"Retain",
 "hostPath":{{"path":"{}"}},"claimRef":{{"namespace":"{ns}","name":"data-postgres-0"}}}}}}"#,
         dir.display()
@@ -757,4 +762,164 @@ fn decode64(s: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A moto server on a free loopback port, killed on drop.
+struct Moto(std::process::Child, String);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn moto() -> Option<Moto> {
+    let installed = ["moto_server", "aws"]
+        .iter()
+        .all(|t| which::which(t).is_ok());
+    if !installed {
+        if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
+            panic!("CI is set but moto_server or aws is missing; .ci/run must run .ci/moto.sh");
+        }
+        eprintln!(
+            "\n*** SKIPPED aws_store_delivered_into_kubernetes_secrets: moto_server or aws is not installed ***\n"
+        );
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let m = Moto(child, format!("http://127.0.0.1:{port}"));
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "moto_server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some(m)
+}
+
+/// `store = "aws"`, `runtime = "k8s"`, `delivery = "fetch"`: deploy copies
+/// the values from Secrets Manager into versioned Kubernetes Secrets, and
+/// every pod reads every secret with the right bytes.
+#[test]
+fn aws_store_delivered_into_kubernetes_secrets() {
+    let test = "aws_store_delivered_into_kubernetes_secrets";
+    if !cluster_or_skip(test) || !support::docker_or_skip(test) {
+        return;
+    }
+    let Some(moto) = moto() else { return };
+    let image = support::standin_image().to_string();
+    let id = unique();
+    let ns = format!("xa-{id}");
+    let pv = format!("xa-{id}");
+    let dir = std::env::temp_dir().join(format!("xa-pv-{id}"));
+    let _cleanup = Cleanup {
+        ns: ns.clone(),
+        pv: pv.clone(),
+        dir: dir.clone(),
+    };
+    kubectl_ok(&["create", "namespace", &ns]);
+    kubectl_ok(&["label", "namespace", &ns, "xtask-test=k8s-aws"]);
+    make_labelled_volume(&ns, &pv, &dir, "k8s-aws");
+
+    let repo = TempRepo::new();
+    let m = repo.read("deploy/secrets.toml").replacen(
+        &format!("[environments.{ENV}]\nbackend = \"swarm\""),
+        &format!("[environments.{ENV}]\nstore = \"aws\"\nruntime = \"k8s\""),
+        1,
+    );
+    assert!(
+        m.contains("runtime = \"k8s\""),
+        "the manifest changed shape"
+    );
+    repo.write("deploy/secrets.toml", &m);
+    repo.write(
+        "secrets/tls/cert.pem",
+        "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUX\n-----END CERTIFICATE-----\n",
+    );
+    repo.write(
+        "secrets/tls/key.pem",
+        "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49\n-----END PRIVATE KEY-----\n",
+    );
+    repo.write(
+        &format!("secrets/{ENV}.env"),
+        "POSTGRES_USER=k8s-user-4711\nSSL_CERTIFICATE=tls/cert.pem\nSSL_PRIVATE_KEY=tls/key.pem\n",
+    );
+    let run = |args: &[&str]| {
+        let mut c = repo.xtask(args);
+        c.args(["--namespace", &ns]);
+        for img in [
+            "POSTGRES_IMAGE",
+            "REDIS_IMAGE",
+            "BACKEND_IMAGE",
+            "GRAFANA_IMAGE",
+            "NGINX_IMAGE",
+        ] {
+            c.env(img, &image);
+        }
+        c.env("XTASK_IMAGE_PULL_POLICY", "Never")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", &moto.1)
+            .env("AWS_CONFIG_FILE", repo.path("no-aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                repo.path("no-aws-credentials"),
+            )
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_CLI");
+        Run::from(c.output().unwrap())
+    };
+    let setup = run(&["setup-secrets", ENV, "--generate-missing"]).ok();
+    assert!(setup.stdout.contains("10 created"), "{}", setup.all());
+    let d = run(&["deploy", ENV, "--timeout", "240"]).ok();
+    assert!(
+        d.stdout
+            .contains("copies in the k8s runtime, read from the aws store")
+            && d.stdout.contains("workloads rolled out"),
+        "{}",
+        d.all()
+    );
+    let want = expected(&repo);
+    for (app, names) in MOUNTS {
+        let ps = pods(&ns, app);
+        assert!(!ps.is_empty(), "no running pod for {app}");
+        for (pod, ip) in ps {
+            let body =
+                get(&format!("{ip}:3000")).unwrap_or_else(|err| panic!("{app} pod {pod}: {err}"));
+            let lines: Vec<&str> = body.lines().collect();
+            let expect: Vec<String> = names.iter().map(|n| served_line(n, &want[*n])).collect();
+            assert_eq!(
+                lines, expect,
+                "{app} pod {pod} serves other secrets or bytes"
+            );
+        }
+    }
+    let name = format!("raqeem-{ENV}-jwt-secret-v1");
+    let s: serde_json::Value = serde_json::from_str(&kubectl_ok(&[
+        "-n", &ns, "get", "secret", &name, "-o", "json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        decode64(s["data"]["jwt_secret"].as_str().unwrap()),
+        env_value(&repo, "JWT_SECRET").into_bytes()
+    );
+    // A no-change redeploy writes no copy.
+    let again = run(&["deploy", ENV, "--timeout", "240"]).ok();
+    assert!(!again.stdout.contains("create "), "{}", again.all());
 }

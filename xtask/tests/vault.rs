@@ -16,7 +16,9 @@ use std::{
 };
 
 use serde_json::Value;
-use support::{DEVELOP_SECRETS, Run, TempRepo};
+use support::{
+    BACKEND, ComposeDown, DEVELOP_SECRETS, Run, TempRepo, host_compose, show_in_backend,
+};
 
 const TOKEN: &str = "xtask-test-root-token";
 
@@ -324,6 +326,29 @@ fn vault_store_end_to_end() {
     assert_eq!(custom(&m, "xtask.version"), "2");
     assert_ne!(custom(&m, "xtask.fingerprint"), fp1);
     assert_eq!(srv.metadata("redis_password")["current_version"], 1);
+    // list-secrets shows what Vault keeps: the current version and how many.
+    let list = run(&repo, &srv, &["list-secrets", "develop", "--json"]).ok();
+    let rows: Value = serde_json::from_str(&list.stdout).unwrap();
+    let kept = |n: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == n)
+            .unwrap()["kept"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        kept("jwt_secret").starts_with("v2 current, 2 version(s) kept"),
+        "{rows}"
+    );
+    assert!(
+        kept("redis_password").starts_with("v1 current, 1 version(s) kept"),
+        "{rows}"
+    );
+    let text = run(&repo, &srv, &["list-secrets", "develop"]).ok();
+    assert!(text.stdout.contains("2 version(s) kept"), "{}", text.all());
 
     // A change behind the tool's back between plan and write is refused: a
     // VAULT_CLI wrapper writes a version itself right before the first put.
@@ -499,6 +524,13 @@ fn every_command_on_the_vault_store_leaks_nothing() {
     }
     let srv = DevServer::start();
     let repo = vault_repo();
+    // Services read Vault at run time here, so a rotation only writes Vault
+    // (the fetch redeploy is covered by vault_deploy_fetch_then_reader_on_compose).
+    let m = format!(
+        "{}\n[environments.develop.vault]\ndelivery = \"reader\"\nservice_token_file = \"secrets/develop.vault-token\"\n",
+        repo.read("deploy/secrets.toml")
+    );
+    repo.write("deploy/secrets.toml", &m);
     let log = repo.path("strace.log");
     let flow: [&[&str]; 7] = [
         &["setup-secrets", "develop"],
@@ -544,5 +576,584 @@ fn every_command_on_the_vault_store_leaks_nothing() {
         for (name, text) in &places {
             assert!(!text.contains(v.as_str()), "value #{i} appears in {name}");
         }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn vault_deploy_fetch_then_reader_on_compose() {
+    let test = "vault_deploy_fetch_then_reader_on_compose";
+    if !bao_or_skip(test) || !support::docker_or_skip(test) {
+        return;
+    }
+    let srv = DevServer::start();
+    let repo = vault_repo();
+    let name = format!("xt{}", support::unique());
+    let m = repo
+        .read("deploy/secrets.toml")
+        .replace("project = \"raqeem\"", &format!("project = \"{name}\""));
+    repo.write("deploy/secrets.toml", &m);
+    repo.write(
+        "docker-compose.prod.yml",
+        &host_compose(support::reader_image(), free_port()),
+    );
+    let project = format!("{name}-develop");
+    let _down = ComposeDown {
+        root: repo.root.clone(),
+        project: project.clone(),
+    };
+    run(&repo, &srv, &["setup-secrets", "develop"]).ok();
+    let in_vault = |s: &str| {
+        srv.text(&[
+            "kv",
+            "get",
+            "-mount=secret",
+            &format!("-field={s}"),
+            &format!("{name}/develop/{s}"),
+        ])
+    };
+
+    // Under strace when there is one: no value and no token on any argv
+    // (docker, docker-compose, the CLI), including the containers' commands.
+    let strace = support::strace_or_skip(&format!("{test} (strace)"));
+    let traced = |args: &[&str], tokens: &[&str]| -> Run {
+        let mut inner = xtask(&repo, &srv, args);
+        if !strace {
+            return Run::from(inner.output().unwrap()).ok();
+        }
+        let log = repo.path("strace.log");
+        let mut c = support::under_strace(&inner, false, &log);
+        let r = Run::from(c.output().unwrap()).ok();
+        let trace = std::fs::read_to_string(&log).unwrap();
+        assert!(trace.contains("execve("), "strace recorded nothing");
+        for s in DEVELOP_SECRETS {
+            let v = in_vault(s);
+            if v.len() >= 12 {
+                assert!(
+                    !trace.contains(&v),
+                    "the value of {s} is on an argv ({args:?})"
+                );
+            }
+        }
+        for t in tokens {
+            assert!(!trace.contains(t), "a Vault token is on an argv ({args:?})");
+        }
+        r
+    };
+    // Fetch (the default): the values become the compose store's 0600 files.
+    let dry = run(&repo, &srv, &["deploy", "develop", "--dry-run"]).ok();
+    assert!(
+        dry.stdout.contains("would read 8 value(s)"),
+        "{}",
+        dry.all()
+    );
+    let d = traced(&["deploy", "develop", "--timeout", "120"], &[TOKEN]);
+    assert!(
+        d.stdout
+            .contains("copies in the compose runtime, read from the vault store"),
+        "{}",
+        d.all()
+    );
+    use std::os::unix::fs::PermissionsExt;
+    for s in BACKEND {
+        let meta = std::fs::metadata(repo.path(&format!("secrets/develop/{s}"))).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{s}");
+    }
+    for (n, source, fp) in show_in_backend(&project, &BACKEND) {
+        assert_eq!(source, format!("/run/secrets/{n}"), "{n}");
+        assert_eq!(
+            fp,
+            support::sha12(in_vault(&n).as_bytes()),
+            "{n}: other bytes"
+        );
+    }
+    let again = run(&repo, &srv, &["deploy", "develop", "--timeout", "120"]).ok();
+    assert!(!again.stdout.contains("create "), "{}", again.all());
+    // Rotation writes version 2 in Vault, then delivers it like a deploy.
+    let rot = traced(
+        &["rotate-secrets", "develop", "--secret", "jwt_secret"],
+        &[TOKEN],
+    );
+    assert!(
+        rot.stdout.contains("copies in the compose runtime"),
+        "{}",
+        rot.all()
+    );
+    let jwt = show_in_backend(&project, &["jwt_secret"]);
+    assert_eq!(jwt[0].2, support::sha12(in_vault("jwt_secret").as_bytes()));
+    let meta = srv.text(&[
+        "kv",
+        "metadata",
+        "get",
+        "-mount=secret",
+        "-format=json",
+        &format!("{name}/develop/jwt_secret"),
+    ]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&meta).unwrap()["data"]["current_version"],
+        2
+    );
+
+    // Reader: a token with the read-only policy, in a file the manifest names.
+    let policy = repo.path("deploy/vault-reader-policy.hcl");
+    let hcl = std::fs::read_to_string(&policy)
+        .unwrap()
+        .replace("raqeem/production", &format!("{name}/develop"));
+    repo.write("reader.hcl", &hcl);
+    srv.text(&[
+        "policy",
+        "write",
+        "xt-reader",
+        repo.path("reader.hcl").to_str().unwrap(),
+    ]);
+    let token = srv.text(&["token", "create", "-policy=xt-reader", "-field=token"]);
+    repo.write("secrets/develop.vault-token", token.trim());
+    let m = format!(
+        "{}\n[environments.develop.vault]\ndelivery = \"reader\"\nservice_token_file = \"secrets/develop.vault-token\"\n",
+        repo.read("deploy/secrets.toml")
+    );
+    repo.write("deploy/secrets.toml", &m);
+    let dry = run(&repo, &srv, &["deploy", "develop", "--dry-run"]).ok();
+    assert!(
+        dry.stdout
+            .contains("VAULT_TOKEN_FILE: /run/secrets/vault_token"),
+        "{}",
+        dry.all()
+    );
+    assert!(!dry.all().contains(token.trim()), "the token was printed");
+    let d = traced(
+        &["deploy", "develop", "--timeout", "120"],
+        &[TOKEN, token.trim()],
+    );
+    assert!(d.stdout.contains("at run time"), "{}", d.all());
+    for (n, source, fp) in show_in_backend(&project, &BACKEND) {
+        assert!(
+            !source.starts_with("/run/secrets"),
+            "{n} came from {source}"
+        );
+        assert!(
+            source.contains("vault") || source.contains(&name),
+            "{n}: {source}"
+        );
+        assert_eq!(
+            fp,
+            support::sha12(in_vault(&n).as_bytes()),
+            "{n}: other bytes"
+        );
+    }
+    // The container holds the token only as a file, never in its environment.
+    let id = support::docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+    ]);
+    let env = support::docker(&[
+        "inspect",
+        "--format",
+        "{{json .Config.Env}} {{json .Config.Cmd}} {{json .Mounts}}",
+        id.trim(),
+    ]);
+    assert!(
+        !env.contains(token.trim()) && !env.contains(TOKEN),
+        "a token is in the container's env or argv"
+    );
+    assert!(
+        env.contains("VAULT_TOKEN_FILE=/run/secrets/vault_token"),
+        "{env}"
+    );
+    assert!(
+        !env.contains("secrets/develop/jwt_secret"),
+        "still mounted: {env}"
+    );
+    // A rotation in reader mode writes Vault and says when services see it.
+    let rot = run(
+        &repo,
+        &srv,
+        &["rotate-secrets", "develop", "--secret", "jwt_secret"],
+    )
+    .ok();
+    assert!(rot.stdout.contains("cache time"), "{}", rot.all());
+    let jwt = show_in_backend(&project, &["jwt_secret"]);
+    assert_eq!(jwt[0].2, support::sha12(in_vault("jwt_secret").as_bytes()));
+    // The operator's own token is never handed to the services.
+    repo.write("secrets/develop.vault-token", TOKEN);
+    let own = run(&repo, &srv, &["deploy", "develop"]).fails();
+    assert!(
+        own.all().contains("your own vault credential"),
+        "{}",
+        own.all()
+    );
+    assert!(!own.all().contains(TOKEN));
+}
+
+/// A token with only deploy/vault-policy.hcl (and Vault's default policy)
+/// runs setup, list, verify, rotate and remove.
+#[test]
+fn the_shipped_operator_policy_is_enough() {
+    if !bao_or_skip("the_shipped_operator_policy_is_enough") {
+        return;
+    }
+    let srv = DevServer::start();
+    let repo = vault_repo();
+    let hcl = repo
+        .read("deploy/vault-policy.hcl")
+        .replace("raqeem/production", "raqeem/develop");
+    repo.write("op.hcl", &hcl);
+    srv.text(&[
+        "policy",
+        "write",
+        "xt-operator",
+        repo.path("op.hcl").to_str().unwrap(),
+    ]);
+    let token = srv.text(&["token", "create", "-policy=xt-operator", "-field=token"]);
+    let m = format!(
+        "{}\n[environments.develop.vault]\ndelivery = \"reader\"\nservice_token_file = \"secrets/develop.vault-token\"\n",
+        repo.read("deploy/secrets.toml")
+    );
+    repo.write("deploy/secrets.toml", &m);
+    let as_operator = |args: &[&str]| {
+        Run::from(
+            xtask(&repo, &srv, args)
+                .env("VAULT_TOKEN", token.trim())
+                .output()
+                .unwrap(),
+        )
+    };
+    as_operator(&["setup-secrets", "develop"]).ok();
+    as_operator(&["setup-secrets", "develop"]).ok();
+    as_operator(&["list-secrets", "develop"]).ok();
+    as_operator(&["verify-secrets", "develop"]).ok();
+    as_operator(&["rotate-secrets", "develop", "--secret", "jwt_secret"]).ok();
+    assert_eq!(srv.metadata("jwt_secret")["current_version"], 2);
+    as_operator(&[
+        "remove-secrets",
+        "develop",
+        "--secret",
+        "jwt_secret",
+        "--yes",
+    ])
+    .ok();
+    assert!(
+        !srv.bao(&[
+            "kv",
+            "metadata",
+            "get",
+            "-mount=secret",
+            "raqeem/develop/jwt_secret"
+        ])
+        .status
+        .success()
+    );
+    // A path outside the policy is refused with the next step.
+    let other = repo.read("deploy/secrets.toml").replace(
+        "delivery = \"reader\"",
+        "delivery = \"reader\"\nprefix = \"elsewhere/develop\"",
+    );
+    repo.write("deploy/secrets.toml", &other);
+    let denied = as_operator(&["setup-secrets", "develop"]).fails();
+    assert!(
+        denied.all().contains("token was refused"),
+        "{}",
+        denied.all()
+    );
+}
+
+/// KV v1: values and a sibling metadata entry, no CAS or history.
+#[test]
+fn kv_v1_mount_setup_rerun_update_list_remove() {
+    if !bao_or_skip("kv_v1_mount_setup_rerun_update_list_remove") {
+        return;
+    }
+    let srv = DevServer::start();
+    srv.text(&["secrets", "enable", "-path=kv1", "-version=1", "kv"]);
+    let repo = vault_repo();
+    let base = repo.read("deploy/secrets.toml");
+    repo.write(
+        "deploy/secrets.toml",
+        &format!("{base}\n[environments.develop.vault]\nmount = \"kv1\"\nkv_version = 1\n"),
+    );
+    let get = |path: &str| {
+        let out = srv.bao(&["kv", "get", "-mount=kv1", "-format=json", path]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap()["data"].clone())
+    };
+    let first = run(&repo, &srv, &["setup-secrets", "develop"]).ok();
+    assert!(first.stdout.contains("8 created"), "{}", first.all());
+    let jwt = get("raqeem/develop/jwt_secret").unwrap();
+    assert_eq!(jwt["jwt_secret"], env_value(&repo, "JWT_SECRET").as_str());
+    let meta = get("raqeem/develop/.xtask/jwt_secret").unwrap();
+    assert_eq!(meta["xtask.version"], "1");
+    assert!(meta["xtask.fingerprint"].as_str().unwrap().len() >= 16);
+    let again = run(&repo, &srv, &["setup-secrets", "develop"]).ok();
+    assert!(again.stdout.contains("nothing to do"), "{}", again.all());
+
+    let v2 = new_value(&repo);
+    set_env_value(&repo, "JWT_SECRET", &v2);
+    let dry = run(&repo, &srv, &["setup-secrets", "develop", "--dry-run"]).ok();
+    assert!(!dry.all().contains("-cas"), "{}", dry.all());
+    let upd = run(&repo, &srv, &["setup-secrets", "develop"]).ok();
+    assert!(upd.stdout.contains("1 updated"), "{}", upd.all());
+    assert_eq!(
+        get("raqeem/develop/jwt_secret").unwrap()["jwt_secret"],
+        v2.as_str()
+    );
+    assert_eq!(
+        get("raqeem/develop/.xtask/jwt_secret").unwrap()["xtask.version"],
+        "2"
+    );
+    let list = run(&repo, &srv, &["list-secrets", "develop", "--json"]).ok();
+    let rows: Value = serde_json::from_str(&list.stdout).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "jwt_secret")
+        .unwrap();
+    assert_eq!(row["state"], "current", "{row}");
+    assert_eq!(row["version"], 2, "{row}");
+    assert!(
+        row["kept"].as_str().unwrap().contains("no history"),
+        "{row}"
+    );
+    run(&repo, &srv, &["verify-secrets", "develop"]).ok();
+
+    // Reader delivery needs KV v2: refused with the way out.
+    let m = repo.read("deploy/secrets.toml").replace(
+        "kv_version = 1",
+        "kv_version = 1\ndelivery = \"reader\"\nservice_token_file = \"t\"",
+    );
+    repo.write("deploy/secrets.toml", &m);
+    let r = run(&repo, &srv, &["deploy", "develop", "--dry-run"]).fails();
+    assert!(r.all().contains("needs KV v2"), "{}", r.all());
+
+    run(
+        &repo,
+        &srv,
+        &[
+            "remove-secrets",
+            "develop",
+            "--secret",
+            "jwt_secret",
+            "--yes",
+        ],
+    )
+    .ok();
+    assert!(get("raqeem/develop/jwt_secret").is_none());
+    assert!(get("raqeem/develop/.xtask/jwt_secret").is_none());
+}
+
+/// Removes the test's stack and its swarm secrets whatever happens.
+struct StackDown(String);
+
+impl Drop for StackDown {
+    fn drop(&mut self) {
+        let stack = format!("{}-develop", self.0);
+        let _ = Command::new("docker")
+            .args(["stack", "rm", &stack])
+            .output();
+        for _ in 0..60 {
+            let out = Command::new("docker")
+                .args([
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &format!("label=com.docker.stack.namespace={stack}"),
+                ])
+                .output();
+            if out.is_ok_and(|o| o.stdout.is_empty()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        support::remove_project_secrets(&self.0);
+    }
+}
+
+/// `show NAME...` in the stack's backend task: its stdout.
+fn show_text(stack: &str, names: &[&str]) -> String {
+    let id = support::docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={stack}_backend"),
+    ]);
+    let id = id.lines().next().unwrap_or_default().trim().to_string();
+    assert!(!id.is_empty(), "no running backend task");
+    let mut args = vec!["exec", id.as_str(), "/show"];
+    args.extend(names);
+    let out = Command::new("docker").args(&args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `show NAME...` in the stack's backend task: name, source, fingerprint.
+fn show_in_task(stack: &str, names: &[&str]) -> Vec<(String, String, String)> {
+    show_text(stack, names)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(3, '\t').collect();
+            assert_eq!(f.len(), 3, "show printed {l:?}");
+            (f[0].to_string(), f[1].to_string(), f[2].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn vault_deploy_fetch_then_reader_on_swarm() {
+    let test = "vault_deploy_fetch_then_reader_on_swarm";
+    if !bao_or_skip(test) || !support::swarm_or_skip(test) {
+        return;
+    }
+    let srv = DevServer::start();
+    let repo = vault_repo();
+    let name = format!("xt{}", support::unique());
+    let m = repo
+        .read("deploy/secrets.toml")
+        .replace("project = \"raqeem\"", &format!("project = \"{name}\""))
+        .replace("runtime = \"compose\"", "runtime = \"swarm\"");
+    repo.write("deploy/secrets.toml", &m);
+    let port = free_port();
+    let mut stack = format!(
+        "version: \"3.8\"\nservices:\n  backend:\n    image: {}\n    command: [\"serve\", \"--port\", \"{port}\", \"jwt_secret\"]\n    networks: [hostnet]\n    secrets: [{}]\nnetworks:\n  hostnet:\n    external: true\n    name: host\nsecrets:\n",
+        support::reader_image(),
+        BACKEND.join(", ")
+    );
+    for n in BACKEND {
+        let var = n.to_ascii_uppercase();
+        stack.push_str(&format!(
+            "  {n}:\n    external: true\n    name: ${{XTASK_SECRET_{var}:?set by cargo xtask deploy}}\n"
+        ));
+    }
+    repo.write("docker-compose.swarm.yml", &stack);
+    let _down = StackDown(name.clone());
+    let st = format!("{name}-develop");
+    let go = |args: &[&str]| {
+        Run::from(
+            xtask(&repo, &srv, args)
+                .env("XTASK_RESOLVE_IMAGE", "never")
+                .output()
+                .unwrap(),
+        )
+    };
+    go(&["setup-secrets", "develop"]).ok();
+    let in_vault = |s: &str| {
+        srv.text(&[
+            "kv",
+            "get",
+            "-mount=secret",
+            &format!("-field={s}"),
+            &format!("{name}/develop/{s}"),
+        ])
+    };
+
+    // Fetch: versioned swarm secrets, the stack file as it is.
+    let d = go(&["deploy", "develop", "--timeout", "180"]).ok();
+    assert!(
+        d.stdout.contains("copies in the swarm runtime"),
+        "{}",
+        d.all()
+    );
+    for (n, source, fp) in show_in_task(&st, &BACKEND) {
+        assert_eq!(source, format!("/run/secrets/{n}"), "{n}");
+        assert_eq!(
+            fp,
+            support::sha12(in_vault(&n).as_bytes()),
+            "{n}: other bytes"
+        );
+    }
+    let rot = go(&[
+        "rotate-secrets",
+        "develop",
+        "--secret",
+        "jwt_secret",
+        "--timeout",
+        "180",
+    ])
+    .ok();
+    assert!(
+        rot.stdout
+            .contains(&format!("{name}_develop_jwt_secret_v2")),
+        "{}",
+        rot.all()
+    );
+    let jwt = show_in_task(&st, &["jwt_secret"]);
+    assert_eq!(jwt[0].2, support::sha12(in_vault("jwt_secret").as_bytes()));
+
+    // Reader: the token as a versioned swarm secret, the copies removed.
+    srv.text(&[
+        "policy",
+        "write",
+        "xt-reader",
+        repo.path("deploy/vault-reader-policy.hcl")
+            .to_str()
+            .unwrap(),
+    ]);
+    let token = srv.text(&["token", "create", "-policy=xt-reader", "-field=token"]);
+    repo.write("secrets/develop.vault-token", token.trim());
+    let m = format!(
+        "{}\n[environments.develop.vault]\ndelivery = \"reader\"\nservice_token_file = \"secrets/develop.vault-token\"\n",
+        repo.read("deploy/secrets.toml")
+    );
+    repo.write("deploy/secrets.toml", &m);
+    let d = go(&["deploy", "develop", "--timeout", "180"]).ok();
+    assert!(
+        d.stdout
+            .contains("removed copies the services no longer use"),
+        "{}",
+        d.all()
+    );
+    let left = support::docker(&[
+        "secret",
+        "ls",
+        "--format",
+        "{{.Name}}",
+        "--filter",
+        &format!("label=xtask.project={name}"),
+    ]);
+    assert_eq!(
+        left.trim(),
+        format!("{name}_develop_vault_token_v1"),
+        "{left}"
+    );
+    // The reader policy names raqeem/production: this token may not read
+    // develop, and the service says so, naming the path, never the token.
+    let seen = show_text(&st, &["jwt_secret"]);
+    assert!(
+        seen.contains("HTTP 403")
+            && seen.contains(&format!("secret/data/{name}/develop/jwt_secret")),
+        "{seen}"
+    );
+    assert!(
+        !seen.contains(token.trim()),
+        "the token is in an error message"
+    );
+    let hcl = repo
+        .read("deploy/vault-reader-policy.hcl")
+        .replace("raqeem/production", &format!("{name}/develop"));
+    repo.write("reader.hcl", &hcl);
+    srv.text(&[
+        "policy",
+        "write",
+        "xt-reader",
+        repo.path("reader.hcl").to_str().unwrap(),
+    ]);
+    for (n, source, fp) in show_in_task(&st, &BACKEND) {
+        assert!(
+            !source.starts_with("/run/secrets"),
+            "{n} came from {source}"
+        );
+        assert_eq!(
+            fp,
+            support::sha12(in_vault(&n).as_bytes()),
+            "{n}: other bytes"
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! `deploy <env>`: deploy the stack with the current secrets and wait until it
 //! has converged. Replaces `deploy-<env>.sh` and `kubectl apply -f k8s/`.
+//! With a Vault or AWS store, the store's delivery decides how the services
+//! get the values (see [`super::deliver`]).
 
 use std::path::Path;
 
@@ -9,46 +11,33 @@ use super::Session;
 use crate::{
     flags::{DeployArgs, EnvArgs},
     plan,
-    runtime::{DeployOptions, Runtime},
+    runtime::DeployOptions,
 };
 
 pub fn run(root: &Path, e: &EnvArgs, a: DeployArgs) -> Result<()> {
     let s = Session::open(root, e)?;
-    if !s.store_feeds_runtime() {
-        anyhow::bail!(
-            "the {} store keeps {}'s secrets outside the {} runtime, and deploy does not copy them in: services read them at run time from the store (the reader's {} provider). Deploy the stack itself with your usual tooling, or give the environment a store its runtime mounts (backend = \"{}\")",
-            s.env.store,
-            s.env.name,
-            s.env.runtime,
-            s.env.store,
-            s.env.runtime
-        );
-    }
     let _lock = match a.dry_run {
         false => Some(s.lock(&format!("deploy {}", e.env), e.lock_timeout)?),
         true => None,
     };
     let r = s.resolve_read_only()?;
     let plan = s.plan(&r)?;
-    let current = s.current_or_refuse(&plan)?;
-    let runtime = s.runtime()?;
-    runtime.deploy(
-        &current,
-        &DeployOptions {
-            dry_run: a.dry_run,
-            timeout: a.timeout,
-        },
-    )?;
+    let opts = DeployOptions {
+        dry_run: a.dry_run,
+        timeout: a.timeout,
+        reader: None,
+    };
+    super::deliver::deploy(&s, &r, &plan, &opts)?;
     if a.dry_run {
         return Ok(());
     }
-    retire_adopted(&s, runtime.as_ref(), &plan)
+    retire_adopted(&s, &plan)
 }
 
 /// Removes adopted unversioned secrets (version 0, see `adopt-secrets`) that
 /// a newer version replaced and that nothing uses any more, now that the
 /// services run with the newer one. Costs nothing when there are none.
-fn retire_adopted(s: &Session, runtime: &dyn Runtime, p: &super::Planned) -> Result<()> {
+fn retire_adopted(s: &Session, p: &super::Planned) -> Result<()> {
     let mut names: Vec<String> = p
         .listed
         .iter()
@@ -59,7 +48,7 @@ fn retire_adopted(s: &Session, runtime: &dyn Runtime, p: &super::Planned) -> Res
     if names.is_empty() {
         return Ok(());
     }
-    let Some(users) = runtime.users()? else {
+    let Some(users) = s.runtime()?.users()? else {
         return Ok(());
     };
     let gone = plan::prune(&p.listed, &names, usize::MAX, &users);

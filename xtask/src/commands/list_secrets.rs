@@ -47,6 +47,8 @@ pub struct Row {
     pub version: Option<u32>,
     pub age: Option<Duration>,
     pub used_by: Vec<String>,
+    /// What the store keeps besides the current version (Vault, AWS).
+    pub kept: Option<String>,
 }
 
 /// Pure: one row per manifest secret of the environment, then the extras.
@@ -109,6 +111,7 @@ pub fn rows(
                     Some(l) => l.id.clone(),
                     None => "-".into(),
                 },
+                kept: newest.and_then(|l| l.kept.clone()),
                 version: newest.and_then(|l| l.version),
                 age: newest.and_then(|l| l.created).and_then(time::age),
                 used_by,
@@ -202,7 +205,10 @@ pub fn run(root: &Path, e: &EnvArgs, json: bool) -> Result<()> {
                 } else {
                     r.used_by.join(",")
                 },
-                r.location.clone(),
+                match &r.kept {
+                    Some(k) => format!("{} ({k})", r.location),
+                    None => r.location.clone(),
+                },
             ]
         })
         .collect();
@@ -231,6 +237,7 @@ fn print_json(s: &Session, rows: &[Row]) -> Result<()> {
                 "version": r.version,
                 "age_seconds": r.age.map(|a| a.as_secs()),
                 "used_by": r.used_by,
+                "kept": r.kept,
             })
         })
         .collect();
@@ -253,6 +260,7 @@ mod tests {
             fingerprint: fp.into(),
             created: None,
             fix: None,
+            kept: None,
         }
     }
 

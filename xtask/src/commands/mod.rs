@@ -6,6 +6,7 @@ mod adopt_secrets;
 mod backup_secrets;
 mod check;
 mod completions;
+mod deliver;
 mod deploy;
 mod generate_secret;
 mod list_secrets;
@@ -333,13 +334,6 @@ impl Session {
             &Change::of_steps(&done),
             err,
         ))
-    }
-
-    /// Whether the runtime gets its secrets from the store (compose files,
-    /// swarm and k8s are inside their runtime). Vault and AWS are read by the
-    /// services at run time, through the reader, so nothing is deployed for them.
-    pub fn store_feeds_runtime(&self) -> bool {
-        self.env.store.is_runtime()
     }
 
     /// Secret → stored identity for a deploy, refusing when the store is not

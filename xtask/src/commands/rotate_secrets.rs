@@ -19,6 +19,7 @@ use crate::{
     resolve,
     runtime::DeployOptions,
     secret::SecretValue,
+    store::Delivery,
 };
 
 const COMMAND: &str = "rotate-secrets";
@@ -203,6 +204,7 @@ pub fn expected_prune(listed: &[Stored], plan: &[Step], keep: usize) -> Vec<Step
             fingerprint: String::new(),
             created: None,
             fix: None,
+            kept: None,
         });
     }
     let names: Vec<String> = plan.iter().map(|st| st.secret.clone()).collect();
@@ -222,12 +224,24 @@ fn print_rest_of_plan(s: &Session, plan: &[Step], listed: &[Stored], a: &RotateA
             );
         }
     }
-    if !s.store_feeds_runtime() {
-        println!(
-            "the {} store keeps the versions itself: nothing to redeploy or prune",
-            s.store.kind()
-        );
-        return;
+    match s.store.delivery() {
+        Ok(Delivery::Reader(_)) => {
+            println!(
+                "the {} store keeps the versions itself; services read the new value at run time through the secrets reader: nothing to redeploy or prune",
+                s.store.kind()
+            );
+            return;
+        }
+        Ok(Delivery::Fetch) => {
+            println!(
+                "would copy the new versions from the {} store into {}'s own secrets, redeploy and wait up to {}s for it to converge",
+                s.store.kind(),
+                s.env.runtime,
+                a.timeout.as_secs()
+            );
+            return;
+        }
+        Ok(Delivery::Runtime) | Err(_) => {}
     }
     println!(
         "would redeploy {} on {} with the new versions and wait up to {}s for it to converge",
@@ -322,26 +336,36 @@ fn execute(s: &Session, plan: &[Step], a: &RotateArgs) -> Result<()> {
     for st in &steps {
         current.insert(st.secret.clone(), st.id.clone());
     }
-    if !s.store_feeds_runtime() {
-        println!(
-            "the {} store keeps the versions itself; services read the new value at run time (nothing to redeploy or prune)",
-            s.store.kind()
-        );
-        return done(s, &steps);
-    }
     let deployed: Vec<Change> = steps
         .iter()
         .map(|st| Change::new(&st.secret, "deploy", st.version))
         .collect();
+    let opts = DeployOptions {
+        dry_run: false,
+        timeout: a.timeout,
+        reader: None,
+    };
+    match s.store.delivery()? {
+        Delivery::Runtime => {}
+        Delivery::Fetch => {
+            // The new versions are in the store: deliver them like a deploy.
+            let after = s.plan(&r)?;
+            s.audited(COMMAND, &deployed, || {
+                super::deliver::deploy(s, &r, &after, &opts)
+            })?;
+            return done(s, &steps);
+        }
+        Delivery::Reader(_) => {
+            println!(
+                "the {} store keeps the versions itself; services read the new value at run time through the secrets reader, within its cache time (SECRETS_CACHE_SECONDS, default 60 s); nothing to redeploy",
+                s.store.kind()
+            );
+            return done(s, &steps);
+        }
+    }
     let runtime = s.audited(COMMAND, &deployed, || {
         let runtime = s.runtime()?;
-        runtime.deploy(
-            &current,
-            &DeployOptions {
-                dry_run: false,
-                timeout: a.timeout,
-            },
-        )?;
+        runtime.deploy(&current, &opts)?;
         Ok(runtime)
     })?;
     if let Some(users) = runtime.users()? {
@@ -506,6 +530,7 @@ template = "x://{user}:{pw}@h"
             fingerprint: String::new(),
             created: None,
             fix: None,
+            kept: None,
         };
         let step = Step {
             secret: "pw".into(),

@@ -624,6 +624,7 @@ mod tests {
             fingerprint: fp.into(),
             created,
             fix: None,
+            kept: None,
         }
     }
 

@@ -72,6 +72,29 @@ impl ComposeRuntime {
     fn project(&self) -> String {
         format!("{}-{}", self.manifest.project, self.env)
     }
+
+    /// For `delivery = "reader"`: the compose file mounting the credential
+    /// (from `secrets/<env>/`) instead of the stored secrets; on a dry run
+    /// it is printed instead.
+    fn render_reader(&self, opts: &DeployOptions) -> Result<Option<super::RenderedFile>> {
+        let Some(r) = &opts.reader else {
+            return Ok(None);
+        };
+        let shown = self.file.display().to_string();
+        let text = std::fs::read_to_string(self.root.join(&self.file))
+            .with_context(|| format!("cannot read {shown}"))?;
+        let def = serde_norway::from_str(&format!(
+            "file: ${{XTASK_SECRETS_DIR:?set by cargo xtask deploy}}/{}\n",
+            r.credential
+        ))?;
+        let text = stackfile::for_reader(&text, &super::swarm::reader_edit(r, def))
+            .with_context(|| format!("in {shown}"))?;
+        if opts.dry_run {
+            println!("with the compose file for reader delivery:\n{text}");
+            return Ok(None);
+        }
+        super::RenderedFile::write(&self.root, &self.file, &text).map(Some)
+    }
 }
 
 impl Runtime for ComposeRuntime {
@@ -106,7 +129,11 @@ impl Runtime for ComposeRuntime {
         let dir = secrets_dir(&self.root, &self.env);
         let dir_s = dir.to_string_lossy().into_owned();
         let project = self.project();
-        let file = self.file.to_string_lossy().into_owned();
+        let rendered = self.render_reader(opts)?;
+        let file = match &rendered {
+            Some(f) => f.shown.clone(),
+            None => self.file.to_string_lossy().into_owned(),
+        };
         let envs = [
             ("XTASK_SECRETS_DIR", dir_s.as_str()),
             ("XTASK_ENV", self.env.as_str()),

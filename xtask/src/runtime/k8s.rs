@@ -533,6 +533,9 @@ impl Runtime for K8sRuntime {
     }
 
     fn deploy(&self, current: &BTreeMap<String, String>, opts: &DeployOptions) -> Result<()> {
+        if opts.reader.is_some() {
+            bail!("{}", super::K8S_READER);
+        }
         let files = self.load()?;
         let parsed = self.parsed(&files)?;
         let problems = self.check()?;

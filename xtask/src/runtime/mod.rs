@@ -24,6 +24,56 @@ use crate::{
 pub struct DeployOptions {
     pub dry_run: bool,
     pub timeout: Duration,
+    /// `delivery = "reader"`: services read the store at run time instead of
+    /// mounting these secrets.
+    pub reader: Option<ReaderDeploy>,
+}
+
+/// Why the k8s runtime refuses reader delivery (checked before anything changes).
+pub const K8S_READER: &str = "delivery = \"reader\" is not supported on the k8s runtime yet (its manifests would need the variables and a Secret volume per Deployment); use delivery = \"fetch\", which copies the values into Kubernetes Secrets";
+
+/// What a runtime changes in its deploy file for `delivery = "reader"`.
+#[derive(Debug, Clone)]
+pub struct ReaderDeploy {
+    /// The manifest's secrets, no longer mounted.
+    pub secrets: Vec<String>,
+    /// The variables each reading service gets (no values).
+    pub vars: Vec<(String, String)>,
+    /// The credential's file secret, mounted instead.
+    pub credential: String,
+}
+
+/// A deploy file written for one run next to the original (so relative
+/// paths keep their meaning), 0600, removed when dropped.
+pub struct RenderedFile {
+    pub path: std::path::PathBuf,
+    /// As the runtime's command line names it (relative to the root).
+    pub shown: String,
+}
+
+impl RenderedFile {
+    pub fn write(root: &Path, original: &Path, text: &str) -> Result<RenderedFile> {
+        let name = original
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let rel = original.with_file_name(format!(
+            ".{name}.reader-{}.yml",
+            crate::secret::random_u64()
+        ));
+        let path = root.join(&rel);
+        crate::fsutil::write_atomic(&path, text.as_bytes(), 0o600, None)?;
+        Ok(RenderedFile {
+            path,
+            shown: rel.display().to_string(),
+        })
+    }
+}
+
+impl Drop for RenderedFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 pub trait Runtime {

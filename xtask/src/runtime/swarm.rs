@@ -219,6 +219,27 @@ impl Runtime for SwarmRuntime {
         }
         let vars = stack_vars(&self.env, current);
         let stack = self.stack();
+        let (text, rendered) = match &opts.reader {
+            None => (text, None),
+            Some(r) => {
+                let var = format!("XTASK_SECRET_{}", r.credential.to_ascii_uppercase());
+                let def = serde_norway::from_str(&format!(
+                    "external: true\nname: ${{{var}:?set by cargo xtask deploy}}\n"
+                ))?;
+                let text = stackfile::for_reader(&text, &reader_edit(r, def))
+                    .with_context(|| format!("in {shown}"))?;
+                let f = match opts.dry_run {
+                    true => None,
+                    false => Some(super::RenderedFile::write(
+                        &self.root,
+                        &self.stack_file,
+                        &text,
+                    )?),
+                };
+                (text, f)
+            }
+        };
+        let shown = rendered.as_ref().map_or(shown, |f| f.shown.clone());
         if opts.dry_run {
             println!("would run: docker stack deploy -c {shown} {stack}");
             println!(
@@ -250,6 +271,19 @@ impl Runtime for SwarmRuntime {
             )
             .map_err(|e| self.docker.swarm_diagnose(e))?;
         self.wait_converged(&stack, started, opts.timeout)
+    }
+}
+
+/// The edit of a compose-format file for `delivery = "reader"`.
+pub fn reader_edit(
+    r: &super::ReaderDeploy,
+    definition: serde_norway::Value,
+) -> stackfile::ReaderEdit<'_> {
+    stackfile::ReaderEdit {
+        secrets: &r.secrets,
+        vars: &r.vars,
+        credential: &r.credential,
+        definition,
     }
 }
 

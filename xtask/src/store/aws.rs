@@ -33,8 +33,12 @@
 //! [`AwsStore::delete`] then passes `--force-delete-without-recovery`.
 //!
 //! IAM permissions the tool needs: `secretsmanager:ListSecrets`,
-//! `CreateSecret`, `PutSecretValue`, `TagResource`, `DeleteSecret` on
-//! `arn:aws:secretsmanager:*:*:secret:<prefix>/*`.
+//! `CreateSecret`, `PutSecretValue`, `TagResource`, `DeleteSecret`, and for
+//! `delivery = "fetch"` deploys `BatchGetSecretValue` and `GetSecretValue`,
+//! on `arn:aws:secretsmanager:*:*:secret:<prefix>/*` (`ListSecrets` and
+//! `BatchGetSecretValue` on `*`). `delivery`, `service_credentials_file` and
+//! `service_endpoint_url` are read here and acted on by `deploy` (see
+//! [`super::Delivery`]).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -45,7 +49,7 @@ use std::{
 use anyhow::{Result, anyhow, bail};
 use serde_json::{Value, json};
 
-use super::{Item, Scope, SecretStore};
+use super::{Access, Delivery, Item, Scope, SecretStore};
 use crate::{
     manifest::BackendKind,
     plan::{Action, Naming, Step, Stored},
@@ -63,6 +67,8 @@ const PARALLEL: usize = 8;
 /// The settings key `remove-secrets --force` sets for one run: delete with no
 /// recovery window. Not meant for the manifest.
 pub const FORCE_KEY: &str = "force_delete_without_recovery";
+/// `batch-get-secret-value` takes at most 20 names per call.
+pub const BATCH: usize = 20;
 /// What the operator runs when a secret is scheduled for deletion.
 const RESTORE: &str = "aws secretsmanager restore-secret --secret-id";
 
@@ -75,6 +81,11 @@ pub struct Settings {
     pub endpoint_url: Option<String>,
     pub recovery_days: usize,
     pub force_delete: bool,
+    /// `delivery = "reader"`, with `service_credentials_file` and
+    /// `service_endpoint_url` (what the services use, if not `endpoint_url`).
+    pub reader: bool,
+    pub service_credentials_file: Option<String>,
+    pub service_endpoint_url: Option<String>,
 }
 
 /// Reads the settings table; `var` looks up the process environment (a
@@ -99,6 +110,9 @@ pub fn settings(
             .or_else(|| from_env(&["AWS_ENDPOINT_URL"])),
         recovery_days: t.opt_usize("recovery_days")?.unwrap_or(30),
         force_delete: t.opt_bool(FORCE_KEY)?.unwrap_or(false),
+        reader: super::delivery_mode(&mut t, &format!("[environments.{}.aws]", env.name))?,
+        service_credentials_file: t.opt_str("service_credentials_file")?,
+        service_endpoint_url: t.opt_str("service_endpoint_url")?,
     };
     t.finish()?;
     let at = format!("[environments.{}.aws]", env.name);
@@ -248,12 +262,63 @@ pub fn parse_listing(text: &str, project: &str, env: &str, prefix: &str) -> Resu
                     .to_string(),
                 created,
                 fix: None,
+                kept: Some(
+                    if has_previous {
+                        "AWSCURRENT, and AWSPREVIOUS for rollback"
+                    } else {
+                        "AWSCURRENT only"
+                    }
+                    .to_string(),
+                ),
             },
             has_previous,
             deleted: !s["DeletedDate"].is_null(),
         });
     }
     Ok(out)
+}
+
+/// Secret names with their values.
+pub type Named = Vec<(String, SecretValue)>;
+
+/// Parses `batch-get-secret-value` JSON: name and value of each secret
+/// found, and the names AWS reported errors for (with AWS's message).
+pub fn parse_batch(text: &str) -> Result<(Named, Vec<String>)> {
+    use base64::Engine as _;
+    let mut doc: Value = serde_json::from_str(text).map_err(|e| {
+        anyhow!("cannot read the output of `aws secretsmanager batch-get-secret-value`: {e}")
+    })?;
+    let mut found = Vec::new();
+    for v in doc["SecretValues"].as_array_mut().into_iter().flatten() {
+        let name = v["Name"].as_str().unwrap_or_default().to_string();
+        let value = match (v["SecretString"].take(), v["SecretBinary"].take()) {
+            (Value::String(s), _) => SecretValue::from_string(s),
+            (_, Value::String(b)) => {
+                let b = zeroize::Zeroizing::new(b);
+                SecretValue::new(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b.as_bytes())
+                        .map_err(|_| anyhow!("{name}: SecretBinary is not base64"))?,
+                )
+            }
+            _ => bail!("{name}: the answer holds neither SecretString nor SecretBinary"),
+        };
+        found.push((name, value));
+    }
+    let errors = doc["Errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            format!(
+                "{}: {} {}",
+                e["SecretId"].as_str().unwrap_or("?"),
+                e["ErrorCode"].as_str().unwrap_or(""),
+                e["Message"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    Ok((found, errors))
 }
 
 /// The CLI's failure in the operator's terms: what is wrong and what to do.
@@ -304,7 +369,7 @@ pub fn diagnose(what: &str, id: &str, stderr: &str) -> anyhow::Error {
         "invalidclienttokenid",
     ]) {
         return anyhow!(
-            "AWS refused access ({first}); the identity needs secretsmanager:ListSecrets, CreateSecret, PutSecretValue, TagResource and DeleteSecret on the secrets under this prefix (check `aws sts get-caller-identity` and the IAM policy)"
+            "AWS refused access ({first}); the identity needs secretsmanager:ListSecrets, CreateSecret, PutSecretValue, TagResource and DeleteSecret (and BatchGetSecretValue, GetSecretValue to deploy with delivery = \"fetch\") on the secrets under this prefix (check `aws sts get-caller-identity` and the IAM policy)"
         );
     }
     if has(&["scheduled for deletion", "marked for deletion"]) {
@@ -530,6 +595,95 @@ impl SecretStore for AwsStore {
             .filter(|l| !l.deleted)
             .map(|l| l.stored)
             .collect())
+    }
+
+    fn delivery(&self) -> Result<Delivery> {
+        let s = &self.settings;
+        if !s.reader {
+            return Ok(Delivery::Fetch);
+        }
+        let at = format!("[environments.{}.aws]", self.env);
+        let Some(file) = &s.service_credentials_file else {
+            bail!(
+                "in {at}: delivery = \"reader\" needs `service_credentials_file`, an AWS shared-credentials file (mode 0600, outside git) with a [default] profile for an identity that may only read these secrets (secretsmanager:GetSecretValue on {}/*)",
+                s.prefix
+            );
+        };
+        let Some(region) = &s.region else {
+            bail!("in {at}: delivery = \"reader\" needs a region for the services: set `region`");
+        };
+        let mut vars = vec![
+            ("SECRETS_AWS_PREFIX".to_string(), s.prefix.clone()),
+            ("AWS_REGION".to_string(), region.clone()),
+            ("SECRETS_ORDER".to_string(), "aws".to_string()),
+        ];
+        if let Some(e) = s.service_endpoint_url.as_ref().or(s.endpoint_url.as_ref()) {
+            vars.push(("AWS_ENDPOINT_URL_SECRETS_MANAGER".to_string(), e.clone()));
+        }
+        Ok(Delivery::Reader(Access {
+            vars,
+            credential: "aws_credentials".into(),
+            credential_var: "AWS_SHARED_CREDENTIALS_FILE".into(),
+            credential_file: file.into(),
+            credential_key: format!("service_credentials_file in {at}"),
+            operator_credential: std::env::var("AWS_SECRET_ACCESS_KEY")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(|v| SecretValue::new(v.into_bytes())),
+        }))
+    }
+
+    /// `batch-get-secret-value`, 20 names a call, the calls in parallel.
+    fn fetch(&self, listed: &[&Stored]) -> Result<Vec<(String, SecretValue)>> {
+        let chunks: Vec<&[&Stored]> = listed.chunks(BATCH).collect();
+        let found = Mutex::new(Vec::new());
+        let errors = runner::parallel(
+            &chunks,
+            PARALLEL,
+            |c| {
+                c.iter()
+                    .map(|l| l.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            },
+            |c| {
+                let mut args = vec!["batch-get-secret-value", "--secret-id-list"];
+                args.extend(c.iter().map(|l| l.id.as_str()));
+                let out = zeroize::Zeroizing::new(self.call(
+                    "batch-get-secret-value",
+                    &self.prefix_glob(),
+                    &args,
+                    None,
+                )?);
+                let (values, errs) = parse_batch(&out)?;
+                if !errs.is_empty() {
+                    bail!("{}", errs.join("; "));
+                }
+                let mut f = found.lock().map_err(|_| anyhow!("poisoned"))?;
+                for (name, v) in values {
+                    let Some(l) = c.iter().find(|l| l.id == name) else {
+                        continue;
+                    };
+                    f.push((l.secret.clone(), v));
+                }
+                Ok(())
+            },
+        );
+        if !errors.is_empty() {
+            bail!(
+                "cannot read {} batch(es) of secrets from AWS Secrets Manager (the identity needs secretsmanager:GetSecretValue too):\n  - {}",
+                errors.len(),
+                errors.join("\n  - ")
+            );
+        }
+        let found = found.into_inner().unwrap_or_default();
+        if let Some(l) = listed
+            .iter()
+            .find(|l| !found.iter().any(|(n, _)| n == &l.secret))
+        {
+            bail!("AWS Secrets Manager gave no value for {}; re-run", l.id);
+        }
+        Ok(found)
     }
 
     fn write(&self, items: &[Item]) -> Result<()> {

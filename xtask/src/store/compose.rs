@@ -152,6 +152,7 @@ impl SecretStore for FileStore {
                     (m.uid(), m.gid()),
                     self.owners.get(&name).copied(),
                 ),
+                kept: None,
                 secret: name,
             });
         }

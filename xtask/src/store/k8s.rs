@@ -139,6 +139,7 @@ pub fn parse_listing(text: &str, env: &str) -> Vec<Stored> {
                 fingerprint: fp.to_string(),
                 created: time::parse_rfc3339(rotated).or_else(|| time::parse_rfc3339(created)),
                 fix: None,
+                kept: None,
             })
         })
         .collect()

@@ -1,6 +1,7 @@
 //! Secret stores: where the values are kept (compose files, Swarm secrets,
-//! Kubernetes Secrets; Vault and AWS next). One small interface; commands plan
-//! with [`crate::plan`] and never match on the kind.
+//! Kubernetes Secrets, Vault, AWS Secrets Manager). One small interface;
+//! commands plan with [`crate::plan`] and never match on the kind. A store
+//! also says how the runtime's services get its values ([`Delivery`]).
 
 pub mod aws;
 pub mod compose;
@@ -8,9 +9,13 @@ pub mod k8s;
 pub mod swarm;
 pub mod vault;
 
-use std::{collections::BTreeMap, path::Path, time::SystemTime};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
 use crate::{
     manifest::{BackendKind, Environment, Manifest},
@@ -58,6 +63,67 @@ pub trait SecretStore: Naming {
     /// What `--dry-run` shows beyond the plan (values redacted), if anything.
     fn preview(&self, _steps: &[Step]) -> Option<String> {
         None
+    }
+    /// How the runtime's services get the values (see [`Delivery`]).
+    fn delivery(&self) -> Result<Delivery> {
+        Ok(Delivery::Runtime)
+    }
+    /// Reads the values of these listed versions, for `delivery = "fetch"`:
+    /// secret name and value, in memory only.
+    fn fetch(&self, listed: &[&Stored]) -> Result<Vec<(String, SecretValue)>> {
+        let _ = listed;
+        bail!(
+            "the {} store lives inside its runtime; deploy never reads its values",
+            self.kind()
+        )
+    }
+}
+
+/// How the services a runtime runs get a store's values.
+#[derive(Debug)]
+pub enum Delivery {
+    /// The store is the runtime's own (compose files, Swarm, Kubernetes):
+    /// deploy points the services at the current versions.
+    Runtime,
+    /// `delivery = "fetch"`: deploy reads the current values from the store
+    /// once and hands them to the runtime as its own file secrets.
+    Fetch,
+    /// `delivery = "reader"`: services read the store at run time through
+    /// the secrets reader; deploy gives them its address and a credential.
+    Reader(Access),
+}
+
+/// What a service needs to read a store at run time (`delivery = "reader"`).
+#[derive(Debug)]
+pub struct Access {
+    /// Variables each reading service gets: address, mount, prefix, order.
+    /// Never a value or a credential.
+    pub vars: Vec<(String, String)>,
+    /// The credential's file secret in the runtime (`vault_token`), mounted at
+    /// `/run/secrets/<credential>`.
+    pub credential: String,
+    /// The variable that points the reader at that file (`VAULT_TOKEN_FILE`).
+    pub credential_var: String,
+    /// The file the credential is read from, relative to the root, and the
+    /// manifest key that names it (for messages).
+    pub credential_file: PathBuf,
+    pub credential_key: String,
+    /// The operator's own credential, which must never be handed to services.
+    pub operator_credential: Option<SecretValue>,
+}
+
+/// The delivery keys of a Vault or AWS table, shared by both.
+pub const DELIVERY_FETCH: &str = "fetch";
+pub const DELIVERY_READER: &str = "reader";
+
+/// Reads `delivery` (default `fetch`) from a store's table.
+pub fn delivery_mode(t: &mut crate::manifest::Settings, at: &str) -> Result<bool> {
+    match t.opt_str("delivery")?.as_deref() {
+        None | Some(DELIVERY_FETCH) => Ok(false),
+        Some(DELIVERY_READER) => Ok(true),
+        Some(o) => bail!(
+            "in {at}: `delivery` must be \"fetch\" (deploy copies the values into the runtime) or \"reader\" (services read the store at run time); got {o:?}"
+        ),
     }
 }
 

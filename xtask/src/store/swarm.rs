@@ -94,6 +94,7 @@ pub fn parse_listing(text: &str, project: &str, env: &str) -> Vec<Stored> {
                 fingerprint: fp.to_string(),
                 created: None,
                 fix: None,
+                kept: None,
             })
         })
         .collect()

@@ -16,8 +16,10 @@
 //! back) or that was deleted lists with no fingerprint, so setup writes anew.
 //!
 //! Settings, `[environments.<env>.vault]`: `mount` (default `secret`), `prefix`
-//! (default `<project>/<env>`), `kv_version` (2, the default; 1 is refused, see
-//! below) and `address` (default `VAULT_ADDR`, else `BAO_ADDR`). The token and
+//! (default `<project>/<env>`), `kv_version` (2, the default; or 1, see
+//! below), `address` (default `VAULT_ADDR`, else `BAO_ADDR`), and the
+//! delivery keys `delivery`, `service_token_file`, `service_address` (see
+//! [`super::Delivery`]). The token and
 //! namespace come from `VAULT_TOKEN`/`BAO_TOKEN` and
 //! `VAULT_NAMESPACE`/`BAO_NAMESPACE` (else the CLI's own token helper, e.g.
 //! after `bao login`). An empty variable never wins over a set one (the bao CLI
@@ -25,17 +27,25 @@
 //! error, and the resolved values are handed to the CLI in its environment as
 //! both `VAULT_*` and `BAO_*`; the token never goes on a command line.
 //!
-//! KV v1 keeps neither versions nor metadata: the tool could only tell what it
-//! wrote by reading every value back, and a concurrent write could not be
-//! detected. So `kv_version = 1` is refused with the command that turns a v1
-//! mount into a v2 one (`kv enable-versioning`).
+//! KV v1 (`kv_version = 1`) keeps neither versions nor metadata nor
+//! check-and-set. What is lost, and how the tool makes up for it: the
+//! fingerprint, version counter and rotation time live in a sibling entry
+//! `<prefix>/.xtask/<secret>` (not secret: the fingerprint is keyed), so
+//! listing still reads no value; a write first re-reads that entry and
+//! refuses if its counter moved since the plan, which catches most
+//! concurrent writers but is not atomic as v2's `-cas` is (two writes in the
+//! same instant can both pass); only the current value exists, so there is
+//! no rollback to an older version; a value changed by hand (not through
+//! the tool) keeps its old fingerprint entry and is not seen as drift; and
+//! the reader's `vault` provider reads
+//! KV v2 only, so `delivery = "reader"` is refused (use `fetch`).
 
 use std::{sync::Mutex, time::SystemTime};
 
 use anyhow::{Result, anyhow, bail};
 use serde_json::Value;
 
-use super::{Item, Scope, SecretStore};
+use super::{Access, Delivery, Item, Scope, SecretStore};
 use crate::{
     manifest::BackendKind,
     plan::{Naming, Step, Stored},
@@ -61,6 +71,14 @@ pub struct VaultStore {
     prefix: String,
     project: String,
     env: String,
+    /// `delivery = "reader"`, with `service_token_file` and `service_address`.
+    reader: bool,
+    service_token_file: Option<String>,
+    service_address: Option<String>,
+    namespace: Option<String>,
+    token: Option<String>,
+    /// `kv_version = 1`: metadata in sibling entries, no check-and-set.
+    v1: bool,
 }
 
 /// One path segment of a KV path: letters, digits, `-`, `_`, `.`; not `.` or `..`.
@@ -140,6 +158,57 @@ pub fn parse_metadata(id: &str, secret: &str, json: &str) -> Result<Stored> {
         },
         created,
         fix: None,
+        kept: Some(kept_versions(d, current)),
+    })
+}
+
+/// `v3 current, 3 versions kept (at most 10)`: what Vault keeps of a secret.
+fn kept_versions(d: &Value, current: u64) -> String {
+    let alive = d["versions"].as_object().map_or(0, |m| {
+        m.values()
+            .filter(|v| {
+                v["deletion_time"].as_str().unwrap_or("").is_empty()
+                    && !v["destroyed"].as_bool().unwrap_or(false)
+            })
+            .count()
+    });
+    let max = match d["max_versions"].as_u64().unwrap_or(0) {
+        0 => "the mount's limit, 10 by default".to_string(),
+        n => n.to_string(),
+    };
+    format!("v{current} current, {alive} version(s) kept, at most {max}")
+}
+
+/// The value of `key` in `kv get -format=json` output (v2 nests it under
+/// `data.data`, v1 under `data`).
+pub fn value_from_json(json: &str, key: &str) -> Option<SecretValue> {
+    let mut v: Value = serde_json::from_str(json).ok()?;
+    let d = v.get_mut("data")?;
+    let inner = match d.get("data") {
+        Some(Value::Object(_)) => d.get_mut("data")?,
+        _ => d,
+    };
+    match inner.get_mut(key)?.take() {
+        Value::String(s) => Some(SecretValue::from_string(s)),
+        _ => None,
+    }
+}
+
+/// KV v1: the metadata entry (`kv get -format=json` of `.xtask/<secret>`,
+/// or `{}` when there is none) as a listed secret.
+pub fn parse_v1_metadata(id: &str, secret: &str, json: &str) -> Result<Stored> {
+    let v: Value =
+        serde_json::from_str(json).map_err(|e| anyhow!("cannot read the metadata of {id}: {e}"))?;
+    let d = &v["data"];
+    let meta = |k: &str| d.get(k).and_then(Value::as_str).unwrap_or("");
+    Ok(Stored {
+        id: id.to_string(),
+        secret: secret.to_string(),
+        version: Some(meta("xtask.version").parse().unwrap_or(0)),
+        fingerprint: meta("xtask.fingerprint").to_string(),
+        created: time::parse_rfc3339(meta("xtask.rotated-at")),
+        fix: None,
+        kept: Some("KV v1: the current value only, no history".into()),
     })
 }
 
@@ -168,16 +237,17 @@ impl VaultStore {
             .unwrap_or_else(|| format!("{}/{}", s.manifest.project, s.env.name));
         let kv_version = t.opt_usize("kv_version")?.unwrap_or(2);
         let address = t.opt_str("address")?;
+        let reader = super::delivery_mode(&mut t, &at)?;
+        let service_token_file = t.opt_str("service_token_file")?;
+        let service_address = t.opt_str("service_address")?;
         t.finish()?;
         check_path(&mount, &format!("in {at}: `mount`"))?;
         check_path(&prefix, &format!("in {at}: `prefix`"))?;
-        match kv_version {
-            2 => {}
-            1 => bail!(
-                "in {at}: kv_version = 1 is not supported: KV v1 keeps no versions and no metadata, so the tool could neither record what it wrote without reading every value back nor refuse a concurrent change; upgrade the mount with `bao kv enable-versioning {mount}/` (or use a KV v2 mount) and remove kv_version"
-            ),
-            n => bail!("in {at}: `kv_version` must be 2 (or 1); got {n}"),
-        }
+        let v1 = match kv_version {
+            2 => false,
+            1 => true,
+            n => bail!("in {at}: `kv_version` must be 2 (the default) or 1; got {n}"),
+        };
         let lookup = |n: &str| std::env::var(n).ok();
         let address = match address.filter(|a| !a.is_empty()) {
             Some(a) => a,
@@ -200,14 +270,21 @@ impl VaultStore {
                 envs.push((bao.to_string(), v));
             }
         }
+        let var = |k: &str| envs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         Ok(VaultStore {
             cli: find_cli()?,
+            namespace: var("VAULT_NAMESPACE"),
+            token: var("VAULT_TOKEN"),
             envs,
             address,
             mount,
             prefix,
             project: s.manifest.project.clone(),
             env: s.env.name.clone(),
+            reader,
+            service_token_file,
+            service_address,
+            v1,
         })
     }
 
@@ -298,8 +375,32 @@ impl VaultStore {
         anyhow!("`{shown}` failed: {msg}; {next}")
     }
 
+    /// KV v1: the sibling entry that holds a secret's metadata.
+    fn meta_path(&self, secret: &str) -> String {
+        format!("{}/.xtask/{secret}", self.prefix)
+    }
+
+    /// KV v1: the metadata entry as a listed secret (none yet: no fingerprint).
+    fn metadata_v1(&self, secret: &str) -> Result<Stored> {
+        let mount = self.mount_arg();
+        let path = self.meta_path(secret);
+        let args = ["kv", "get", &mount, "-format=json", &path];
+        let out = self.call(&args, None)?;
+        let json = if out.status.success() {
+            out.stdout
+        } else if out.stderr.contains("No value found") {
+            "{}".to_string()
+        } else {
+            return Err(self.diagnose(&args, &out.stderr));
+        };
+        parse_v1_metadata(&self.identity(secret, 0), secret, &json)
+    }
+
     /// The entry's metadata as a listed secret.
     fn metadata(&self, secret: &str) -> Result<Stored> {
+        if self.v1 {
+            return self.metadata_v1(secret);
+        }
         let mount = self.mount_arg();
         let path = self.path(secret);
         let out = self.checked(
@@ -309,12 +410,79 @@ impl VaultStore {
         parse_metadata(&self.identity(secret, 0), secret, &out)
     }
 
+    /// One version's value (`kv get -format=json`), from the CLI's stdout in
+    /// memory; the JSON text is wiped once parsed.
+    fn read_value(&self, secret: &str, version: Option<u32>) -> Result<SecretValue> {
+        let mount = self.mount_arg();
+        let path = self.path(secret);
+        let v = format!("-version={}", version.unwrap_or(0));
+        let mut args = vec!["kv", "get", &mount, "-format=json"];
+        if version.is_some() && !self.v1 {
+            args.push(&v);
+        }
+        args.push(&path);
+        let out = zeroize::Zeroizing::new(self.checked(&args, None)?);
+        value_from_json(&out, secret).ok_or_else(|| {
+            anyhow!(
+                "{}/{path} holds no key {secret} (written by hand?); re-run setup-secrets",
+                self.mount
+            )
+        })
+    }
+
+    /// KV v1: refuses when the metadata's counter moved since the plan,
+    /// writes the value, then the metadata entry.
+    fn write_one_v1(&self, it: &Item, version: u32, rotated_at: &str) -> Result<()> {
+        let secret = &it.step.secret;
+        let now = self.metadata_v1(secret)?.version.unwrap_or(0);
+        if now != version - 1 {
+            bail!(
+                "{secret} changed in Vault since you planned it (its counter is {now}, not {}); re-run",
+                version - 1
+            );
+        }
+        let mount = self.mount_arg();
+        let path = self.path(secret);
+        let field = format!("{secret}=-");
+        let args = ["kv", "put", &mount, &path, &field];
+        let out = self.call(&args, Some(it.value.expose()))?;
+        if !out.status.success() {
+            return Err(self.diagnose(&args, &out.stderr));
+        }
+        let meta = self
+            .meta_pairs(it, version, rotated_at)
+            .map(|(k, v)| format!("{k}={v}"));
+        let mpath = self.meta_path(secret);
+        let mut args = vec!["kv", "put", &mount, &mpath];
+        args.extend(meta.iter().map(String::as_str));
+        self.checked(&args, None).map_err(|e| {
+            e.context(format!(
+                "{secret} was written but its metadata entry was not; re-run setup-secrets (it writes the value again)"
+            ))
+        })?;
+        Ok(())
+    }
+
+    fn meta_pairs(&self, it: &Item, version: u32, rotated_at: &str) -> [(&'static str, String); 6] {
+        [
+            ("xtask.tool", super::TOOL.to_string()),
+            ("xtask.project", self.project.clone()),
+            ("xtask.environment", self.env.clone()),
+            ("xtask.fingerprint", it.fingerprint.clone()),
+            ("xtask.version", version.to_string()),
+            ("xtask.rotated-at", rotated_at.to_string()),
+        ]
+    }
+
     /// Writes one planned version with check-and-set, then its metadata.
     fn write_one(&self, it: &Item, rotated_at: &str) -> Result<()> {
         let secret = &it.step.secret;
         let Some(version) = it.step.version.filter(|v| *v >= 1) else {
             bail!("the plan for {secret} names no version to create; re-run");
         };
+        if self.v1 {
+            return self.write_one_v1(it, version, rotated_at);
+        }
         let mount = self.mount_arg();
         let cas = format!("-cas={}", version - 1);
         let path = self.path(secret);
@@ -330,15 +498,9 @@ impl VaultStore {
             }
             return Err(self.diagnose(&args, &out.stderr));
         }
-        let meta = [
-            ("xtask.tool", super::TOOL.to_string()),
-            ("xtask.project", self.project.clone()),
-            ("xtask.environment", self.env.clone()),
-            ("xtask.fingerprint", it.fingerprint.clone()),
-            ("xtask.version", version.to_string()),
-            ("xtask.rotated-at", rotated_at.to_string()),
-        ]
-        .map(|(k, v)| format!("-custom-metadata={k}={v}"));
+        let meta = self
+            .meta_pairs(it, version, rotated_at)
+            .map(|(k, v)| format!("-custom-metadata={k}={v}"));
         let mut args = vec!["kv", "metadata", "patch", &mount];
         args.extend(meta.iter().map(String::as_str));
         args.push(&path);
@@ -463,7 +625,13 @@ impl SecretStore for VaultStore {
             |s| s.id.clone(),
             |s| {
                 let path = self.path(&s.secret);
-                self.checked(&["kv", "metadata", "delete", &mount, &path], None)?;
+                if self.v1 {
+                    self.checked(&["kv", "delete", &mount, &path], None)?;
+                    let meta = self.meta_path(&s.secret);
+                    self.checked(&["kv", "delete", &mount, &meta], None)?;
+                } else {
+                    self.checked(&["kv", "metadata", "delete", &mount, &path], None)?;
+                }
                 Ok(())
             },
         );
@@ -478,16 +646,88 @@ impl SecretStore for VaultStore {
         Ok(())
     }
 
+    fn delivery(&self) -> Result<Delivery> {
+        if !self.reader {
+            return Ok(Delivery::Fetch);
+        }
+        if self.v1 {
+            bail!(
+                "in [environments.{}.vault]: delivery = \"reader\" needs KV v2 (the reader's vault provider reads v2 only); use delivery = \"fetch\" or a KV v2 mount",
+                self.env
+            );
+        }
+        let Some(file) = &self.service_token_file else {
+            bail!(
+                "in [environments.{}.vault]: delivery = \"reader\" needs `service_token_file`, a file (mode 0600, outside git) holding the token the services read with; create one with a read-only policy (deploy/vault-reader-policy.hcl), e.g. `bao token create -policy=raqeem-reader -field=token > secrets/{}.vault-token`",
+                self.env,
+                self.env
+            );
+        };
+        let mut vars = vec![
+            (
+                "VAULT_ADDR".to_string(),
+                self.service_address
+                    .clone()
+                    .unwrap_or_else(|| self.address.clone()),
+            ),
+            ("SECRETS_VAULT_MOUNT".to_string(), self.mount.clone()),
+            ("SECRETS_VAULT_PREFIX".to_string(), self.prefix.clone()),
+            ("SECRETS_ORDER".to_string(), "vault".to_string()),
+        ];
+        if let Some(ns) = &self.namespace {
+            vars.push(("VAULT_NAMESPACE".to_string(), ns.clone()));
+        }
+        Ok(Delivery::Reader(Access {
+            vars,
+            credential: "vault_token".into(),
+            credential_var: "VAULT_TOKEN_FILE".into(),
+            credential_file: file.into(),
+            credential_key: format!("service_token_file in [environments.{}.vault]", self.env),
+            operator_credential: self
+                .token
+                .as_ref()
+                .map(|t| SecretValue::new(t.as_bytes().to_vec())),
+        }))
+    }
+
+    fn fetch(&self, listed: &[&Stored]) -> Result<Vec<(String, SecretValue)>> {
+        let found = Mutex::new(Vec::new());
+        let errors = runner::parallel(
+            listed,
+            PARALLEL,
+            |l| l.id.clone(),
+            |l| {
+                let v = self.read_value(&l.secret, l.version)?;
+                found
+                    .lock()
+                    .map_err(|_| anyhow!("poisoned"))?
+                    .push((l.secret.clone(), v));
+                Ok(())
+            },
+        );
+        if !errors.is_empty() {
+            bail!(
+                "cannot read {} secret(s) from Vault:\n  - {}",
+                errors.len(),
+                errors.join("\n  - ")
+            );
+        }
+        Ok(found.into_inner().unwrap_or_default())
+    }
+
     fn preview(&self, steps: &[Step]) -> Option<String> {
         let lines: Vec<String> = steps
             .iter()
             .filter(|s| s.action.writes())
             .map(|s| {
+                let cas = match self.v1 {
+                    true => String::new(),
+                    false => format!(" -cas={}", s.version.unwrap_or(1).saturating_sub(1)),
+                };
                 format!(
-                    "{} kv put -mount={} -cas={} {} {}=-   (value on stdin)",
+                    "{} kv put -mount={}{cas} {} {}=-   (value on stdin)",
                     self.cli.name,
                     self.mount,
-                    s.version.unwrap_or(1).saturating_sub(1),
                     self.path(&s.secret),
                     s.secret
                 )
@@ -574,6 +814,10 @@ mod tests {
         let s = parse_metadata("secret/p/e/a", "a", &meta(2, "2", "")).unwrap();
         assert_eq!((s.version, s.fingerprint.as_str()), (Some(2), "fp"));
         assert_eq!(s.created, time::parse_rfc3339("2026-11-20T00:00:00Z"));
+        assert_eq!(
+            s.kept.as_deref(),
+            Some("v2 current, 1 version(s) kept, at most the mount's limit, 10 by default")
+        );
         // Written behind the tool's back: the fingerprint is not this version's.
         let s = parse_metadata("secret/p/e/a", "a", &meta(3, "2", "")).unwrap();
         assert_eq!((s.version, s.fingerprint.as_str()), (Some(3), ""));

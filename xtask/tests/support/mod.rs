@@ -331,6 +331,51 @@ pub fn probe_image() -> &'static str {
     PROBE_IMAGE
 }
 
+pub const READER_IMAGE: &str = "xtask-reader:test";
+
+/// Builds (once per test process) a `FROM scratch` image holding static
+/// `/probe` and `/show` built with the reader's `vault` and `aws` features
+/// (its own target folder, so the plain `show` of [`probe_image`] stays as
+/// it is): a container that reads Vault or Secrets Manager at run time.
+pub fn reader_image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let (probe, _) = static_binaries();
+        let src = source_root();
+        let target_dir = src.join("target/static-remote");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+                "-p",
+                "secrets-reader",
+                "--example",
+                "show",
+                "--features",
+                "vault,aws",
+            ])
+            .current_dir(&src)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "static build of show with vault,aws failed");
+        let show = target_dir.join("x86_64-unknown-linux-gnu/release/examples/show");
+        let ctx = BuildContext::new("reader");
+        std::fs::copy(probe, ctx.0.join("probe")).unwrap();
+        std::fs::copy(show, ctx.0.join("show")).unwrap();
+        ctx.build(
+            "FROM scratch\nCOPY probe show /\nENTRYPOINT [\"/probe\"]\n",
+            READER_IMAGE,
+        );
+    });
+    READER_IMAGE
+}
+
 pub const STANDIN_IMAGE: &str = "xtask-standin:test";
 
 /// The label holding the SHA-256 of the probe binary inside the stand-in image.
@@ -615,4 +660,73 @@ pub fn script_or_skip() -> bool {
         eprintln!("\n*** SKIPPED a terminal test: `script` (util-linux) is not installed ***\n");
     }
     ok
+}
+
+/// The backend's secrets in develop (every develop secret but grafana's).
+pub const BACKEND: [&str; 7] = [
+    "postgres_user",
+    "postgres_password",
+    "database_url",
+    "better_auth_secret",
+    "redis_password",
+    "jwt_secret",
+    "api_secret_key",
+];
+
+/// A compose file whose backend mounts its secrets as files (as the
+/// project's own does) and runs the probe on the host network, so a reader
+/// inside it reaches the dev server on 127.0.0.1.
+pub fn host_compose(image: &str, port: u16) -> String {
+    let mut s = format!(
+        "version: \"3.8\"\nservices:\n  backend:\n    image: {image}\n    network_mode: host\n    command: [\"serve\", \"--port\", \"{port}\", \"jwt_secret\"]\n    healthcheck:\n      test: [\"CMD\", \"/probe\", \"health\", \"--port\", \"{port}\"]\n      interval: 1s\n      retries: 20\n    secrets: [{}]\nsecrets:\n",
+        BACKEND.join(", ")
+    );
+    for n in BACKEND {
+        s.push_str(&format!(
+            "  {n}:\n    file: ${{XTASK_SECRETS_DIR:-./secrets/develop}}/{n}\n"
+        ));
+    }
+    s
+}
+
+/// Brings the compose project down whatever happens in the test.
+pub struct ComposeDown {
+    pub root: std::path::PathBuf,
+    pub project: String,
+}
+
+impl Drop for ComposeDown {
+    fn drop(&mut self) {
+        let _ = Command::new("docker-compose")
+            .args(["-p", &self.project, "-f", "docker-compose.prod.yml"])
+            .args(["down", "-t", "1", "-v"])
+            .current_dir(&self.root)
+            .env("XTASK_SECRETS_DIR", self.root.join("secrets/develop"))
+            .output();
+    }
+}
+
+/// `show NAME...` inside the project's one backend container: name, source, fingerprint.
+pub fn show_in_backend(project: &str, names: &[&str]) -> Vec<(String, String, String)> {
+    let id = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+        "--filter",
+        "label=com.docker.compose.service=backend",
+    ]);
+    let id = id.trim();
+    assert!(!id.is_empty() && !id.contains('\n'), "one backend: {id:?}");
+    let mut args = vec!["exec", id, "/show"];
+    args.extend(names);
+    let out = Command::new("docker").args(&args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(3, '\t').collect();
+            assert_eq!(f.len(), 3, "show printed {l:?}");
+            (f[0].to_string(), f[1].to_string(), f[2].to_string())
+        })
+        .collect()
 }
