@@ -28,6 +28,8 @@ pub struct SwarmRuntime {
     manifest: Manifest,
     env: String,
     stack_file: PathBuf,
+    /// More compose files merged over the stack file (`docker stack deploy -c`).
+    overrides: Vec<PathBuf>,
 }
 
 /// Swarm's rule for each top-level secret: external, named by the variable
@@ -45,15 +47,38 @@ pub fn def_problems(file: &str, stack: &StackFile) -> Vec<String> {
     out
 }
 
-/// Every disagreement between a stack file and the manifest.
+/// Every disagreement between a stack file and the manifest. A service in a
+/// secret's `kept_by` mounts `<name>_kept` (the version it started with), so
+/// rotations do not restart it; the rest of the check sees `<name>`.
 pub fn check_file(manifest: &Manifest, file: &str, stack: &StackFile) -> Vec<String> {
-    super::check_stack(
-        manifest,
-        BackendKind::Swarm,
-        file,
-        stack,
-        def_problems(file, stack),
-    )
+    let mut defs = def_problems(file, stack);
+    let mut seen = stack.clone();
+    for (svc, refs) in seen.services.iter_mut() {
+        for r in refs.iter_mut() {
+            let kept = manifest
+                .secrets
+                .iter()
+                .find(|s| s.kept_by.contains(svc) && (*r == s.name || *r == kept_key(&s.name)));
+            match kept {
+                Some(spec) if *r == spec.name => defs.push(format!(
+                    "{file}: service {svc} keeps its own copy of {0} (kept_by in deploy/secrets.toml): mount `source: {1}, target: {0}` so a rotation does not restart it",
+                    spec.name,
+                    kept_key(&spec.name)
+                )),
+                Some(spec) => *r = spec.name.clone(),
+                None => {}
+            }
+        }
+    }
+    seen.secrets.retain(|k, _| {
+        !manifest.secrets.iter().any(|s| !s.kept_by.is_empty() && *k == kept_key(&s.name))
+    });
+    super::check_stack(manifest, BackendKind::Swarm, file, &seen, defs)
+}
+
+/// The stack file's key for the version that `kept_by` services keep.
+pub fn kept_key(secret: &str) -> String {
+    format!("{secret}_kept")
 }
 
 /// `XTASK_SECRET_<NAME>` → current versioned name, and `XTASK_ENV`.
@@ -78,6 +103,11 @@ impl SwarmRuntime {
             t.opt_str("stack_file")?
                 .unwrap_or_else(|| "docker-compose.swarm.yml".into()),
         );
+        let overrides = t
+            .opt_str_list("stack_overrides")?
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
         t.finish()?;
         Ok(SwarmRuntime {
             docker: Docker::new()?,
@@ -85,6 +115,7 @@ impl SwarmRuntime {
             manifest: s.manifest.clone(),
             env: s.env.name.clone(),
             stack_file,
+            overrides,
         })
     }
 
@@ -131,6 +162,48 @@ impl SwarmRuntime {
             for s in secrets.split(',').filter(|s| !s.is_empty()) {
                 out.entry(s.to_string()).or_default().push(svc.to_string());
             }
+        }
+        Ok(out)
+    }
+
+    /// `XTASK_SECRET_<NAME>_KEPT` for each secret with `kept_by`: the version
+    /// those services run now (from their spec), or the current one for a
+    /// service not deployed yet or whose version is gone.
+    fn kept_vars(&self, current: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        for spec in self.manifest.secrets.iter().filter(|s| !s.kept_by.is_empty()) {
+            let Some(now) = current.get(&spec.name) else {
+                continue;
+            };
+            let mut kept = now.clone();
+            for svc in &spec.kept_by {
+                let name = format!("{}_{svc}", self.stack());
+                let text = self
+                    .docker
+                    .read(
+                        &[
+                            "service",
+                            "inspect",
+                            "--format",
+                            "{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{.File.Name}}={{.SecretName}},{{end}}",
+                            &name,
+                        ],
+                        "",
+                    )
+                    .unwrap_or_default();
+                let used = text
+                    .trim()
+                    .split(',')
+                    .filter_map(|p| p.split_once('='))
+                    .find(|(target, _)| *target == spec.name)
+                    .map(|(_, id)| id.to_string());
+                let exists = |id: &str| self.docker.read(&["secret", "inspect", id], "").is_ok();
+                if let Some(id) = used.filter(|id| exists(id)) {
+                    kept = id;
+                }
+            }
+            let var = format!("XTASK_SECRET_{}_KEPT", spec.name.to_ascii_uppercase());
+            out.insert(var, kept);
         }
         Ok(out)
     }
@@ -217,10 +290,15 @@ impl Runtime for SwarmRuntime {
                 problems.join("\n  - ")
             );
         }
-        let vars = stack_vars(&self.env, current);
+        let mut vars = stack_vars(&self.env, current);
+        vars.extend(self.kept_vars(current)?);
         let stack = self.stack();
+        let mut files = vec!["-c".to_string(), shown.clone()];
+        for o in &self.overrides {
+            files.extend(["-c".to_string(), o.display().to_string()]);
+        }
         if opts.dry_run {
-            println!("would run: docker stack deploy -c {shown} {stack}");
+            println!("would run: docker stack deploy {} {stack}", files.join(" "));
             println!(
                 "with the stack file resolved as:\n{}",
                 stackfile::interpolate(&text, &vars)
@@ -232,22 +310,12 @@ impl Runtime for SwarmRuntime {
         // XTASK_RESOLVE_IMAGE=never deploys locally built images with no registry.
         let resolve = std::env::var("XTASK_RESOLVE_IMAGE").unwrap_or_else(|_| "always".into());
         let envs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut args = vec!["stack", "deploy", "--resolve-image", &resolve];
+        args.extend(files.iter().map(String::as_str));
+        args.push(&stack);
         self.docker
             .tool
-            .stream(
-                &self.root,
-                &envs,
-                &[
-                    "stack",
-                    "deploy",
-                    "--resolve-image",
-                    &resolve,
-                    "-c",
-                    &shown,
-                    &stack,
-                ],
-                opts.timeout,
-            )
+            .stream(&self.root, &envs, &args, opts.timeout)
             .map_err(|e| self.docker.swarm_diagnose(e))?;
         self.wait_converged(&stack, started, opts.timeout)
     }
