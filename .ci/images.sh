@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-XTASK_IMAGE_TAG=${XTASK_IMAGE_TAG:-3}
+XTASK_IMAGE_TAG=${XTASK_IMAGE_TAG:-5}
 base="xtask-stack-base:bookworm"
 have() { docker image inspect "$1" >/dev/null 2>&1; }
 

@@ -30,6 +30,8 @@ image_of() {
 
 cleanup_job() {
   docker service rm "$tag" >/dev/null 2>&1 || true
+  # Swarm leaves a finished job's container behind; remove it where it ran here.
+  docker ps -aq --filter "label=com.docker.swarm.service.name=$tag" | xargs -r docker rm -f >/dev/null 2>&1 || true
   docker secret rm "$tag" >/dev/null 2>&1 || true
 }
 
@@ -38,14 +40,15 @@ new_value_secret() {
   docker secret create --label xtask.hook=1 "$tag" - >/dev/null
 }
 
-# run_job IMAGE SCRIPT [SECRET_ARGS...]: runs SCRIPT with bash in a one-off job
+# run_job IMAGE SCRIPT [SECRET_ARGS...]: runs SCRIPT with sh (the official
+# images are Alpine: POSIX sh and busybox tools only) in a one-off job
 # on the stack's network and waits for it; prints its output; fails with it.
 run_job() {
   local image=$1 script=$2 state="" i
   shift 2
   docker service create --quiet --detach --name "$tag" --mode replicated-job \
-    --restart-condition none --network "${stack}_default" --label xtask.hook=1 \
-    "$@" --entrypoint bash "$image" -euo pipefail -c "$script" >/dev/null
+    --restart-condition none --no-resolve-image --network "${stack}_default" --label xtask.hook=1 \
+    "$@" --entrypoint sh "$image" -euc "$script" >/dev/null
   for i in $(seq 1 240); do
     state=$(docker service ps --no-trunc --format '{{.CurrentState}}' "$tag" 2>/dev/null | head -1)
     case "$state" in Complete*|Failed*|Rejected*) break ;; esac

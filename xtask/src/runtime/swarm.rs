@@ -81,7 +81,8 @@ pub fn kept_key(secret: &str) -> String {
     format!("{secret}_kept")
 }
 
-/// `XTASK_SECRET_<NAME>` → current versioned name, and `XTASK_ENV`.
+/// `XTASK_SECRET_<NAME>` → current versioned name, and `XTASK_ENV`
+/// (`deploy` adds `XTASK_PROJECT`).
 pub fn stack_vars(env: &str, current: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     let mut vars: BTreeMap<String, String> = current
         .iter()
@@ -291,6 +292,7 @@ impl Runtime for SwarmRuntime {
             );
         }
         let mut vars = stack_vars(&self.env, current);
+        vars.insert("XTASK_PROJECT".into(), self.manifest.project.clone());
         vars.extend(self.kept_vars(current)?);
         let stack = self.stack();
         let mut files = vec!["-c".to_string(), shown.clone()];
