@@ -52,6 +52,7 @@ build_one() { # NAME DIR: docker build DIR as xtask-stack-NAME:TAG from the base
 }
 
 t0=$(date +%s)
+printf "\n== stack test images (PostgreSQL, Redis, nginx from Debian)\n"
 build_base
 for d in .ci/images/*/; do
   [ -d "$d" ] || continue

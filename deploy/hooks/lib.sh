@@ -6,11 +6,16 @@
 # which the hook gets on stdin, reaches the job through a temporary secret that
 # is removed with the job.
 #
-# From rotate-secrets: XTASK_PROJECT, XTASK_ENV, XTASK_SECRET, XTASK_PHASE
+# From rotate-secrets: XTASK_PROJECT, XTASK_ENV, XTASK_RUNTIME, XTASK_SECRET, XTASK_PHASE
 # (before: the old versions are live; after: the new ones are, rollout done)
 # and XTASK_ID_<NAME> (the live version of each secret, e.g.
 # raqeem_production_redis_password_v3).
 set -euo pipefail
+
+if [ "${XTASK_RUNTIME:-swarm}" != swarm ]; then
+  echo "warning: $(basename "$0") changes ${XTASK_SECRET:-the secret} on the swarm runtime only; ${XTASK_ENV:-this environment} runs on ${XTASK_RUNTIME}, where the server keeps the old value: recreate its data volume after this rotation (e.g. docker-compose down -v)" >&2
+  exit 0
+fi
 
 stack="${XTASK_PROJECT:?run by cargo xtask rotate-secrets}-${XTASK_ENV:?run by cargo xtask rotate-secrets}"
 tag="xtask-hook-$$-${RANDOM}"

@@ -19,12 +19,8 @@ fn public_key(openssl: &Tool, args: &[&str], pem: &SecretValue, what: &str) -> R
 /// Fails unless `key` is the private key of `cert`. `names` are the two
 /// secrets' names, for the message.
 pub fn check(cert: &SecretValue, key: &SecretValue, names: (&str, &str)) -> Result<()> {
-    let openssl = Tool::find(
-        "openssl",
-        "OPENSSL",
-        "install it (apt-get install openssl)",
-    )
-    .context("checking that the TLS key matches its certificate")?;
+    let openssl = Tool::find("openssl", "OPENSSL", "install it (apt-get install openssl)")
+        .context("checking that the TLS key matches its certificate")?;
     let from_cert = public_key(&openssl, &["x509", "-noout", "-pubkey"], cert, names.0)?;
     let from_key = public_key(&openssl, &["pkey", "-pubout"], key, names.1)?;
     if from_cert.trim() != from_key.trim() {

@@ -87,7 +87,10 @@ fn images() -> [String; 3] {
 /// Builds the images with `.ci/images.sh` when one is missing (CI builds them
 /// before the tests; a first local build takes a few minutes).
 fn ensure_images(e: &Engine) {
-    if images().iter().all(|i| e.out(&["image", "inspect", i]).status.success()) {
+    if images()
+        .iter()
+        .all(|i| e.out(&["image", "inspect", i]).status.success())
+    {
         return;
     }
     eprintln!("building the stack images with .ci/images.sh (a few minutes, once)");
@@ -127,6 +130,7 @@ struct Stack {
     repo: TempRepo,
     project: String,
     engine: Engine,
+    port: String,
 }
 
 impl Stack {
@@ -146,10 +150,13 @@ impl Stack {
         assert!(manifest.contains(&project) && manifest.contains("stack-test.yml"));
         repo.write("deploy/secrets.toml", &manifest);
         repo.write("stack-test.yml", &override_file(pin));
+        let port =
+            (20000 + u32::from_str_radix(&id[id.len() - 4..], 16).unwrap_or(0) % 20000).to_string();
         Stack {
             repo,
             project,
             engine,
+            port,
         }
     }
 
@@ -164,6 +171,8 @@ impl Stack {
     fn xtask(&self, args: &[&str]) -> support::Run {
         let mut c = self.repo.xtask(args);
         c.env("XTASK_RESOLVE_IMAGE", "never");
+        // The ingress port is swarm-wide: one of its own per test stack.
+        c.env("NGINX_HTTPS_PORT", &self.port);
         if let Some(h) = &self.engine.host {
             c.env("DOCKER_HOST", h);
         }
@@ -242,10 +251,7 @@ impl Stack {
 
     fn pg_accepts(&self, user: &str, password: &str) -> (bool, String) {
         let db = format!("{}_{ENV}", self.project);
-        self.check(
-            "pg",
-            &[("db", &db), ("user", user), ("password", password)],
-        )
+        self.check("pg", &[("db", &db), ("user", user), ("password", password)])
     }
 
     fn redis_accepts(&self, password: &str) -> (bool, String) {
@@ -271,7 +277,13 @@ impl Drop for Stack {
             }
             thread::sleep(Duration::from_millis(500));
         }
-        let secrets = e.out(&["secret", "ls", "-q", "--filter", &format!("label=xtask.project={p}")]);
+        let secrets = e.out(&[
+            "secret",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=xtask.project={p}"),
+        ]);
         let ids: Vec<String> = String::from_utf8_lossy(&secrets.stdout)
             .split_whitespace()
             .map(String::from)
@@ -288,8 +300,8 @@ impl Drop for Stack {
 }
 
 fn write_0600(path: &Path, text: &str) {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -308,7 +320,9 @@ fn random_value(len: usize) -> String {
         .read_exact(&mut buf)
         .unwrap();
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    buf.iter().map(|b| A[*b as usize % A.len()] as char).collect()
+    buf.iter()
+        .map(|b| A[*b as usize % A.len()] as char)
+        .collect()
 }
 
 fn env_map(text: &str) -> BTreeMap<String, String> {
@@ -324,7 +338,14 @@ fn new_pair(dir: &Path, name: &str) {
     let key = dir.join(format!("{name}.key"));
     let crt = dir.join(format!("{name}.crt"));
     let st = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
         .args(["-nodes", "-days", "2", "-subj"])
         .arg(format!("/CN=stack-test-{name}"))
         .arg("-keyout")
@@ -498,9 +519,15 @@ impl StackName {
 }
 
 /// The env file's values and the base64 lines of the PEM files it names.
+/// Not the user name: PostgreSQL names the role and database of each
+/// connection in its process title (`postgres: user db host`) whatever
+/// `update_process_title` says; every password, key, URL and PEM is checked.
 fn needles_of(env: &BTreeMap<String, String>, secrets_dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     for (k, v) in env {
+        if k == "POSTGRES_USER" {
+            continue;
+        }
         if k.starts_with("SSL_") {
             let pem = std::fs::read_to_string(secrets_dir.join(v)).unwrap_or_default();
             out.extend(
@@ -543,8 +570,16 @@ fn rotate_under_load(s: &Stack, engines: &[Engine], label: &str, args: &[&str]) 
     );
     let run = run.ok();
     assert!(bad.is_empty(), "{label}: {bad:?}");
-    assert_eq!(failed, 0, "{label}: failed requests:\n{failures}\n{}", run.all());
-    assert!(requests > 0 && ok == requests, "{label}: no requests were made");
+    assert_eq!(
+        failed,
+        0,
+        "{label}: failed requests:\n{failures}\n{}",
+        run.all()
+    );
+    assert!(
+        requests > 0 && ok == requests,
+        "{label}: no requests were made"
+    );
     let services = updated_services(s, started);
     Case {
         label: label.to_string(),
@@ -574,13 +609,24 @@ fn updated_services(s: &Stack, started: std::time::SystemTime) -> Vec<String> {
     ]);
     let mut out = Vec::new();
     for svc in ls.lines() {
-        let done = e.ok(&["service", "inspect", "--format", "{{if .UpdateStatus}}{{.UpdateStatus.CompletedAt}}{{end}}", svc]);
+        let done = e.ok(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{if .UpdateStatus}}{{.UpdateStatus.CompletedAt}}{{end}}",
+            svc,
+        ]);
         let done = done.trim();
         let at = Command::new("date")
             .args(["-d", done.split(" +").next().unwrap_or(done), "+%s"])
             .output()
             .ok()
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u64>().ok());
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            });
         if at.is_some_and(|t| t >= since) {
             out.push(svc.to_string());
         }
@@ -617,42 +663,95 @@ fn exercise(s: &Stack, engines: &[Engine]) -> Vec<Case> {
     }
     .scan(engines, &s.needles());
     assert!(bad.is_empty(), "before any rotation: {bad:?}");
-    assert!(before_scans > 5, "too few container processes seen: {before_scans}");
+    assert!(
+        before_scans > 5,
+        "too few container processes seen: {before_scans}"
+    );
     let mut cases = Vec::new();
 
     let old = s.env();
-    cases.push(rotate_under_load(s, engines, "postgres_password", &["--secret", "postgres_password"]));
+    cases.push(rotate_under_load(
+        s,
+        engines,
+        "postgres_password",
+        &["--secret", "postgres_password"],
+    ));
     let new = s.env();
-    assert_ne!(old["POSTGRES_USER"], new["POSTGRES_USER"], "the user alternates");
-    assert!(s.pg_accepts(&new["POSTGRES_USER"], &new["POSTGRES_PASSWORD"]).0);
+    assert_ne!(
+        old["POSTGRES_USER"], new["POSTGRES_USER"],
+        "the user alternates"
+    );
+    assert!(
+        s.pg_accepts(&new["POSTGRES_USER"], &new["POSTGRES_PASSWORD"])
+            .0
+    );
     let (ok, why) = s.pg_accepts(&old["POSTGRES_USER"], &old["POSTGRES_PASSWORD"]);
-    assert!(!ok && why.contains("password authentication failed"), "old PostgreSQL credentials: {why}");
+    assert!(
+        !ok && why.contains("password authentication failed"),
+        "old PostgreSQL credentials: {why}"
+    );
 
     let old = s.env();
-    cases.push(rotate_under_load(s, engines, "redis_password", &["--secret", "redis_password"]));
+    cases.push(rotate_under_load(
+        s,
+        engines,
+        "redis_password",
+        &["--secret", "redis_password"],
+    ));
     let new = s.env();
     assert!(s.redis_accepts(&new["REDIS_PASSWORD"]).0);
     let (ok, why) = s.redis_accepts(&old["REDIS_PASSWORD"]);
-    assert!(!ok && why.contains("WRONGPASS"), "old Redis password: {why}");
+    assert!(
+        !ok && why.contains("WRONGPASS"),
+        "old Redis password: {why}"
+    );
 
     // The TLS pair: a new certificate alone does not match the key and is refused.
     let tls = s.repo.path("secrets/tls");
     new_pair(&tls, "b");
     s.set_env("SSL_CERTIFICATE", "tls/b.crt");
-    let refused = s.xtask(&["rotate-secrets", ENV, "--secret", "ssl_certificate"]).fails();
-    assert!(refused.all().contains("ssl_private_key is not the private key of ssl_certificate"), "{}", refused.all());
+    let refused = s
+        .xtask(&["rotate-secrets", ENV, "--secret", "ssl_certificate"])
+        .fails();
+    assert!(
+        refused
+            .all()
+            .contains("ssl_private_key is not the private key of ssl_certificate"),
+        "{}",
+        refused.all()
+    );
     s.set_env("SSL_PRIVATE_KEY", "tls/b.key");
-    cases.push(rotate_under_load(s, engines, "ssl_certificate+ssl_private_key", &["--secret", "ssl_certificate", "--secret", "ssl_private_key"]));
-    assert_eq!(s.served_fingerprint(), fingerprint(&tls.join("b.crt")), "nginx serves the new certificate");
+    cases.push(rotate_under_load(
+        s,
+        engines,
+        "ssl_certificate+ssl_private_key",
+        &["--secret", "ssl_certificate", "--secret", "ssl_private_key"],
+    ));
+    assert_eq!(
+        s.served_fingerprint(),
+        fingerprint(&tls.join("b.crt")),
+        "nginx serves the new certificate"
+    );
 
     let old = s.env();
     cases.push(rotate_under_load(s, engines, "--all", &["--all"]));
     let new = s.env();
-    for k in ["POSTGRES_PASSWORD", "REDIS_PASSWORD", "JWT_SECRET", "GRAFANA_ADMIN_PASSWORD"] {
+    for k in [
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "JWT_SECRET",
+        "GRAFANA_ADMIN_PASSWORD",
+    ] {
         assert_ne!(old[k], new[k], "{k} rotated");
     }
-    assert!(!s.pg_accepts(&old["POSTGRES_USER"], &old["POSTGRES_PASSWORD"]).0);
-    assert!(s.pg_accepts(&new["POSTGRES_USER"], &new["POSTGRES_PASSWORD"]).0);
+    assert!(
+        !s.pg_accepts(&old["POSTGRES_USER"], &old["POSTGRES_PASSWORD"])
+            .0
+    );
+    assert!(
+        s.pg_accepts(&new["POSTGRES_USER"], &new["POSTGRES_PASSWORD"])
+            .0
+    );
     assert!(!s.redis_accepts(&old["REDIS_PASSWORD"]).0);
     assert!(s.redis_accepts(&new["REDIS_PASSWORD"]).0);
     check_grafana(s, engines, &new["GRAFANA_ADMIN_PASSWORD"]);
@@ -662,7 +761,9 @@ fn exercise(s: &Stack, engines: &[Engine]) -> Vec<Case> {
     }
     .scan(engines, &s.needles());
     assert!(bad.is_empty(), "after the rotations: {bad:?}");
-    println!("command lines: {before_scans} processes before, {after} after the rotations: no secret value");
+    println!(
+        "command lines: {before_scans} processes before, {after} after the rotations: no secret value"
+    );
     cases
 }
 
@@ -675,7 +776,11 @@ fn check_grafana(s: &Stack, engines: &[Engine], password: &str) {
         let task = e.ok(&["ps", "-q", "--filter", &label]);
         if let Some(id) = task.split_whitespace().next() {
             let stored = e.ok(&["exec", id, "cat", "/var/lib/grafana/admin-password.sha256"]);
-            assert_eq!(stored.trim(), sha256(password), "grafana cli got the new password on stdin");
+            assert_eq!(
+                stored.trim(),
+                sha256(password),
+                "grafana cli got the new password on stdin"
+            );
             return;
         }
     }
@@ -700,7 +805,10 @@ fn sha256(v: &str) -> String {
 
 fn figures(title: &str, e: &Engine, cases: &[Case]) {
     println!("\n{title}");
-    println!("{:<34} {:>8} {:>8} {:>8}  {:>9} {:>9} {:>7}  services", "CASE", "REQUESTS", "OK", "FAILED", "ROTATE", "FORCE", "DIFF");
+    println!(
+        "{:<34} {:>8} {:>8} {:>8}  {:>9} {:>9} {:>7}  services",
+        "CASE", "REQUESTS", "OK", "FAILED", "ROTATE", "FORCE", "DIFF"
+    );
     for c in cases {
         let base = force_update(e, &c.services);
         let diff = c.tool.as_secs_f64() - base.as_secs_f64();
@@ -723,7 +831,11 @@ fn deploy(s: &Stack) {
     s.xtask(&["setup-secrets", ENV, "--generate-missing"]).ok();
     let start = Instant::now();
     s.xtask(&["deploy", ENV, "--timeout", "400"]).ok();
-    println!("deployed {} in {:.1}s", s.stack(), start.elapsed().as_secs_f64());
+    println!(
+        "deployed {} in {:.1}s",
+        s.stack(),
+        start.elapsed().as_secs_f64()
+    );
 }
 
 #[test]
@@ -774,7 +886,11 @@ impl TwoNodes {
         std::fs::create_dir_all(&dir).unwrap();
         let ip = |args: &[&str]| {
             let o = Command::new("ip").args(args).output().unwrap();
-            assert!(o.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+            assert!(
+                o.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
         };
         let (vm, vw) = (format!("vm{tag}"), format!("vw{tag}"));
         for n in &names {
@@ -855,7 +971,9 @@ impl TwoNodes {
     }
 
     fn node_id(&self, e: &Engine) -> String {
-        e.ok(&["info", "--format", "{{.Swarm.NodeID}}"]).trim().to_string()
+        e.ok(&["info", "--format", "{{.Swarm.NodeID}}"])
+            .trim()
+            .to_string()
     }
 }
 
@@ -903,26 +1021,50 @@ fn shipped_stack_rotates_on_a_two_node_swarm() {
     let start = Instant::now();
     let nodes = TwoNodes::up();
     nodes.load_images();
-    println!("two-node swarm up with the images in {:.1}s", start.elapsed().as_secs_f64());
+    println!(
+        "two-node swarm up with the images in {:.1}s",
+        start.elapsed().as_secs_f64()
+    );
     let s = Stack::new(nodes.manager.clone(), true);
     deploy(&s);
     let worker = nodes.node_id(&nodes.worker);
     let on_worker = |svc: &str| -> usize {
         let tasks = nodes.manager.ok(&[
-            "service", "ps", "-q", "--filter", "desired-state=running", &format!("{}_{svc}", s.stack()),
+            "service",
+            "ps",
+            "-q",
+            "--filter",
+            "desired-state=running",
+            &format!("{}_{svc}", s.stack()),
         ]);
         tasks
             .split_whitespace()
-            .filter(|t| nodes.manager.ok(&["inspect", "--type", "task", "--format", "{{.NodeID}}", t]).trim() == worker)
+            .filter(|t| {
+                nodes
+                    .manager
+                    .ok(&["inspect", "--type", "task", "--format", "{{.NodeID}}", t])
+                    .trim()
+                    == worker
+            })
             .count()
     };
-    for (svc, want) in [("postgres", 1), ("redis", 1), ("grafana", 1), ("backend", 1), ("nginx", 1)] {
+    for (svc, want) in [
+        ("postgres", 1),
+        ("redis", 1),
+        ("grafana", 1),
+        ("backend", 1),
+        ("nginx", 1),
+    ] {
         let n = on_worker(svc);
         println!("{svc}: {n} task(s) on the worker");
         assert!(n >= want, "{svc} has no task on the worker");
     }
     let engines = [nodes.manager.clone(), nodes.worker.clone()];
     let cases = exercise(&s, &engines);
-    figures("two nodes (the test's own swarm, engines in network namespaces):", &nodes.manager, &cases);
+    figures(
+        "two nodes (the test's own swarm, engines in network namespaces):",
+        &nodes.manager,
+        &cases,
+    );
     drop(s);
 }

@@ -428,14 +428,15 @@ fn run_hooks(
 /// Pure: the environment a hook runs with (names and versions, never values).
 pub fn hook_env(
     project: &str,
-    env: &str,
+    env: (&str, &str),
     secret: &str,
     phase: Phase,
     live: &std::collections::BTreeMap<String, String>,
 ) -> Vec<(String, String)> {
     let mut out = vec![
         ("XTASK_PROJECT".to_string(), project.to_string()),
-        ("XTASK_ENV".to_string(), env.to_string()),
+        ("XTASK_ENV".to_string(), env.0.to_string()),
+        ("XTASK_RUNTIME".to_string(), env.1.to_string()),
         ("XTASK_SECRET".to_string(), secret.to_string()),
         (
             "XTASK_PHASE".to_string(),
@@ -447,7 +448,10 @@ pub fn hook_env(
         ),
     ];
     for (name, id) in live {
-        out.push((format!("XTASK_ID_{}", name.to_ascii_uppercase()), id.clone()));
+        out.push((
+            format!("XTASK_ID_{}", name.to_ascii_uppercase()),
+            id.clone(),
+        ));
     }
     out
 }
@@ -462,8 +466,14 @@ fn run_hook(
 ) -> Result<()> {
     let (prog, args) = argv.split_first().context("empty hook")?;
     let (key, after) = match phase {
-        Phase::Before => ("rotate_hook", "nothing was swapped. The env file holds the new value: fix the hook and run rotate-secrets again"),
-        Phase::After => ("rotated_hook", "the new value is live everywhere, but the old one may still be accepted: fix the hook and run it again (it reads the new value on stdin)"),
+        Phase::Before => (
+            "rotate_hook",
+            "nothing was swapped. The env file holds the new value: fix the hook and run rotate-secrets again",
+        ),
+        Phase::After => (
+            "rotated_hook",
+            "the new value is live everywhere, but the old one may still be accepted: fix the hook and run it again (it reads the new value on stdin)",
+        ),
     };
     println!("{name}: running its {key} ({prog})");
     let fail = |why: String| anyhow::anyhow!("the {key} of {name} failed ({why}); {after}");
@@ -472,7 +482,13 @@ fn run_hook(
     let mut child = std::process::Command::new(prog)
         .args(args)
         .current_dir(&s.root)
-        .envs(hook_env(&s.manifest.project, &s.env.name, name, phase, live))
+        .envs(hook_env(
+            &s.manifest.project,
+            (&s.env.name, s.env.runtime.name()),
+            name,
+            phase,
+            live,
+        ))
         .stdin(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| fail(format!("cannot start {prog}: {e}")))?;
@@ -592,6 +608,97 @@ template = "x://{user}:{pw}@h"
         assert_eq!(with_derived(&specs, &["pw".into()]), ["pw", "url"]);
         assert_eq!(with_derived(&specs, &["user".into()]), ["user", "url"]);
         assert!(with_derived(&specs, &[]).is_empty());
+    }
+
+    const KEPT: &str = r#"
+project = "demo"
+[environments.staging]
+backend = "swarm"
+[secrets.user]
+kind = "username"
+services = ["db", "api"]
+kept_by = ["db"]
+[secrets.pw]
+kind = "password"
+services = ["db", "api"]
+kept_by = ["db"]
+alternate_user = "user"
+[secrets.hooked]
+kind = "password"
+services = ["db"]
+kept_by = ["db"]
+rotate_hook = ["deploy/hooks/x"]
+"#;
+
+    #[test]
+    fn a_kept_secret_without_a_hook_is_refused_with_the_fix() {
+        let m = Manifest::parse(KEPT).unwrap();
+        let s = |n: &str| m.secrets.iter().find(|x| x.name == n).unwrap();
+        for (action, explicit) in [
+            (Some(Action::Unchanged), true),
+            (Some(Action::Unchanged), false),
+            (Some(Action::Update), true),
+        ] {
+            let e = format!("{:#}", choose(s("pw"), action, explicit).unwrap_err());
+            assert!(
+                e.starts_with("cannot rotate pw: db keep(s) their own copy"),
+                "{e}"
+            );
+            assert!(
+                e.contains("Add a rotate_hook to [secrets.pw] in deploy/secrets.toml"),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            choose(s("hooked"), Some(Action::Unchanged), true).unwrap(),
+            Choice::Generate
+        );
+        // A kept username that is not being changed is only skipped.
+        assert!(matches!(
+            choose(s("user"), Some(Action::Unchanged), false).unwrap(),
+            Choice::Skip(_)
+        ));
+    }
+
+    #[test]
+    fn alternating_users_take_turns() {
+        assert_eq!(other_user("raqeem_production"), "raqeem_production_b");
+        assert_eq!(other_user("raqeem_production_b"), "raqeem_production");
+        assert_eq!(other_user(&other_user("a")), "a");
+        assert_eq!(other_user("_b"), "_b_b");
+    }
+
+    #[test]
+    fn hooks_get_names_and_versions_never_values() {
+        let live = [("pw".to_string(), "demo_staging_pw_v3".to_string())].into();
+        let env = hook_env("demo", ("staging", "swarm"), "pw", Phase::After, &live);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("XTASK_PROJECT"), Some("demo"));
+        assert_eq!(get("XTASK_ENV"), Some("staging"));
+        assert_eq!(get("XTASK_RUNTIME"), Some("swarm"));
+        assert_eq!(get("XTASK_SECRET"), Some("pw"));
+        assert_eq!(get("XTASK_PHASE"), Some("after"));
+        assert_eq!(get("XTASK_ID_PW"), Some("demo_staging_pw_v3"));
+        assert_eq!(env.len(), 6);
+    }
+
+    #[test]
+    fn manifest_links_are_checked() {
+        let bad = KEPT.replace(
+            "kept_by = [\"db\"]\nalternate_user",
+            "kept_by = [\"cache\"]\nalternate_user",
+        );
+        let e = format!("{:#}", Manifest::parse(&bad).unwrap_err());
+        assert!(
+            e.contains("kept_by names \"cache\", which is not in its services"),
+            "{e}"
+        );
+        let bad = KEPT.replace("alternate_user = \"user\"", "alternate_user = \"hooked\"");
+        let e = format!("{:#}", Manifest::parse(&bad).unwrap_err());
+        assert!(
+            e.contains("alternate_user must name a username secret"),
+            "{e}"
+        );
     }
 
     struct V;

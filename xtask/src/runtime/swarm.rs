@@ -71,7 +71,10 @@ pub fn check_file(manifest: &Manifest, file: &str, stack: &StackFile) -> Vec<Str
         }
     }
     seen.secrets.retain(|k, _| {
-        !manifest.secrets.iter().any(|s| !s.kept_by.is_empty() && *k == kept_key(&s.name))
+        !manifest
+            .secrets
+            .iter()
+            .any(|s| !s.kept_by.is_empty() && *k == kept_key(&s.name))
     });
     super::check_stack(manifest, BackendKind::Swarm, file, &seen, defs)
 }
@@ -171,40 +174,46 @@ impl SwarmRuntime {
     /// those services run now (from their spec), or the current one for a
     /// service not deployed yet or whose version is gone.
     fn kept_vars(&self, current: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>> {
+        let kept: Vec<_> = self
+            .manifest
+            .secrets
+            .iter()
+            .filter(|s| !s.kept_by.is_empty())
+            .collect();
         let mut out = BTreeMap::new();
-        for spec in self.manifest.secrets.iter().filter(|s| !s.kept_by.is_empty()) {
+        if kept.is_empty() {
+            return Ok(out);
+        }
+        let existing = self.read(&["secret", "ls", "--format", "{{.Name}}"], "")?;
+        let mut mounted: BTreeMap<String, String> = BTreeMap::new();
+        for svc in kept
+            .iter()
+            .flat_map(|s| &s.kept_by)
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            let name = format!("{}_{svc}", self.stack());
+            let format = "{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{.File.Name}}={{.SecretName}},{{end}}";
+            // A service not deployed yet keeps nothing.
+            let text = self
+                .docker
+                .read(&["service", "inspect", "--format", format, &name], "")
+                .unwrap_or_default();
+            for (target, id) in text.trim().split(',').filter_map(|p| p.split_once('=')) {
+                if existing.lines().any(|l| l == id) {
+                    mounted.insert(format!("{svc}/{target}"), id.to_string());
+                }
+            }
+        }
+        for spec in kept {
             let Some(now) = current.get(&spec.name) else {
                 continue;
             };
-            let mut kept = now.clone();
-            for svc in &spec.kept_by {
-                let name = format!("{}_{svc}", self.stack());
-                let text = self
-                    .docker
-                    .read(
-                        &[
-                            "service",
-                            "inspect",
-                            "--format",
-                            "{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{.File.Name}}={{.SecretName}},{{end}}",
-                            &name,
-                        ],
-                        "",
-                    )
-                    .unwrap_or_default();
-                let used = text
-                    .trim()
-                    .split(',')
-                    .filter_map(|p| p.split_once('='))
-                    .find(|(target, _)| *target == spec.name)
-                    .map(|(_, id)| id.to_string());
-                let exists = |id: &str| self.docker.read(&["secret", "inspect", id], "").is_ok();
-                if let Some(id) = used.filter(|id| exists(id)) {
-                    kept = id;
-                }
-            }
+            let used = spec
+                .kept_by
+                .iter()
+                .find_map(|svc| mounted.get(&format!("{svc}/{}", spec.name)));
             let var = format!("XTASK_SECRET_{}_KEPT", spec.name.to_ascii_uppercase());
-            out.insert(var, kept);
+            out.insert(var, used.unwrap_or(now).clone());
         }
         Ok(out)
     }
