@@ -580,6 +580,9 @@ fn rotate_under_load(s: &Stack, engines: &[Engine], label: &str, args: &[&str]) 
         requests > 0 && ok == requests,
         "{label}: no requests were made"
     );
+    for l in run.stdout.lines().filter(|l| l.contains("hook done in")) {
+        println!("{label}: {l}");
+    }
     let services = updated_services(s, started);
     Case {
         label: label.to_string(),
@@ -634,21 +637,29 @@ fn updated_services(s: &Stack, started: std::time::SystemTime) -> Vec<String> {
     out
 }
 
-/// Swarm's own rolling update of the same services, in parallel, to converged.
+/// Swarm's own rolling update of the same services (`docker service update
+/// --force`, in parallel), to the same end as the tool's: every update
+/// `completed`, its monitor window included.
 fn force_update(e: &Engine, services: &[String]) -> Duration {
+    let format = "{{if .UpdateStatus}}{{.UpdateStatus.StartedAt}}|{{.UpdateStatus.State}}{{end}}";
+    let status = |svc: &str| e.ok(&["service", "inspect", "--format", format, svc]);
+    let before: Vec<String> = services.iter().map(|s| status(s)).collect();
     let start = Instant::now();
-    let handles: Vec<_> = services
-        .iter()
-        .map(|svc| {
-            let e = e.clone();
-            let svc = svc.clone();
-            thread::spawn(move || {
-                e.ok(&["service", "update", "--force", "--quiet", &svc]);
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap();
+    for svc in services {
+        e.ok(&["service", "update", "--force", "--detach", "--quiet", svc]);
+    }
+    for (svc, was) in services.iter().zip(&before) {
+        loop {
+            let now = status(svc);
+            if now != *was && now.trim().ends_with("|completed") {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(300),
+                "{svc} did not converge"
+            );
+            thread::sleep(Duration::from_millis(250));
+        }
     }
     start.elapsed()
 }
@@ -755,6 +766,8 @@ fn exercise(s: &Stack, engines: &[Engine]) -> Vec<Case> {
     assert!(!s.redis_accepts(&old["REDIS_PASSWORD"]).0);
     assert!(s.redis_accepts(&new["REDIS_PASSWORD"]).0);
     check_grafana(s, engines, &new["GRAFANA_ADMIN_PASSWORD"]);
+    check_backends_read(s, engines, &new);
+    check_pruned(s);
 
     let (after, bad) = StackName {
         project: s.project.clone(),
@@ -785,6 +798,58 @@ fn check_grafana(s: &Stack, engines: &[Engine], password: &str) {
         }
     }
     panic!("no running grafana task on any node");
+}
+
+/// Every backend task, on every node, reads the new values from /run/secrets.
+fn check_backends_read(s: &Stack, engines: &[Engine], env: &BTreeMap<String, String>) {
+    let label = format!("label=com.docker.swarm.service.name={}_backend", s.stack());
+    let mut tasks = 0;
+    for (i, e) in engines.iter().enumerate() {
+        for id in e.ok(&["ps", "-q", "--filter", &label]).split_whitespace() {
+            for (file, key) in [
+                ("postgres_password", "POSTGRES_PASSWORD"),
+                ("redis_password", "REDIS_PASSWORD"),
+                ("jwt_secret", "JWT_SECRET"),
+            ] {
+                let out = e.ok(&["exec", id, "sha256sum", &format!("/run/secrets/{file}")]);
+                assert_eq!(
+                    out.split_whitespace().next().unwrap_or_default(),
+                    sha256(&env[key]),
+                    "node {i}: backend task {id} reads {file}"
+                );
+            }
+            tasks += 1;
+        }
+    }
+    assert_eq!(tasks, 2, "two backend tasks");
+    println!(
+        "backend tasks on {} node(s) read the new values",
+        engines.len()
+    );
+}
+
+/// database_url rotated twice (postgres_password, then --all): with --keep 1
+/// its v1 is gone from the swarm once no task on any node uses it; the
+/// versions kept_by services still mount stay.
+fn check_pruned(s: &Stack) {
+    let names = s.engine.ok(&["secret", "ls", "--format", "{{.Name}}"]);
+    let has = |n: &str| {
+        names
+            .lines()
+            .any(|l| l == format!("{}_{ENV}_{n}", s.project))
+    };
+    assert!(has("database_url_v3") && has("database_url_v2"), "{names}");
+    assert!(
+        !has("database_url_v1"),
+        "database_url_v1 should be removed:\n{names}"
+    );
+    assert!(
+        has("postgres_password_v1"),
+        "postgres keeps the version it started with"
+    );
+    println!(
+        "superseded versions removed once unused; versions kept by postgres, redis and grafana stay"
+    );
 }
 
 fn sha256(v: &str) -> String {
@@ -999,14 +1064,13 @@ impl Drop for TwoNodes {
         for n in &self.names {
             let _ = Command::new("ip").args(["netns", "del", n]).status();
         }
-        let _ = Command::new("umount")
-            .args(["-R", "-l"])
-            .arg(self.dir.join("m/data"))
-            .status();
-        let _ = Command::new("umount")
-            .args(["-R", "-l"])
-            .arg(self.dir.join("w/data"))
-            .status();
+        for k in ["m", "w"] {
+            let _ = Command::new("umount")
+                .args(["-R", "-l"])
+                .arg(self.dir.join(k).join("data"))
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

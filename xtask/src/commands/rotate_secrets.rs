@@ -476,6 +476,7 @@ fn run_hook(
         ),
     };
     println!("{name}: running its {key} ({prog})");
+    let started = std::time::Instant::now();
     let fail = |why: String| anyhow::anyhow!("the {key} of {name} failed ({why}); {after}");
     // std's Command rather than xshell: a hook may ignore its stdin, and a
     // broken pipe then is not a failure; only its exit status is.
@@ -504,6 +505,10 @@ fn run_hook(
     if !status.success() {
         return Err(fail(format!("{prog} exited with {status}")));
     }
+    println!(
+        "{name}: {key} done in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
