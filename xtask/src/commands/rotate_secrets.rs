@@ -401,8 +401,10 @@ pub enum Phase {
     After,
 }
 
-/// Runs each changed secret's hook for `phase`. `live` maps every secret to
-/// the version services use at that moment (hooks get them as XTASK_ID_*).
+/// Runs each changed secret's hook for `phase`, all at once: each changes a
+/// different service (a Swarm job each), so they need not wait for each other.
+/// `live` maps every secret to the version services use at that moment (hooks
+/// get them as XTASK_ID_*). Fails with the first failure after all finished.
 fn run_hooks(
     s: &Session,
     r: &resolve::Resolved,
@@ -410,6 +412,7 @@ fn run_hooks(
     phase: Phase,
     live: &std::collections::BTreeMap<String, String>,
 ) -> Result<()> {
+    let mut todo = Vec::new();
     for st in steps {
         let d = r
             .get(&st.secret)
@@ -419,10 +422,32 @@ fn run_hooks(
             Phase::After => &d.spec.rotated_hook,
         };
         if !argv.is_empty() {
-            run_hook(s, argv, phase, &d.spec.name, &d.value, live)?;
+            todo.push((argv, d));
         }
     }
-    Ok(())
+    let at = Where {
+        root: &s.root,
+        project: &s.manifest.project,
+        env: &s.env.name,
+        runtime: s.env.runtime.name(),
+    };
+    let at = &at;
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let running: Vec<_> = todo
+            .iter()
+            .map(|(argv, d)| {
+                scope.spawn(move || run_hook(at, argv, phase, &d.spec.name, &d.value, live))
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a hook thread panicked")))
+            })
+            .collect()
+    });
+    results.into_iter().collect()
 }
 
 /// Pure: the environment a hook runs with (names and versions, never values).
@@ -456,8 +481,16 @@ pub fn hook_env(
     out
 }
 
+/// Where a hook runs: the repository, and what it is told about the target.
+struct Where<'a> {
+    root: &'a Path,
+    project: &'a str,
+    env: &'a str,
+    runtime: &'a str,
+}
+
 fn run_hook(
-    s: &Session,
+    s: &Where,
     argv: &[String],
     phase: Phase,
     name: &str,
@@ -482,14 +515,8 @@ fn run_hook(
     // broken pipe then is not a failure; only its exit status is.
     let mut child = std::process::Command::new(prog)
         .args(args)
-        .current_dir(&s.root)
-        .envs(hook_env(
-            &s.manifest.project,
-            (&s.env.name, s.env.runtime.name()),
-            name,
-            phase,
-            live,
-        ))
+        .current_dir(s.root)
+        .envs(hook_env(s.project, (s.env, s.runtime), name, phase, live))
         .stdin(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| fail(format!("cannot start {prog}: {e}")))?;

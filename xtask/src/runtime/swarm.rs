@@ -555,4 +555,33 @@ mod tests {
             "{p:?}"
         );
     }
+
+    #[test]
+    fn kept_by_services_mount_the_kept_version() {
+        let m = Manifest::parse("project = \"d\"\n[environments.p]\nbackend = \"swarm\"\n[secrets.pw]\nkind = \"password\"\nservices = [\"api\", \"db\"]\nkept_by = [\"db\"]\nrotate_hook = [\"h\"]\n").unwrap();
+        let def = |k: &str| {
+            format!(
+                "  {k}:\n    external: true\n    name: ${{XTASK_SECRET_{}:?set by cargo xtask deploy}}\n",
+                k.to_uppercase()
+            )
+        };
+        let good = format!(
+            "services:\n  api:\n    secrets: [pw]\n  db:\n    secrets:\n      - {{ source: pw_kept, target: pw }}\nsecrets:\n{}{}",
+            def("pw"),
+            def("pw_kept")
+        );
+        let p = check_file(&m, "s.yml", &stackfile::parse(&good).unwrap());
+        assert!(p.is_empty(), "{p:?}");
+        let plain = format!(
+            "services:\n  api:\n    secrets: [pw]\n  db:\n    secrets: [pw]\nsecrets:\n{}",
+            def("pw")
+        );
+        let p = check_file(&m, "s.yml", &stackfile::parse(&plain).unwrap());
+        assert!(
+            p.iter().any(|x| x.contains(
+                "service db keeps its own copy of pw (kept_by in deploy/secrets.toml): mount `source: pw_kept, target: pw`"
+            )),
+            "{p:?}"
+        );
+    }
 }
