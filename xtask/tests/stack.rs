@@ -179,6 +179,53 @@ impl Stack {
         support::Run::from(c.output().unwrap())
     }
 
+    /// Runs xtask, timing its output lines: returns the run, its whole time,
+    /// and the time from the stack deploy's first `Updating service` to the
+    /// `converged` line (the rest is the tool's own, hooks included).
+    fn xtask_timed(&self, args: &[&str]) -> (support::Run, Duration, Duration) {
+        use std::io::{BufRead, Read};
+        let mut c = self.repo.xtask(args);
+        c.env("XTASK_RESOLVE_IMAGE", "never")
+            .env("NGINX_HTTPS_PORT", &self.port)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(h) = &self.engine.host {
+            c.env("DOCKER_HOST", h);
+        }
+        let start = Instant::now();
+        let mut child = c.spawn().unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let errs = thread::spawn(move || {
+            let mut t = String::new();
+            let _ = err.read_to_string(&mut t);
+            t
+        });
+        let (mut first, mut done, mut out) = (None, None, String::new());
+        for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            if first.is_none() && line.starts_with("Updating service") {
+                first = Some(start.elapsed());
+            }
+            if line.contains(": converged (") {
+                done = Some(start.elapsed());
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+        let status = child.wait().unwrap();
+        let total = start.elapsed();
+        let swarm = match (first, done) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => Duration::ZERO,
+        };
+        let run = support::Run {
+            code: status.code().unwrap_or(-1),
+            stdout: out,
+            stderr: errs.join().unwrap(),
+        };
+        (run, total, swarm)
+    }
+
     /// The env file: generated values, and the first TLS pair.
     fn write_env(&self) {
         let tls = self.repo.path("secrets/tls");
@@ -549,6 +596,8 @@ struct Case {
     ok: u64,
     failed: u64,
     tool: Duration,
+    /// From `docker stack deploy`'s first update to converged: Swarm's part.
+    swarm: Duration,
     services: Vec<String>,
 }
 
@@ -559,9 +608,7 @@ fn rotate_under_load(s: &Stack, engines: &[Engine], label: &str, args: &[&str]) 
     full.extend(args);
     full.extend(["--timeout", "300"]);
     let started = std::time::SystemTime::now();
-    let start = Instant::now();
-    let run = s.xtask(&full);
-    let tool = start.elapsed();
+    let (run, tool, swarm) = s.xtask_timed(&full);
     let (scans, procs, bad) = scanner.finish();
     let (requests, ok, failed, failures) = load.finish();
     println!("{label}: requests={requests} ok={ok} failed={failed}");
@@ -590,6 +637,7 @@ fn rotate_under_load(s: &Stack, engines: &[Engine], label: &str, args: &[&str]) 
         ok,
         failed,
         tool,
+        swarm,
         services,
     }
 }
@@ -871,14 +919,20 @@ fn sha256(v: &str) -> String {
 fn figures(title: &str, e: &Engine, cases: &[Case]) {
     println!("\n{title}");
     println!(
-        "{:<34} {:>8} {:>8} {:>8}  {:>9} {:>9} {:>7}  services",
-        "CASE", "REQUESTS", "OK", "FAILED", "ROTATE", "FORCE", "DIFF"
+        "{:<32} {:>8} {:>6} {:>6}  {:>8} {:>8} {:>7}  {:>8} {:>8}  services",
+        "CASE", "REQUESTS", "OK", "FAILED", "ROTATE", "FORCE", "DIFF", "SWARM", "OWN"
     );
     for c in cases {
         let base = force_update(e, &c.services);
         let diff = c.tool.as_secs_f64() - base.as_secs_f64();
+        let own = c.tool.as_secs_f64() - c.swarm.as_secs_f64();
+        let names: Vec<&str> = c
+            .services
+            .iter()
+            .map(|n| n.rsplit('_').next().unwrap_or(n))
+            .collect();
         println!(
-            "{:<34} {:>8} {:>8} {:>8}  {:>8.2}s {:>8.2}s {:>+6.2}s  {}",
+            "{:<32} {:>8} {:>6} {:>6}  {:>7.2}s {:>7.2}s {:>+6.2}s  {:>7.2}s {:>7.2}s  {}",
             c.label,
             c.requests,
             c.ok,
@@ -886,9 +940,14 @@ fn figures(title: &str, e: &Engine, cases: &[Case]) {
             c.tool.as_secs_f64(),
             base.as_secs_f64(),
             diff,
-            c.services.join(",")
+            c.swarm.as_secs_f64(),
+            own,
+            names.join(",")
         );
     }
+    println!(
+        "ROTATE: rotate-secrets from start to converged; FORCE: docker service update --force of the same services to completed; SWARM: ROTATE's part from the stack deploy's first update to converged; OWN: the rest (checks, new versions, hooks, pruning)"
+    );
 }
 
 fn deploy(s: &Stack) {
