@@ -15,6 +15,7 @@ mod envfile;
 mod flags;
 mod fsutil;
 mod git;
+mod keypair;
 mod kube;
 mod lock;
 mod manifest;

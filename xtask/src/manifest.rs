@@ -187,6 +187,20 @@ pub struct SecretSpec {
     pub rotate_hook: Vec<String>,
     /// `rotate_every_days` on the secret: over the environment's (0 = none).
     pub rotate_every_days: Option<u32>,
+    /// Run like `rotate_hook`, once the rollout has converged (for example to
+    /// drop the old password that no task uses any more).
+    pub rotated_hook: Vec<String>,
+    /// Services that keep their own copy of the credential (a database reads
+    /// its password only when it initialises): a new version changes nothing
+    /// there, so rotating needs a `rotate_hook`, and the swarm runtime keeps
+    /// these services on the version they started with (`<name>_kept`).
+    pub kept_by: Vec<String>,
+    /// A username secret that alternates between two login roles (`<user>`
+    /// and `<user>_b`) each time this password rotates.
+    pub alternate_user: Option<String>,
+    /// File: the certificate secret whose private key this is; the pair must
+    /// match before anything is stored.
+    pub key_of: Option<String>,
 }
 
 impl SecretSpec {
@@ -382,8 +396,17 @@ impl Manifest {
                 owner: s.opt_owner("owner")?,
                 rotate_hook: s.opt_str_list("rotate_hook")?,
                 rotate_every_days: s.opt_days("rotate_every_days")?,
+                rotated_hook: s.opt_str_list("rotated_hook")?,
+                kept_by: s.opt_str_list("kept_by")?,
+                alternate_user: s.opt_str("alternate_user")?,
+                key_of: s.opt_str("key_of")?,
                 name: name.clone(),
             };
+            if let Some(k) = spec.kept_by.iter().find(|k| !spec.services.contains(k)) {
+                bail!(
+                    "in {where_}: kept_by names {k:?}, which is not in its services; add it to services or remove it from kept_by"
+                );
+            }
             if spec.generate && matches!(kind, Kind::File | Kind::Derived) {
                 bail!(
                     "in {where_}: a {} secret cannot be generated; remove `generate`",
@@ -399,6 +422,7 @@ impl Manifest {
             secrets.push(spec);
         }
         r.finish()?;
+        check_links(&secrets)?;
         let secrets = order_by_dependencies(secrets)?;
         Ok(Manifest {
             project,
@@ -406,6 +430,30 @@ impl Manifest {
             secrets,
         })
     }
+}
+
+/// `alternate_user` names a username secret and `key_of` a file secret.
+fn check_links(secrets: &[SecretSpec]) -> Result<()> {
+    let kind_of = |n: &str| secrets.iter().find(|s| s.name == n).map(|s| s.kind);
+    for s in secrets {
+        if let Some(u) = &s.alternate_user
+            && (s.kind != Kind::Password || kind_of(u) != Some(Kind::Username))
+        {
+            bail!(
+                "in [secrets.{}]: alternate_user must name a username secret and sit on a password secret; {u:?} is not one",
+                s.name
+            );
+        }
+        if let Some(c) = &s.key_of
+            && (s.kind != Kind::File || kind_of(c) != Some(Kind::File))
+        {
+            bail!(
+                "in [secrets.{}]: key_of must name the certificate's file secret and sit on a file secret; {c:?} is not one",
+                s.name
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The project-wide `[compose]`, `[swarm]`, `[k8s]`, `[vault]` and `[aws]`

@@ -52,10 +52,15 @@ fn swarm_secrets() -> BTreeMap<String, BTreeSet<String>> {
                 Value::String(s) => s.clone(),
                 m => {
                     let source = m["source"].as_str().unwrap().to_string();
-                    if let Some(target) = m["target"].as_str() {
-                        assert_eq!(target, source, "swarm file: target differs from source");
+                    match m["target"].as_str() {
+                        // A kept_by service mounts the version it started with.
+                        Some(target) if source == format!("{target}_kept") => target.to_string(),
+                        Some(target) => {
+                            assert_eq!(target, source, "swarm file: target differs from source");
+                            source
+                        }
+                        None => source,
                     }
-                    source
                 }
             };
             set.insert(source);

@@ -39,10 +39,12 @@ pub enum Choice {
 /// already holds the env file's value. `explicit` is true for `--secret NAME`.
 pub fn choose(spec: &SecretSpec, store_action: Option<Action>, explicit: bool) -> Result<Choice> {
     if matches!(store_action, Some(Action::Create | Action::Update)) && spec.kind != Kind::Derived {
-        return Ok(Choice::FromEnvFile);
+        return kept_needs_hook(spec).map(|_| Choice::FromEnvFile);
     }
     let why = match spec.kind {
-        Kind::Password | Kind::Key if spec.generate => return Ok(Choice::Generate),
+        Kind::Password | Kind::Key if spec.generate => {
+            return kept_needs_hook(spec).map(|_| Choice::Generate);
+        }
         Kind::Password | Kind::Key => format!(
             "{} has generate = false; put a new value in the env file",
             spec.name
@@ -66,6 +68,27 @@ pub fn choose(spec: &SecretSpec, store_action: Option<Action>, explicit: bool) -
         bail!("cannot rotate {why}")
     } else {
         Ok(Choice::Skip(why))
+    }
+}
+
+/// Pure: a secret whose consumers keep their own copy rotates only through a
+/// hook that changes that copy; a new version alone would lock clients out.
+pub fn kept_needs_hook(spec: &SecretSpec) -> Result<()> {
+    if spec.kept_by.is_empty() || !spec.rotate_hook.is_empty() {
+        return Ok(());
+    }
+    let who = spec.kept_by.join(", ");
+    bail!(
+        "cannot rotate {name}: {who} keep(s) their own copy of it (read only when they initialise), so a new version would not change the credential {who} check(s), and every task given the new value would be refused. Add a rotate_hook to [secrets.{name}] in deploy/secrets.toml that changes it in {who} (deploy/hooks/ has examples), or remove kept_by if {who} read(s) it at every start",
+        name = spec.name
+    )
+}
+
+/// Pure: the other role of an alternating pair: `<user>` and `<user>_b`.
+pub fn other_user(user: &str) -> String {
+    match user.strip_suffix("_b") {
+        Some(base) if !base.is_empty() => base.to_string(),
+        _ => format!("{user}_b"),
     }
 }
 
@@ -139,7 +162,7 @@ pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
     };
     let mut r = s.resolve_read_only()?;
     let before = s.plan(&r)?;
-    let (rotating, updates) = choose_all(&s, &a, &before, &r.file.shown)?;
+    let (rotating, updates) = choose_all(&s, &a, &before, &r)?;
     let rotating = with_derived(&s.manifest.secrets_for(&s.env.name), &rotating);
     if rotating.is_empty() {
         println!("nothing to rotate in {}", s.env.name);
@@ -275,10 +298,11 @@ fn choose_all(
     s: &Session,
     a: &RotateArgs,
     before: &super::Planned,
-    env_file: &str,
+    r: &resolve::Resolved,
 ) -> Result<Choices> {
+    let env_file = &r.file.shown;
     let mut updates = Vec::new();
-    let mut rotating = Vec::new();
+    let mut rotating: Vec<String> = Vec::new();
     for spec in chosen_specs(s, a)? {
         let action = before
             .steps
@@ -305,8 +329,53 @@ fn choose_all(
             }
             Choice::Skip(why) => println!("{}: skipped ({why})", spec.name),
         }
+        if rotating.last() == Some(&spec.name)
+            && let Some(u) = &spec.alternate_user
+            && !rotating.contains(u)
+        {
+            let user = s.manifest.secret(u)?;
+            let now = r
+                .get(u)
+                .and_then(|d| d.value.expose_str())
+                .with_context(|| format!("{u} has no value in {env_file}"))?;
+            println!(
+                "{u}: switching to the idle role of the pair, which {}'s hook prepares (written to the env file)",
+                spec.name
+            );
+            updates.retain(|(k, _)| k != &user.env_key());
+            updates.push((user.env_key(), SecretValue::from_string(other_user(now))));
+            rotating.push(u.clone());
+        }
     }
+    check_pairs(s, &rotating, r, &updates)?;
     Ok((rotating, updates))
+}
+
+/// A certificate or its key rotates only when the new pair matches (the key
+/// file is read as the env file now names it; file secrets are never generated).
+fn check_pairs(
+    s: &Session,
+    rotating: &[String],
+    r: &resolve::Resolved,
+    updates: &[(String, SecretValue)],
+) -> Result<()> {
+    for key in s.manifest.secrets_for(&s.env.name) {
+        let Some(cert) = &key.key_of else { continue };
+        if !rotating.contains(&key.name) && !rotating.contains(cert) {
+            continue;
+        }
+        let value = |n: &str| -> Result<&SecretValue> {
+            let spec = s.manifest.secret(n)?;
+            if let Some((_, v)) = updates.iter().find(|(k, _)| k == &spec.env_key()) {
+                return Ok(v);
+            }
+            r.get(n)
+                .map(|d| &d.value)
+                .with_context(|| format!("{n} has no value in {}", r.file.shown))
+        };
+        crate::keypair::check(value(cert)?, value(&key.name)?, (cert, &key.name))?;
+    }
+    Ok(())
 }
 
 /// Carries out a rotation plan: the env file already holds the new values.
@@ -328,11 +397,12 @@ fn execute(s: &Session, plan: &[Step], a: &RotateArgs) -> Result<()> {
     // Hooks run before anything is swapped, so a failing one leaves the old
     // values live everywhere (the env file already holds the new ones; a
     // re-run converges). A failing hook is logged as a failed update.
-    if let Err(e) = run_hooks(s, &r, &steps) {
+    let live = plan::current(&now.listed);
+    if let Err(e) = run_hooks(s, &r, &steps, Phase::Before, &live) {
         return Err(s.failed(COMMAND, &Change::of_steps(&steps), &[], e));
     }
     s.apply_audited(COMMAND, &r, &steps)?;
-    let mut current = plan::current(&now.listed);
+    let mut current = live;
     for st in &steps {
         current.insert(st.secret.clone(), st.id.clone());
     }
@@ -353,6 +423,7 @@ fn execute(s: &Session, plan: &[Step], a: &RotateArgs) -> Result<()> {
             s.audited(COMMAND, &deployed, || {
                 super::deliver::deploy(s, &r, &after, &opts)
             })?;
+            run_hooks(s, &r, &steps, Phase::After, &current)?;
             return done(s, &steps);
         }
         Delivery::Reader(_) => {
@@ -360,6 +431,7 @@ fn execute(s: &Session, plan: &[Step], a: &RotateArgs) -> Result<()> {
                 "the {} store keeps the versions itself; services read the new value at run time through the secrets reader, within its cache time (SECRETS_CACHE_SECONDS, default 60 s); nothing to redeploy",
                 s.store.kind()
             );
+            run_hooks(s, &r, &steps, Phase::After, &current)?;
             return done(s, &steps);
         }
     }
@@ -368,6 +440,7 @@ fn execute(s: &Session, plan: &[Step], a: &RotateArgs) -> Result<()> {
         runtime.deploy(&current, &opts)?;
         Ok(runtime)
     })?;
+    run_hooks(s, &r, &steps, Phase::After, &current)?;
     if let Some(users) = runtime.users()? {
         let listed = s.store.list(&s.compare_key(&r)?)?;
         let names: Vec<String> = steps.iter().map(|st| st.secret.clone()).collect();
@@ -397,38 +470,130 @@ fn done(s: &Session, steps: &[&Step]) -> Result<()> {
     Ok(())
 }
 
-/// Every rotate hook of the changed secrets, in plan order.
-fn run_hooks(s: &Session, r: &resolve::Resolved, steps: &[&Step]) -> Result<()> {
+/// When a hook runs: before anything is swapped (`rotate_hook`), or once the
+/// rollout converged (`rotated_hook`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Before,
+    After,
+}
+
+/// Runs each changed secret's hook for `phase`, all at once: each changes a
+/// different service (a Swarm job each), so they need not wait for each other.
+/// `live` maps every secret to the version services use at that moment (hooks
+/// get them as XTASK_ID_*). Fails with the first failure after all finished.
+fn run_hooks(
+    s: &Session,
+    r: &resolve::Resolved,
+    steps: &[&Step],
+    phase: Phase,
+    live: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
+    let mut todo = Vec::new();
     for st in steps {
         let d = r
             .get(&st.secret)
             .context("a changed secret was not resolved")?;
-        if !d.spec.rotate_hook.is_empty() {
-            run_hook(&s.root, &s.env.name, &d.spec, &d.value)?;
+        let argv = match phase {
+            Phase::Before => &d.spec.rotate_hook,
+            Phase::After => &d.spec.rotated_hook,
+        };
+        if !argv.is_empty() {
+            todo.push((argv, d));
         }
     }
-    Ok(())
+    let at = Where {
+        root: &s.root,
+        project: &s.manifest.project,
+        env: &s.env.name,
+        runtime: s.env.runtime.name(),
+    };
+    let at = &at;
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let running: Vec<_> = todo
+            .iter()
+            .map(|(argv, d)| {
+                scope.spawn(move || run_hook(at, argv, phase, &d.spec.name, &d.value, live))
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a hook thread panicked")))
+            })
+            .collect()
+    });
+    results.into_iter().collect()
 }
 
-fn run_hook(root: &Path, env: &str, spec: &SecretSpec, value: &SecretValue) -> Result<()> {
-    let (prog, args) = spec
-        .rotate_hook
-        .split_first()
-        .context("empty rotate_hook")?;
-    println!("{}: running its rotate_hook ({prog})", spec.name);
-    let fail = |why: String| {
-        anyhow::anyhow!(
-            "the rotate_hook of {} failed ({why}); nothing was swapped. The env file holds the new value: fix the hook and run rotate-secrets again",
-            spec.name
-        )
+/// Pure: the environment a hook runs with (names and versions, never values).
+pub fn hook_env(
+    project: &str,
+    env: (&str, &str),
+    secret: &str,
+    phase: Phase,
+    live: &std::collections::BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let mut out = vec![
+        ("XTASK_PROJECT".to_string(), project.to_string()),
+        ("XTASK_ENV".to_string(), env.0.to_string()),
+        ("XTASK_RUNTIME".to_string(), env.1.to_string()),
+        ("XTASK_SECRET".to_string(), secret.to_string()),
+        (
+            "XTASK_PHASE".to_string(),
+            match phase {
+                Phase::Before => "before",
+                Phase::After => "after",
+            }
+            .to_string(),
+        ),
+    ];
+    for (name, id) in live {
+        out.push((
+            format!("XTASK_ID_{}", name.to_ascii_uppercase()),
+            id.clone(),
+        ));
+    }
+    out
+}
+
+/// Where a hook runs: the repository, and what it is told about the target.
+struct Where<'a> {
+    root: &'a Path,
+    project: &'a str,
+    env: &'a str,
+    runtime: &'a str,
+}
+
+fn run_hook(
+    s: &Where,
+    argv: &[String],
+    phase: Phase,
+    name: &str,
+    value: &SecretValue,
+    live: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
+    let (prog, args) = argv.split_first().context("empty hook")?;
+    let (key, after) = match phase {
+        Phase::Before => (
+            "rotate_hook",
+            "nothing was swapped. The env file holds the new value: fix the hook and run rotate-secrets again",
+        ),
+        Phase::After => (
+            "rotated_hook",
+            "the new value is live everywhere, but the old one may still be accepted: fix the hook and run it again (it reads the new value on stdin)",
+        ),
     };
+    println!("{name}: running its {key} ({prog})");
+    let started = std::time::Instant::now();
+    let fail = |why: String| anyhow::anyhow!("the {key} of {name} failed ({why}); {after}");
     // std's Command rather than xshell: a hook may ignore its stdin, and a
     // broken pipe then is not a failure; only its exit status is.
     let mut child = std::process::Command::new(prog)
         .args(args)
-        .current_dir(root)
-        .env("XTASK_ENV", env)
-        .env("XTASK_SECRET", &spec.name)
+        .current_dir(s.root)
+        .envs(hook_env(s.project, (s.env, s.runtime), name, phase, live))
         .stdin(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| fail(format!("cannot start {prog}: {e}")))?;
@@ -444,6 +609,10 @@ fn run_hook(root: &Path, env: &str, spec: &SecretSpec, value: &SecretValue) -> R
     if !status.success() {
         return Err(fail(format!("{prog} exited with {status}")));
     }
+    println!(
+        "{name}: {key} done in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -509,6 +678,97 @@ template = "x://{user}:{pw}@h"
         assert_eq!(with_derived(&specs, &["pw".into()]), ["pw", "url"]);
         assert_eq!(with_derived(&specs, &["user".into()]), ["user", "url"]);
         assert!(with_derived(&specs, &[]).is_empty());
+    }
+
+    const KEPT: &str = r#"
+project = "demo"
+[environments.staging]
+backend = "swarm"
+[secrets.user]
+kind = "username"
+services = ["db", "api"]
+kept_by = ["db"]
+[secrets.pw]
+kind = "password"
+services = ["db", "api"]
+kept_by = ["db"]
+alternate_user = "user"
+[secrets.hooked]
+kind = "password"
+services = ["db"]
+kept_by = ["db"]
+rotate_hook = ["deploy/hooks/x"]
+"#;
+
+    #[test]
+    fn a_kept_secret_without_a_hook_is_refused_with_the_fix() {
+        let m = Manifest::parse(KEPT).unwrap();
+        let s = |n: &str| m.secrets.iter().find(|x| x.name == n).unwrap();
+        for (action, explicit) in [
+            (Some(Action::Unchanged), true),
+            (Some(Action::Unchanged), false),
+            (Some(Action::Update), true),
+        ] {
+            let e = format!("{:#}", choose(s("pw"), action, explicit).unwrap_err());
+            assert!(
+                e.starts_with("cannot rotate pw: db keep(s) their own copy"),
+                "{e}"
+            );
+            assert!(
+                e.contains("Add a rotate_hook to [secrets.pw] in deploy/secrets.toml"),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            choose(s("hooked"), Some(Action::Unchanged), true).unwrap(),
+            Choice::Generate
+        );
+        // A kept username that is not being changed is only skipped.
+        assert!(matches!(
+            choose(s("user"), Some(Action::Unchanged), false).unwrap(),
+            Choice::Skip(_)
+        ));
+    }
+
+    #[test]
+    fn alternating_users_take_turns() {
+        assert_eq!(other_user("raqeem_production"), "raqeem_production_b");
+        assert_eq!(other_user("raqeem_production_b"), "raqeem_production");
+        assert_eq!(other_user(&other_user("a")), "a");
+        assert_eq!(other_user("_b"), "_b_b");
+    }
+
+    #[test]
+    fn hooks_get_names_and_versions_never_values() {
+        let live = [("pw".to_string(), "demo_staging_pw_v3".to_string())].into();
+        let env = hook_env("demo", ("staging", "swarm"), "pw", Phase::After, &live);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("XTASK_PROJECT"), Some("demo"));
+        assert_eq!(get("XTASK_ENV"), Some("staging"));
+        assert_eq!(get("XTASK_RUNTIME"), Some("swarm"));
+        assert_eq!(get("XTASK_SECRET"), Some("pw"));
+        assert_eq!(get("XTASK_PHASE"), Some("after"));
+        assert_eq!(get("XTASK_ID_PW"), Some("demo_staging_pw_v3"));
+        assert_eq!(env.len(), 6);
+    }
+
+    #[test]
+    fn manifest_links_are_checked() {
+        let bad = KEPT.replace(
+            "kept_by = [\"db\"]\nalternate_user",
+            "kept_by = [\"cache\"]\nalternate_user",
+        );
+        let e = format!("{:#}", Manifest::parse(&bad).unwrap_err());
+        assert!(
+            e.contains("kept_by names \"cache\", which is not in its services"),
+            "{e}"
+        );
+        let bad = KEPT.replace("alternate_user = \"user\"", "alternate_user = \"hooked\"");
+        let e = format!("{:#}", Manifest::parse(&bad).unwrap_err());
+        assert!(
+            e.contains("alternate_user must name a username secret"),
+            "{e}"
+        );
     }
 
     struct V;

@@ -28,6 +28,8 @@ pub struct SwarmRuntime {
     manifest: Manifest,
     env: String,
     stack_file: PathBuf,
+    /// More compose files merged over the stack file (`docker stack deploy -c`).
+    overrides: Vec<PathBuf>,
 }
 
 /// Swarm's rule for each top-level secret: external, named by the variable
@@ -45,18 +47,45 @@ pub fn def_problems(file: &str, stack: &StackFile) -> Vec<String> {
     out
 }
 
-/// Every disagreement between a stack file and the manifest.
+/// Every disagreement between a stack file and the manifest. A service in a
+/// secret's `kept_by` mounts `<name>_kept` (the version it started with), so
+/// rotations do not restart it; the rest of the check sees `<name>`.
 pub fn check_file(manifest: &Manifest, file: &str, stack: &StackFile) -> Vec<String> {
-    super::check_stack(
-        manifest,
-        BackendKind::Swarm,
-        file,
-        stack,
-        def_problems(file, stack),
-    )
+    let mut defs = def_problems(file, stack);
+    let mut seen = stack.clone();
+    for (svc, refs) in seen.services.iter_mut() {
+        for r in refs.iter_mut() {
+            let kept = manifest
+                .secrets
+                .iter()
+                .find(|s| s.kept_by.contains(svc) && (*r == s.name || *r == kept_key(&s.name)));
+            match kept {
+                Some(spec) if *r == spec.name => defs.push(format!(
+                    "{file}: service {svc} keeps its own copy of {0} (kept_by in deploy/secrets.toml): mount `source: {1}, target: {0}` so a rotation does not restart it",
+                    spec.name,
+                    kept_key(&spec.name)
+                )),
+                Some(spec) => *r = spec.name.clone(),
+                None => {}
+            }
+        }
+    }
+    seen.secrets.retain(|k, _| {
+        !manifest
+            .secrets
+            .iter()
+            .any(|s| !s.kept_by.is_empty() && *k == kept_key(&s.name))
+    });
+    super::check_stack(manifest, BackendKind::Swarm, file, &seen, defs)
 }
 
-/// `XTASK_SECRET_<NAME>` → current versioned name, and `XTASK_ENV`.
+/// The stack file's key for the version that `kept_by` services keep.
+pub fn kept_key(secret: &str) -> String {
+    format!("{secret}_kept")
+}
+
+/// `XTASK_SECRET_<NAME>` → current versioned name, and `XTASK_ENV`
+/// (`deploy` adds `XTASK_PROJECT`).
 pub fn stack_vars(env: &str, current: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     let mut vars: BTreeMap<String, String> = current
         .iter()
@@ -78,6 +107,11 @@ impl SwarmRuntime {
             t.opt_str("stack_file")?
                 .unwrap_or_else(|| "docker-compose.swarm.yml".into()),
         );
+        let overrides = t
+            .opt_str_list("stack_overrides")?
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
         t.finish()?;
         Ok(SwarmRuntime {
             docker: Docker::new()?,
@@ -85,6 +119,7 @@ impl SwarmRuntime {
             manifest: s.manifest.clone(),
             env: s.env.name.clone(),
             stack_file,
+            overrides,
         })
     }
 
@@ -131,6 +166,54 @@ impl SwarmRuntime {
             for s in secrets.split(',').filter(|s| !s.is_empty()) {
                 out.entry(s.to_string()).or_default().push(svc.to_string());
             }
+        }
+        Ok(out)
+    }
+
+    /// `XTASK_SECRET_<NAME>_KEPT` for each secret with `kept_by`: the version
+    /// those services run now (from their spec), or the current one for a
+    /// service not deployed yet or whose version is gone.
+    fn kept_vars(&self, current: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>> {
+        let kept: Vec<_> = self
+            .manifest
+            .secrets
+            .iter()
+            .filter(|s| !s.kept_by.is_empty())
+            .collect();
+        let mut out = BTreeMap::new();
+        if kept.is_empty() {
+            return Ok(out);
+        }
+        let existing = self.read(&["secret", "ls", "--format", "{{.Name}}"], "")?;
+        let mut mounted: BTreeMap<String, String> = BTreeMap::new();
+        for svc in kept
+            .iter()
+            .flat_map(|s| &s.kept_by)
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            let name = format!("{}_{svc}", self.stack());
+            let format = "{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{.File.Name}}={{.SecretName}},{{end}}";
+            // A service not deployed yet keeps nothing.
+            let text = self
+                .docker
+                .read(&["service", "inspect", "--format", format, &name], "")
+                .unwrap_or_default();
+            for (target, id) in text.trim().split(',').filter_map(|p| p.split_once('=')) {
+                if existing.lines().any(|l| l == id) {
+                    mounted.insert(format!("{svc}/{target}"), id.to_string());
+                }
+            }
+        }
+        for spec in kept {
+            let Some(now) = current.get(&spec.name) else {
+                continue;
+            };
+            let used = spec
+                .kept_by
+                .iter()
+                .find_map(|svc| mounted.get(&format!("{svc}/{}", spec.name)));
+            let var = format!("XTASK_SECRET_{}_KEPT", spec.name.to_ascii_uppercase());
+            out.insert(var, used.unwrap_or(now).clone());
         }
         Ok(out)
     }
@@ -217,7 +300,9 @@ impl Runtime for SwarmRuntime {
                 problems.join("\n  - ")
             );
         }
-        let vars = stack_vars(&self.env, current);
+        let mut vars = stack_vars(&self.env, current);
+        vars.insert("XTASK_PROJECT".into(), self.manifest.project.clone());
+        vars.extend(self.kept_vars(current)?);
         let stack = self.stack();
         let (text, rendered) = match &opts.reader {
             None => (text, None),
@@ -240,8 +325,12 @@ impl Runtime for SwarmRuntime {
             }
         };
         let shown = rendered.as_ref().map_or(shown, |f| f.shown.clone());
+        let mut files = vec!["-c".to_string(), shown.clone()];
+        for o in &self.overrides {
+            files.extend(["-c".to_string(), o.display().to_string()]);
+        }
         if opts.dry_run {
-            println!("would run: docker stack deploy -c {shown} {stack}");
+            println!("would run: docker stack deploy {} {stack}", files.join(" "));
             println!(
                 "with the stack file resolved as:\n{}",
                 stackfile::interpolate(&text, &vars)
@@ -253,22 +342,12 @@ impl Runtime for SwarmRuntime {
         // XTASK_RESOLVE_IMAGE=never deploys locally built images with no registry.
         let resolve = std::env::var("XTASK_RESOLVE_IMAGE").unwrap_or_else(|_| "always".into());
         let envs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut args = vec!["stack", "deploy", "--resolve-image", &resolve];
+        args.extend(files.iter().map(String::as_str));
+        args.push(&stack);
         self.docker
             .tool
-            .stream(
-                &self.root,
-                &envs,
-                &[
-                    "stack",
-                    "deploy",
-                    "--resolve-image",
-                    &resolve,
-                    "-c",
-                    &shown,
-                    &stack,
-                ],
-                opts.timeout,
-            )
+            .stream(&self.root, &envs, &args, opts.timeout)
             .map_err(|e| self.docker.swarm_diagnose(e))?;
         self.wait_converged(&stack, started, opts.timeout)
     }
@@ -507,6 +586,35 @@ mod tests {
             p.iter()
                 .any(|x| x
                     .contains("must be `external: true` with `name: ${XTASK_SECRET_DB_PASSWORD")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn kept_by_services_mount_the_kept_version() {
+        let m = Manifest::parse("project = \"d\"\n[environments.p]\nbackend = \"swarm\"\n[secrets.pw]\nkind = \"password\"\nservices = [\"api\", \"db\"]\nkept_by = [\"db\"]\nrotate_hook = [\"h\"]\n").unwrap();
+        let def = |k: &str| {
+            format!(
+                "  {k}:\n    external: true\n    name: ${{XTASK_SECRET_{}:?set by cargo xtask deploy}}\n",
+                k.to_uppercase()
+            )
+        };
+        let good = format!(
+            "services:\n  api:\n    secrets: [pw]\n  db:\n    secrets:\n      - {{ source: pw_kept, target: pw }}\nsecrets:\n{}{}",
+            def("pw"),
+            def("pw_kept")
+        );
+        let p = check_file(&m, "s.yml", &stackfile::parse(&good).unwrap());
+        assert!(p.is_empty(), "{p:?}");
+        let plain = format!(
+            "services:\n  api:\n    secrets: [pw]\n  db:\n    secrets: [pw]\nsecrets:\n{}",
+            def("pw")
+        );
+        let p = check_file(&m, "s.yml", &stackfile::parse(&plain).unwrap());
+        assert!(
+            p.iter().any(|x| x.contains(
+                "service db keeps its own copy of pw (kept_by in deploy/secrets.toml): mount `source: pw_kept, target: pw`"
+            )),
             "{p:?}"
         );
     }

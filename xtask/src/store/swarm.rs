@@ -125,6 +125,7 @@ impl SwarmStore {
         let mut t = s.env.settings_for(BackendKind::Swarm);
         // The stack file belongs to the runtime, which reads it from the same table.
         let _ = t.opt_str("stack_file")?;
+        let _ = t.opt_str_list("stack_overrides")?;
         t.finish()?;
         Ok(SwarmStore {
             docker: Docker::new()?,
