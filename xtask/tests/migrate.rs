@@ -291,14 +291,14 @@ fn weak_values_are_migrated_with_a_warning_and_setup_refuses_them() {
 /// environment, as a project coming from a plain `.env` has it.
 fn env_style_compose(repo: &TempRepo) -> String {
     let text = repo.read("docker-compose.prod.yml");
-    let old = "    secrets: [redis_password]\n    restart: unless-stopped\n";
+    let old = "    secrets: [redis_password]\n    volumes:\n";
     assert!(
         text.contains(old),
         "the shipped compose file changed; update this test"
     );
     let new = text.replace(
         old,
-        "    environment:\n      REDIS_PASSWORD: ${REDIS_PASSWORD}  # from .env\n    restart: unless-stopped\n",
+        "    environment:\n      REDIS_PASSWORD: ${REDIS_PASSWORD}  # from .env\n    volumes:\n",
     );
     repo.write("docker-compose.prod.yml", &new);
     new
@@ -326,8 +326,12 @@ fn compose_changes_are_printed_or_written_as_text() {
     std::fs::write(repo.path(".env"), "REDIS_PASSWORD=R3dis-Pa55-word-xyz\n").unwrap();
     let out = migrate(&repo, &["--write-compose"], true);
     let want = before.replace(
-        "      REDIS_PASSWORD: ${REDIS_PASSWORD}  # from .env\n    restart: unless-stopped\n",
-        "      REDIS_PASSWORD_FILE: /run/secrets/redis_password\n    restart: unless-stopped\n    secrets:\n      - redis_password\n",
+        "      REDIS_PASSWORD: ${REDIS_PASSWORD}  # from .env\n",
+        "      REDIS_PASSWORD_FILE: /run/secrets/redis_password\n",
+    )
+    .replace(
+        "      - redis-data:/data\n    restart: unless-stopped\n",
+        "      - redis-data:/data\n    restart: unless-stopped\n    secrets:\n      - redis_password\n",
     );
     assert_eq!(repo.read("docker-compose.prod.yml"), want);
     assert!(
