@@ -331,10 +331,21 @@ fn add(
         }
         None => {
             for p in validate::problems(spec, env, value.expose()) {
-                m.warnings.push(format!(
-                    "{from}: {key} {p}; it is migrated anyway (to get it out of the plain file), but setup refuses it: delete its line from {} and run `cargo xtask setup-secrets {} --generate-missing` for a strong one (or write one there); `cargo xtask rotate-secrets {} --secret {}` replaces it later",
-                    target.shown, env.name, env.name, spec.name
-                ));
+                let fix = match (spec.kind, spec.generate) {
+                    (Kind::Password | Kind::Key, true) if !env.production => format!(
+                        "it is migrated anyway (to get it out of the plain file) and goes live with a warning; `cargo xtask rotate-secrets {} --secret {}` replaces it with a strong one",
+                        env.name, spec.name
+                    ),
+                    (Kind::Password | Kind::Key, true) => format!(
+                        "it is migrated anyway (to get it out of the plain file), but production refuses it live; `cargo xtask rotate-secrets {} --secret {}` replaces it with a strong one",
+                        env.name, spec.name
+                    ),
+                    _ => format!(
+                        "it is migrated anyway (to get it out of the plain file), but setup refuses it: write a strong value in {}, then run `cargo xtask setup-secrets {}`",
+                        target.shown, env.name
+                    ),
+                };
+                m.warnings.push(format!("{from}: {key} {p}; {fix}"));
             }
             m.writes.push((key.clone(), value));
             how.to_string()

@@ -46,6 +46,9 @@ pub struct Resolved {
     /// puts them there once everything has been checked and the store answered.
     pending: Vec<(String, SecretValue)>,
     pub fingerprint_key: Option<SecretValue>,
+    /// Of [`Options::replacing`]: the secrets whose env-file value is too
+    /// weak to keep, so it must be generated anew.
+    pub replace: Vec<String>,
 }
 
 impl Resolved {
@@ -91,12 +94,20 @@ impl Resolved {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Options {
     /// `--generate-missing`.
     pub generate: bool,
     /// Never generate: for commands that only look (list, verify, deploy).
     pub read_only: bool,
+    /// Secrets about to be replaced by generated values (`rotate-secrets`):
+    /// a weak value of theirs is a warning and lands in
+    /// [`Resolved::replace`] instead of failing the run.
+    pub replacing: Vec<String>,
+    /// Outside production, a weak password or key is a warning naming the
+    /// rotation that replaces it, not an error: the setup that follows
+    /// `migrate-env-to-secrets` (the value had to leave the plain file).
+    pub accept_weak: bool,
 }
 
 impl Options {
@@ -155,8 +166,37 @@ pub fn resolve(
         c.problems
             .insert(0, missing_message(&file.shown, &env.name, &c.missing));
     }
+    let mut replace = Vec::new();
     for d in &c.desired {
-        for p in validate::problems(&d.spec, env, d.value.expose()) {
+        let problems = validate::problems(&d.spec, env, d.value.expose());
+        let replaceable = matches!(d.spec.kind, Kind::Password | Kind::Key)
+            && d.spec.generate
+            && opts.replacing.contains(&d.spec.name);
+        if replaceable && !problems.is_empty() {
+            warnings.push(format!(
+                "{}: {} {}; it is replaced by a generated value",
+                d.origin,
+                d.spec.env_key(),
+                problems.join("; ")
+            ));
+            replace.push(d.spec.name.clone());
+            continue;
+        }
+        let tolerated = opts.accept_weak
+            && !env.production
+            && matches!(d.spec.kind, Kind::Password | Kind::Key);
+        if tolerated && !problems.is_empty() {
+            warnings.push(format!(
+                "{}: {} {}; accepted for now, `cargo xtask rotate-secrets {} --secret {}` replaces it with a strong value",
+                d.origin,
+                d.spec.env_key(),
+                problems.join("; "),
+                env.name,
+                d.spec.name
+            ));
+            continue;
+        }
+        for p in problems {
             c.problems
                 .push(format!("{}: {} {p}", d.origin, d.spec.env_key()));
         }
@@ -191,6 +231,7 @@ pub fn resolve(
         generated: c.updates.iter().map(|(k, _)| k.clone()).collect(),
         pending: c.updates,
         fingerprint_key,
+        replace,
     })
 }
 
@@ -592,6 +633,7 @@ environments = ["production"]
             Options {
                 generate,
                 read_only: false,
+                ..Options::default()
             },
         )
         .and_then(|mut r| {
@@ -618,6 +660,51 @@ environments = ["production"]
             url,
             "postgresql://app:p%40ss%2Fw%3Ard%3F%23%25Zq9-aaaaaaaaaaaaaaaaaaaaaaaa@postgres:5432/demo_staging"
         );
+    }
+
+    /// A weak password is refused, unless a rotation is about to replace it
+    /// (any environment) or a migration put it there (not production).
+    #[test]
+    fn weak_values_are_refused_replaced_or_tolerated() {
+        let file = |pw: &str| format!("POSTGRES_USER=u\nPOSTGRES_PASSWORD={pw}\n");
+        let (dir, m) = setup(&[
+            ("secrets/develop.env", &file("short1A")),
+            ("secrets/staging.env", &file("short2B")),
+            ("secrets/production.env", &file("short3C")),
+        ]);
+        let with = |env: &str, opts: Options| resolve(dir.path(), &m, m.env(env).unwrap(), opts);
+        for env in ["develop", "staging"] {
+            let e = format!("{:#}", with(env, Options::read_only()).unwrap_err());
+            assert!(e.contains("POSTGRES_PASSWORD is 7 characters"), "{e}");
+        }
+        let replacing = Options {
+            replacing: vec!["postgres_password".into()],
+            ..Options::read_only()
+        };
+        for env in ["develop", "staging"] {
+            let r = with(env, replacing.clone()).unwrap();
+            assert_eq!(r.replace, ["postgres_password"]);
+            assert!(
+                r.warnings
+                    .iter()
+                    .any(|w| w.contains("replaced by a generated value"))
+            );
+        }
+        let migrated = Options {
+            accept_weak: true,
+            ..Options::read_only()
+        };
+        let r = with("develop", migrated.clone()).unwrap();
+        assert!(r.replace.is_empty());
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.contains("rotate-secrets develop --secret postgres_password")),
+            "{:?}",
+            r.warnings
+        );
+        let e = format!("{:#}", with("production", migrated).unwrap_err());
+        assert!(e.contains("POSTGRES_PASSWORD is 7 characters"), "{e}");
     }
 
     #[test]

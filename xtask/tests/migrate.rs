@@ -252,15 +252,15 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
 }
 
 #[test]
-fn weak_values_are_migrated_with_a_warning_and_setup_refuses_them() {
+fn weak_values_are_migrated_with_a_warning_and_go_live_outside_production() {
     let repo = TempRepo::new();
     std::fs::write(repo.path(".env"), "POSTGRES_PASSWORD=short1A\n").unwrap();
-    let out = migrate(&repo, &[], false);
+    let out = migrate(&repo, &[], true);
     assert!(
         out.stderr.contains("POSTGRES_PASSWORD is 7 characters")
-            && out
-                .stderr
-                .contains("cargo xtask rotate-secrets develop --secret postgres_password"),
+            && out.stderr.contains(
+                "`cargo xtask rotate-secrets develop --secret postgres_password` replaces it with a strong one"
+            ),
         "{}",
         out.stderr
     );
@@ -269,21 +269,28 @@ fn weak_values_are_migrated_with_a_warning_and_setup_refuses_them() {
         "short1A"
     );
     assert_eq!(repo.read(".env"), "");
-    // The fix the warning names works.
+    // The setup that follows the migration took it, with a warning.
+    assert_eq!(repo.read("secrets/develop/postgres_password"), "short1A");
+    // A plain setup still refuses it, and verify says it is weak.
+    let again = repo.run(&["setup-secrets", "develop"]).fails();
     assert!(
-        out.stderr.contains("delete its line from secrets/develop.env and run `cargo xtask setup-secrets develop --generate-missing`"),
+        again.stderr.contains("POSTGRES_PASSWORD is 7 characters"),
+        "{}",
+        again.stderr
+    );
+    // Production never takes it live.
+    let repo = TempRepo::new();
+    std::fs::write(repo.path(".env"), "POSTGRES_PASSWORD=short1A\n").unwrap();
+    let out = repo
+        .run(&["migrate-env-to-secrets", "--to", "production"])
+        .fails();
+    assert!(
+        out.stderr.contains("production refuses it live")
+            && out
+                .stderr
+                .contains("rotate-secrets production --secret postgres_password"),
         "{}",
         out.stderr
-    );
-    let text = repo
-        .read("secrets/develop.env")
-        .replace("POSTGRES_PASSWORD=short1A\n", "");
-    repo.write("secrets/develop.env", &text);
-    repo.run(&["setup-secrets", "develop", "--generate-missing"])
-        .ok();
-    assert_eq!(
-        dotenv(&repo.path("secrets/develop.env"))["POSTGRES_PASSWORD"].len(),
-        32
     );
 }
 

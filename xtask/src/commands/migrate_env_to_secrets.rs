@@ -141,7 +141,7 @@ fn setup(root: &Path, env: &str) -> Result<()> {
         lock_timeout: Duration::from_secs(300),
     };
     println!("running setup-secrets {env}:");
-    super::setup_secrets::run(root, &e, SetupArgs { generate_missing: false, dry_run: false })
+    super::setup_secrets::run(root, &e, SetupArgs { generate_missing: false, dry_run: false, accept_weak: true })
         .with_context(|| format!("the values were migrated, but `cargo xtask setup-secrets {env}` failed; fix what it says and run it"))
 }
 

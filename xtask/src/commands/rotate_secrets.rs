@@ -160,7 +160,17 @@ pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
         false => Some(s.lock(&format!("{COMMAND} {}", e.env), e.lock_timeout)?),
         true => None,
     };
-    let mut r = s.resolve_read_only()?;
+    // A weak value of a chosen secret (one `migrate-env-to-secrets` moved,
+    // say) does not stop the rotation that replaces it.
+    let replacing = chosen_specs(&s, &a)?
+        .iter()
+        .map(|sp| sp.name.clone())
+        .collect();
+    let mut r = s.resolve(resolve::Options {
+        read_only: true,
+        replacing,
+        ..Default::default()
+    })?;
     let before = s.plan(&r)?;
     let (rotating, updates) = choose_all(&s, &a, &before, &r)?;
     let rotating = with_derived(&s.manifest.secrets_for(&s.env.name), &rotating);
@@ -304,11 +314,13 @@ fn choose_all(
     let mut updates = Vec::new();
     let mut rotating: Vec<String> = Vec::new();
     for spec in chosen_specs(s, a)? {
+        // A weak env-file value is never taken: a new one is generated.
         let action = before
             .steps
             .iter()
             .find(|p| p.secret == spec.name)
-            .map(|p| p.action);
+            .map(|p| p.action)
+            .filter(|_| !r.replace.contains(&spec.name));
         match choose(spec, action, !a.all)? {
             Choice::FromEnvFile => {
                 println!("{}: using the new value in {env_file}", spec.name);

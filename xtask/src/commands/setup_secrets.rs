@@ -40,6 +40,8 @@ pub fn run(root: &Path, e: &EnvArgs, a: SetupArgs) -> Result<()> {
     let mut r = s.resolve(Options {
         generate: a.generate_missing,
         read_only: false,
+        accept_weak: a.accept_weak,
+        ..Options::default()
     })?;
     let plan = s.plan(&r)?;
     if !r.generated.is_empty() {
