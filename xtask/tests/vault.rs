@@ -16,7 +16,9 @@ use std::{
 };
 
 use serde_json::Value;
-use support::flows::{Places, assert_shown, free_port, ok_with_nothing_on_argv, own_project};
+use support::flows::{
+    Places, StackDown, assert_shown, free_port, ok_with_nothing_on_argv, own_project,
+};
 use support::{
     BACKEND, ComposeDown, DEVELOP_SECRETS, Run, TempRepo, host_compose, show_in_backend,
 };
@@ -895,33 +897,6 @@ fn kv_v1_mount_setup_rerun_update_list_remove() {
     .ok();
     assert!(get("raqeem/develop/jwt_secret").is_none());
     assert!(get("raqeem/develop/.xtask/jwt_secret").is_none());
-}
-
-/// Removes the test's stack and its swarm secrets whatever happens.
-struct StackDown(String);
-
-impl Drop for StackDown {
-    fn drop(&mut self) {
-        let stack = format!("{}-develop", self.0);
-        let _ = Command::new("docker")
-            .args(["stack", "rm", &stack])
-            .output();
-        for _ in 0..60 {
-            let out = Command::new("docker")
-                .args([
-                    "ps",
-                    "-aq",
-                    "--filter",
-                    &format!("label=com.docker.stack.namespace={stack}"),
-                ])
-                .output();
-            if out.is_ok_and(|o| o.stdout.is_empty()) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        support::remove_project_secrets(&self.0);
-    }
 }
 
 /// `show NAME...` in the stack's backend task: its stdout.

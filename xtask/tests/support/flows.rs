@@ -3,10 +3,11 @@
 //! the load client that runs beside a rotation and is judged after it. The
 //! store tests (aws.rs, vault.rs): a project of their own, a deploy under
 //! strace with nothing on any argv, what the services show, and the places a
-//! traced flow must not show a value.
+//! traced flow must not show a value. And the guard that takes a test's
+//! `<project>-develop` stack and its secrets down (vault.rs, leak_flow.rs).
 
 use super::{DEVELOP_SECRETS, Run, TempRepo, docker, sha12};
-use std::{net::TcpListener, path::Path, process::Command};
+use std::{net::TcpListener, path::Path, process::Command, time::Duration};
 
 /// The probe project's secrets, served by its `web` service.
 pub const NAMES: [&str; 4] = ["app_user", "app_password", "app_url", "api_key"];
@@ -256,5 +257,34 @@ impl Places {
                 assert!(!text.contains(v.as_str()), "value #{i} appears in {name}");
             }
         }
+    }
+}
+
+/// Removes the stack `<project>-develop` and the project's swarm secrets
+/// whatever happens; the project's name is the field.
+pub struct StackDown(pub String);
+
+impl Drop for StackDown {
+    fn drop(&mut self) {
+        let stack = format!("{}-develop", self.0);
+        let _ = Command::new("docker")
+            .args(["stack", "rm", &stack])
+            .output();
+        // Secrets in use cannot go until the tasks are gone.
+        for _ in 0..60 {
+            let out = Command::new("docker")
+                .args([
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &format!("label=com.docker.stack.namespace={stack}"),
+                ])
+                .output();
+            if out.is_ok_and(|o| o.stdout.is_empty()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        super::remove_project_secrets(&self.0);
     }
 }
