@@ -361,16 +361,11 @@ mod tests {
         };
         let t = UNIX_EPOCH + Duration::from_secs(1_440_938_160); // 2015-08-30 12:36:00
         let headers = [("host", "example.amazonaws.com")];
-        let signed = sign(
-            &creds,
-            "us-east-1",
-            "service",
-            t,
-            "https://example.amazonaws.com/",
-            &headers,
-            b"",
-        )
-        .unwrap();
+        let sign_as = |c: &Credentials| {
+            let url = "https://example.amazonaws.com/";
+            sign(c, "us-east-1", "service", t, url, &headers, b"").unwrap()
+        };
+        let signed = sign_as(&creds);
         let get = |name: &str| {
             signed
                 .iter()
@@ -391,16 +386,7 @@ mod tests {
             session_token: Some(Zeroizing::new("TOKEN".to_owned())),
             ..creds
         };
-        let signed = sign(
-            &with_token,
-            "us-east-1",
-            "service",
-            t,
-            "https://example.amazonaws.com/",
-            &headers,
-            b"",
-        )
-        .unwrap();
+        let signed = sign_as(&with_token);
         assert!(
             signed
                 .iter()

@@ -442,18 +442,9 @@ pub fn without(raw: &str, remove: &[Span]) -> String {
 mod tests {
     use super::*;
 
-    const M: &str = r#"
-project = "demo"
-[environments.develop]
-backend = "compose"
-[secrets.postgres_user]
-kind = "username"
-[secrets.postgres_password]
-kind = "password"
-[secrets.database_url]
-kind = "derived"
-template = "postgresql://{postgres_user}:{postgres_password}@postgres:5432/{project}_{env}"
-"#;
+    fn demo() -> Manifest {
+        crate::testutil::demo_manifest("[environments.develop]\nbackend = \"compose\"\n", "")
+    }
 
     #[test]
     fn credentials_are_recognised_by_suffix_and_url() {
@@ -476,7 +467,7 @@ template = "postgresql://{postgres_user}:{postgres_password}@postgres:5432/{proj
 
     #[test]
     fn derived_values_are_read_back_through_their_template() {
-        let m = Manifest::parse(M).unwrap();
+        let m = demo();
         let spec = m.secret("database_url").unwrap();
         let p = parts_of(
             spec,
@@ -507,7 +498,7 @@ template = "postgresql://{postgres_user}:{postgres_password}@postgres:5432/{proj
 
     #[test]
     fn plans_moves_conflicts_and_url_disagreements() {
-        let m = Manifest::parse(M).unwrap();
+        let m = demo();
         let env = m.env("develop").unwrap();
         let dir = crate::testutil::TempDir::new();
         let target = file(&dir, "t.env", "# t\nPOSTGRES_USER=same_user_x\n");

@@ -587,22 +587,15 @@ fn reuse_problems(
 mod tests {
     use super::*;
 
-    const M: &str = r#"
-project = "demo"
+    const ENVIRONMENTS: &str = r#"
 [environments.production]
 backend = "swarm"
 [environments.staging]
 backend = "swarm"
 [environments.develop]
 backend = "compose"
-[secrets.postgres_user]
-kind = "username"
-[secrets.postgres_password]
-kind = "password"
-[secrets.database_url]
-kind = "derived"
-template = "postgresql://{postgres_user}:{postgres_password}@postgres:5432/{project}_{env}"
-[secrets.tls_cert]
+"#;
+    const TLS_CERT: &str = r#"[secrets.tls_cert]
 kind = "file"
 pem = true
 environments = ["production"]
@@ -617,7 +610,7 @@ environments = ["production"]
             std::fs::write(&p, text).unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
-        (dir, Manifest::parse(M).unwrap())
+        (dir, crate::testutil::demo_manifest(ENVIRONMENTS, TLS_CERT))
     }
 
     fn run(

@@ -1,4 +1,5 @@
-//! Helpers for unit tests: a temporary directory removed on drop.
+//! Helpers for unit tests: a temporary directory removed on drop, and the
+//! `demo` manifest that the resolve and migrate tests share.
 
 use std::path::{Path, PathBuf};
 
@@ -24,4 +25,22 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The secrets the planning tests share: a user, a password and the
+/// database URL derived from both.
+const DB_SECRETS: &str = r#"[secrets.postgres_user]
+kind = "username"
+[secrets.postgres_password]
+kind = "password"
+[secrets.database_url]
+kind = "derived"
+template = "postgresql://{postgres_user}:{postgres_password}@postgres:5432/{project}_{env}"
+"#;
+
+/// Project `demo` with `environments` (TOML tables), the database secrets
+/// and then `extra`.
+pub fn demo_manifest(environments: &str, extra: &str) -> crate::manifest::Manifest {
+    let text = format!("project = \"demo\"\n{environments}{DB_SECRETS}{extra}");
+    crate::manifest::Manifest::parse(&text).unwrap()
 }

@@ -15,84 +15,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{TempRepo, docker, probe_image, sha12, swarm_or_skip, unique};
+use support::flows::{
+    NAMES, load_report, probe_manifest, probe_stack, secret_labels, served, start_load,
+};
+use support::{TempRepo, docker, probe_image, swarm_or_skip, unique};
 
 const ENV: &str = "prod";
-const NAMES: [&str; 4] = ["app_user", "app_password", "app_url", "api_key"];
-
-fn manifest(project: &str) -> String {
-    format!(
-        r#"project = "{project}"
-compose_file = "no-compose.yml"
-stack_file = "test-stack.yml"
-
-[environments.{ENV}]
-backend = "swarm"
-
-[secrets.app_user]
-kind = "username"
-services = ["web"]
-
-[secrets.app_password]
-kind = "password"
-services = ["web"]
-
-[secrets.app_url]
-kind = "derived"
-template = "postgresql://{{app_user}}:{{app_password}}@db/{{project}}_{{env}}"
-services = ["web"]
-
-[secrets.api_key]
-kind = "key"
-services = ["web"]
-"#
-    )
-}
-
-fn stack(image: &str, net: &str) -> String {
-    let names: Vec<String> = NAMES.iter().map(|n| format!("\"{n}\"")).collect();
-    let mut s = format!(
-        r#"version: "3.8"
-services:
-  web:
-    image: {image}
-    command: ["serve", "--port", "8080", {}]
-    healthcheck:
-      test: ["CMD", "/probe", "health", "--port", "8080"]
-      interval: 1s
-      timeout: 2s
-      retries: 3
-    stop_grace_period: 3s
-    networks: [net]
-    secrets:
-"#,
-        names.join(", ")
-    );
-    for n in NAMES {
-        s.push_str(&format!("      - {{ source: {n}, target: {n} }}\n"));
-    }
-    s.push_str(&format!(
-        r#"    deploy:
-      replicas: 2
-      endpoint_mode: dnsrr
-      update_config: {{ order: start-first, parallelism: 1, failure_action: rollback, monitor: 2s }}
-networks:
-  net:
-    driver: overlay
-    attachable: true
-    name: {net}
-secrets:
-"#
-    ));
-    for n in NAMES {
-        s.push_str(&format!(
-            "  {n}:\n    external: true\n    name: ${{XTASK_SECRET_{}:?set by cargo xtask deploy}}\n",
-            n.to_uppercase()
-        ));
-    }
-    s
-}
-
 /// Removes everything the test created, whatever happened.
 struct Cleanup {
     project: String,
@@ -168,10 +96,6 @@ fn fingerprint(key: &str, value: &str) -> String {
         .collect()
 }
 
-fn served(name: &str, value: &str) -> String {
-    format!("{name} {}", sha12(value.as_bytes()))
-}
-
 fn load_once(net: &str, image: &str) -> String {
     let out = Command::new("docker")
         .args([
@@ -232,8 +156,8 @@ fn old_world(repo: &TempRepo, project: &str, image: &str) -> Vec<(&'static str, 
     let prefix = format!("{project}_{ENV}_");
     let stack_name = format!("{project}-{ENV}");
     let net = format!("{project}-net");
-    repo.write("deploy/secrets.toml", &manifest(project));
-    repo.write("test-stack.yml", &stack(image, &net));
+    repo.write("deploy/secrets.toml", &probe_manifest(project, ENV, ""));
+    repo.write("test-stack.yml", &probe_stack(image, &net, ""));
     let u = unique();
     let user = format!("app_{u}");
     let password = format!("Pw-{u}-aB3dE5gH7jK9mN1pQ3sT5vW7xZ");
@@ -359,14 +283,7 @@ fn adopt_the_old_scripts_secrets_then_rotate_to_v1_under_load() {
         svc_before,
         "adoption must not touch the service"
     );
-    let labels = docker(&[
-        "secret",
-        "inspect",
-        "--format",
-        "{{json .Spec.Labels}}",
-        &format!("{prefix}app_password"),
-    ]);
-    let labels: serde_json::Value = serde_json::from_str(&labels).unwrap();
+    let labels = secret_labels(&format!("{prefix}app_password"));
     assert_eq!(labels["xtask.tool"], "cargo-xtask");
     assert_eq!(labels["xtask.version"], "0");
     assert_eq!(labels["xtask.secret"], "app_password");
@@ -389,24 +306,7 @@ fn adopt_the_old_scripts_secrets_then_rotate_to_v1_under_load() {
 
     // The next rotation moves everything to _v1 under load, then retires the old names.
     let load_name = format!("{project}-load");
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        &load_name,
-        "--network",
-        &net,
-        image,
-        "load",
-        "--target",
-        "web:8080",
-        "--count",
-        "400",
-        "--max-seconds",
-        "90",
-        "--interval-ms",
-        "100",
-    ]);
+    start_load(&load_name, &net, image);
     let rot = support::Run::from(
         repo.xtask(&["rotate-secrets", ENV, "--all", "--timeout", "120"])
             .env("XTASK_RESOLVE_IMAGE", "never")
@@ -419,19 +319,7 @@ fn adopt_the_old_scripts_secrets_then_rotate_to_v1_under_load() {
         "{}",
         rot.stdout
     );
-    let code = docker(&["wait", &load_name]);
-    let logs = Command::new("docker")
-        .args(["logs", &load_name])
-        .output()
-        .unwrap();
-    let logs = format!(
-        "{}{}",
-        String::from_utf8_lossy(&logs.stdout),
-        String::from_utf8_lossy(&logs.stderr)
-    );
-    eprintln!("load client during the move to _v1: {logs}");
-    assert_eq!(code.trim(), "0", "{logs}");
-    assert!(logs.contains("failed=0"), "{logs}");
+    let logs = load_report(&load_name, "the move to _v1");
     assert!(logs.contains(&served("app_url", &url)), "{logs}");
     let used = docker(&[
         "service",

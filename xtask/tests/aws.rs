@@ -12,13 +12,14 @@
 mod support;
 
 use std::{
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
+use support::flows::{Places, assert_shown, free_port, ok_with_nothing_on_argv, own_project};
 use support::{DEVELOP_SECRETS, Run, TempRepo};
 
 fn ci() -> bool {
@@ -63,11 +64,7 @@ struct Moto {
 
 impl Moto {
     fn start() -> Moto {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
@@ -366,11 +363,7 @@ fn errors_name_the_next_step() {
     }
     let repo = repo_on_aws();
     // No server on this port: the endpoint does not answer.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut c = repo.xtask(&["list-secrets", "develop"]);
     c.env("AWS_ACCESS_KEY_ID", "testing")
@@ -457,8 +450,7 @@ fn setup_puts_no_value_on_argv_under_strace() {
             "--force",
         ],
     ];
-    let mut seen: Vec<String> = Vec::new();
-    let mut places: Vec<(String, String)> = Vec::new();
+    let mut places = Places::default();
     for args in flow {
         let mut c = Command::new("strace");
         c.args(["-f", "-v", "-e", "trace=execve", "-s", "65536", "-o"])
@@ -478,25 +470,12 @@ fn setup_puts_no_value_on_argv_under_strace() {
                 &trace[..trace.len().min(4000)]
             );
         }
-        places.push((format!("the trace of {args:?}"), trace));
-        places.push((format!("the output of {args:?}"), run.all()));
+        places.add(args, trace, &run);
         for n in DEVELOP_SECRETS {
-            let v = expected(&repo, n);
-            if v.len() >= 12 && !seen.contains(&v) {
-                seen.push(v);
-            }
+            places.value(expected(&repo, n));
         }
     }
-    assert!(
-        seen.len() >= 9,
-        "the rotation added no value: {}",
-        seen.len()
-    );
-    for (i, v) in seen.iter().enumerate() {
-        for (name, text) in &places {
-            assert!(!text.contains(v.as_str()), "value #{i} appears in {name}");
-        }
-    }
+    places.assert_none_shown(9, "the rotation added no value");
 }
 
 /// Values an operator really writes: quotes, spaces, `$` and `#` in a key,
@@ -527,19 +506,10 @@ fn aws_deploy_fetch_then_reader_on_compose() {
     }
     let moto = Moto::start();
     let repo = repo_on_aws();
-    let name = format!("xt{}", support::unique());
-    let m = repo
-        .read("deploy/secrets.toml")
-        .replace("project = \"raqeem\"", &format!("project = \"{name}\""));
-    repo.write("deploy/secrets.toml", &m);
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let name = own_project(&repo);
     repo.write(
         "docker-compose.prod.yml",
-        &support::host_compose(support::reader_image(), port),
+        &support::host_compose(support::reader_image(), free_port()),
     );
     let project = format!("{name}-develop");
     let _down = support::ComposeDown {
@@ -570,27 +540,10 @@ fn aws_deploy_fetch_then_reader_on_compose() {
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     // Under strace when there is one: no value and no service key on any argv.
     let strace = support::strace_or_skip("aws_deploy_fetch_then_reader_on_compose (strace)");
+    let log = strace.then(|| repo.path("strace.log"));
     let traced = |inner: Command| -> Run {
-        if !strace {
-            let mut inner = inner;
-            return Run::from(inner.output().unwrap()).ok();
-        }
-        let log = repo.path("strace.log");
-        let mut c = support::under_strace(&inner, false, &log);
-        let r = Run::from(c.output().unwrap()).ok();
-        let trace = std::fs::read_to_string(&log).unwrap();
-        assert!(trace.contains("execve("), "strace recorded nothing");
-        for s in DEVELOP_SECRETS {
-            let v = in_aws(s);
-            if v.len() >= 12 {
-                assert!(!trace.contains(&v), "the value of {s} is on an argv");
-            }
-        }
-        assert!(
-            !trace.contains("service-reader-key"),
-            "the service key is on an argv"
-        );
-        r
+        let hidden = ["service-reader-key"];
+        ok_with_nothing_on_argv(inner, log.as_deref(), &in_aws, &hidden, "deploy")
     };
     let mut fetch = moto.xtask(&repo, &["deploy", "develop", "--timeout", "120"]);
     fetch.env("AWS_CLI", &wrapper);
@@ -608,14 +561,8 @@ fn aws_deploy_fetch_then_reader_on_compose() {
         "expected one batched read:\n{log}"
     );
     assert!(!log.contains("secretsmanager get-secret-value"), "{log}");
-    for (n, source, fp) in support::show_in_backend(&project, &support::BACKEND) {
-        assert_eq!(source, format!("/run/secrets/{n}"), "{n}");
-        assert_eq!(
-            fp,
-            support::sha12(in_aws(&n).as_bytes()),
-            "{n}: other bytes"
-        );
-    }
+    let shown = support::show_in_backend(&project, &support::BACKEND);
+    assert_shown(&shown, true, &in_aws);
 
     // Reader: the services' own credentials file, never the operator's keys.
     repo.write(
@@ -629,17 +576,8 @@ fn aws_deploy_fetch_then_reader_on_compose() {
     repo.write("deploy/secrets.toml", &m);
     let d = traced(moto.xtask(&repo, &["deploy", "develop", "--timeout", "120"]));
     assert!(d.stdout.contains("at run time"), "{}", d.all());
-    for (n, source, fp) in support::show_in_backend(&project, &support::BACKEND) {
-        assert!(
-            !source.starts_with("/run/secrets"),
-            "{n} came from {source}"
-        );
-        assert_eq!(
-            fp,
-            support::sha12(in_aws(&n).as_bytes()),
-            "{n}: other bytes"
-        );
-    }
+    let shown = support::show_in_backend(&project, &support::BACKEND);
+    assert_shown(&shown, false, &in_aws);
     let rot = moto
         .run(
             &repo,

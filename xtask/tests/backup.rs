@@ -93,6 +93,13 @@ fn backed_up(repo: &TempRepo) -> (PathBuf, &'static str, &'static str) {
     (identity, special, pem)
 }
 
+/// `restore-secrets ENV --from FILE --identity ID` and `extra`, not yet judged.
+fn restore(repo: &TempRepo, env: &str, from: &str, id: &str, extra: &[&str]) -> Run {
+    let mut args = vec!["restore-secrets", env, "--from", from, "--identity", id];
+    args.extend_from_slice(extra);
+    repo.run(&args)
+}
+
 fn leaks(r: &Run, values: &[&str]) {
     for v in values {
         assert!(!r.all().contains(v), "a value was printed:\n{}", r.all());
@@ -128,17 +135,7 @@ fn round_trip_restores_every_byte_and_the_store() {
     std::fs::remove_file(repo.path("secrets/develop.env")).unwrap();
     std::fs::remove_file(repo.path("secrets/tls.pem")).unwrap();
     let id = identity.to_str().unwrap();
-    let dry = repo
-        .run(&[
-            "restore-secrets",
-            "develop",
-            "--from",
-            "backup.age",
-            "--identity",
-            id,
-            "--dry-run",
-        ])
-        .ok();
+    let dry = restore(&repo, "develop", "backup.age", id, &["--dry-run"]).ok();
     assert!(
         dry.stdout.contains("create    secrets/tls.pem"),
         "{}",
@@ -148,16 +145,7 @@ fn round_trip_restores_every_byte_and_the_store() {
         !repo.path("secrets/develop.env").exists(),
         "--dry-run wrote"
     );
-    let r = repo
-        .run(&[
-            "restore-secrets",
-            "develop",
-            "--from",
-            "backup.age",
-            "--identity",
-            id,
-        ])
-        .ok();
+    let r = restore(&repo, "develop", "backup.age", id, &[]).ok();
     leaks(&r, &[special, "MIIBszCCAVmgAwIBAgIU"]);
     assert!(
         r.stdout.contains("create    secrets/develop.env"),
@@ -178,16 +166,7 @@ fn round_trip_restores_every_byte_and_the_store() {
     assert_eq!(after["secrets/tls.pem"].1, 0o600);
     // The store is in line: verify passes, and a second restore changes nothing.
     repo.run(&["verify-secrets", "develop"]).ok();
-    let again = repo
-        .run(&[
-            "restore-secrets",
-            "develop",
-            "--from",
-            "backup.age",
-            "--identity",
-            id,
-        ])
-        .ok();
+    let again = restore(&repo, "develop", "backup.age", id, &[]).ok();
     assert!(
         again.stdout.contains("restored 0 file(s)"),
         "{}",
@@ -222,16 +201,7 @@ fn bad_backups_and_differing_values_change_nothing() {
     let before = snapshot(&repo);
     let unchanged = |what: &str| assert!(snapshot(&repo) == before, "{what} changed files");
 
-    let r = repo
-        .run(&[
-            "restore-secrets",
-            "develop",
-            "--from",
-            "backup.age",
-            "--identity",
-            id,
-        ])
-        .fails();
+    let r = restore(&repo, "develop", "backup.age", id, &[]).fails();
     assert!(
         r.stderr.contains("differ from the backup in: JWT_SECRET"),
         "{}",
@@ -242,16 +212,7 @@ fn bad_backups_and_differing_values_change_nothing() {
     unchanged("a refused overwrite");
 
     let (other, _) = keygen(&repo.root, "other.txt");
-    let r = repo
-        .run(&[
-            "restore-secrets",
-            "develop",
-            "--from",
-            "backup.age",
-            "--identity",
-            other.to_str().unwrap(),
-        ])
-        .fails();
+    let r = restore(&repo, "develop", "backup.age", other.to_str().unwrap(), &[]).fails();
     assert!(
         r.stderr.contains("cannot decrypt backup.age"),
         "{}",
@@ -267,17 +228,7 @@ fn bad_backups_and_differing_values_change_nothing() {
     std::fs::write(repo.path("corrupt.age"), &corrupt).unwrap();
     std::fs::write(repo.path("short.age"), &sealed[..sealed.len() - 30]).unwrap();
     for f in ["corrupt.age", "short.age"] {
-        let r = repo
-            .run(&[
-                "restore-secrets",
-                "develop",
-                "--from",
-                f,
-                "--identity",
-                id,
-                "--force",
-            ])
-            .fails();
+        let r = restore(&repo, "develop", f, id, &["--force"]).fails();
         assert!(
             r.stderr.contains(&format!("cannot decrypt {f}")),
             "{}",
@@ -287,17 +238,7 @@ fn bad_backups_and_differing_values_change_nothing() {
         unchanged(f);
     }
 
-    let r = repo
-        .run(&[
-            "restore-secrets",
-            "staging",
-            "--from",
-            "backup.age",
-            "--identity",
-            id,
-            "--force",
-        ])
-        .fails();
+    let r = restore(&repo, "staging", "backup.age", id, &["--force"]).fails();
     assert!(
         r.stderr.contains("is a backup of raqeem develop"),
         "{}",
@@ -311,17 +252,7 @@ fn bad_backups_and_differing_values_change_nothing() {
         "deploy/secrets.toml",
         &m.replace("project = \"raqeem\"", "project = \"other\""),
     );
-    let r = repo
-        .run(&[
-            "restore-secrets",
-            "develop",
-            "--from",
-            "backup.age",
-            "--identity",
-            id,
-            "--force",
-        ])
-        .fails();
+    let r = restore(&repo, "develop", "backup.age", id, &["--force"]).fails();
     assert!(r.stderr.contains("not of other develop"), "{}", r.stderr);
     unchanged("another project");
     repo.write("deploy/secrets.toml", &m);
@@ -335,17 +266,7 @@ fn bad_backups_and_differing_values_change_nothing() {
     .unwrap();
     std::os::unix::fs::symlink(repo.path("elsewhere.pem"), repo.path("secrets/tls.pem")).unwrap();
     let linked = snapshot(&repo);
-    let r = repo
-        .run(&[
-            "restore-secrets",
-            "develop",
-            "--from",
-            "backup.age",
-            "--identity",
-            id,
-            "--force",
-        ])
-        .fails();
+    let r = restore(&repo, "develop", "backup.age", id, &["--force"]).fails();
     assert!(
         r.stderr.contains("secrets/tls.pem is a symbolic link"),
         "{}",
@@ -355,17 +276,7 @@ fn bad_backups_and_differing_values_change_nothing() {
     std::fs::remove_file(repo.path("secrets/tls.pem")).unwrap();
 
     // With --force the backup's value comes back, in the file and the store.
-    let r = repo
-        .run(&[
-            "restore-secrets",
-            "develop",
-            "--from",
-            "backup.age",
-            "--identity",
-            id,
-            "--force",
-        ])
-        .ok();
+    let r = restore(&repo, "develop", "backup.age", id, &["--force"]).ok();
     assert!(
         r.stdout.contains("update    secrets/develop.env"),
         "{}",
@@ -702,16 +613,7 @@ fn restore_brings_a_swarm_store_back() {
     std::fs::remove_file(repo.path("secrets/tls/key.pem")).unwrap();
     repo.run(&["verify-secrets", "stage"]).fails();
 
-    let r = repo
-        .run(&[
-            "restore-secrets",
-            "stage",
-            "--from",
-            "s.age",
-            "--identity",
-            identity.to_str().unwrap(),
-        ])
-        .ok();
+    let r = restore(&repo, "stage", "s.age", identity.to_str().unwrap(), &[]).ok();
     assert!(
         r.stdout.contains("create    secrets/tls/key.pem"),
         "{}",

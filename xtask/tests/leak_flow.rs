@@ -366,7 +366,7 @@ fn every_command_on_the_swarm_store_leaks_nothing() {
     }
     std::fs::write(repo.path("docker-compose.swarm.yml"), stack).unwrap();
     repo.write("secrets/develop.env", "POSTGRES_USER=distinct-user-4711\n");
-    let _cleanup = SwarmDown(project.clone());
+    let _cleanup = support::flows::StackDown(project.clone());
     let mut f = flow(&repo);
     f.run(&["setup-secrets", "develop", "--dry-run"], true);
     f.run(&["setup-secrets", "develop"], true);
@@ -429,32 +429,5 @@ impl Drop for ComposeDown {
             .current_dir(&self.0)
             .env("XTASK_SECRETS_DIR", self.0.join("secrets/develop"))
             .output();
-    }
-}
-
-struct SwarmDown(String);
-
-impl Drop for SwarmDown {
-    fn drop(&mut self) {
-        let stack = format!("{}-develop", self.0);
-        let _ = Command::new("docker")
-            .args(["stack", "rm", &stack])
-            .output();
-        // Secrets in use cannot go until the tasks are gone.
-        for _ in 0..60 {
-            let out = Command::new("docker")
-                .args([
-                    "ps",
-                    "-q",
-                    "--filter",
-                    &format!("label=com.docker.stack.namespace={stack}"),
-                ])
-                .output();
-            if out.is_ok_and(|o| o.stdout.is_empty()) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(500));
-        }
-        support::remove_project_secrets(&self.0);
     }
 }

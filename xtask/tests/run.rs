@@ -8,7 +8,7 @@ mod support;
 use std::{
     io::{BufRead, BufReader},
     path::Path,
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     time::Instant,
 };
 
@@ -101,27 +101,28 @@ fn plain_env_passes_variables_with_a_warning() {
     assert!(r.stderr.contains("warning: --plain-env"), "{}", r.stderr);
 }
 
-/// Starts a run whose child prints its folder and sleeps, sends `signal` to
-/// the tool, and returns (exit code, folder, seconds taken).
-fn signalled(repo: &TempRepo, signal: &str) -> (i32, String, f64) {
+/// Starts `run develop -- sh -c SCRIPT`, a script that prints its folder
+/// first; returns the tool's process and that folder.
+fn start(repo: &TempRepo, script: &str, stderr: Stdio) -> (Child, String) {
     let mut child = repo
-        .xtask(&[
-            "run",
-            "develop",
-            "--",
-            "sh",
-            "-c",
-            r#"echo "$SECRETS_DIR"; exec sleep 30"#,
-        ])
+        .xtask(&["run", "develop", "--", "sh", "-c", script])
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut dir = String::new();
-    out.read_line(&mut dir).unwrap();
-    let dir = dir.trim().to_string();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut dir)
+        .unwrap();
+    (child, dir.trim().to_string())
+}
+
+/// Starts a run whose child prints its folder and sleeps, sends `signal` to
+/// the tool, and returns (exit code, folder, seconds taken).
+fn signalled(repo: &TempRepo, signal: &str) -> (i32, String, f64) {
+    let script = r#"echo "$SECRETS_DIR"; exec sleep 30"#;
+    let (mut child, dir) = start(repo, script, Stdio::piped());
     assert!(
         Path::new(&dir).is_dir(),
         "the folder {dir} should exist while the child runs"
@@ -160,24 +161,8 @@ fn sigterm_and_sigint_reach_the_child_and_the_folder_goes() {
 #[test]
 fn a_child_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let repo = ready();
-    let mut child = repo
-        .xtask(&[
-            "run",
-            "develop",
-            "--",
-            "sh",
-            "-c",
-            r#"trap '' TERM; echo "$SECRETS_DIR"; exec sleep 60"#,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut dir = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut dir)
-        .unwrap();
+    let script = r#"trap '' TERM; echo "$SECRETS_DIR"; exec sleep 60"#;
+    let (mut child, dir) = start(&repo, script, Stdio::null());
     let start = Instant::now();
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -191,7 +176,7 @@ fn a_child_that_ignores_sigterm_is_killed_after_the_grace_period() {
         "killed with SIGKILL after the grace period"
     );
     assert!((9.0..40.0).contains(&secs), "took {secs} s");
-    assert!(!Path::new(dir.trim()).exists(), "{dir} left behind");
+    assert!(!Path::new(&dir).exists(), "{dir} left behind");
 }
 
 /// Ctrl-C typed on a real (pseudo-)terminal: the terminal signals the whole

@@ -25,8 +25,9 @@ fn with_values(key: &str) -> (TempRepo, String) {
     (repo, v)
 }
 
-fn commit(repo: &TempRepo, msg: &str) {
-    repo.git(&[
+/// `git commit -qm MSG` as a throwaway identity.
+fn commit_args(msg: &str) -> [&str; 7] {
+    [
         "-c",
         "user.name=t",
         "-c",
@@ -34,7 +35,11 @@ fn commit(repo: &TempRepo, msg: &str) {
         "commit",
         "-qm",
         msg,
-    ]);
+    ]
+}
+
+fn commit(repo: &TempRepo, msg: &str) {
+    repo.git(&commit_args(msg));
 }
 
 fn never_printed(r: &Run, v: &str) {
@@ -188,15 +193,7 @@ fn the_hook_refuses_a_commit_holding_a_value() {
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     let commit = |msg: &str| {
         std::process::Command::new("git")
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t.invalid",
-                "commit",
-                "-qm",
-                msg,
-            ])
+            .args(commit_args(msg))
             .current_dir(&repo.root)
             .env("PATH", &path)
             .env("CARGO_MANIFEST_DIR", repo.root.join("xtask"))

@@ -13,10 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{TempRepo, docker, probe_image, sha12, swarm_or_skip, unique};
+use support::flows::{load_report, probe_manifest, probe_stack, secret_labels, served, start_load};
+use support::{TempRepo, docker, probe_image, swarm_or_skip, unique};
 
 const ENV: &str = "stage";
-const NAMES: [&str; 4] = ["app_user", "app_password", "app_url", "api_key"];
 
 /// Rotates one secret; used twice to see versions kept and pruned.
 const ROTATE_PASSWORD: [&str; 6] = [
@@ -27,81 +27,6 @@ const ROTATE_PASSWORD: [&str; 6] = [
     "--timeout",
     "120",
 ];
-
-fn manifest(project: &str) -> String {
-    format!(
-        r#"project = "{project}"
-compose_file = "no-compose.yml"
-stack_file = "test-stack.yml"
-
-[environments.{ENV}]
-backend = "swarm"
-
-[secrets.app_user]
-kind = "username"
-services = ["web"]
-
-[secrets.app_password]
-kind = "password"
-services = ["web"]
-rotate_hook = ["dd", "of=hook-out.txt", "status=none"]
-
-[secrets.app_url]
-kind = "derived"
-template = "postgresql://{{app_user}}:{{app_password}}@db/{{project}}_{{env}}"
-services = ["web"]
-
-[secrets.api_key]
-kind = "key"
-services = ["web"]
-"#
-    )
-}
-
-fn stack(image: &str, net: &str) -> String {
-    let names = NAMES
-        .iter()
-        .map(|n| format!("\"{n}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut s = format!(
-        r#"version: "3.8"
-services:
-  web:
-    image: {image}
-    command: ["serve", "--port", "8080", {names}]
-    healthcheck:
-      test: ["CMD", "/probe", "health", "--port", "8080"]
-      interval: 1s
-      timeout: 2s
-      retries: 3
-    stop_grace_period: 3s
-    networks: [net]
-    secrets:
-"#
-    );
-    for n in NAMES {
-        s.push_str(&format!("      - {{ source: {n}, target: {n} }}\n"));
-    }
-    s.push_str(&format!(
-        r#"    deploy:
-      replicas: 2
-      endpoint_mode: dnsrr
-      update_config: {{ order: start-first, parallelism: 1, failure_action: rollback, monitor: 2s }}
-      rollback_config: {{ order: start-first }}
-networks:
-  net:
-    driver: overlay
-    attachable: true
-    name: {net}
-secrets:
-"#
-    ));
-    for n in NAMES {
-        s.push_str(&format!("  {n}:\n    external: true\n    name: ${{XTASK_SECRET_{}:?set by cargo xtask deploy}}\n", n.to_uppercase()));
-    }
-    s
-}
 
 /// Removes everything the test created, whatever happened.
 struct Cleanup {
@@ -130,6 +55,12 @@ impl Drop for Cleanup {
         let _ = quiet(&["network", "rm", &format!("{p}-net")]);
     }
 }
+
+/// The app_password hook: writes what it reads on stdin to hook-out.txt.
+const HOOK: &str = "rotate_hook = [\"dd\", \"of=hook-out.txt\", \"status=none\"]\n";
+
+/// Rollbacks start the old task first too.
+const ROLLBACK: &str = "      rollback_config: { order: start-first }\n";
 
 fn wait_stack_gone(stack: &str) {
     let start = Instant::now();
@@ -191,11 +122,6 @@ fn env_value(repo: &TempRepo, key: &str) -> String {
         .to_string()
 }
 
-/// The `NAME FINGERPRINT` line the probe serves for `name` with `value`.
-fn served(name: &str, value: &str) -> String {
-    format!("{name} {}", sha12(value.as_bytes()))
-}
-
 fn url(repo: &TempRepo, project: &str) -> String {
     format!(
         "postgresql://{}:{}@db/{project}_{ENV}",
@@ -217,8 +143,8 @@ fn swarm_setup_deploy_rotate_remove() {
         project: project.clone(),
     };
     let repo = TempRepo::new();
-    repo.write("deploy/secrets.toml", &manifest(&project));
-    repo.write("test-stack.yml", &stack(image, &net));
+    repo.write("deploy/secrets.toml", &probe_manifest(&project, ENV, HOOK));
+    repo.write("test-stack.yml", &probe_stack(image, &net, ROLLBACK));
     let run = |args: &[&str]| {
         support::Run::from(
             repo.xtask(args)
@@ -238,14 +164,7 @@ fn swarm_setup_deploy_rotate_remove() {
         "{}",
         out.stdout
     );
-    let labels = docker(&[
-        "secret",
-        "inspect",
-        "--format",
-        "{{json .Spec.Labels}}",
-        &format!("{project}_{ENV}_app_password_v1"),
-    ]);
-    let labels: serde_json::Value = serde_json::from_str(&labels).unwrap();
+    let labels = secret_labels(&format!("{project}_{ENV}_app_password_v1"));
     assert_eq!(labels["xtask.tool"], "cargo-xtask");
     assert_eq!(labels["xtask.project"], project.as_str());
     assert_eq!(labels["xtask.environment"], ENV);
@@ -319,24 +238,7 @@ fn swarm_setup_deploy_rotate_remove() {
     // 3. rotation under continuous load: no failed request, new value served.
     let old_password = env_value(&repo, "APP_PASSWORD");
     let load_name = format!("{project}-load");
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        &load_name,
-        "--network",
-        &net,
-        image,
-        "load",
-        "--target",
-        "web:8080",
-        "--count",
-        "400",
-        "--max-seconds",
-        "90",
-        "--interval-ms",
-        "100",
-    ]);
+    start_load(&load_name, &net, image);
     let rot = run(&ROTATE_PASSWORD).ok();
     let new_password = env_value(&repo, "APP_PASSWORD");
     assert_ne!(old_password, new_password);
@@ -350,19 +252,7 @@ fn swarm_setup_deploy_rotate_remove() {
         !rot.all().contains(&new_password) && !rot.all().contains(&old_password),
         "a value was printed"
     );
-    let code = docker(&["wait", &load_name]);
-    let logs = Command::new("docker")
-        .args(["logs", &load_name])
-        .output()
-        .unwrap();
-    let logs = format!(
-        "{}{}",
-        String::from_utf8_lossy(&logs.stdout),
-        String::from_utf8_lossy(&logs.stderr)
-    );
-    eprintln!("load client during rotation: {logs}");
-    assert_eq!(code.trim(), "0", "{logs}");
-    assert!(logs.contains("failed=0"), "{logs}");
+    let logs = load_report(&load_name, "rotation");
     assert!(
         logs.contains(&served("app_password", &new_password)),
         "not on the new value at the end: {logs}"
@@ -443,8 +333,11 @@ fn swarm_deploy_surfaces_an_image_that_cannot_be_pulled() {
         project: project.clone(),
     };
     let repo = TempRepo::new();
-    repo.write("deploy/secrets.toml", &manifest(&project));
-    repo.write("test-stack.yml", &stack("xtask-no-such-image:never", &net));
+    repo.write("deploy/secrets.toml", &probe_manifest(&project, ENV, HOOK));
+    repo.write(
+        "test-stack.yml",
+        &probe_stack("xtask-no-such-image:never", &net, ROLLBACK),
+    );
     let run = |args: &[&str]| {
         support::Run::from(
             repo.xtask(args)

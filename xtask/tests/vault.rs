@@ -16,6 +16,9 @@ use std::{
 };
 
 use serde_json::Value;
+use support::flows::{
+    Places, StackDown, assert_shown, free_port, ok_with_nothing_on_argv, own_project,
+};
 use support::{
     BACKEND, ComposeDown, DEVELOP_SECRETS, Run, TempRepo, host_compose, show_in_backend,
 };
@@ -547,8 +550,7 @@ fn every_command_on_the_vault_store_leaks_nothing() {
             "--yes",
         ],
     ];
-    let mut seen: Vec<String> = Vec::new();
-    let mut places: Vec<(String, String)> = Vec::new();
+    let mut places = Places::default();
     for args in flow {
         let inner = xtask(&repo, &srv, args);
         let mut c = support::under_strace(&inner, true, &log);
@@ -560,31 +562,14 @@ fn every_command_on_the_vault_store_leaks_nothing() {
             let argv = line.split("], [").next().unwrap_or(line);
             assert!(!argv.contains(TOKEN), "the token is on an argv: {args:?}");
         }
-        places.push((format!("the trace of {args:?}"), trace));
-        places.push((format!("the output of {args:?}"), run.all()));
+        places.add(args, trace, &run);
         for line in repo.read("secrets/develop.env").lines() {
             if let Some((_, v)) = line.split_once('=') {
-                let v = v.trim_matches('\'').to_string();
-                if v.len() >= 12 && !seen.contains(&v) {
-                    seen.push(v);
-                }
+                places.value(v.trim_matches('\'').to_string());
             }
         }
     }
-    assert!(seen.len() >= 8, "too few values collected: {}", seen.len());
-    for (i, v) in seen.iter().enumerate() {
-        for (name, text) in &places {
-            assert!(!text.contains(v.as_str()), "value #{i} appears in {name}");
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    places.assert_none_shown(8, "too few values collected");
 }
 
 #[test]
@@ -595,11 +580,7 @@ fn vault_deploy_fetch_then_reader_on_compose() {
     }
     let srv = DevServer::start();
     let repo = vault_repo();
-    let name = format!("xt{}", support::unique());
-    let m = repo
-        .read("deploy/secrets.toml")
-        .replace("project = \"raqeem\"", &format!("project = \"{name}\""));
-    repo.write("deploy/secrets.toml", &m);
+    let name = own_project(&repo);
     repo.write(
         "docker-compose.prod.yml",
         &host_compose(support::reader_image(), free_port()),
@@ -623,29 +604,10 @@ fn vault_deploy_fetch_then_reader_on_compose() {
     // Under strace when there is one: no value and no token on any argv
     // (docker, docker-compose, the CLI), including the containers' commands.
     let strace = support::strace_or_skip(&format!("{test} (strace)"));
+    let log = strace.then(|| repo.path("strace.log"));
     let traced = |args: &[&str], tokens: &[&str]| -> Run {
-        let mut inner = xtask(&repo, &srv, args);
-        if !strace {
-            return Run::from(inner.output().unwrap()).ok();
-        }
-        let log = repo.path("strace.log");
-        let mut c = support::under_strace(&inner, false, &log);
-        let r = Run::from(c.output().unwrap()).ok();
-        let trace = std::fs::read_to_string(&log).unwrap();
-        assert!(trace.contains("execve("), "strace recorded nothing");
-        for s in DEVELOP_SECRETS {
-            let v = in_vault(s);
-            if v.len() >= 12 {
-                assert!(
-                    !trace.contains(&v),
-                    "the value of {s} is on an argv ({args:?})"
-                );
-            }
-        }
-        for t in tokens {
-            assert!(!trace.contains(t), "a Vault token is on an argv ({args:?})");
-        }
-        r
+        let inner = xtask(&repo, &srv, args);
+        ok_with_nothing_on_argv(inner, log.as_deref(), &in_vault, tokens, &args.join(" "))
     };
     // Fetch (the default): the values become the compose store's 0600 files.
     let dry = run(&repo, &srv, &["deploy", "develop", "--dry-run"]).ok();
@@ -666,14 +628,7 @@ fn vault_deploy_fetch_then_reader_on_compose() {
         let meta = std::fs::metadata(repo.path(&format!("secrets/develop/{s}"))).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{s}");
     }
-    for (n, source, fp) in show_in_backend(&project, &BACKEND) {
-        assert_eq!(source, format!("/run/secrets/{n}"), "{n}");
-        assert_eq!(
-            fp,
-            support::sha12(in_vault(&n).as_bytes()),
-            "{n}: other bytes"
-        );
-    }
+    assert_shown(&show_in_backend(&project, &BACKEND), true, &in_vault);
     let again = run(&repo, &srv, &["deploy", "develop", "--timeout", "120"]).ok();
     assert!(!again.stdout.contains("create "), "{}", again.all());
     // Rotation writes version 2 in Vault, then delivers it like a deploy.
@@ -733,19 +688,12 @@ fn vault_deploy_fetch_then_reader_on_compose() {
         &[TOKEN, token.trim()],
     );
     assert!(d.stdout.contains("at run time"), "{}", d.all());
-    for (n, source, fp) in show_in_backend(&project, &BACKEND) {
-        assert!(
-            !source.starts_with("/run/secrets"),
-            "{n} came from {source}"
-        );
+    let shown = show_in_backend(&project, &BACKEND);
+    assert_shown(&shown, false, &in_vault);
+    for (n, source, _) in &shown {
         assert!(
             source.contains("vault") || source.contains(&name),
             "{n}: {source}"
-        );
-        assert_eq!(
-            fp,
-            support::sha12(in_vault(&n).as_bytes()),
-            "{n}: other bytes"
         );
     }
     // The container holds the token only as a file, never in its environment.
@@ -951,33 +899,6 @@ fn kv_v1_mount_setup_rerun_update_list_remove() {
     assert!(get("raqeem/develop/.xtask/jwt_secret").is_none());
 }
 
-/// Removes the test's stack and its swarm secrets whatever happens.
-struct StackDown(String);
-
-impl Drop for StackDown {
-    fn drop(&mut self) {
-        let stack = format!("{}-develop", self.0);
-        let _ = Command::new("docker")
-            .args(["stack", "rm", &stack])
-            .output();
-        for _ in 0..60 {
-            let out = Command::new("docker")
-                .args([
-                    "ps",
-                    "-aq",
-                    "--filter",
-                    &format!("label=com.docker.stack.namespace={stack}"),
-                ])
-                .output();
-            if out.is_ok_and(|o| o.stdout.is_empty()) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        support::remove_project_secrets(&self.0);
-    }
-}
-
 /// `show NAME...` in the stack's backend task: its stdout.
 fn show_text(stack: &str, names: &[&str]) -> String {
     let id = support::docker(&[
@@ -1014,10 +935,9 @@ fn vault_deploy_fetch_then_reader_on_swarm() {
     }
     let srv = DevServer::start();
     let repo = vault_repo();
-    let name = format!("xt{}", support::unique());
+    let name = own_project(&repo);
     let m = repo
         .read("deploy/secrets.toml")
-        .replace("project = \"raqeem\"", &format!("project = \"{name}\""))
         .replace("runtime = \"compose\"", "runtime = \"swarm\"");
     repo.write("deploy/secrets.toml", &m);
     let port = free_port();
@@ -1061,14 +981,7 @@ fn vault_deploy_fetch_then_reader_on_swarm() {
         "{}",
         d.all()
     );
-    for (n, source, fp) in show_in_task(&st, &BACKEND) {
-        assert_eq!(source, format!("/run/secrets/{n}"), "{n}");
-        assert_eq!(
-            fp,
-            support::sha12(in_vault(&n).as_bytes()),
-            "{n}: other bytes"
-        );
-    }
+    assert_shown(&show_in_task(&st, &BACKEND), true, &in_vault);
     let rot = go(&[
         "rotate-secrets",
         "develop",
@@ -1145,15 +1058,5 @@ fn vault_deploy_fetch_then_reader_on_swarm() {
         "xt-reader",
         repo.path("reader.hcl").to_str().unwrap(),
     ]);
-    for (n, source, fp) in show_in_task(&st, &BACKEND) {
-        assert!(
-            !source.starts_with("/run/secrets"),
-            "{n} came from {source}"
-        );
-        assert_eq!(
-            fp,
-            support::sha12(in_vault(&n).as_bytes()),
-            "{n}: other bytes"
-        );
-    }
+    assert_shown(&show_in_task(&st, &BACKEND), false, &in_vault);
 }

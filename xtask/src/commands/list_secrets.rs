@@ -212,12 +212,7 @@ pub fn run(root: &Path, e: &EnvArgs, json: bool) -> Result<()> {
             ]
         })
         .collect();
-    println!(
-        "{} secrets for {} ({} backend):",
-        s.manifest.project,
-        s.env.name,
-        s.label()
-    );
+    println!("{}", s.heading());
     output::print_table(
         &["NAME", "STATE", "VERSION", "AGE", "USED BY", "WHERE"],
         &table,

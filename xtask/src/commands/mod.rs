@@ -149,6 +149,16 @@ impl Session {
         self.env.backend_label()
     }
 
+    /// The heading of a plan or listing: `raqeem secrets for develop (compose backend):`.
+    pub fn heading(&self) -> String {
+        format!(
+            "{} secrets for {} ({} backend):",
+            self.manifest.project,
+            self.env.name,
+            self.label()
+        )
+    }
+
     /// Resolves the environment's values and prints the warnings.
     pub fn resolve(&self, opts: resolve::Options) -> Result<Resolved> {
         let r = resolve::resolve(&self.root, &self.manifest, &self.env, opts)?;

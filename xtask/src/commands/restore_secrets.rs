@@ -245,15 +245,7 @@ fn apply(s: &Session, archive: &Archive, targets: &[Target]) -> Result<()> {
         )
     })?;
     let planned = s.plan(&r)?;
-    output::print_plan(
-        &format!(
-            "{} secrets for {} ({} backend):",
-            s.manifest.project,
-            s.env.name,
-            s.label()
-        ),
-        &planned.steps,
-    );
+    output::print_plan(&s.heading(), &planned.steps);
     s.apply_audited("restore-secrets", &r, &planned.writes())?;
     println!(
         "done: {} of {} secrets written to the store",

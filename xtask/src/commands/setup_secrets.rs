@@ -65,15 +65,7 @@ pub fn run(root: &Path, e: &EnvArgs, a: SetupArgs) -> Result<()> {
             r.generated.join(", ")
         );
     }
-    output::print_plan(
-        &format!(
-            "{} secrets for {} ({} backend):",
-            s.manifest.project,
-            s.env.name,
-            s.label()
-        ),
-        &plan.steps,
-    );
+    output::print_plan(&s.heading(), &plan.steps);
     let (create, update, same) = (
         plan.count(Action::Create),
         plan.count(Action::Update),

@@ -4,6 +4,8 @@
 //! the stand-in that replaces every image of the real manifests.
 #![allow(dead_code)]
 
+pub mod flows;
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
