@@ -331,17 +331,18 @@ fn add(
         }
         None => {
             for p in validate::problems(spec, env, value.expose()) {
+                let weak = validate::only_weak(spec, env, value.expose());
                 let fix = match (spec.kind, spec.generate) {
-                    (Kind::Password | Kind::Key, true) if !env.production => format!(
+                    (Kind::Password | Kind::Key, true) if weak && !env.production => format!(
                         "it is migrated anyway (to get it out of the plain file) and goes live with a warning; `cargo xtask rotate-secrets {} --secret {}` replaces it with a strong one",
                         env.name, spec.name
                     ),
-                    (Kind::Password | Kind::Key, true) => format!(
+                    (Kind::Password | Kind::Key, true) if weak => format!(
                         "it is migrated anyway (to get it out of the plain file), but production refuses it live; `cargo xtask rotate-secrets {} --secret {}` replaces it with a strong one",
                         env.name, spec.name
                     ),
                     _ => format!(
-                        "it is migrated anyway (to get it out of the plain file), but setup refuses it: write a strong value in {}, then run `cargo xtask setup-secrets {}`",
+                        "it is migrated anyway (to get it out of the plain file), but setup refuses it: write a good value in {}, then run `cargo xtask setup-secrets {}`",
                         target.shown, env.name
                     ),
                 };

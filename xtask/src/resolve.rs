@@ -184,7 +184,8 @@ pub fn resolve(
         }
         let tolerated = opts.accept_weak
             && !env.production
-            && matches!(d.spec.kind, Kind::Password | Kind::Key);
+            && matches!(d.spec.kind, Kind::Password | Kind::Key)
+            && validate::only_weak(&d.spec, env, d.value.expose());
         if tolerated && !problems.is_empty() {
             warnings.push(format!(
                 "{}: {} {}; accepted for now, `cargo xtask rotate-secrets {} --secret {}` replaces it with a strong value",

@@ -94,9 +94,13 @@ pub fn generate(length: usize) -> Result<SecretValue> {
     loop {
         let v: Vec<u8> = raw.iter().map(|b| ALPHABET[(b & 63) as usize]).collect();
         let value = SecretValue::new(v);
-        // A generated value must pass the same strength rules as a typed one;
-        // retrying on the rare all-one-class draw keeps that promise.
-        if crate::validate::strength_problem(value.expose()).is_none() {
+        // A generated value must pass the same rules as a typed one; retrying
+        // on the rare all-one-class draw, or one that happens to spell a
+        // placeholder word ("todo" turns up in about one value in 30,000),
+        // keeps that promise.
+        if crate::validate::strength_problem(value.expose()).is_none()
+            && !crate::validate::is_placeholder(value.expose())
+        {
             return Ok(value);
         }
         os_random(&mut raw)?;

@@ -77,11 +77,6 @@ pub fn problems(spec: &SecretSpec, env: &Environment, v: &[u8]) -> Vec<String> {
             v.len()
         ));
     }
-    // Placeholders are whole values an operator typed: never looked for inside a
-    // PEM body, where base64 spells "todo" about once in 500 keys.
-    if matches!(spec.kind, Kind::Password | Kind::Key | Kind::Username) && is_placeholder(v) {
-        out.push("is a placeholder or an example value; put a real value there".into());
-    }
     if spec.kind != Kind::File {
         if v.contains(&0) {
             out.push("contains a NUL byte, which no service reads back as written; remove it (only file secrets may hold binary data)".into());
@@ -90,21 +85,8 @@ pub fn problems(spec: &SecretSpec, env: &Environment, v: &[u8]) -> Vec<String> {
             out.push("contains a line break; put the value on one line (only file secrets, such as PEM files, may span lines)".into());
         }
     }
+    out.extend(weaknesses(spec, env, v));
     match spec.kind {
-        Kind::Password | Kind::Key => {
-            let min = min_length(spec, env);
-            if v.len() < min {
-                out.push(format!(
-                    "is {} characters; {} needs at least {min}",
-                    v.len(),
-                    env.name
-                ));
-            } else if let Some(p) = strength_problem(v) {
-                out.push(format!(
-                    "is too simple: it {p}; mix letters, digits and symbols, or generate one with `cargo xtask generate-secret`"
-                ));
-            }
-        }
         Kind::Username => {
             if v.iter().any(|b| {
                 (b.is_ascii_whitespace() || b.is_ascii_control()) && !matches!(b, 0 | b'\n' | b'\r')
@@ -117,9 +99,42 @@ pub fn problems(spec: &SecretSpec, env: &Environment, v: &[u8]) -> Vec<String> {
                 out.push("is not PEM (it should start with -----BEGIN)".into());
             }
         }
-        Kind::Derived => {}
+        Kind::Password | Kind::Key | Kind::Derived => {}
     }
     out
+}
+
+/// The part of [`problems`] that says a value is weak (a placeholder, too
+/// short, too simple) rather than malformed: what a rotation cures.
+pub fn weaknesses(spec: &SecretSpec, env: &Environment, v: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    // Placeholders are whole values an operator typed: never looked for inside a
+    // PEM body, where base64 spells "todo" about once in 500 keys.
+    if matches!(spec.kind, Kind::Password | Kind::Key | Kind::Username) && is_placeholder(v) {
+        out.push("is a placeholder or an example value; put a real value there".into());
+    }
+    if matches!(spec.kind, Kind::Password | Kind::Key) {
+        let min = min_length(spec, env);
+        if v.len() < min {
+            out.push(format!(
+                "is {} characters; {} needs at least {min}",
+                v.len(),
+                env.name
+            ));
+        } else if let Some(p) = strength_problem(v) {
+            out.push(format!(
+                "is too simple: it {p}; mix letters, digits and symbols, or generate one with `cargo xtask generate-secret`"
+            ));
+        }
+    }
+    out
+}
+
+/// Whether every problem of `v` is a weakness: the value is well-formed,
+/// only not strong enough.
+pub fn only_weak(spec: &SecretSpec, env: &Environment, v: &[u8]) -> bool {
+    let all = problems(spec, env, v);
+    !all.is_empty() && all.len() == weaknesses(spec, env, v).len()
 }
 
 #[cfg(test)]
