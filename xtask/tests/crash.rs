@@ -16,7 +16,10 @@ mod support;
 
 use std::{
     collections::BTreeMap,
-    os::unix::{fs::PermissionsExt, process::ExitStatusExt},
+    os::unix::{
+        fs::PermissionsExt,
+        process::{CommandExt, ExitStatusExt},
+    },
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -154,16 +157,28 @@ impl Bench {
             .env("CRASH_REAL", &self.real_docker)
             .env("CRASH_KILL_AT", at.to_string())
             .env("CRASH_KILL_WHEN", when);
-        let out = c.output().unwrap();
+        // Its own process group, so the calls a killed run left behind (a
+        // wrapper may not even have marked itself running yet) can be waited for.
+        c.process_group(0)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let child = c.spawn().unwrap();
+        let group = child.id().to_string();
+        let out = child.wait_with_output().unwrap();
         let killed = out.status.signal() == Some(9);
         // Calls the killed run started may still be running: wait for them.
         let start = Instant::now();
         loop {
+            let group_alive = Command::new("kill")
+                .args(["-0", "--", &format!("-{group}")])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
             let busy = std::fs::read_dir(&calls)
                 .unwrap()
                 .flatten()
                 .any(|e| e.file_name().to_string_lossy().starts_with("running."));
-            if !busy {
+            if !busy && !group_alive {
                 break;
             }
             assert!(
