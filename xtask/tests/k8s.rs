@@ -49,28 +49,6 @@ const MOUNTS: [(&str, &[&str]); 5] = [
     ("nginx", &["ssl_certificate", "ssl_private_key"]),
 ];
 
-/// True when a cluster answers in KUBECONFIG. Under `CI=true` a missing one
-/// fails the test; elsewhere the test is skipped loudly.
-fn cluster_or_skip(test: &str) -> bool {
-    let up = Command::new("kubectl")
-        .args(["get", "--raw", "/readyz"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if up {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
-        panic!(
-            "{test}: CI is set but no Kubernetes cluster answers (KUBECONFIG={:?}); .ci/run must start it with .ci/k8s/up.sh",
-            std::env::var("KUBECONFIG")
-        );
-    }
-    eprintln!(
-        "\n*** SKIPPED {test}: no Kubernetes cluster answers (set KUBECONFIG, or run .ci/k8s/up.sh) ***\n"
-    );
-    false
-}
-
 fn kubectl(args: &[&str]) -> Output {
     Command::new("kubectl").args(args).output().unwrap()
 }
@@ -316,7 +294,7 @@ impl Env<'_> {
 
 #[test]
 fn kubernetes_store_and_runtime_on_a_real_cluster() {
-    if !cluster_or_skip("kubernetes_store_and_runtime_on_a_real_cluster")
+    if !support::cluster_or_skip("kubernetes_store_and_runtime_on_a_real_cluster")
         || !support::docker_or_skip("k8s")
     {
         return;
@@ -817,7 +795,7 @@ fn moto() -> Option<Moto> {
 #[test]
 fn aws_store_delivered_into_kubernetes_secrets() {
     let test = "aws_store_delivered_into_kubernetes_secrets";
-    if !cluster_or_skip(test) || !support::docker_or_skip(test) {
+    if !support::cluster_or_skip(test) || !support::docker_or_skip(test) {
         return;
     }
     let Some(moto) = moto() else { return };

@@ -1060,3 +1060,214 @@ fn vault_deploy_fetch_then_reader_on_swarm() {
     ]);
     assert_shown(&show_in_task(&st, &BACKEND), false, &in_vault);
 }
+
+/// Deletes the test's namespace whatever happened.
+struct NamespaceDown(String);
+
+impl Drop for NamespaceDown {
+    fn drop(&mut self) {
+        let _ = Command::new("kubectl")
+            .args([
+                "delete",
+                "namespace",
+                &self.0,
+                "--wait=true",
+                "--timeout=90s",
+            ])
+            .output();
+    }
+}
+
+fn kubectl(args: &[&str]) -> String {
+    let o = Command::new("kubectl").args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// One Deployment of the reader image on the host network (so it reaches
+/// the dev server on 127.0.0.1), mounting the backend's secrets as the
+/// shipped manifests do. `Recreate`: two pods cannot share the host port.
+fn reader_deployment(image: &str, port: u16) -> String {
+    let mut s = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: backend}}\nspec:\n  replicas: 1\n  strategy: {{type: Recreate}}\n  selector: {{matchLabels: {{app: backend}}}}\n  template:\n    metadata: {{labels: {{app: backend}}}}\n    spec:\n      hostNetwork: true\n      automountServiceAccountToken: false\n      enableServiceLinks: false\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: backend\n        image: {image}\n        imagePullPolicy: Never\n        args: [\"serve\", \"--port\", \"{port}\", \"jwt_secret\"]\n        env: [{{name: SECRETS_CACHE_SECONDS, value: \"1\"}}]\n        volumeMounts: [{{name: secrets, mountPath: /run/secrets, readOnly: true}}]\n      volumes:\n      - name: secrets\n        projected:\n          sources:\n"
+    );
+    for n in BACKEND {
+        let var = n.to_ascii_uppercase();
+        s.push_str(&format!(
+            "          - secret: {{name: \"${{XTASK_SECRET_{var}:?set by cargo xtask deploy}}\", items: [{{key: {n}, path: {n}}}]}}\n"
+        ));
+    }
+    s
+}
+
+/// `show NAME...` in the backend pod: name, source, fingerprint.
+fn show_in_pod(ns: &str, names: &[&str]) -> Vec<(String, String, String)> {
+    let mut args = vec!["-n", ns, "exec", "deploy/backend", "--", "/show"];
+    args.extend(names);
+    let out = Command::new("kubectl").args(&args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(3, '\t').collect();
+            assert_eq!(f.len(), 3, "show printed {l:?}");
+            (f[0].to_string(), f[1].to_string(), f[2].to_string())
+        })
+        .collect()
+}
+
+/// `store = "vault"`, `runtime = "k8s"` on the real cluster: fetch delivers
+/// versioned Kubernetes Secrets; reader delivery then mounts only the
+/// services' token (a versioned Secret of its own), sets the reader's
+/// variables in the pod spec, removes the copies nothing uses any more, and
+/// the pod reads every value from Vault, a rotation within the cache time.
+#[test]
+fn vault_deploy_fetch_then_reader_on_kubernetes() {
+    let test = "vault_deploy_fetch_then_reader_on_kubernetes";
+    if !bao_or_skip(test) || !support::cluster_or_skip(test) || !support::docker_or_skip(test) {
+        return;
+    }
+    let srv = DevServer::start();
+    let repo = vault_repo();
+    let name = own_project(&repo);
+    let ns = format!("{name}-develop");
+    let m = repo
+        .read("deploy/secrets.toml")
+        .replace("runtime = \"compose\"", "runtime = \"k8s\"");
+    repo.write("deploy/secrets.toml", &m);
+    std::fs::remove_dir_all(repo.path("deploy/k8s")).unwrap();
+    repo.write(
+        "deploy/k8s/backend.yaml",
+        &reader_deployment(support::reader_image(), free_port()),
+    );
+    let _down = NamespaceDown(ns.clone());
+    kubectl(&["create", "namespace", &ns]);
+    kubectl(&["label", "namespace", &ns, "xtask-test=vault-k8s"]);
+    run(&repo, &srv, &["setup-secrets", "develop"]).ok();
+    let in_vault = |s: &str| {
+        srv.text(&[
+            "kv",
+            "get",
+            "-mount=secret",
+            &format!("-field={s}"),
+            &format!("{name}/develop/{s}"),
+        ])
+    };
+    let ours = format!("xtask.project={name}");
+    let secrets = || kubectl(&["-n", &ns, "get", "secrets", "-l", &ours, "-o", "name"]);
+
+    // Fetch: versioned Kubernetes Secrets, mounted as files.
+    let d = run(&repo, &srv, &["deploy", "develop", "--timeout", "180"]).ok();
+    assert!(
+        d.stdout
+            .contains("copies in the k8s runtime, read from the vault store"),
+        "{}",
+        d.all()
+    );
+    let copies = secrets();
+    for n in BACKEND {
+        let id = format!("secret/{name}-develop-{}-v1", n.replace('_', "-"));
+        assert!(copies.lines().any(|l| l == id), "{id} not in {copies}");
+    }
+    assert_shown(&show_in_pod(&ns, &BACKEND), true, &in_vault);
+
+    // Reader: a token with the read-only policy, in a file the manifest names.
+    let hcl = repo
+        .read("deploy/vault-reader-policy.hcl")
+        .replace("raqeem/production", &format!("{name}/develop"));
+    repo.write("reader.hcl", &hcl);
+    srv.text(&[
+        "policy",
+        "write",
+        "xt-reader",
+        repo.path("reader.hcl").to_str().unwrap(),
+    ]);
+    let token = srv.text(&["token", "create", "-policy=xt-reader", "-field=token"]);
+    let token = token.trim();
+    repo.write("secrets/develop.vault-token", token);
+    let m = format!(
+        "{}\n[environments.develop.vault]\ndelivery = \"reader\"\nservice_token_file = \"secrets/develop.vault-token\"\n",
+        repo.read("deploy/secrets.toml")
+    );
+    repo.write("deploy/secrets.toml", &m);
+    let dry = run(&repo, &srv, &["deploy", "develop", "--dry-run"]).ok();
+    assert!(
+        dry.stdout.contains("value: /run/secrets/vault_token")
+            && dry
+                .stdout
+                .contains(&format!("{name}-develop-vault-token-v1"))
+            && !dry.stdout.contains("XTASK_SECRET_JWT_SECRET"),
+        "{}",
+        dry.all()
+    );
+    assert!(!dry.all().contains(token), "the token was printed");
+    let strace = support::strace_or_skip(&format!("{test} (strace)"));
+    let log = strace.then(|| repo.path("strace.log"));
+    let d = ok_with_nothing_on_argv(
+        xtask(&repo, &srv, &["deploy", "develop", "--timeout", "180"]),
+        log.as_deref(),
+        &in_vault,
+        &[TOKEN, token],
+        "reader deploy on k8s",
+    );
+    assert!(
+        d.stdout
+            .contains("removed copies the services no longer use")
+            && d.stdout.contains("at run time"),
+        "{}",
+        d.all()
+    );
+    assert_eq!(
+        secrets().trim(),
+        format!("secret/{name}-develop-vault-token-v1"),
+        "only the token is left"
+    );
+    let pod = kubectl(&["-n", &ns, "get", "pods", "-o", "json"]);
+    assert!(
+        !pod.contains(token) && !pod.contains(TOKEN),
+        "a token in the pod spec"
+    );
+    let spec: Value = serde_json::from_str(&pod).unwrap();
+    let env = &spec["items"][0]["spec"]["containers"][0]["env"];
+    let var = |k: &str| {
+        env.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == k)
+            .and_then(|e| e["value"].as_str())
+            .unwrap_or_else(|| panic!("no {k} in {env}"))
+            .to_string()
+    };
+    assert_eq!(var("VAULT_TOKEN_FILE"), "/run/secrets/vault_token");
+    assert_eq!(var("VAULT_ADDR"), srv.addr);
+    assert_eq!(var("SECRETS_ORDER"), "vault");
+    assert_shown(&show_in_pod(&ns, &BACKEND), false, &in_vault);
+
+    // A rotation in reader mode writes Vault; the pod sees it within the
+    // cache time, without a restart.
+    let before = kubectl(&["-n", &ns, "get", "pods", "-o", "name"]);
+    let rot = run(
+        &repo,
+        &srv,
+        &["rotate-secrets", "develop", "--secret", "jwt_secret"],
+    )
+    .ok();
+    assert!(rot.stdout.contains("cache time"), "{}", rot.all());
+    let want = support::sha12(in_vault("jwt_secret").as_bytes());
+    let start = Instant::now();
+    while show_in_pod(&ns, &["jwt_secret"])[0].2 != want {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the rotation did not reach the pod"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        kubectl(&["-n", &ns, "get", "pods", "-o", "name"]),
+        before,
+        "a pod restarted"
+    );
+}

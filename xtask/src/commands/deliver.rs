@@ -12,7 +12,6 @@ use anyhow::{Context, Result, bail};
 
 use super::{Planned, Session};
 use crate::{
-    manifest::BackendKind,
     output,
     plan::{self, Action, Step},
     resolve::Resolved,
@@ -211,9 +210,6 @@ fn remove_copies(
 /// manifest names) as a file secret of the runtime, and deploys the services
 /// with the store's address and paths instead of the stored secrets.
 fn reader(s: &Session, r: &Resolved, access: &Access, opts: &DeployOptions) -> Result<()> {
-    if s.env.runtime == BackendKind::K8s {
-        bail!("{}", crate::runtime::K8S_READER);
-    }
     if s.manifest
         .secrets
         .iter()

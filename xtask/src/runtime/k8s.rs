@@ -48,7 +48,7 @@ pub struct Workload {
     pub literal: Vec<String>,
 }
 
-const WORKLOAD_KINDS: [&str; 3] = ["Deployment", "StatefulSet", "DaemonSet"];
+pub(super) const WORKLOAD_KINDS: [&str; 3] = ["Deployment", "StatefulSet", "DaemonSet"];
 
 /// Every Secret name a pod spec refers to: volumes (secret, projected),
 /// `env.valueFrom.secretKeyRef` and `envFrom.secretRef`.
@@ -82,7 +82,7 @@ pub fn pod_secret_refs(spec: &Value) -> Vec<String> {
 }
 
 /// `${XTASK_SECRET_POSTGRES_PASSWORD:?...}` → `postgres_password`.
-fn secret_of_reference(name: &str) -> Option<String> {
+pub(super) fn secret_of_reference(name: &str) -> Option<String> {
     let rest = name.trim().strip_prefix("${XTASK_SECRET_")?;
     let len = rest
         .bytes()
@@ -533,9 +533,6 @@ impl Runtime for K8sRuntime {
     }
 
     fn deploy(&self, current: &BTreeMap<String, String>, opts: &DeployOptions) -> Result<()> {
-        if opts.reader.is_some() {
-            bail!("{}", super::K8S_READER);
-        }
         let files = self.load()?;
         let parsed = self.parsed(&files)?;
         let problems = self.check()?;
@@ -549,8 +546,12 @@ impl Runtime for K8sRuntime {
         let vars = self.vars(current);
         let mut docs = String::new();
         for (f, text) in &files {
+            let text = match &opts.reader {
+                Some(r) => super::k8s_reader::render(text, f, r)?,
+                None => text.clone(),
+            };
             let r =
-                stackfile::interpolate_checked(text, &vars).with_context(|| format!("in {f}"))?;
+                stackfile::interpolate_checked(&text, &vars).with_context(|| format!("in {f}"))?;
             docs.push_str(&format!("---\n# {f}\n{}\n", r.trim_end()));
         }
         let ns = &self.kubectl.namespace;

@@ -5,6 +5,7 @@
 
 pub mod compose;
 pub mod k8s;
+mod k8s_reader;
 pub mod swarm;
 
 use std::{
@@ -28,9 +29,6 @@ pub struct DeployOptions {
     /// mounting these secrets.
     pub reader: Option<ReaderDeploy>,
 }
-
-/// Why the k8s runtime refuses reader delivery (checked before anything changes).
-pub const K8S_READER: &str = "delivery = \"reader\" is not supported on the k8s runtime yet (its manifests would need the variables and a Secret volume per Deployment); use delivery = \"fetch\", which copies the values into Kubernetes Secrets";
 
 /// What a runtime changes in its deploy file for `delivery = "reader"`.
 #[derive(Debug, Clone)]

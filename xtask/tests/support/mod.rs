@@ -565,6 +565,28 @@ pub fn sweep_stale_docker() {
     }
 }
 
+/// True when a cluster answers in KUBECONFIG. Under `CI=true` a missing one
+/// fails the test; elsewhere the test is skipped loudly.
+pub fn cluster_or_skip(test: &str) -> bool {
+    let up = Command::new("kubectl")
+        .args(["get", "--raw", "/readyz"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if up {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
+        panic!(
+            "{test}: CI is set but no Kubernetes cluster answers (KUBECONFIG={:?}); .ci/run must start it with .ci/k8s/up.sh",
+            std::env::var("KUBECONFIG")
+        );
+    }
+    eprintln!(
+        "\n*** SKIPPED {test}: no Kubernetes cluster answers (set KUBECONFIG, or run .ci/k8s/up.sh) ***\n"
+    );
+    false
+}
+
 /// True when strace is installed (the leak and crash tests need it). Under
 /// `CI=true` a missing strace fails the test; elsewhere it is skipped loudly.
 pub fn strace_or_skip(test: &str) -> bool {
