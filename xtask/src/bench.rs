@@ -285,7 +285,7 @@ fn open_store(f: &Fixture) -> Result<Box<dyn SecretStore>> {
 /// Times a no-change `setup-secrets` run of the real binary, with `var`
 /// pointing at a wrapper that counts the CLI calls.
 fn counted_rerun(f: &Fixture, dir: &Path, var: &str, real: &str) -> Result<(Duration, usize)> {
-    let wrapper = counting_wrapper(dir, real)?;
+    let wrapper = counting_wrapper(dir, real, &which::which(real)?)?;
     let log = dir.join("calls.log");
     let _ = std::fs::remove_file(&log);
     let start = Instant::now();
@@ -623,9 +623,10 @@ fn aws(dir: &Path, sizes: &[usize]) -> Result<String> {
         ("AWS_SHARED_CREDENTIALS_FILE", no_file.as_os_str()),
     ];
     let aws = Tool::find("aws", "AWS_CLI", "pip install awscli")?;
-    let mut one = Vec::new();
+    let (mut one, mut one_cpu) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
         let start = Instant::now();
+        let cpu = children_cpu();
         let args = [
             "--region",
             "us-east-1",
@@ -646,14 +647,17 @@ fn aws(dir: &Path, sizes: &[usize]) -> Result<String> {
             );
         }
         one.push(start.elapsed());
+        one_cpu.push(children_cpu() - cpu);
     }
     let one = median(&one);
     let mut report = format!(
-        "bench aws (moto on this machine, medians of {RUNS} runs): one aws call {}\nSECRETS  SETUP   CALLS  SETUP/CALL  RE-RUN  CALLS  RE-RUN/CALL\n",
-        secs(one)
+        "bench aws (moto on this machine, medians of {RUNS} runs): one aws call {} ({} CPU)\nSECRETS  SETUP   CALLS  SETUP/CALL  SETUP-CPU  CPU/CORES  RE-RUN  CALLS  RE-RUN/CALL\n",
+        secs(one),
+        secs(median(&one_cpu))
     );
     for &n in sizes {
         let (mut setups, mut scalls, mut reruns, mut rcalls) = (vec![], vec![], vec![], vec![]);
+        let mut scpu = vec![];
         for run in 0..RUNS {
             let project = format!("xa{:08x}", secret::random_u64() as u32);
             let toml = format!(
@@ -661,14 +665,16 @@ fn aws(dir: &Path, sizes: &[usize]) -> Result<String> {
                 moto.1
             );
             let f = fixture(&dir.join(format!("aws{run}")), &project, n, &toml)?;
-            let wrapper = counting_wrapper(dir, "aws")?;
+            let wrapper = counting_wrapper(dir, "aws", Path::new(&aws.bin))?;
             let log = dir.join("calls.log");
             let _ = std::fs::remove_file(&log);
             let mut with = envs.clone();
             with.push(("AWS_CLI", wrapper.as_os_str()));
             let start = Instant::now();
+            let cpu = children_cpu();
             let out = xtask(&f, &with, &["setup-secrets", ENV])?;
             setups.push(start.elapsed());
+            scpu.push(children_cpu() - cpu);
             if !out.contains(&format!("{n} created")) {
                 bail!("setup did not create {n} secrets:\n{out}");
             }
@@ -689,25 +695,28 @@ fn aws(dir: &Path, sizes: &[usize]) -> Result<String> {
         }
         let (s, r) = (median(&setups), median(&reruns));
         let ratio = |d: Duration| d.as_secs_f64() / one.as_secs_f64();
+        let cpu = median(&scpu);
         writeln!(
             report,
-            "{n:<8} {:<7} {:<6} {:<11} {:<7} {:<6} {:.1}x",
+            "{n:<8} {:<7} {:<6} {:<11} {:<10} {:<10} {:<7} {:<6} {:.1}x",
             secs(s),
             median_count(&scalls),
             format!("{:.1}x", ratio(s)),
+            secs(cpu),
+            secs(cpu / cores() as u32),
             secs(r),
             median_count(&rcalls),
             ratio(r)
         )?;
     }
-    report.push_str("SETUP and RE-RUN are the real binary's whole run (start, env file, plan, calls); CALLS counts aws calls. Aim: setup within 3x one call, a re-run in at most 2 calls.");
+    report.push_str("SETUP and RE-RUN are the real binary's whole run (start, env file, plan, calls); CALLS counts aws calls; SETUP-CPU is the CPU time of the tool and its aws processes, CPU/CORES the least wall time that CPU allows on this machine (moto's own share not counted). Aim: setup within 3x one call, a re-run in at most 2 calls.");
     Ok(report)
 }
 
-/// A stand-in for `real` that logs one line per call, then runs it.
-fn counting_wrapper(dir: &Path, real: &str) -> Result<PathBuf> {
-    let path = dir.join(format!("counting-{real}"));
-    let real = which::which(real)?;
+/// A stand-in for `name` (the program at `real`) that logs one line per
+/// call, then runs it.
+fn counting_wrapper(dir: &Path, name: &str, real: &Path) -> Result<PathBuf> {
+    let path = dir.join(format!("counting-{name}"));
     let log = dir.join("calls.log");
     let script = format!(
         "#!/bin/sh\necho call >> '{}'\nexec '{}' \"$@\"\n",
@@ -742,6 +751,18 @@ fn swarm_cleanup(docker: &Docker, project: &str) {
             let _ = docker.read(&args, "");
         }
     }
+}
+
+/// User and system CPU time of every child process waited for so far (and
+/// of the children they waited for).
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
 }
 
 fn median(v: &[Duration]) -> Duration {
