@@ -40,6 +40,7 @@ pub fn render(text: &str, shown: &str, r: &ReaderDeploy) -> Result<String> {
         let mut v: Value = serde_json::to_value(&v).with_context(|| {
             format!("{shown}: document {} is YAML that JSON cannot hold", i + 1)
         })?;
+        octal_modes(&mut v);
         let kind = v["kind"].as_str().unwrap_or_default().to_string();
         let id = format!(
             "{shown}: {} {}",
@@ -59,6 +60,28 @@ pub fn render(text: &str, shown: &str, r: &ReaderDeploy) -> Result<String> {
         out.push_str(&yaml);
     }
     Ok(out)
+}
+
+/// File modes written the YAML 1.1 way (`0440`), as kubectl reads them: a
+/// YAML 1.2 parser keeps them as strings, which would be written back quoted.
+fn octal_modes(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                let octal = x.as_str().filter(|t| {
+                    t.len() > 1
+                        && t.starts_with('0')
+                        && t.bytes().all(|b| (b'0'..=b'7').contains(&b))
+                });
+                match octal.map(|t| u32::from_str_radix(t, 8)) {
+                    Some(Ok(n)) if k == "defaultMode" || k == "mode" => *x = json!(n),
+                    _ => octal_modes(x),
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(octal_modes),
+        _ => {}
+    }
 }
 
 /// Whether a Secret name (as written, before interpolation) is one of the
@@ -269,7 +292,7 @@ spec:
           - secret: {name: "${XTASK_SECRET_JWT:?set by cargo xtask deploy}", items: [{key: jwt, path: jwt}]}
           - configMap: {name: settings}
       - name: tls
-        secret: {secretName: "${XTASK_SECRET_TLS_KEY:?set by cargo xtask deploy}", defaultMode: 256}
+        secret: {secretName: "${XTASK_SECRET_TLS_KEY:?set by cargo xtask deploy}", defaultMode: 0400}
 "#;
 
     fn reader() -> ReaderDeploy {
