@@ -267,6 +267,32 @@ fn create_with_header(path: &Path) -> Result<()> {
     result.with_context(|| format!("cannot create the audit log {}", path.display()))
 }
 
+/// Removes what a run killed while creating the log left (its temporary
+/// file), when that run's process is gone: the log is shared by every
+/// environment, so another environment's run may be creating it right now.
+pub fn sweep(root: &Path) -> Result<()> {
+    let path = root.join(PATH);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    for p in crate::fsutil::leftover_temp_files(dir)? {
+        let name = p.file_name().unwrap_or_default().to_string_lossy();
+        let Some(pid) = name
+            .strip_prefix(".audit-log.tsv.tmp-")
+            .and_then(|t| t.split('-').next())
+        else {
+            continue;
+        };
+        if Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        std::fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;
+        println!(
+            "removed {}, a temporary file left by an interrupted run",
+            p.strip_prefix(root).unwrap_or(&p).display()
+        );
+    }
+    Ok(())
+}
+
 /// Pure: the entries of one log's text, new format or old; headers and lines
 /// that do not parse are skipped (and counted).
 pub fn parse(text: &str) -> (Vec<Entry>, usize) {
@@ -354,6 +380,23 @@ pub fn read(root: &Path) -> Result<(Vec<Entry>, Option<String>)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sweep_removes_a_dead_runs_temporary_log_only() {
+        let dir = crate::testutil::TempDir::new();
+        let deploy = dir.path().join("deploy");
+        std::fs::create_dir_all(&deploy).unwrap();
+        // No process has pid 4194304 or more (the kernel's pid_max ceiling).
+        let dead = deploy.join(".audit-log.tsv.tmp-4194304-9f");
+        let live = deploy.join(format!(".audit-log.tsv.tmp-{}-a1", std::process::id()));
+        let other = deploy.join(".secrets.toml.tmp-4194304-9f");
+        for p in [&dead, &live, &other] {
+            std::fs::write(p, HEADER).unwrap();
+        }
+        sweep(dir.path()).unwrap();
+        assert!(!dead.exists());
+        assert!(live.exists() && other.exists());
+    }
+
     use super::*;
     use std::time::Duration;
 

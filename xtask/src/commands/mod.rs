@@ -132,6 +132,7 @@ impl Session {
         )];
         dirs.extend(env_file.parent().map(Path::to_path_buf));
         lock::sweep(&self.root, &dirs)?;
+        crate::audit::sweep(&self.root)?;
         Ok(l)
     }
 
