@@ -917,14 +917,7 @@ fn show_text(stack: &str, names: &[&str]) -> String {
 
 /// `show NAME...` in the stack's backend task: name, source, fingerprint.
 fn show_in_task(stack: &str, names: &[&str]) -> Vec<(String, String, String)> {
-    show_text(stack, names)
-        .lines()
-        .map(|l| {
-            let f: Vec<&str> = l.splitn(3, '\t').collect();
-            assert_eq!(f.len(), 3, "show printed {l:?}");
-            (f[0].to_string(), f[1].to_string(), f[2].to_string())
-        })
-        .collect()
+    support::show_lines(&show_text(stack, names))
 }
 
 #[test]
@@ -1109,14 +1102,7 @@ fn show_in_pod(ns: &str, names: &[&str]) -> Vec<(String, String, String)> {
     let mut args = vec!["-n", ns, "exec", "deploy/backend", "--", "/show"];
     args.extend(names);
     let out = Command::new("kubectl").args(&args).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let f: Vec<&str> = l.splitn(3, '\t').collect();
-            assert_eq!(f.len(), 3, "show printed {l:?}");
-            (f[0].to_string(), f[1].to_string(), f[2].to_string())
-        })
-        .collect()
+    support::show_lines(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// `store = "vault"`, `runtime = "k8s"` on the real cluster: fetch delivers
@@ -1193,6 +1179,20 @@ fn vault_deploy_fetch_then_reader_on_kubernetes() {
         repo.read("deploy/secrets.toml")
     );
     repo.write("deploy/secrets.toml", &m);
+    // A manifest reader delivery cannot render fails before anything is
+    // written: no token Secret.
+    let good = repo.read("deploy/k8s/backend.yaml");
+    repo.write(
+        "deploy/k8s/backend.yaml",
+        &good.replace(
+            "mountPath: /run/secrets,",
+            "mountPath: /run/secrets/jwt_secret, subPath: jwt_secret,",
+        ),
+    );
+    let bad = run(&repo, &srv, &["deploy", "develop"]).fails();
+    assert!(bad.all().contains("with a subPath"), "{}", bad.all());
+    assert!(!secrets().contains("vault-token"), "{}", secrets());
+    repo.write("deploy/k8s/backend.yaml", &good);
     let dry = run(&repo, &srv, &["deploy", "develop", "--dry-run"]).ok();
     assert!(
         dry.stdout.contains("value: /run/secrets/vault_token")

@@ -100,6 +100,7 @@ fn fetch(s: &Session, r: &Resolved, planned: &Planned, opts: &DeployOptions) -> 
         );
         return runtime.deploy(&ids(&steps), opts);
     }
+    runtime.prepare(&ids(&steps), opts)?;
     let values = read_checked(s, planned, &writes, &wanted, &key)?;
     let items: Vec<Item> = writes
         .iter()
@@ -251,7 +252,9 @@ fn reader(s: &Session, r: &Resolved, access: &Access, opts: &DeployOptions) -> R
         vars,
         credential: access.credential.clone(),
     });
+    let runtime = s.runtime()?;
     if !opts.dry_run {
+        runtime.prepare(&ids(&steps), &opts)?;
         let items: Vec<Item> = steps
             .iter()
             .filter(|st| st.action.writes())
@@ -263,7 +266,6 @@ fn reader(s: &Session, r: &Resolved, access: &Access, opts: &DeployOptions) -> R
             .collect();
         d.write(&items)?;
     }
-    let runtime = s.runtime()?;
     runtime.deploy(&ids(&steps), &opts)?;
     if !opts.dry_run {
         let names = opts

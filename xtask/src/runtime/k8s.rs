@@ -483,6 +483,41 @@ impl K8sRuntime {
         })
     }
 
+    /// The documents deploy applies (every manifest checked, rendered for
+    /// reader delivery if asked, interpolated) and the workloads to wait for.
+    fn render(
+        &self,
+        current: &BTreeMap<String, String>,
+        opts: &DeployOptions,
+    ) -> Result<(String, Vec<(String, String)>)> {
+        let files = self.load()?;
+        let parsed = self.parsed(&files)?;
+        let problems = self.check()?;
+        if !problems.is_empty() {
+            bail!(
+                "{} and deploy/secrets.toml disagree:\n  - {}\nfix them (`cargo xtask check`) before deploying",
+                self.settings.manifests,
+                problems.join("\n  - ")
+            );
+        }
+        let vars = self.vars(current);
+        let mut docs = String::new();
+        for (f, text) in &files {
+            let text = match &opts.reader {
+                Some(r) => super::k8s_reader::render(text, f, r)?,
+                None => text.clone(),
+            };
+            let r =
+                stackfile::interpolate_checked(&text, &vars).with_context(|| format!("in {f}"))?;
+            docs.push_str(&format!("---\n# {f}\n{}\n", r.trim_end()));
+        }
+        let names = parsed
+            .iter()
+            .flat_map(|(_, ws)| ws.iter().map(|w| (w.kind.clone(), w.name.clone())))
+            .collect();
+        Ok((docs, names))
+    }
+
     /// The newest FailedMount event of a pod that has been creating for long.
     fn mount_failure(&self, pod: &str) -> Option<String> {
         let sel = format!("involvedObject.name={pod},reason=FailedMount");
@@ -532,28 +567,12 @@ impl Runtime for K8sRuntime {
         )
     }
 
+    fn prepare(&self, current: &BTreeMap<String, String>, opts: &DeployOptions) -> Result<()> {
+        self.render(current, opts).map(|_| ())
+    }
+
     fn deploy(&self, current: &BTreeMap<String, String>, opts: &DeployOptions) -> Result<()> {
-        let files = self.load()?;
-        let parsed = self.parsed(&files)?;
-        let problems = self.check()?;
-        if !problems.is_empty() {
-            bail!(
-                "{} and deploy/secrets.toml disagree:\n  - {}\nfix them (`cargo xtask check`) before deploying",
-                self.settings.manifests,
-                problems.join("\n  - ")
-            );
-        }
-        let vars = self.vars(current);
-        let mut docs = String::new();
-        for (f, text) in &files {
-            let text = match &opts.reader {
-                Some(r) => super::k8s_reader::render(text, f, r)?,
-                None => text.clone(),
-            };
-            let r =
-                stackfile::interpolate_checked(&text, &vars).with_context(|| format!("in {f}"))?;
-            docs.push_str(&format!("---\n# {f}\n{}\n", r.trim_end()));
-        }
+        let (docs, names) = self.render(current, opts)?;
         let ns = &self.kubectl.namespace;
         if opts.dry_run {
             println!(
@@ -564,10 +583,6 @@ impl Runtime for K8sRuntime {
         let begun = std::time::SystemTime::now();
         // A missing namespace fails the apply with its own message (kube::diagnose).
         print!("{}", self.kubectl.apply(docs.as_bytes())?);
-        let names: Vec<(String, String)> = parsed
-            .iter()
-            .flat_map(|(_, ws)| ws.iter().map(|w| (w.kind.clone(), w.name.clone())))
-            .collect();
         self.wait(&names, begun, opts.timeout)
     }
 }

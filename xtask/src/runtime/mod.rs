@@ -80,6 +80,12 @@ pub trait Runtime {
     /// Which services use each stored identity, for refusing removals and for
     /// pruning. `None` when the runtime cannot tell (Compose bind-mounts files).
     fn users(&self) -> Result<Option<Users>>;
+    /// Everything `deploy` checks and renders before it changes anything, so
+    /// a caller that writes first (delivery copies, a credential) can fail
+    /// before writing. The runtimes that render at deploy time override it.
+    fn prepare(&self, _current: &BTreeMap<String, String>, _opts: &DeployOptions) -> Result<()> {
+        Ok(())
+    }
     /// Deploys with `current` (secret name → stored identity) and waits until
     /// converged; with `dry_run`, prints exactly what would be applied.
     fn deploy(&self, current: &BTreeMap<String, String>, opts: &DeployOptions) -> Result<()>;

@@ -745,7 +745,12 @@ pub fn show_in_backend(project: &str, names: &[&str]) -> Vec<(String, String, St
     let mut args = vec!["exec", id, "/show"];
     args.extend(names);
     let out = Command::new("docker").args(&args).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
+    show_lines(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The reader's `show` output: name, source, fingerprint per line.
+pub fn show_lines(stdout: &str) -> Vec<(String, String, String)> {
+    stdout
         .lines()
         .map(|l| {
             let f: Vec<&str> = l.splitn(3, '\t').collect();
