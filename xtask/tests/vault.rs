@@ -73,6 +73,35 @@ fn bao_or_skip(test: &str) -> bool {
     ok
 }
 
+/// Writes the reader policy (`deploy/vault-reader-policy.hcl`) for
+/// `prefix` as `xt-reader`.
+fn reader_policy(repo: &TempRepo, srv: &DevServer, prefix: &str) {
+    let hcl = repo
+        .read("deploy/vault-reader-policy.hcl")
+        .replace("raqeem/production", prefix);
+    repo.write("reader.hcl", &hcl);
+    srv.text(&[
+        "policy",
+        "write",
+        "xt-reader",
+        repo.path("reader.hcl").to_str().unwrap(),
+    ]);
+}
+
+/// A token with `xt-reader` in `secrets/develop.vault-token`, named by
+/// develop's reader delivery in the manifest; returns the token.
+fn reader_token(repo: &TempRepo, srv: &DevServer) -> String {
+    let token = srv.text(&["token", "create", "-policy=xt-reader", "-field=token"]);
+    let token = token.trim().to_string();
+    repo.write("secrets/develop.vault-token", &token);
+    let m = format!(
+        "{}\n[environments.develop.vault]\ndelivery = \"reader\"\nservice_token_file = \"secrets/develop.vault-token\"\n",
+        repo.read("deploy/secrets.toml")
+    );
+    repo.write("deploy/secrets.toml", &m);
+    token
+}
+
 /// A dev server on 127.0.0.1:PORT (it also takes PORT+1), killed on drop.
 struct DevServer {
     child: Child,
@@ -143,12 +172,17 @@ impl DevServer {
     }
 
     fn value(&self, secret: &str) -> String {
+        self.value_of("raqeem", secret)
+    }
+
+    /// The current value of develop's `secret` in `project`.
+    fn value_of(&self, project: &str, secret: &str) -> String {
         self.text(&[
             "kv",
             "get",
             "-mount=secret",
             &format!("-field={secret}"),
-            &format!("raqeem/develop/{secret}"),
+            &format!("{project}/develop/{secret}"),
         ])
     }
 
@@ -591,15 +625,7 @@ fn vault_deploy_fetch_then_reader_on_compose() {
         project: project.clone(),
     };
     run(&repo, &srv, &["setup-secrets", "develop"]).ok();
-    let in_vault = |s: &str| {
-        srv.text(&[
-            "kv",
-            "get",
-            "-mount=secret",
-            &format!("-field={s}"),
-            &format!("{name}/develop/{s}"),
-        ])
-    };
+    let in_vault = |s: &str| srv.value_of(&name, s);
 
     // Under strace when there is one: no value and no token on any argv
     // (docker, docker-compose, the CLI), including the containers' commands.
@@ -657,24 +683,8 @@ fn vault_deploy_fetch_then_reader_on_compose() {
     );
 
     // Reader: a token with the read-only policy, in a file the manifest names.
-    let policy = repo.path("deploy/vault-reader-policy.hcl");
-    let hcl = std::fs::read_to_string(&policy)
-        .unwrap()
-        .replace("raqeem/production", &format!("{name}/develop"));
-    repo.write("reader.hcl", &hcl);
-    srv.text(&[
-        "policy",
-        "write",
-        "xt-reader",
-        repo.path("reader.hcl").to_str().unwrap(),
-    ]);
-    let token = srv.text(&["token", "create", "-policy=xt-reader", "-field=token"]);
-    repo.write("secrets/develop.vault-token", token.trim());
-    let m = format!(
-        "{}\n[environments.develop.vault]\ndelivery = \"reader\"\nservice_token_file = \"secrets/develop.vault-token\"\n",
-        repo.read("deploy/secrets.toml")
-    );
-    repo.write("deploy/secrets.toml", &m);
+    reader_policy(&repo, &srv, &format!("{name}/develop"));
+    let token = reader_token(&repo, &srv);
     let dry = run(&repo, &srv, &["deploy", "develop", "--dry-run"]).ok();
     assert!(
         dry.stdout
@@ -957,15 +967,7 @@ fn vault_deploy_fetch_then_reader_on_swarm() {
         )
     };
     go(&["setup-secrets", "develop"]).ok();
-    let in_vault = |s: &str| {
-        srv.text(&[
-            "kv",
-            "get",
-            "-mount=secret",
-            &format!("-field={s}"),
-            &format!("{name}/develop/{s}"),
-        ])
-    };
+    let in_vault = |s: &str| srv.value_of(&name, s);
 
     // Fetch: versioned swarm secrets, the stack file as it is.
     let d = go(&["deploy", "develop", "--timeout", "180"]).ok();
@@ -994,21 +996,8 @@ fn vault_deploy_fetch_then_reader_on_swarm() {
     assert_eq!(jwt[0].2, support::sha12(in_vault("jwt_secret").as_bytes()));
 
     // Reader: the token as a versioned swarm secret, the copies removed.
-    srv.text(&[
-        "policy",
-        "write",
-        "xt-reader",
-        repo.path("deploy/vault-reader-policy.hcl")
-            .to_str()
-            .unwrap(),
-    ]);
-    let token = srv.text(&["token", "create", "-policy=xt-reader", "-field=token"]);
-    repo.write("secrets/develop.vault-token", token.trim());
-    let m = format!(
-        "{}\n[environments.develop.vault]\ndelivery = \"reader\"\nservice_token_file = \"secrets/develop.vault-token\"\n",
-        repo.read("deploy/secrets.toml")
-    );
-    repo.write("deploy/secrets.toml", &m);
+    reader_policy(&repo, &srv, "raqeem/production");
+    let token = reader_token(&repo, &srv);
     let d = go(&["deploy", "develop", "--timeout", "180"]).ok();
     assert!(
         d.stdout
@@ -1041,16 +1030,7 @@ fn vault_deploy_fetch_then_reader_on_swarm() {
         !seen.contains(token.trim()),
         "the token is in an error message"
     );
-    let hcl = repo
-        .read("deploy/vault-reader-policy.hcl")
-        .replace("raqeem/production", &format!("{name}/develop"));
-    repo.write("reader.hcl", &hcl);
-    srv.text(&[
-        "policy",
-        "write",
-        "xt-reader",
-        repo.path("reader.hcl").to_str().unwrap(),
-    ]);
+    reader_policy(&repo, &srv, &format!("{name}/develop"));
     assert_shown(&show_in_task(&st, &BACKEND), false, &in_vault);
 }
 
@@ -1133,15 +1113,7 @@ fn vault_deploy_fetch_then_reader_on_kubernetes() {
     kubectl(&["create", "namespace", &ns]);
     kubectl(&["label", "namespace", &ns, "xtask-test=vault-k8s"]);
     run(&repo, &srv, &["setup-secrets", "develop"]).ok();
-    let in_vault = |s: &str| {
-        srv.text(&[
-            "kv",
-            "get",
-            "-mount=secret",
-            &format!("-field={s}"),
-            &format!("{name}/develop/{s}"),
-        ])
-    };
+    let in_vault = |s: &str| srv.value_of(&name, s);
     let ours = format!("xtask.project={name}");
     let secrets = || kubectl(&["-n", &ns, "get", "secrets", "-l", &ours, "-o", "name"]);
 
@@ -1161,24 +1133,9 @@ fn vault_deploy_fetch_then_reader_on_kubernetes() {
     assert_shown(&show_in_pod(&ns, &BACKEND), true, &in_vault);
 
     // Reader: a token with the read-only policy, in a file the manifest names.
-    let hcl = repo
-        .read("deploy/vault-reader-policy.hcl")
-        .replace("raqeem/production", &format!("{name}/develop"));
-    repo.write("reader.hcl", &hcl);
-    srv.text(&[
-        "policy",
-        "write",
-        "xt-reader",
-        repo.path("reader.hcl").to_str().unwrap(),
-    ]);
-    let token = srv.text(&["token", "create", "-policy=xt-reader", "-field=token"]);
-    let token = token.trim();
-    repo.write("secrets/develop.vault-token", token);
-    let m = format!(
-        "{}\n[environments.develop.vault]\ndelivery = \"reader\"\nservice_token_file = \"secrets/develop.vault-token\"\n",
-        repo.read("deploy/secrets.toml")
-    );
-    repo.write("deploy/secrets.toml", &m);
+    reader_policy(&repo, &srv, &format!("{name}/develop"));
+    let token = reader_token(&repo, &srv);
+    let token = token.as_str();
     // A manifest reader delivery cannot render fails before anything is
     // written: no token Secret.
     let good = repo.read("deploy/k8s/backend.yaml");
