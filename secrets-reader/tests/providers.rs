@@ -53,10 +53,14 @@ fn have(test: &str, programs: &[&str], install: &str) -> bool {
             missing.join(" and ")
         );
     }
-    eprintln!(
-        "\n*** SKIPPED {test}: {} not installed ({install}) ***\n",
-        missing.join(" and ")
-    );
+    {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIPPED {test}: {} not installed ({install}) ***\n",
+            missing.join(" and ")
+        );
+    };
     false
 }
 

@@ -14,11 +14,11 @@ pub struct Docker {
 impl Docker {
     /// `$DOCKER` when set, else `docker` from PATH.
     pub fn new() -> Result<Docker> {
-        let mut tool = Tool::find(
+        let mut tool = Tool::find_later(
             "docker",
             "DOCKER",
             "install Docker Engine (Debian: `apt-get install docker.io`)",
-        )?;
+        );
         tool.silent = "the Docker daemon does not answer; start it (`systemctl start docker`, or `dockerd &`) or point DOCKER_HOST at a running engine";
         Ok(Docker { tool })
     }

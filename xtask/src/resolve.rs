@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::{
@@ -45,6 +45,11 @@ pub struct Resolved {
     /// The generated values, not yet in the env file: [`Resolved::write_generated`]
     /// puts them there once everything has been checked and the store answered.
     pending: Vec<(String, SecretValue)>,
+    /// File secrets given inline as PEM: the files to write before
+    /// [`Resolved::pending`] names them in the env file.
+    pending_files: Vec<(PathBuf, SecretValue)>,
+    /// Keys whose inline PEM moves into its own file in this run.
+    pub moved: Vec<String>,
     pub fingerprint_key: Option<SecretValue>,
     /// Of [`Options::replacing`]: the secrets whose env-file value is too
     /// weak to keep, so it must be generated anew.
@@ -59,6 +64,14 @@ impl Resolved {
         }
         if let Some(dir) = self.file.path.parent() {
             std::fs::create_dir_all(dir)?;
+        }
+        // The PEM files first: the env file names them only once they exist,
+        // so an interrupted run leaves the inline value, and a re-run moves it.
+        for (path, value) in &self.pending_files {
+            if let Some(dir) = path.parent() {
+                fsutil::private_dir(dir, 0o700)?;
+            }
+            fsutil::write_atomic(path, value.expose(), 0o600, None)?;
         }
         let header = format!(
             "# Secrets for {} ({project}). Never commit this file. Managed by `cargo xtask setup-secrets {}`.\n",
@@ -149,7 +162,15 @@ pub fn resolve(
     let file = load(root, env, &mut warnings)?;
     let case_problems = unknown_keys(&file, manifest, env, &mut warnings);
     let may_generate = !opts.read_only && (env.generate || opts.generate);
-    let mut c = collect(root, manifest, env, &file, may_generate, &mut warnings)?;
+    let may_write = !opts.read_only;
+    let mut c = collect(
+        root,
+        manifest,
+        env,
+        &file,
+        (may_generate, may_write),
+        &mut warnings,
+    )?;
     c.problems.extend(case_problems);
     if file.is_blank() && env.production {
         c.problems.insert(0, format!(
@@ -224,16 +245,79 @@ pub fn resolve(
         c.updates.push((FINGERPRINT_KEY.to_string(), k.clone()));
         fingerprint_key = Some(k);
     }
+    let moved: Vec<String> = c
+        .updates
+        .iter()
+        .filter(|(k, _)| {
+            manifest
+                .secrets_for(&env.name)
+                .iter()
+                .any(|sp| sp.kind == Kind::File && &sp.env_key() == k)
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
     Ok(Resolved {
         env: env.clone(),
         file,
         desired: c.desired,
         warnings,
-        generated: c.updates.iter().map(|(k, _)| k.clone()).collect(),
+        generated: c
+            .updates
+            .iter()
+            .map(|(k, _)| k.clone())
+            .filter(|k| !moved.contains(k))
+            .collect(),
+        moved,
         pending: c.updates,
+        pending_files: c.files,
         fingerprint_key,
         replace,
     })
+}
+
+/// A whole PEM block given as a file secret's value instead of a path.
+fn inline_pem(v: &[u8]) -> bool {
+    let t = v.trim_ascii();
+    t.starts_with(b"-----BEGIN ")
+        && t.windows(9).any(|w| w == b"-----END ")
+        && t.ends_with(b"-----")
+}
+
+/// Where an inline PEM goes, relative to the env file's folder (`secrets/`):
+/// `<env>/pem/<secret>.pem`, a folder the compose store's listing skips.
+fn inline_file(env: &str, secret: &str) -> String {
+    format!("{env}/pem/{secret}.pem")
+}
+
+/// A value that can be a path at all: one line, not absurdly long.
+fn plausible_path(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 4096 && !v.contains(['\n', '\r', '\0'])
+}
+
+/// A path safe to print: it ends like a certificate or key file and has no
+/// spaces, so it is no password typed in the wrong field.
+fn shows_as_path(v: &str) -> bool {
+    let lower = v.to_ascii_lowercase();
+    v.len() <= 256
+        && !v.contains(char::is_whitespace)
+        && [".pem", ".crt", ".cer", ".cert", ".key", ".der", ".p8"]
+            .iter()
+            .any(|ext| lower.ends_with(ext))
+}
+
+/// Each private key (`key_of`) against its certificate, when both have values:
+/// a mismatched pair is refused before anything is stored (nginx would refuse
+/// to start with it).
+pub fn check_pairs(manifest: &Manifest, env: &Environment, desired: &[Desired]) -> Result<()> {
+    for key in manifest.secrets_for(&env.name) {
+        let Some(cert) = &key.key_of else { continue };
+        let find = |n: &str| desired.iter().find(|d| &d.spec.name == n);
+        if let (Some(c), Some(k)) = (find(cert), find(&key.name)) {
+            crate::keypair::check(&c.value, &k.value, (cert, &key.name))
+                .with_context(|| format!("checking {} against {cert}", k.origin))?;
+        }
+    }
+    Ok(())
 }
 
 /// An environment's env file alone, with the same refusals as [`resolve`]
@@ -343,6 +427,8 @@ fn unknown_keys(
 struct Collected {
     desired: Vec<Desired>,
     updates: Vec<(String, SecretValue)>,
+    /// Inline PEM values to write to their own files (path, value).
+    files: Vec<(PathBuf, SecretValue)>,
     /// Missing keys, and whether each may be generated.
     missing: Vec<(String, bool)>,
     problems: Vec<String>,
@@ -353,13 +439,14 @@ fn collect(
     manifest: &Manifest,
     env: &Environment,
     file: &EnvFile,
-    may_generate: bool,
+    (may_generate, may_write): (bool, bool),
     warnings: &mut Vec<String>,
 ) -> Result<Collected> {
     let shown = &file.shown;
     let specs = manifest.secrets_for(&env.name);
     let mut desired: Vec<Desired> = Vec::new();
     let mut updates: Vec<(String, SecretValue)> = Vec::new();
+    let mut files: Vec<(PathBuf, SecretValue)> = Vec::new();
     let mut missing: Vec<(String, bool)> = Vec::new();
     let mut problems: Vec<String> = Vec::new();
 
@@ -393,20 +480,67 @@ fn collect(
             }
             Kind::File => match file.get(&key) {
                 None => missing.push((key, false)),
+                // The PEM itself where a path belongs: the operator meant the
+                // value. Setup moves it into a 0600 file and names that file.
+                Some(e) if inline_pem(e.value.expose()) => {
+                    let rel = inline_file(&env.name, &spec.name);
+                    let origin = file.at(&key);
+                    warnings.push(format!(
+                        "{origin}: {key} holds the PEM itself, not the name of a file; {}",
+                        if may_write {
+                            format!("it is moved into {rel} (0600) and the line names that file")
+                        } else {
+                            format!(
+                                "`cargo xtask setup-secrets {}` moves it into {rel} (0600) and names that file there",
+                                env.name
+                            )
+                        }
+                    ));
+                    if may_write {
+                        files.push((
+                            file.path.parent().unwrap_or(root).join(&rel),
+                            e.value.clone(),
+                        ));
+                        updates.push((key.clone(), SecretValue::from_string(rel)));
+                    }
+                    desired.push(Desired {
+                        spec: (*spec).clone(),
+                        value: e.value.clone(),
+                        origin,
+                    });
+                }
                 Some(e) => {
-                    let rel = e.value.expose_str().unwrap_or_default().to_string();
                     let base = file.path.parent().unwrap_or(root);
-                    let p = base.join(&rel);
+                    let Some(rel) = e.value.expose_str().filter(|v| plausible_path(v)) else {
+                        problems.push(format!(
+                            "{}: {key} must name a file (a path relative to {}), but its value is not a path and is not a whole PEM block (-----BEGIN ... -----END ...); the value is not shown. Put the PEM in a file and name it, or the whole PEM in double quotes",
+                            file.at(&key),
+                            base.display()
+                        ));
+                        continue;
+                    };
+                    let p = base.join(rel);
+                    // A path is shown only when it looks like one: a value
+                    // written in the wrong field is never printed.
+                    let shown = if shows_as_path(rel) {
+                        format!("the file {}", p.display())
+                    } else {
+                        "a file".to_string()
+                    };
                     match std::fs::read(&p) {
                         Ok(bytes) => desired.push(Desired {
                             spec: (*spec).clone(),
                             value: SecretValue::new(bytes),
-                            origin: p.display().to_string(),
+                            origin: if shows_as_path(rel) {
+                                p.display().to_string()
+                            } else {
+                                file.at(&key)
+                            },
                         }),
                         Err(err) => problems.push(format!(
-                            "{}: {key} names the file {}, which cannot be read ({err}); fix the path (relative to {})",
+                            "{}: {key} names {shown}, which cannot be read ({}); fix the path on that line (relative to {})",
                             file.at(&key),
-                            p.display(),
+                            err,
                             base.display()
                         )),
                     }
@@ -435,6 +569,7 @@ fn collect(
     Ok(Collected {
         desired,
         updates,
+        files,
         missing,
         problems,
     })

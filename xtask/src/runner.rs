@@ -26,6 +26,10 @@ pub struct Tool {
     pub timeout: Duration,
     /// What a call that never answers means, for the timeout's message.
     pub silent: &'static str,
+    /// Why the program could not be found, for a tool looked up with
+    /// [`Tool::find_later`]: the first call fails with it. So a command runs
+    /// every check that needs no CLI before it says the CLI is missing.
+    missing: Option<String>,
 }
 
 /// What a finished call gave back.
@@ -39,6 +43,26 @@ impl Tool {
     /// Finds `name`: `$<var>` when set and not empty, else `name` on PATH.
     /// `install` tells the operator how to get it.
     pub fn find(name: &'static str, var: &str, install: &str) -> Result<Tool> {
+        let t = Tool::find_later(name, var, install);
+        match &t.missing {
+            Some(why) => bail!("{why}"),
+            None => Ok(t),
+        }
+    }
+
+    /// [`Tool::find`], with a missing program reported by the first call
+    /// instead of now.
+    pub fn find_later(name: &'static str, var: &str, install: &str) -> Tool {
+        match Tool::lookup(name, var, install) {
+            Ok(bin) => Tool::at(name, bin),
+            Err(e) => Tool {
+                missing: Some(format!("{e:#}")),
+                ..Tool::at(name, name)
+            },
+        }
+    }
+
+    fn lookup(name: &'static str, var: &str, install: &str) -> Result<OsString> {
         let bin = match std::env::var_os(var).filter(|v| !v.is_empty()) {
             Some(b) => {
                 let p = std::path::Path::new(&b);
@@ -63,7 +87,15 @@ impl Tool {
                     )
                 })?,
         };
-        Ok(Tool::at(name, bin))
+        Ok(bin)
+    }
+
+    /// Fails with the lookup's message when the program was not found.
+    fn present(&self) -> Result<()> {
+        match &self.missing {
+            Some(why) => bail!("{why}"),
+            None => Ok(()),
+        }
     }
 
     pub fn at(name: &'static str, bin: impl Into<OsString>) -> Tool {
@@ -77,6 +109,7 @@ impl Tool {
             bin: bin.into(),
             timeout,
             silent: "check that the server it talks to answers",
+            missing: None,
         }
     }
 
@@ -126,6 +159,7 @@ impl Tool {
         args: &[&str],
         input: Option<&[u8]>,
     ) -> Result<Output> {
+        self.present()?;
         let mut c = Command::new(&self.bin);
         if let Some(d) = dir {
             c.current_dir(d);
@@ -153,6 +187,7 @@ impl Tool {
         args: &[&str],
         timeout: Duration,
     ) -> Result<()> {
+        self.present()?;
         let mut c = Command::new(&self.bin);
         c.args(args).current_dir(dir).stdin(Stdio::null());
         for (k, v) in envs {

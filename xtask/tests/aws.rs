@@ -41,10 +41,10 @@ fn moto_or_skip(test: &str) -> bool {
             missing.join(" and ")
         );
     }
-    eprintln!(
+    support::skip_note(format_args!(
         "\n*** SKIPPED {test}: {} not installed (`bash .ci/moto.sh`, or `pip install 'moto[server]' awscli`) ***\n",
         missing.join(" and ")
-    );
+    ));
     false
 }
 

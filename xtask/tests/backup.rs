@@ -28,7 +28,9 @@ fn age_or_skip(test: &str) -> bool {
         panic!("{test}: CI is set but age is not installed; .ci/age.sh must install it");
     }
     if !ok {
-        eprintln!("\n*** SKIPPED {test}: age is not installed (apt-get install age) ***\n");
+        support::skip_note(format_args!(
+            "\n*** SKIPPED {test}: age is not installed (apt-get install age) ***\n"
+        ));
     }
     ok
 }

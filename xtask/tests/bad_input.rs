@@ -412,8 +412,17 @@ struct Places {
 
 impl Places {
     fn expand(&self, s: &str) -> String {
-        s.replace("{tmp}", &self.tmp.display().to_string())
-            .replace("{repo}", &self.repo.root.display().to_string())
+        let mut s = s
+            .replace("{tmp}", &self.tmp.display().to_string())
+            .replace("{repo}", &self.repo.root.display().to_string());
+        if s.contains("{tls-") {
+            let (cert, key, other) = support::tls_pair();
+            s = s
+                .replace("{tls-cert}", cert)
+                .replace("{tls-key}", key)
+                .replace("{tls-other-key}", other);
+        }
+        s
     }
 
     fn at(&self, p: &str) -> PathBuf {
@@ -481,7 +490,10 @@ fn apply(places: &Places, step: &Step, case: &str) -> Result<(), String> {
                 ));
             };
             let mut out = text[..pos].to_vec();
-            out.extend_from_slice(new);
+            match std::str::from_utf8(new) {
+                Ok(t) => out.extend_from_slice(places.expand(t).as_bytes()),
+                Err(_) => out.extend_from_slice(new),
+            }
             out.extend_from_slice(&text[pos + old.len()..]);
             std::fs::write(&p, out).unwrap();
         }
@@ -592,6 +604,17 @@ fn describe_changes(before: &BTreeMap<String, Node>, after: &BTreeMap<String, No
 /// them may appear in the output.
 fn secret_values(case: &Case) -> Vec<String> {
     let mut out = Vec::new();
+    // The private keys of the made TLS pair: no line of theirs may be shown.
+    if format!("{:?}", case.steps).contains("{tls-") {
+        let (_, key, other) = support::tls_pair();
+        out.extend(
+            [key, other]
+                .iter()
+                .flat_map(|k| k.lines())
+                .filter(|l| !l.starts_with("-----") && l.len() >= 8)
+                .map(String::from),
+        );
+    }
     for s in &case.steps {
         let Step::File { path, bytes, .. } = s else {
             continue;
@@ -884,10 +907,17 @@ fn needs_met(case: &Case) -> bool {
         let ok = match n.as_str() {
             "docker" => support::docker_or_skip(&what),
             "swarm" => support::swarm_or_skip(&what),
-            "kubectl" => {
-                let found = which_on_path("kubectl");
+            // CLIs a case drives: missing, the case is skipped loudly (a
+            // machine with only Rust), and fails under CI, which installs them.
+            cli @ ("kubectl" | "bao" | "aws" | "age" | "openssl") => {
+                let found = which_on_path(cli);
+                if !found && ci() {
+                    panic!("{what}: CI is set but {cli} is not installed; .ci/run must install it");
+                }
                 if !found {
-                    eprintln!("\n*** SKIPPED {what}: kubectl is not installed ***\n");
+                    support::skip_note(format_args!(
+                        "\n*** SKIPPED {what}: {cli} is not installed ***\n"
+                    ));
                 }
                 found
             }
@@ -899,9 +929,9 @@ fn needs_met(case: &Case) -> bool {
                             "{what}: CI is set but read-only bind mounts are not allowed here (unshare --mount)"
                         );
                     }
-                    eprintln!(
+                    support::skip_note(format_args!(
                         "\n*** SKIPPED {what}: running as root without the right to make a read-only mount (unshare --mount) ***\n"
-                    );
+                    ));
                 }
                 ok
             }

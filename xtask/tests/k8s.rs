@@ -760,9 +760,9 @@ fn moto() -> Option<Moto> {
         if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
             panic!("CI is set but moto_server or aws is missing; .ci/run must run .ci/moto.sh");
         }
-        eprintln!(
+        support::skip_note(format_args!(
             "\n*** SKIPPED aws_store_delivered_into_kubernetes_secrets: moto_server or aws is not installed ***\n"
-        );
+        ));
         return None;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")

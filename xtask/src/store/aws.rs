@@ -394,11 +394,11 @@ impl AwsStore {
     pub fn new(s: &Scope) -> Result<AwsStore> {
         let var = |n: &str| std::env::var(n).ok();
         let settings = settings(&s.manifest.project, s.env, &var)?;
-        let mut tool = Tool::find(
+        let mut tool = Tool::find_later(
             "aws",
             "AWS_CLI",
             "install the AWS CLI (`pip install awscli`, or AWS CLI v2 from https://aws.amazon.com/cli/)",
-        )?;
+        );
         tool.silent = "the Secrets Manager endpoint does not answer; check `endpoint_url` / `region` in [environments.<env>.aws] (or AWS_ENDPOINT_URL) and the network";
         Ok(AwsStore {
             tool,

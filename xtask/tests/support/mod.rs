@@ -32,8 +32,11 @@ pub fn source_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A throwaway copy of the repository's tracked files, itself a git repository
-/// (so the "tracked by git" rule can be exercised), removed on drop.
+/// A throwaway copy of the repository's tracked files (the index: committed
+/// or `git add`ed), itself a git repository (so the "tracked by git" rule can
+/// be exercised), removed on drop. Untracked files never come along: what the
+/// tool wrote in the checkout (the audit log, env files, runtime files) must
+/// not change what a test sees.
 pub struct TempRepo {
     pub root: PathBuf,
 }
@@ -45,13 +48,7 @@ impl TempRepo {
         std::fs::create_dir_all(&root).unwrap();
         let src = source_root();
         let files = Command::new("git")
-            .args([
-                "ls-files",
-                "-z",
-                "--cached",
-                "--others",
-                "--exclude-standard",
-            ])
+            .args(["ls-files", "-z", "--cached"])
             .current_dir(&src)
             .output()
             .unwrap();
@@ -207,7 +204,9 @@ pub fn docker_or_skip(test: &str) -> bool {
     if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
         panic!("{test}: CI is set but no Docker engine answers; .ci/run must start dockerd");
     }
-    eprintln!("\n*** SKIPPED {test}: no Docker engine answers (start dockerd to run it) ***\n");
+    skip_note(format_args!(
+        "\n*** SKIPPED {test}: no Docker engine answers (start dockerd to run it) ***\n"
+    ));
     false
 }
 
@@ -234,9 +233,9 @@ pub fn swarm_or_skip(test: &str) -> bool {
             "{test}: CI is set but this Docker engine is not a swarm manager; .ci/run must run `docker swarm init`"
         );
     }
-    eprintln!(
+    skip_note(format_args!(
         "\n*** SKIPPED {test}: Docker is not in swarm mode (run `docker swarm init --advertise-addr 127.0.0.1`) ***\n"
-    );
+    ));
     false
 }
 
@@ -581,9 +580,9 @@ pub fn cluster_or_skip(test: &str) -> bool {
             std::env::var("KUBECONFIG")
         );
     }
-    eprintln!(
+    skip_note(format_args!(
         "\n*** SKIPPED {test}: no Kubernetes cluster answers (set KUBECONFIG, or run .ci/k8s/up.sh) ***\n"
-    );
+    ));
     false
 }
 
@@ -598,7 +597,9 @@ pub fn strace_or_skip(test: &str) -> bool {
         panic!("{test}: CI is set but strace is not installed; .ci/run must install it");
     }
     if !ok {
-        eprintln!("\n*** SKIPPED {test}: strace is not installed (apt-get install strace) ***\n");
+        skip_note(format_args!(
+            "\n*** SKIPPED {test}: strace is not installed (apt-get install strace) ***\n"
+        ));
     }
     ok
 }
@@ -681,7 +682,9 @@ pub fn script_or_skip() -> bool {
         panic!("CI is set but `script` (util-linux, Debian: bsdutils) is not installed");
     }
     if !ok {
-        eprintln!("\n*** SKIPPED a terminal test: `script` (util-linux) is not installed ***\n");
+        skip_note(format_args!(
+            "\n*** SKIPPED a terminal test: `script` (util-linux) is not installed ***\n"
+        ));
     }
     ok
 }
@@ -758,4 +761,64 @@ pub fn show_lines(stdout: &str) -> Vec<(String, String, String)> {
             (f[0].to_string(), f[1].to_string(), f[2].to_string())
         })
         .collect()
+}
+
+/// Says that a test skipped, where `cargo test` shows it: straight to the
+/// process's stderr, since libtest captures `eprintln!` of a passing test and
+/// a skipped test is counted as passed. Under `CI=true` the gates fail instead.
+pub fn skip_note(msg: std::fmt::Arguments) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{msg}");
+}
+
+/// A real TLS pair made once per test process with openssl (P-256, self
+/// signed): the certificate, its private key, and a second key that is not
+/// its own (for the mismatched-pair cases). PEM text.
+pub fn tls_pair() -> &'static (String, String, String) {
+    static PAIR: OnceLock<(String, String, String)> = OnceLock::new();
+    PAIR.get_or_init(|| {
+        let dir =
+            std::env::temp_dir().join(format!("xtask-tls-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("openssl is needed to make the tests' TLS pair (apt-get install openssl)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        for key in ["key.pem", "other.pem"] {
+            openssl(&[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                key,
+            ]);
+        }
+        openssl(&[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "key.pem",
+            "-subj",
+            "/CN=xtask-test",
+            "-days",
+            "3650",
+            "-out",
+            "cert.pem",
+        ]);
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+        let pair = (read("cert.pem"), read("key.pem"), read("other.pem"));
+        let _ = std::fs::remove_dir_all(&dir);
+        pair
+    })
 }
