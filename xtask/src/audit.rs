@@ -224,7 +224,15 @@ pub fn record(
     append(&root.join(PATH), text.as_bytes())
 }
 
+/// Refuses a log that is a symbolic link (it could send who changed which
+/// secret anywhere): checked when a writing command takes its lock.
+pub fn check_writable_place(root: &Path) -> Result<()> {
+    crate::fsutil::refuse_symlink(&root.join(PATH), PATH)
+}
+
 fn append(path: &Path, text: &[u8]) -> Result<()> {
+    // A link could send the log (who changed which secret) out of the repository.
+    crate::fsutil::refuse_symlink(path, PATH)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     if !path.exists() {
@@ -294,17 +302,17 @@ pub fn sweep(root: &Path) -> Result<()> {
 }
 
 /// Pure: the entries of one log's text, new format or old; headers and lines
-/// that do not parse are skipped (and counted).
-pub fn parse(text: &str) -> (Vec<Entry>, usize) {
+/// that do not parse are skipped (their 1-based line numbers are returned).
+pub fn parse(text: &str) -> (Vec<Entry>, Vec<usize>) {
     let mut out = Vec::new();
-    let mut bad = 0;
-    for line in text.lines() {
+    let mut bad = Vec::new();
+    for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() || line.starts_with("time\t") || line == OLD_HEADER {
             continue;
         }
         match parse_line(line) {
             Some(e) => out.push(e),
-            None => bad += 1,
+            None => bad.push(i + 1),
         }
     }
     (out, bad)
@@ -360,21 +368,35 @@ pub fn last_set(log: &[Entry], env: &str, secret: &str, store: &str) -> Option<S
 /// warning when lines were skipped.
 pub fn read(root: &Path) -> Result<(Vec<Entry>, Option<String>)> {
     let mut all = Vec::new();
-    let mut bad = 0;
+    let mut warnings = Vec::new();
     for rel in [OLD_PATH, PATH] {
         let p = root.join(rel);
+        crate::fsutil::refuse_symlink(&p, rel)?;
         if !p.exists() {
             continue;
         }
         let text = std::fs::read_to_string(&p)
             .with_context(|| format!("cannot read the audit log {rel}"))?;
-        let (e, b) = parse(&text);
+        let (e, bad) = parse(&text);
         all.extend(e);
-        bad += b;
+        if !bad.is_empty() {
+            let fields = if rel == PATH {
+                HEADER.trim_end().replace('\t', ", ")
+            } else {
+                OLD_HEADER.replace('\t', ", ")
+            };
+            let shown: Vec<String> = bad.iter().take(10).map(|n| format!("{rel}:{n}")).collect();
+            warnings.push(format!(
+                "skipped {} line(s) that do not parse: {}{}; each line needs {} tab-separated fields ({fields}) with an RFC 3339 time and an outcome of ok or failed. Fix those lines or delete them (an edit by hand or a merge conflict marker is the usual cause); ages from them are not used until then",
+                bad.len(),
+                shown.join(", "),
+                if bad.len() > 10 { ", ..." } else { "" },
+                fields.split(", ").count(),
+            ));
+        }
     }
     all.sort_by_key(|e| e.time);
-    let warning = (bad > 0)
-        .then(|| format!("skipped {bad} line(s) of {PATH} / {OLD_PATH} that do not parse"));
+    let warning = (!warnings.is_empty()).then(|| warnings.join("; "));
     Ok((all, warning))
 }
 
@@ -420,7 +442,7 @@ mod tests {
             "2026-11-18T11:06:40Z\tproduction\trotate-secrets\tupdate\tjwt_secret\tv3\tAnn B x <a@b>\tswarm\tfailed"
         );
         let (e, bad) = parse(&format!("{HEADER}{text}"));
-        assert_eq!(bad, 0);
+        assert!(bad.is_empty());
         assert_eq!(e.len(), 2);
         assert_eq!(
             (e[0].version, e[0].outcome, e[1].version),
@@ -435,7 +457,7 @@ mod tests {
                    2026-01-02T03:04:05Z\tstaging\tpw\tv2\tann\tswarm\n\
                    garbage line\n";
         let (e, bad) = parse(old);
-        assert_eq!(bad, 1);
+        assert_eq!(bad, vec![3], "the garbage is line 3");
         assert_eq!(e.len(), 1);
         let e = &e[0];
         assert_eq!(
@@ -481,7 +503,7 @@ mod tests {
         assert!(text.starts_with(HEADER), "{text}");
         assert_eq!(text.matches("time\t").count(), 1);
         let (e, bad) = parse(&text);
-        assert_eq!((e.len(), bad), (400, 0));
+        assert_eq!((e.len(), bad.len()), (400, 0));
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);

@@ -133,6 +133,8 @@ impl Session {
         dirs.extend(env_file.parent().map(Path::to_path_buf));
         lock::sweep(&self.root, &dirs)?;
         crate::audit::sweep(&self.root)?;
+        // Before any change: a run that could not log its changes must not make them.
+        crate::audit::check_writable_place(&self.root)?;
         Ok(l)
     }
 

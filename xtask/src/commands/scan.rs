@@ -157,10 +157,37 @@ fn needles(root: &Path, manifest: &Manifest) -> Result<(Vec<Needle>, usize, usiz
 /// alone, so they match wherever it sits).
 pub fn forms(value: &[u8]) -> Vec<(&'static str, Zeroizing<Vec<u8>>)> {
     let mut out = vec![("plain", Zeroizing::new(value.to_vec()))];
+    // A multi-line value (a PEM) committed from the other kind of machine:
+    // its lines end in CRLF there, or in LF where it was written with CRLF.
+    if value.contains(&b'\n') {
+        let lf: Vec<u8> = value
+            .iter()
+            .enumerate()
+            .filter(|&(i, &b)| !(b == b'\r' && value.get(i + 1) == Some(&b'\n')))
+            .map(|(_, &b)| b)
+            .collect();
+        let mut crlf = Vec::with_capacity(lf.len() + lf.len() / 32);
+        for &b in &lf {
+            if b == b'\n' {
+                crlf.push(b'\r');
+            }
+            crlf.push(b);
+        }
+        for other in [lf, crlf] {
+            if other != value {
+                out.push(("line endings changed", Zeroizing::new(other)));
+            }
+        }
+    }
     if let Ok(s) = std::str::from_utf8(value) {
         let enc = Zeroizing::new(utf8_percent_encode(s, URL_PART).to_string());
         if enc.as_bytes() != value {
+            // RFC 3986 hex digits are case-insensitive: `%2F` and `%2f` alike.
+            let lower = Zeroizing::new(lower_hex_escapes(enc.as_bytes()));
             out.push(("percent-encoded", Zeroizing::new(enc.as_bytes().to_vec())));
+            if *lower != enc.as_bytes() {
+                out.push(("percent-encoded", lower));
+            }
         }
     }
     let engines = [
@@ -181,6 +208,19 @@ pub fn forms(value: &[u8]) -> Vec<(&'static str, Zeroizing<Vec<u8>>)> {
                 continue;
             }
             out.push(("base64", Zeroizing::new(part)));
+        }
+    }
+    out
+}
+
+/// `%2F` → `%2f`: the two hex digits after each `%` in lower case.
+fn lower_hex_escapes(enc: &[u8]) -> Vec<u8> {
+    let mut out = enc.to_vec();
+    for i in 0..out.len() {
+        if out[i] == b'%' {
+            for j in i + 1..(i + 3).min(out.len()) {
+                out[j] = out[j].to_ascii_lowercase();
+            }
         }
     }
     out
@@ -453,5 +493,26 @@ mod tests {
         let hits = m.find(b"a\nb\nc s3cr3t/value+with?odd>bytes~~\n");
         assert_eq!((hits[0].0, hits[0].1.form), (3, "plain"));
         assert!(m.find(b"s3cr3t/value+with?odd>bytes~").is_empty());
+        // Lower-case hex escapes are the same URL.
+        let hits = m.find(b"url=postgres://u:s3cr3t%2fvalue%2bwith%3fodd%3ebytes~~@h\n");
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].1.form, "percent-encoded");
+    }
+
+    #[test]
+    fn a_multi_line_value_is_found_under_either_line_ending() {
+        let pem = b"-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49\n-----END PRIVATE KEY-----\n";
+        let ns = needle(pem);
+        let m = Matcher::new(&ns);
+        let crlf = b"x\r\n-----BEGIN PRIVATE KEY-----\r\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49\r\n-----END PRIVATE KEY-----\r\n";
+        let hits = m.find(crlf);
+        assert_eq!(hits.len(), 1, "CRLF copy not found");
+        assert_eq!((hits[0].0, hits[0].1.form), (2, "line endings changed"));
+        // And a value written with CRLF is found where it was committed with LF.
+        let ns = needle(&crlf[3..]);
+        let m = Matcher::new(&ns);
+        let mut lf = b"a\n".to_vec();
+        lf.extend_from_slice(pem);
+        assert_eq!(m.find(&lf).len(), 1, "LF copy not found");
     }
 }

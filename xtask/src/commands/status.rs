@@ -52,6 +52,9 @@ pub struct EnvView {
     pub env_file: String,
     /// Why the store could not be read; nothing else is known then.
     pub unreachable: Option<String>,
+    /// Why the env file, which exists, could not be read or validated: its
+    /// values were not compared with the store (a finding: "could not look").
+    pub env_unreadable: Option<String>,
     pub notes: Vec<String>,
     /// Whether the store's creation times date the values (see `SecretStore::dates_values`).
     pub store_dates_values: bool,
@@ -100,7 +103,7 @@ impl Row {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
-    /// `overdue`, `missing`, `drift` or `unreachable`.
+    /// `overdue`, `missing`, `drift`, `unreachable` or `unreadable`.
     pub kind: &'static str,
     pub environment: String,
     pub secret: Option<String>,
@@ -138,6 +141,17 @@ pub fn report(views: &[EnvView], log: &[Entry], now: SystemTime) -> Report {
                 ),
             });
             continue;
+        }
+        if let Some(why) = &v.env_unreadable {
+            findings.push(Finding {
+                kind: "unreadable",
+                environment: v.name.clone(),
+                secret: None,
+                message: format!(
+                    "{} could not be read ({why}); no value of it was compared with the store: fix the file, then run status again",
+                    v.env_file
+                ),
+            });
         }
         let (r, f) = env_rows(v, views, log, now);
         rows.extend(r);
@@ -375,6 +389,9 @@ fn read_store(root: &Path, env_file: &Path, v: &mut EnvView) -> Result<()> {
         Ok((k, r)) => (k, Some(r)),
         Err(e) => {
             let why = format!("{e:#}").replace("\n  - ", " ").replace('\n', " ");
+            if env_file.exists() {
+                v.env_unreadable = Some(why.clone());
+            }
             v.notes.push(format!(
                 "the store is not compared with the env file: {why}"
             ));
@@ -418,22 +435,28 @@ pub fn run(root: &Path, envs: &[String], check: bool, json: bool) -> Result<()> 
         envs.to_vec()
     };
     let views: Vec<EnvView> = names.iter().map(|n| gather(root, &manifest, n)).collect();
-    let log = match audit::read(root) {
-        Ok((log, warning)) => {
-            if let Some(w) = warning {
-                output::warn(&w);
-            }
-            log
-        }
-        Err(e) => {
-            output::warn(&format!(
+    // A log that cannot be read (or has lines that do not parse) is a
+    // finding: the ages and last rotations it holds were not looked at.
+    let (log, log_problem) = match audit::read(root) {
+        Ok((log, warning)) => (log, warning),
+        Err(e) => (
+            Vec::new(),
+            Some(format!(
                 "{e:#}; no last rotations, and Compose ages are the files' own times"
-            ));
-            Vec::new()
-        }
+            )),
+        ),
     };
     let now = SystemTime::now();
-    let rep = report(&views, &log, now);
+    let mut rep = report(&views, &log, now);
+    if let Some(why) = log_problem {
+        output::warn(&why);
+        rep.findings.push(Finding {
+            kind: "unreadable",
+            environment: "all".into(),
+            secret: None,
+            message: format!("the audit log {}: {why}", audit::PATH),
+        });
+    }
     if json {
         println!(
             "{}",
@@ -765,6 +788,24 @@ mod tests {
         assert_eq!(
             rep.findings[1].line(),
             "missing: develop a: not in the compose store; run `cargo xtask setup-secrets develop`"
+        );
+    }
+
+    #[test]
+    fn an_env_file_that_cannot_be_read_is_a_finding() {
+        let now = SystemTime::now();
+        let mut v = view("production", true);
+        v.env_file = "secrets/production.env".into();
+        v.env_unreadable = Some("secrets/production.env:3: unterminated quote".into());
+        let rep = report(&[v], &[], now);
+        assert_eq!(rep.findings.len(), 1, "{:?}", rep.findings);
+        assert_eq!(rep.findings[0].kind, "unreadable");
+        assert!(
+            rep.findings[0].line().starts_with(
+                "unreadable: production: secrets/production.env could not be read (secrets/production.env:3: unterminated quote); no value of it was compared"
+            ),
+            "{}",
+            rep.findings[0].line()
         );
     }
 }
