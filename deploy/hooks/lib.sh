@@ -19,6 +19,10 @@ fi
 
 stack="${XTASK_PROJECT:?run by cargo xtask rotate-secrets}-${XTASK_ENV:?run by cargo xtask rotate-secrets}"
 tag="xtask-hook-$$-${RANDOM}"
+# Who made the temporary secret and job: a hook killed before its cleanup
+# leaves them (the secret holds the new value), and the next run of the tool
+# on this host removes those whose hook process is gone.
+owner_labels=(--label xtask.hook=1 --label "xtask.hook.pid=$$" --label "xtask.hook.host=$(uname -n)")
 
 # live NAME: the live version of secret NAME.
 live() {
@@ -33,16 +37,25 @@ image_of() {
     || { echo "$0: service ${stack}_$1 not found; deploy the stack first (cargo xtask deploy ${XTASK_ENV})" >&2; exit 1; }
 }
 
+# The secret cannot be removed while a task of the job still uses it, so its
+# removal is retried (up to about 30 s) until the task is gone. If it still
+# fails, the hook says so: the next run of the tool removes it.
 cleanup_job() {
+  local i
   docker service rm "$tag" >/dev/null 2>&1 || true
-  # Swarm leaves a finished job's container behind; remove it where it ran here.
-  docker ps -aq --filter "label=com.docker.swarm.service.name=$tag" | xargs -r docker rm -f >/dev/null 2>&1 || true
-  docker secret rm "$tag" >/dev/null 2>&1 || true
+  for i in $(seq 1 60); do
+    # Swarm leaves a finished job's container behind; remove it where it ran here.
+    docker ps -aq --filter "label=com.docker.swarm.service.name=$tag" | xargs -r docker rm -f >/dev/null 2>&1 || true
+    docker secret inspect "$tag" >/dev/null 2>&1 || return 0
+    docker secret rm "$tag" >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  echo "warning: $(basename "$0"): the temporary secret $tag (it holds the new value) could not be removed yet; the next run of cargo xtask on this host removes it, or run: docker secret rm $tag" >&2
 }
 
 # new_value_secret: stores this hook's stdin as the temporary secret $tag.
 new_value_secret() {
-  docker secret create --label xtask.hook=1 "$tag" - >/dev/null
+  docker secret create "${owner_labels[@]}" "$tag" - >/dev/null
 }
 
 # run_job IMAGE SCRIPT [SECRET_ARGS...]: runs SCRIPT with sh (the official
@@ -52,7 +65,7 @@ run_job() {
   local image=$1 script=$2 state="" i
   shift 2
   docker service create --quiet --detach --name "$tag" --mode replicated-job \
-    --restart-condition none --no-resolve-image --network "${stack}_default" --label xtask.hook=1 \
+    --restart-condition none --no-resolve-image --network "${stack}_default" "${owner_labels[@]}" \
     "$@" --entrypoint sh "$image" -euc "$script" >/dev/null
   for i in $(seq 1 240); do
     state=$(docker service ps --no-trunc --format '{{.CurrentState}}' "$tag" 2>/dev/null | head -1)

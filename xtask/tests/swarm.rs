@@ -372,3 +372,97 @@ fn swarm_deploy_surfaces_an_image_that_cannot_be_pulled() {
         out.stdout
     );
 }
+
+/// A rotation killed while its hook runs leaves the hook's temporary secret
+/// (`xtask-hook-<pid>-<n>`, which holds the new value); the next run of the
+/// tool on this host removes it, as the hook's own process is gone.
+#[test]
+fn a_rotation_killed_mid_hook_leaves_no_secret_after_the_next_run() {
+    let test = "a_rotation_killed_mid_hook_leaves_no_secret_after_the_next_run";
+    if !swarm_or_skip(test) {
+        return;
+    }
+    let project = format!("xt{}", unique());
+    let _cleanup = Cleanup {
+        project: project.clone(),
+    };
+    let repo = TempRepo::new();
+    // The hook stores its stdin (the new value) as the temporary secret, as
+    // the shipped hooks do, says so, and hangs until it is killed.
+    repo.write(
+        "deploy/hooks/slow-hook",
+        "#!/usr/bin/env bash\nsource \"$(dirname \"$0\")/lib.sh\"\nnew_value_secret\ntouch hook-ready\nsleep 120\n",
+    );
+    std::fs::set_permissions(
+        repo.path("deploy/hooks/slow-hook"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    repo.write(
+        "deploy/secrets.toml",
+        &probe_manifest(
+            &project,
+            ENV,
+            "rotate_hook = [\"deploy/hooks/slow-hook\"]\n",
+        ),
+    );
+    repo.run(&["setup-secrets", ENV, "--generate-missing"]).ok();
+    use std::os::unix::process::CommandExt;
+    let mut rotation = repo
+        .xtask(&["rotate-secrets", ENV, "--secret", "app_password"])
+        .process_group(0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !repo.path("hook-ready").exists() {
+        if started.elapsed() > Duration::from_secs(60) || rotation.try_wait().unwrap().is_some() {
+            let _ = unsafe { libc::kill(-(rotation.id() as i32), libc::SIGKILL) };
+            panic!("the hook never started (or the rotation ended first)");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let hook_secrets = || {
+        docker(&[
+            "secret",
+            "ls",
+            "--filter",
+            "label=xtask.hook=1",
+            "--format",
+            "{{.Name}} {{.Label \"xtask.hook.pid\"}}",
+        ])
+    };
+    // The hook's own pid, from the secret it made (others' may be listed too).
+    let ours: Vec<String> = hook_secrets()
+        .lines()
+        .filter(|l| {
+            l.split_whitespace().nth(1).is_some_and(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.contains("slow-hook"))
+            })
+        })
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    assert_eq!(ours.len(), 1, "the hook's secret: {}", hook_secrets());
+    // Killed as a whole (the tool, and the hook it started): no cleanup runs.
+    unsafe { libc::kill(-(rotation.id() as i32), libc::SIGKILL) };
+    rotation.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        hook_secrets().contains(&ours[0]),
+        "the killed hook's secret went by itself; the test proves nothing"
+    );
+    let next = repo.run(&["setup-secrets", ENV]).ok();
+    assert!(
+        next.stdout
+            .contains(&format!("removed the temporary secret {}", ours[0])),
+        "{}",
+        next.all()
+    );
+    assert!(
+        !hook_secrets().contains(&ours[0]),
+        "still there: {}",
+        hook_secrets()
+    );
+}

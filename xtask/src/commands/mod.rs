@@ -135,7 +135,33 @@ impl Session {
         crate::audit::sweep(&self.root)?;
         // Before any change: a run that could not log its changes must not make them.
         crate::audit::check_writable_place(&self.root)?;
+        if self.env.runtime == BackendKind::Swarm {
+            self.sweep_hook_leftovers();
+        }
         Ok(l)
+    }
+
+    /// Removes the temporary secrets and jobs of rotate hooks killed on this
+    /// host (they may hold new values). A failure is a warning: it is no
+    /// reason to stop this run, and the next one tries again.
+    fn sweep_hook_leftovers(&self) {
+        let swept =
+            crate::docker::Docker::new().and_then(|d| runtime::swarm::sweep_hook_leftovers(&d));
+        match swept {
+            Ok((removed, left)) => {
+                for r in removed {
+                    println!("removed {r}, left by a rotate hook that was interrupted");
+                }
+                for l in left {
+                    output::warn(&format!(
+                        "could not remove {l}; it holds a rotated value: remove it by hand (docker secret rm / docker service rm)"
+                    ));
+                }
+            }
+            Err(e) => output::warn(&format!(
+                "could not look for what interrupted rotate hooks left: {e:#}"
+            )),
+        }
     }
 
     /// The runtime, opened when a command needs it (setup never does).

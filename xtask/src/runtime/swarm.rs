@@ -32,6 +32,96 @@ pub struct SwarmRuntime {
     overrides: Vec<PathBuf>,
 }
 
+/// The temporary secrets and jobs of rotate hooks (`deploy/hooks/lib.sh`,
+/// label `xtask.hook=1`) whose hook was killed before its cleanup, on this
+/// host: the secret holds a new value. Pure: `(name, pid, host)` from the
+/// listing; a name of the older form `xtask-hook-<pid>-<n>` without labels
+/// gives its pid, and counts as this host's.
+pub fn stale_hook_objects(
+    listing: &str,
+    this_host: &str,
+    alive: impl Fn(u32) -> bool,
+) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.trim().split('|');
+            let (name, pid, host) = (f.next()?, f.next().unwrap_or(""), f.next().unwrap_or(""));
+            let pid: u32 = match pid.parse() {
+                Ok(p) => p,
+                Err(_) => name
+                    .strip_prefix("xtask-hook-")?
+                    .split('-')
+                    .next()?
+                    .parse()
+                    .ok()?,
+            };
+            let here = host.is_empty() || host == this_host;
+            (here && !alive(pid)).then(|| name.to_string())
+        })
+        .collect()
+}
+
+const HOOK_LS_FORMAT: &str =
+    "{{.Name}}|{{.Label \"xtask.hook.pid\"}}|{{.Label \"xtask.hook.host\"}}";
+
+/// Removes what killed rotate hooks left on this host (see
+/// [`stale_hook_objects`]): each job service first, then its secret, retried
+/// while the job's task still holds it. Returns what was removed, and what
+/// could not be (with the reason).
+pub fn sweep_hook_leftovers(docker: &Docker) -> Result<(Vec<String>, Vec<String>)> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let alive = |pid: u32| std::path::Path::new("/proc").join(pid.to_string()).exists();
+    let secrets = docker.read(
+        &[
+            "secret",
+            "ls",
+            "--filter",
+            "label=xtask.hook=1",
+            "--format",
+            HOOK_LS_FORMAT,
+        ],
+        "",
+    )?;
+    let services = docker.read(
+        &[
+            "service",
+            "ls",
+            "--filter",
+            "label=xtask.hook=1",
+            "--format",
+            HOOK_LS_FORMAT,
+        ],
+        "",
+    )?;
+    let (mut removed, mut left) = (Vec::new(), Vec::new());
+    for job in stale_hook_objects(&services, host.trim(), alive) {
+        match docker.read(&["service", "rm", &job], "") {
+            Ok(_) => removed.push(format!("the job {job}")),
+            Err(e) => left.push(format!("the job {job}: {e:#}")),
+        }
+    }
+    for secret in stale_hook_objects(&secrets, host.trim(), alive) {
+        let mut last = None;
+        // The job's task may take a moment to go after `service rm`.
+        for _ in 0..20 {
+            match docker.read(&["secret", "rm", &secret], "") {
+                Ok(_) => {
+                    last = None;
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        match last {
+            None => removed.push(format!("the temporary secret {secret}")),
+            Some(e) => left.push(format!("the temporary secret {secret}: {e:#}")),
+        }
+    }
+    Ok((removed, left))
+}
+
 /// Swarm's rule for each top-level secret: external, named by the variable
 /// deploy sets to the current version.
 pub fn def_problems(file: &str, stack: &StackFile) -> Vec<String> {
@@ -616,6 +706,19 @@ mod tests {
                 "service db keeps its own copy of pw (kept_by in deploy/secrets.toml): mount `source: pw_kept, target: pw`"
             )),
             "{p:?}"
+        );
+    }
+
+    #[test]
+    fn stale_hook_objects_are_this_hosts_with_a_dead_pid() {
+        let listing = "xtask-hook-100-1|100|h1\nxtask-hook-200-2|200|h1\nxtask-hook-300-3|300|h2\nxtask-hook-400-4||\nother|x|h1\n";
+        let alive = |pid: u32| pid == 200;
+        assert_eq!(
+            stale_hook_objects(listing, "h1", alive),
+            vec![
+                "xtask-hook-100-1".to_string(),
+                "xtask-hook-400-4".to_string()
+            ]
         );
     }
 }
