@@ -177,6 +177,7 @@ pub fn command() -> Command {
 
 fn base() -> Command {
     Command::new("xtask")
+        .version(env!("CARGO_PKG_VERSION"))
         .about("Secrets and deployment tasks: replaces the setup/remove/deploy/rotate shell scripts")
         .after_help("Run `cargo xtask setup-secrets develop` to create the develop secrets with no server needed.")
         .subcommand_required(true)

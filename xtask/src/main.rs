@@ -52,17 +52,37 @@ fn main() {
 
 fn try_main() -> Result<()> {
     let cmd = flags::parse()?;
-    let root = project_root();
+    if matches!(
+        cmd,
+        flags::Cmd::GenerateSecret { .. } | flags::Cmd::Completions { .. }
+    ) {
+        // Neither reads the repository: they run anywhere.
+        return commands::run(cmd, std::path::Path::new("."));
+    }
+    let root = project_root()?;
     std::env::set_current_dir(&root)?;
     commands::run(cmd, &root)
 }
 
-/// The repository root: the parent of the xtask crate. `CARGO_MANIFEST_DIR` is
-/// read at run time first (cargo sets it; tests point it at a copy of the
-/// repository), then the path this binary was built from.
-fn project_root() -> PathBuf {
-    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
-    dir.parent().map(PathBuf::from).unwrap_or(dir)
+/// The repository root. Through cargo (`cargo xtask`), the parent of the
+/// xtask crate (`CARGO_MANIFEST_DIR`, which cargo sets; tests point it at a
+/// copy). Run directly, the binary works on the repository it is run in: the
+/// nearest folder above the current one that holds `deploy/secrets.toml`,
+/// never the one it happened to be built in.
+fn project_root() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from) {
+        return Ok(dir.parent().map(PathBuf::from).unwrap_or(dir));
+    }
+    let cwd = std::env::current_dir()?;
+    match cwd
+        .ancestors()
+        .find(|d| d.join(manifest::MANIFEST_PATH).is_file())
+    {
+        Some(root) => Ok(root.to_path_buf()),
+        None => anyhow::bail!(
+            "{} is not inside a repository of this tool (no {} in it or above it); cd into the repository whose secrets you mean, or run `cargo xtask` there",
+            cwd.display(),
+            manifest::MANIFEST_PATH
+        ),
+    }
 }

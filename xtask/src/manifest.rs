@@ -258,7 +258,8 @@ impl Manifest {
         match self.environments.get(name) {
             Some(e) => Ok(e),
             None => bail!(
-                "unknown environment {name:?}; {MANIFEST_PATH} defines: {}. Add an [environments.{name}] table to define it",
+                "unknown environment {name:?}{}; {MANIFEST_PATH} defines: {}. Add an [environments.{name}] table to define it",
+                did_you_mean(name, self.environments.keys().map(String::as_str)),
                 self.environments
                     .keys()
                     .cloned()
@@ -272,13 +273,27 @@ impl Manifest {
         match self.secrets.iter().find(|s| s.name == name) {
             Some(s) => Ok(s),
             None => bail!(
-                "unknown secret {name:?}; {MANIFEST_PATH} defines: {}",
+                "unknown secret {name:?}{}; {MANIFEST_PATH} defines: {}",
+                did_you_mean(name, self.secrets.iter().map(|s| s.name.as_str())),
                 self.secrets
                     .iter()
                     .map(|s| s.name.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+        }
+    }
+
+    /// A secret as an operator names it on the command line: its name, or
+    /// its env-file key as `scan` and the env file spell it (`JWT_SECRET`).
+    pub fn secret_named(&self, arg: &str) -> Result<&SecretSpec> {
+        match self
+            .secrets
+            .iter()
+            .find(|s| s.name == arg || s.env_key() == arg)
+        {
+            Some(s) => Ok(s),
+            None => self.secret(arg),
         }
     }
 
@@ -402,6 +417,20 @@ impl Manifest {
                 key_of: s.opt_str("key_of")?,
                 name: name.clone(),
             };
+            for (field, list) in [
+                ("services", &spec.services),
+                ("kept_by", &spec.kept_by),
+                ("environments", &spec.environments),
+            ] {
+                if let Some(d) = list
+                    .iter()
+                    .enumerate()
+                    .find(|(i, x)| list[..*i].contains(x))
+                    .map(|(_, x)| x)
+                {
+                    bail!("in {where_}: {field} lists {d:?} twice; list each once");
+                }
+            }
             if let Some(k) = spec.kept_by.iter().find(|k| !spec.services.contains(k)) {
                 bail!(
                     "in {where_}: kept_by names {k:?}, which is not in its services; add it to services or remove it from kept_by"
@@ -768,6 +797,36 @@ impl Reader {
     }
 }
 
+/// `; did you mean "x"?` when one candidate is within two edits of `name`
+/// (ignoring case), else nothing.
+pub fn did_you_mean<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> String {
+    let lower = name.to_ascii_lowercase();
+    candidates
+        .map(|c| (edit_distance(&lower, &c.to_ascii_lowercase()), c))
+        .filter(|(d, _)| *d <= 2.max(lower.len() / 5))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| format!("; did you mean {c:?}?"))
+        .unwrap_or_default()
+}
+
+/// Levenshtein distance, over bytes (names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -902,5 +961,20 @@ template = "{a}"
     #[test]
     fn template_refs_skip_escaped_braces() {
         assert_eq!(template_refs("{{x}} {a}:{b}@{a}"), ["a", "b"]);
+    }
+
+    #[test]
+    fn near_misses_get_a_suggestion() {
+        let envs = ["develop", "production", "staging"];
+        assert_eq!(
+            did_you_mean("prodution", envs.iter().copied()),
+            "; did you mean \"production\"?"
+        );
+        assert_eq!(
+            did_you_mean("Staging", envs.iter().copied()),
+            "; did you mean \"staging\"?"
+        );
+        assert_eq!(did_you_mean("qa", envs.iter().copied()), "");
+        assert_eq!(edit_distance("jwt_secret", "jwt_secrte"), 2);
     }
 }

@@ -46,9 +46,20 @@ pub fn run(root: &Path, e: &EnvArgs, a: RemoveArgs) -> Result<()> {
         .iter()
         .map(|x| x.name.as_str())
         .collect();
+    // A secret's env-file key (`JWT_SECRET`) names it too.
+    let named: Vec<String> = a
+        .secrets
+        .iter()
+        .map(|n| {
+            s.manifest
+                .secret_named(n)
+                .map(|sp| sp.name.clone())
+                .unwrap_or_else(|_| n.clone())
+        })
+        .collect();
     let steps = plan::remove(
         &listed,
-        &a.secrets,
+        &named,
         &known,
         &users.unwrap_or_default(),
         &s.env.name,

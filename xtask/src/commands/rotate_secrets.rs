@@ -142,13 +142,21 @@ fn chosen_specs<'a>(s: &'a Session, a: &RotateArgs) -> Result<Vec<&'a SecretSpec
         return Ok(specs);
     }
     let mut out = Vec::new();
-    for n in &a.secrets {
+    for arg in &a.secrets {
+        // The secret's name, or its env-file key (`JWT_SECRET`).
+        let n = &s.manifest.secret_named(arg)?.name;
         match specs.iter().find(|sp| &sp.name == n) {
             Some(sp) => out.push(*sp),
-            None => {
-                s.manifest.secret(n)?;
-                bail!("{n} is not used in {}; see deploy/secrets.toml", s.env.name)
-            }
+            None => bail!(
+                "{n} is not used in {} (its `environments` in deploy/secrets.toml leave it out); secrets of {}: {}",
+                s.env.name,
+                s.env.name,
+                specs
+                    .iter()
+                    .map(|sp| sp.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     }
     Ok(out)
@@ -160,6 +168,11 @@ pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
         false => Some(s.lock(&format!("{COMMAND} {}", e.env), e.lock_timeout)?),
         true => None,
     };
+    if a.keep == 0 {
+        output::warn(
+            "--keep 0: no previous version is kept once the rollout is done, so a rollback has nothing to return to (the default, --keep 1, keeps one)",
+        );
+    }
     // A weak value of a chosen secret (one `migrate-env-to-secrets` moved,
     // say) does not stop the rotation that replaces it.
     let replacing = chosen_specs(&s, &a)?

@@ -483,9 +483,12 @@ pub fn service_status(svc: &Value, tasks: &[Value], since: SystemTime) -> Servic
     let spec_secrets = secret_names(svc.pointer("/Spec/TaskTemplate/ContainerSpec/Secrets"));
     let spec_image = s(svc, "/Spec/TaskTemplate/ContainerSpec/Image");
     let mine: Vec<&Value> = tasks.iter().filter(|t| s(t, "/ServiceID") == id).collect();
+    // Only this deploy's tasks: an error of an earlier, failed deploy's task
+    // (kept in the task history) says nothing about this one.
     let last_error = mine
         .iter()
         .filter(|t| !s(t, "/Status/Err").is_empty())
+        .filter(|t| time::parse_rfc3339(&s(t, "/CreatedAt")).is_some_and(|c| c >= since))
         .max_by_key(|t| s(t, "/Status/Timestamp"))
         .map(|t| s(t, "/Status/Err"));
     let fail = |why: String| ServiceStatus {
@@ -634,6 +637,12 @@ mod tests {
             f.contains("st_web") && f.contains("No such image: i"),
             "{f}"
         );
+        // An earlier deploy's failed task: its error is history, not news.
+        let mut earlier = task("rejected", "shutdown", "x_v1", "No such image: old");
+        earlier["CreatedAt"] = serde_json::json!("2025-12-31T00:00:00Z");
+        let later = time::parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+        let s = service_status(&svc, &[old[0].clone(), earlier], later);
+        assert_eq!(s.progress, "st_web 1/2", "an old task's error was shown");
         let mut paused = svc.clone();
         paused["UpdateStatus"] =
             serde_json::json!({"State":"rollback_completed","Message":"update rolled back"});
