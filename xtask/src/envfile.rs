@@ -134,16 +134,20 @@ impl EnvFile {
             out.push_str(header);
         }
         let mut pending: Vec<&(String, SecretValue)> = updates.iter().collect();
-        for line in self.raw.split_inclusive('\n') {
-            let key = line_key(line);
-            if let Some(pos) = key.and_then(|k| pending.iter().position(|(uk, _)| uk == k)) {
-                let (k, v) = pending.remove(pos);
-                push_assignment(&mut out, k, v)?;
-                out.push('\n');
-            } else {
-                out.push_str(line);
-            }
+        // Whole assignments are replaced, continuation lines of a quoted
+        // multi-line value included; every other byte stays as it was.
+        let mut at = 0;
+        for sp in spans(&self.raw) {
+            let Some(pos) = pending.iter().position(|(uk, _)| *uk == sp.key) else {
+                continue;
+            };
+            out.push_str(&self.raw[at..sp.bytes.start]);
+            let (k, v) = pending.remove(pos);
+            push_assignment(&mut out, k, v)?;
+            out.push('\n');
+            at = sp.bytes.end;
         }
+        out.push_str(&self.raw[at..]);
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
         }
@@ -417,6 +421,19 @@ mod tests {
             )
             .unwrap();
         assert_eq!(out.as_str(), "# keep\nA=new\nB=b\nZ='z z'\n");
+    }
+
+    #[test]
+    fn render_replaces_a_multi_line_value_whole() {
+        let f = load_text("A=a\nK=\"-----BEGIN X-----\nabc\n-----END X-----\"\n# after\nB=b\n")
+            .unwrap();
+        let out = f
+            .render_with(
+                &[("K".into(), SecretValue::from_string("x/k.pem".into()))],
+                "",
+            )
+            .unwrap();
+        assert_eq!(out.as_str(), "A=a\nK=x/k.pem\n# after\nB=b\n");
     }
 
     #[test]

@@ -132,6 +132,9 @@ struct Case {
     path_without: Vec<String>,
     readonly: Vec<String>,
     expect: Vec<String>,
+    /// Values planted elsewhere than an env file (an argument, the manifest,
+    /// a file named by an edit) that must not appear in the output either.
+    canaries: Vec<String>,
 }
 
 /// `\n`, `\r`, `\t`, `\0`, `\\`, `\"`, `\xHH` in a case's text.
@@ -307,6 +310,7 @@ fn parse_lines(case: &mut Case, lines: &[(usize, String)], file: &str, depth: us
                     .push((k.trim().into(), Some(text(unescape(val, &at), &at))));
             }
             "unset" => case.env.push((v.trim().into(), None)),
+            "canary" => case.canaries.push(text(unescape(v.trim(), &at), &at)),
             "path-without" => case
                 .path_without
                 .extend(v.split_whitespace().map(String::from)),
@@ -603,7 +607,7 @@ fn describe_changes(before: &BTreeMap<String, Node>, after: &BTreeMap<String, No
 /// Values of 8 characters or more in the env files a case writes: none of
 /// them may appear in the output.
 fn secret_values(case: &Case) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out = case.canaries.clone();
     // The private keys of the made TLS pair: no line of theirs may be shown.
     if format!("{:?}", case.steps).contains("{tls-") {
         let (_, key, other) = support::tls_pair();

@@ -690,3 +690,74 @@ fn setup_logs_replaced_values_in_a_private_log() {
     );
     assert!(!text.contains(new));
 }
+
+/// A file secret given as the PEM itself (as `migrate-env-to-secrets` moves an
+/// inline `.env` value): setup writes it to a 0600 file of its own, names that
+/// file on the line, stores the same bytes, and never prints the key. The pair
+/// is checked first: the wrong key changes nothing.
+#[test]
+fn an_inline_pem_is_moved_into_a_private_file_and_stored() {
+    let repo = TempRepo::new();
+    let (cert, key, other) = support::tls_pair();
+    repo.write("secrets/tls/production.crt", cert);
+    std::fs::set_permissions(
+        repo.path("secrets/tls/production.crt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let env = |k: &str| {
+        format!(
+            "POSTGRES_USER=app\nPOSTGRES_PASSWORD=_UJEMbwVItkwX3fcEn2u37RFrRirD-ZEGyZAtCJ1\nBETTER_AUTH_SECRET=dI4qT4xa5MJ7rBh6QYzo7miOk7WXCmf2MOKvIVbilkCxte7o\nREDIS_PASSWORD=yC7WXnJhF4W3Qwa68WU4Y2S1hCy7WGbjovNPopzz\nJWT_SECRET=hKjVRJ5rSvXzg0_dMYLcNfv0qdKX4ei3cGDU21zj6n0YsL7Ub-VPrNKvQpZmf_AB\nAPI_SECRET_KEY=5bR-j873q6r1pk04e9AR_Bc1RNivF4cZ5uQ-PA8J\nGRAFANA_ADMIN_PASSWORD=9iI7XwZIu4yIByvt_qDuM2BUChkI6aK4K1UvpB_J\nSSL_CERTIFICATE=tls/production.crt\nSSL_PRIVATE_KEY=\"{k}\"\nXTASK_FINGERPRINT_KEY=2PLGBT06WPNpCjHr3aL9H0bPj17MCrXAJDoACTOQxmOx3HNG12oHkcCQLPonggZM\n"
+        )
+    };
+    let key_lines: Vec<String> = [key, other]
+        .iter()
+        .flat_map(|k| k.lines())
+        .filter(|l| !l.starts_with("-----"))
+        .map(String::from)
+        .collect();
+    let setup = ["setup-secrets", "production", "--backend", "compose"];
+    // The wrong key first: refused, nothing written.
+    repo.write("secrets/production.env", &env(other));
+    std::fs::set_permissions(
+        repo.path("secrets/production.env"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let r = repo.run(&setup).fails();
+    assert!(
+        r.stderr
+            .contains("ssl_private_key is not the private key of ssl_certificate"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !repo.path("secrets/production").exists(),
+        "a refused run wrote files"
+    );
+    assert_no_values(&[&r.stdout, &r.stderr], &key_lines);
+    // The right one: moved, named, stored.
+    repo.write("secrets/production.env", &env(key));
+    let r = repo.run(&setup).ok();
+    assert!(
+        r.stdout
+            .contains("moved an inline PEM in secrets/production.env")
+            && r.stdout.contains("SSL_PRIVATE_KEY"),
+        "{}",
+        r.all()
+    );
+    assert_no_values(&[&r.stdout, &r.stderr], &key_lines);
+    let moved = repo.path("secrets/production/pem/ssl_private_key.pem");
+    assert_eq!(std::fs::read_to_string(&moved).unwrap(), *key);
+    assert_eq!(mode(&moved), 0o600);
+    let text = repo.read("secrets/production.env");
+    assert!(
+        text.contains("SSL_PRIVATE_KEY=production/pem/ssl_private_key.pem\n")
+            && !text.contains("BEGIN PRIVATE KEY")
+            && text.contains("XTASK_FINGERPRINT_KEY=2PLGBT06"),
+        "{text}"
+    );
+    assert_eq!(repo.read("secrets/production/ssl_private_key"), *key);
+    let again = repo.run(&setup).ok();
+    assert!(again.stdout.contains("nothing to do"), "{}", again.all());
+}
