@@ -634,3 +634,65 @@ fn restore_brings_a_swarm_store_back() {
     ]);
     assert_eq!(names.lines().count(), 2, "{names}");
 }
+
+/// A backup whose TLS key is not its certificate's (made while the files were
+/// mismatched, or with one swapped) is refused before anything is written.
+#[test]
+fn restore_refuses_a_mismatched_tls_pair_and_changes_nothing() {
+    let test = "restore_refuses_a_mismatched_tls_pair_and_changes_nothing";
+    if !age_or_skip(test) {
+        return;
+    }
+    let repo = TempRepo::new();
+    repo.write(
+        "deploy/secrets.toml",
+        "project = \"pairs\"\n[environments.stage]\nbackend = \"compose\"\n[secrets.app_password]\nkind = \"password\"\n[secrets.cert]\nkind = \"file\"\npem = true\n[secrets.cert_key]\nkind = \"file\"\npem = true\nkey_of = \"cert\"\n",
+    );
+    let (cert, key, other) = support::tls_pair();
+    repo.write("secrets/tls/cert.pem", cert);
+    repo.write("secrets/tls/key.pem", other);
+    repo.write(
+        "secrets/stage.env",
+        "CERT=tls/cert.pem\nCERT_KEY=tls/key.pem\n",
+    );
+    // Setup refuses the pair; a backup takes the files as they are.
+    let r = repo
+        .run(&["setup-secrets", "stage", "--generate-missing"])
+        .fails();
+    assert!(
+        r.stderr.contains("cert_key is not the private key of cert"),
+        "{}",
+        r.stderr
+    );
+    let (identity, public) = keygen(&repo.root, "key.txt");
+    repo.run(&[
+        "backup-secrets",
+        "stage",
+        "--out",
+        "bad.age",
+        "--recipient",
+        &public,
+    ])
+    .ok();
+    // The files are put right, the store set up; then the bad backup.
+    repo.write("secrets/tls/key.pem", key);
+    repo.run(&["setup-secrets", "stage", "--generate-missing"])
+        .ok();
+    let before = snapshot(&repo);
+    let r = restore(
+        &repo,
+        "stage",
+        "bad.age",
+        identity.to_str().unwrap(),
+        &["--force"],
+    )
+    .fails();
+    assert!(
+        r.stderr.contains("in the backup bad.age")
+            && r.stderr.contains("cert_key is not the private key of cert"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(snapshot(&repo), before, "a refused restore changed files");
+    assert_eq!(repo.read("secrets/tls/key.pem"), *key);
+}

@@ -58,6 +58,7 @@ pub fn run(root: &Path, e: &EnvArgs, a: RestoreArgs) -> Result<()> {
         true => None,
     };
     let targets = plan(&s, &archive)?;
+    check_pairs(&s, &archive).with_context(|| format!("in the backup {from}"))?;
     print_plan(&s, &archive, &targets);
     let differing: BTreeSet<&str> = targets
         .iter()
@@ -141,6 +142,38 @@ fn plan(s: &Session, archive: &Archive) -> Result<Vec<Target>> {
         differing,
     });
     Ok(out)
+}
+
+/// Each TLS key (`key_of`) of the backup against its certificate, as the
+/// restore would put them back, before anything is written: a backup made
+/// of a mismatched pair (or a file swapped in it) is refused, not restored.
+fn check_pairs(s: &Session, archive: &Archive) -> Result<()> {
+    let Some(env) = archive.entries.iter().find(|e| e.role == Role::EnvFile) else {
+        return Ok(());
+    };
+    let backed = parse_env(&env.bytes, "the backup's env file")?;
+    let value = |name: &str| -> Option<SecretValue> {
+        let key = s.manifest.secret(name).ok()?.env_key();
+        match archive
+            .entries
+            .iter()
+            .find(|e| e.role == Role::File(key.clone()))
+        {
+            Some(e) => Some(SecretValue::new(e.bytes.to_vec())),
+            // An inline PEM in the backup's env file.
+            None => backed
+                .get(&key)
+                .filter(|v| v.expose().trim_ascii_start().starts_with(b"-----BEGIN "))
+                .cloned(),
+        }
+    };
+    for spec in s.manifest.secrets_for(&s.env.name) {
+        let Some(cert) = &spec.key_of else { continue };
+        if let (Some(c), Some(k)) = (value(cert), value(&spec.name)) {
+            crate::keypair::check(&c, &k, (cert, &spec.name))?;
+        }
+    }
+    Ok(())
 }
 
 /// The keys whose values differ between the env file at `path` and the
