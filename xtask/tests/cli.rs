@@ -761,3 +761,73 @@ fn an_inline_pem_is_moved_into_a_private_file_and_stored() {
     let again = repo.run(&setup).ok();
     assert!(again.stdout.contains("nothing to do"), "{}", again.all());
 }
+
+/// Small traps: a secret named as the env file spells it, `--keep 0` said out
+/// loud, `--version`, and the binary run directly working on the repository it
+/// runs in (not the one it was built in).
+#[test]
+fn names_keep_zero_version_and_the_repository_run_in() {
+    let repo = TempRepo::new();
+    let m = repo.read("deploy/secrets.toml");
+    repo.write(
+        "deploy/secrets.toml",
+        &m.replace("project = \"raqeem\"", "project = \"copyproj\""),
+    );
+    repo.run(&["setup-secrets", "develop"]).ok();
+    let r = repo
+        .run(&[
+            "rotate-secrets",
+            "develop",
+            "--secret",
+            "JWT_SECRET",
+            "--keep",
+            "0",
+            "--dry-run",
+        ])
+        .ok();
+    assert!(r.stdout.contains("jwt_secret"), "{}", r.all());
+    assert!(
+        r.stderr.contains("--keep 0: no previous version is kept")
+            && r.stderr.contains("a rollback has nothing to return to"),
+        "{}",
+        r.all()
+    );
+    let v = repo.run(&["--version"]).ok();
+    assert_eq!(
+        v.stdout.trim(),
+        format!("xtask {}", env!("CARGO_PKG_VERSION"))
+    );
+    // Run directly (no CARGO_MANIFEST_DIR), from a folder inside the copy:
+    // the copy's secrets are listed, not the source checkout's.
+    let sub = repo.path("deploy/k8s");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["list-secrets", "develop"])
+        .current_dir(&sub)
+        .env_remove("CARGO_MANIFEST_DIR")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("copyproj secrets for develop"),
+        "listed another repository:\n{stdout}"
+    );
+    // Outside any repository it refuses, naming the folder.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["list-secrets", "develop"])
+        .current_dir(std::env::temp_dir())
+        .env_remove("CARGO_MANIFEST_DIR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is not inside a repository of this tool"),
+        "{err}"
+    );
+}
