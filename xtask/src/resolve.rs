@@ -276,7 +276,7 @@ pub fn resolve(
 }
 
 /// A whole PEM block given as a file secret's value instead of a path.
-fn inline_pem(v: &[u8]) -> bool {
+pub fn inline_pem(v: &[u8]) -> bool {
     let t = v.trim_ascii();
     t.starts_with(b"-----BEGIN ")
         && t.windows(9).any(|w| w == b"-----END ")
@@ -290,8 +290,18 @@ fn inline_file(env: &str, secret: &str) -> String {
 }
 
 /// A value that can be a path at all: one line, not absurdly long.
-fn plausible_path(v: &str) -> bool {
+pub fn plausible_path(v: &str) -> bool {
     !v.is_empty() && v.len() <= 4096 && !v.contains(['\n', '\r', '\0'])
+}
+
+/// How a message names the file a file secret's value points at: the path
+/// when it is safe to print ([`shows_as_path`]), else just "a file".
+pub fn shown_file(rel: &str, p: &Path) -> String {
+    if shows_as_path(rel) {
+        format!("the file {}", p.display())
+    } else {
+        "a file".to_string()
+    }
 }
 
 /// A path safe to print: it ends like a certificate or key file and has no
@@ -522,11 +532,7 @@ fn collect(
                     let p = base.join(rel);
                     // A path is shown only when it looks like one: a value
                     // written in the wrong field is never printed.
-                    let shown = if shows_as_path(rel) {
-                        format!("the file {}", p.display())
-                    } else {
-                        "a file".to_string()
-                    };
+                    let shown = shown_file(rel, &p);
                     match std::fs::read(&p) {
                         Ok(bytes) => desired.push(Desired {
                             spec: (*spec).clone(),

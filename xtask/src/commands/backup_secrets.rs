@@ -110,10 +110,14 @@ fn collect(root: &Path, manifest: &Manifest, env: &Environment) -> Result<(Archi
     for (key, target) in file_targets(manifest, env, &path, &values) {
         match target {
             Some(p) => {
-                let data = std::fs::read(&p).with_context(|| {
-                    format!(
-                        "{shown}: {key} names {}, which cannot be read; fix the path or the file, then back up again",
-                        p.display()
+                let rel = values
+                    .get(&key)
+                    .and_then(|v| v.expose_str())
+                    .unwrap_or_default();
+                let data = std::fs::read(&p).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{shown}: {key} names {}, which cannot be read ({e}); fix the path or the file, then back up again",
+                        crate::resolve::shown_file(rel, &p)
                     )
                 })?;
                 entries.push(Entry {
@@ -170,10 +174,13 @@ pub fn file_targets(
         .filter(|s| s.kind == Kind::File)
         .map(|s| {
             let key = s.env_key();
+            // An inline PEM travels in the env file itself; a value that is
+            // no path names no file.
             let p = values
                 .get(&key)
+                .filter(|v| !crate::resolve::inline_pem(v.expose()))
                 .and_then(|v| v.expose_str())
-                .filter(|v| !v.is_empty())
+                .filter(|v| crate::resolve::plausible_path(v))
                 .map(|v| base.join(v));
             (key, p)
         })

@@ -133,14 +133,24 @@ fn needles(root: &Path, manifest: &Manifest) -> Result<(Vec<Needle>, usize, usiz
                 // User names are not secret, and derived values are built
                 // from parts that are searched themselves.
                 Kind::Username | Kind::Derived => {}
+                // An inline PEM is the value itself.
+                Kind::File if resolve::inline_pem(e.value.expose()) => add(key, e.value.expose()),
                 Kind::File => {
-                    let p = base.join(e.value.expose_str().unwrap_or_default());
+                    let rel = e.value.expose_str().filter(|v| resolve::plausible_path(v));
+                    let Some(rel) = rel else {
+                        output::warn(&format!(
+                            "{}: {key} is neither a path nor a whole PEM block (the value is not shown); it is not searched",
+                            file.at(&key)
+                        ));
+                        continue;
+                    };
+                    let p = base.join(rel);
                     match std::fs::read(&p) {
                         Ok(bytes) => add(key, &Zeroizing::new(bytes)),
                         Err(err) => output::warn(&format!(
                             "{}: {key} names {}, which cannot be read ({err}); it is not searched",
                             file.at(&key),
-                            p.display()
+                            resolve::shown_file(rel, &p)
                         )),
                     }
                 }
