@@ -60,8 +60,26 @@ pub fn run(root: &Path, a: ScanArgs) -> Result<()> {
         return install_hook(&git, root);
     }
     let manifest = Manifest::load(root)?;
-    let (needles, values, skipped) = needles(root, &manifest)?;
+    let (needles, values, skipped, unread) = needles(root, &manifest)?;
+    for u in &unread {
+        output::warn(u);
+    }
+    // A value that could not be read was not looked for: never "all clear".
+    let could_not_look = |found: usize| {
+        anyhow::anyhow!(
+            "{} value(s) could not be read, so they were not searched (named above){}; fix what the warnings name and scan again",
+            unread.len(),
+            if found > 0 {
+                format!(", and {found} finding(s) of the others")
+            } else {
+                String::new()
+            }
+        )
+    };
     if values == 0 {
+        if !unread.is_empty() {
+            return Err(could_not_look(0));
+        }
         println!("scan: no env file holds a value to look for; nothing to do");
         return Ok(());
     }
@@ -85,10 +103,16 @@ pub fn run(root: &Path, a: ScanArgs) -> Result<()> {
             "scan: no current secret value found in {what} ({values} values in {} forms searched{note})",
             needles.len()
         );
+        if !unread.is_empty() {
+            return Err(could_not_look(0));
+        }
         return Ok(());
     }
     for f in &findings {
         println!("{}: {} {} ({})", f.place, f.env, f.key, f.form);
+    }
+    if !unread.is_empty() {
+        return Err(could_not_look(findings.len()));
     }
     bail!(
         "{} finding(s) of current secret values in {what}: each named secret is exposed. Rotate it (`cargo xtask rotate-secrets ENV --secret NAME`), remove it from the files, and if it was committed, from history too",
@@ -97,10 +121,12 @@ pub fn run(root: &Path, a: ScanArgs) -> Result<()> {
 }
 
 /// Every value of every environment whose env file exists here, in each form.
-/// Returns the needles, the number of values and the number skipped as short.
-fn needles(root: &Path, manifest: &Manifest) -> Result<(Vec<Needle>, usize, usize)> {
+/// Returns the needles, the number of values, the number skipped as short,
+/// and what could not be read (each a message naming the key and place).
+fn needles(root: &Path, manifest: &Manifest) -> Result<(Vec<Needle>, usize, usize, Vec<String>)> {
     let mut out = Vec::new();
     let (mut values, mut skipped) = (0, 0);
+    let mut unread = Vec::new();
     for env in manifest.environments.values() {
         let (path, shown) = resolve::locate(root, env)?;
         if !path.is_file() {
@@ -138,7 +164,7 @@ fn needles(root: &Path, manifest: &Manifest) -> Result<(Vec<Needle>, usize, usiz
                 Kind::File => {
                     let rel = e.value.expose_str().filter(|v| resolve::plausible_path(v));
                     let Some(rel) = rel else {
-                        output::warn(&format!(
+                        unread.push(format!(
                             "{}: {key} is neither a path nor a whole PEM block (the value is not shown); it is not searched",
                             file.at(&key)
                         ));
@@ -147,7 +173,7 @@ fn needles(root: &Path, manifest: &Manifest) -> Result<(Vec<Needle>, usize, usiz
                     let p = base.join(rel);
                     match std::fs::read(&p) {
                         Ok(bytes) => add(key, &Zeroizing::new(bytes)),
-                        Err(err) => output::warn(&format!(
+                        Err(err) => unread.push(format!(
                             "{}: {key} names {}, which cannot be read ({err}); it is not searched",
                             file.at(&key),
                             resolve::shown_file(rel, &p)
@@ -158,7 +184,7 @@ fn needles(root: &Path, manifest: &Manifest) -> Result<(Vec<Needle>, usize, usiz
             }
         }
     }
-    Ok((out, values, skipped))
+    Ok((out, values, skipped, unread))
 }
 
 /// The forms a value takes in files: itself, percent-encoded (in URLs), and
