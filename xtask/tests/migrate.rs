@@ -484,3 +484,144 @@ fn a_kill_at_every_rename_converges_on_a_rerun() {
     }
     assert!(completed, "the run was still renaming after 40 kill points");
 }
+
+/// Every file under the copy (but `.git`) with its bytes and mode.
+fn tree(repo: &TempRepo) -> BTreeMap<String, (Vec<u8>, u32)> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, (Vec<u8>, u32)>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(base).unwrap().display().to_string();
+            if rel == ".git" || rel.ends_with(".lock") {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.insert(
+                    rel,
+                    (
+                        std::fs::read(&p).unwrap_or_default(),
+                        meta.permissions().mode() & 0o7777,
+                    ),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(&repo.root, &repo.root, &mut out);
+    out
+}
+
+/// `chattr` on a file, or `None` when the file system has no such flags.
+fn chattr(flag: &str, p: &Path) -> Option<()> {
+    Command::new("chattr")
+        .arg(flag)
+        .arg(p)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()
+        .filter(|s| s.success())
+        .map(|_| ())
+}
+
+/// A write that fails after others succeeded (the compose file, written
+/// last, is immutable: `chattr +i` refuses even root) puts back the backup,
+/// the target and the source: every file is as it was, and the message says
+/// what refused and that nothing was changed.
+#[test]
+fn a_failed_write_puts_back_every_file() {
+    let repo = TempRepo::new();
+    env_style_compose(&repo);
+    let value = "R3dis-Immutable-Pa55-41";
+    repo.write("secrets/develop.env", "# mine\nPOSTGRES_USER=app_user_x\n");
+    std::fs::write(
+        repo.path(".env"),
+        format!("PORT=1\nREDIS_PASSWORD={value}\n"),
+    )
+    .unwrap();
+    let compose = repo.path("docker-compose.prod.yml");
+    if chattr("+i", &compose).is_none() {
+        eprintln!(
+            "\n*** SKIPPED a_failed_write_puts_back_every_file: chattr +i is not supported here ***\n"
+        );
+        return;
+    }
+    let before = tree(&repo);
+    let out = repo
+        .run(&["migrate-env-to-secrets", "--write-compose"])
+        .fails();
+    chattr("-i", &compose).unwrap();
+    let after = tree(&repo);
+    let changed: Vec<&String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| before.get(*k) != after.get(*k))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "files changed: {changed:?}\n{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("docker-compose.prod.yml")
+            && out.stderr.contains("immutable")
+            && out.stderr.contains("nothing was changed"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.all().contains(value), "a value was printed");
+    // The same run, with the flag gone, goes through.
+    migrate(&repo, &["--write-compose"], true);
+    assert_eq!(
+        dotenv(&repo.path("secrets/develop.env"))["REDIS_PASSWORD"],
+        value
+    );
+}
+
+/// The source's folder refuses new files (`chattr +i` on the folder, which
+/// refuses root too): the backup cannot be made, so nothing is written at
+/// all (no value in the target, no audit line) and the message names the
+/// folder and the real cause, not "run as the user who owns it".
+#[test]
+fn an_unwritable_source_folder_is_found_before_any_write() {
+    let repo = TempRepo::new();
+    let value = "R3dis-Plain-Folder-Pa55-9";
+    std::fs::create_dir(repo.path("plain")).unwrap();
+    std::fs::write(repo.path("plain/.env"), format!("REDIS_PASSWORD={value}\n")).unwrap();
+    let dir = repo.path("plain");
+    if chattr("+i", &dir).is_none() {
+        eprintln!(
+            "\n*** SKIPPED an_unwritable_source_folder_is_found_before_any_write: chattr +i is not supported here ***\n"
+        );
+        return;
+    }
+    let before = tree(&repo);
+    let out = repo
+        .run(&["migrate-env-to-secrets", "--from", "plain/.env"])
+        .fails();
+    let again = repo
+        .run(&["migrate-env-to-secrets", "--from", "plain/.env"])
+        .fails();
+    chattr("-i", &dir).unwrap();
+    assert_eq!(tree(&repo), before, "{}", out.stderr);
+    assert!(!repo.path("deploy/audit-log.tsv").exists());
+    assert!(
+        out.stderr.contains("nothing was written")
+            && out.stderr.contains("plain")
+            && out.stderr.contains("immutable"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("run as the user who owns it"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        again.stderr.contains("nothing was written"),
+        "{}",
+        again.stderr
+    );
+    assert!(!out.all().contains(value) && !again.all().contains(value));
+}
