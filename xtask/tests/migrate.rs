@@ -625,3 +625,102 @@ fn an_unwritable_source_folder_is_found_before_any_write() {
     );
     assert!(!out.all().contains(value) && !again.all().contains(value));
 }
+
+/// The shipped compose file with the backend reading REDIS_PASSWORD from
+/// the environment through its anchor (`x-secret-env: &secret-env`, merged
+/// with `<<: *secret-env`).
+fn anchored_compose(repo: &TempRepo) -> String {
+    let text = repo.read("docker-compose.prod.yml");
+    let old = "x-secret-env: &secret-env\n  SECRETS_DIR: /run/secrets\n";
+    assert!(
+        text.contains(old),
+        "the shipped compose file changed; update this test"
+    );
+    let new = text.replace(
+        old,
+        "x-secret-env: &secret-env\n  SECRETS_DIR: /run/secrets\n  REDIS_PASSWORD: ${REDIS_PASSWORD}\n",
+    );
+    repo.write("docker-compose.prod.yml", &new);
+    new
+}
+
+/// An anchor that an alias reuses holds a secret's variable: `--write-compose`
+/// refuses before any change, naming the anchor's `file:line`; without it
+/// (and in a dry run) the migration goes on and the compose changes that
+/// cannot be worked out are a warning.
+#[test]
+fn anchors_refuse_write_compose_but_never_block_the_migration() {
+    let value = "R3dis-Anchor-Pa55-word-5";
+    let repo = TempRepo::new();
+    let compose = anchored_compose(&repo);
+    std::fs::write(repo.path(".env"), format!("REDIS_PASSWORD={value}\n")).unwrap();
+    let before = tree(&repo);
+    let out = migrate(&repo, &["--write-compose"], false);
+    assert!(
+        out.stderr.contains("nothing was written")
+            && out.stderr.contains(
+                "docker-compose.prod.yml:12: REDIS_PASSWORD is set inside the anchor &secret-env"
+            )
+            && out.stderr.contains("through *secret-env"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        tree(&repo),
+        before,
+        "a refused --write-compose changed files"
+    );
+
+    let dry = migrate(&repo, &["--dry-run"], true);
+    assert!(
+        dry.stderr.contains("the compose changes cannot be shown")
+            && dry.stdout.contains("dry run: would move 1 value(s)"),
+        "{}\n{}",
+        dry.stdout,
+        dry.stderr
+    );
+    assert_eq!(tree(&repo), before);
+
+    let out = migrate(&repo, &[], true);
+    assert!(
+        out.stderr.contains("docker-compose.prod.yml:12")
+            && out.stderr.contains("the migration goes on"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        dotenv(&repo.path("secrets/develop.env"))["REDIS_PASSWORD"],
+        value
+    );
+    assert_eq!(repo.read("docker-compose.prod.yml"), compose);
+    assert!(!out.all().contains(value) && !dry.all().contains(value));
+}
+
+/// A compose file indented by 4 spaces is edited in its own indentation,
+/// and `check` agrees with the result.
+#[test]
+fn four_space_compose_files_are_edited_in_their_own_indentation() {
+    let repo = TempRepo::new();
+    let two = env_style_compose(&repo);
+    let four: String = two
+        .split_inclusive('\n')
+        .map(|l| {
+            let n = l.len() - l.trim_start_matches(' ').len();
+            format!("{}{}", " ".repeat(2 * n), &l[n..])
+        })
+        .collect();
+    repo.write("docker-compose.prod.yml", &four);
+    std::fs::write(repo.path(".env"), "REDIS_PASSWORD=R3dis-Pa55-word-xyz\n").unwrap();
+    let out = migrate(&repo, &["--write-compose"], true);
+    let want = four
+        .replace(
+            "            REDIS_PASSWORD: ${REDIS_PASSWORD}  # from .env\n",
+            "            REDIS_PASSWORD_FILE: /run/secrets/redis_password\n",
+        )
+        .replace(
+            "            - redis-data:/data\n        restart: unless-stopped\n",
+            "            - redis-data:/data\n        restart: unless-stopped\n        secrets:\n            - redis_password\n",
+        );
+    assert_eq!(repo.read("docker-compose.prod.yml"), want);
+    assert!(out.stdout.contains("agree on"), "{}", out.stdout);
+}
