@@ -724,3 +724,49 @@ fn four_space_compose_files_are_edited_in_their_own_indentation() {
     assert_eq!(repo.read("docker-compose.prod.yml"), want);
     assert!(out.stdout.contains("agree on"), "{}", out.stdout);
 }
+
+/// The value moved is the one compose read from the plain file: `$$` is a
+/// literal `$`, `${BASE}` is a line above (warned about); the tool writes a
+/// `$` as `\$` in double quotes, dotenvy reads that back literally, and no
+/// later run warns that the value "contains `$`".
+#[test]
+fn values_move_as_compose_read_them_and_the_tools_quoting_draws_no_warning() {
+    let repo = TempRepo::new();
+    std::fs::write(
+        repo.path(".env"),
+        "BASE='Zq9-base-part'\nPOSTGRES_PASSWORD=${BASE}-tail-x1\nJWT_SECRET=\"it's-$$5-and-\\\\-Long1\"\n",
+    )
+    .unwrap();
+    let out = migrate(&repo, &[], true);
+    assert!(
+        out.stderr.contains(
+            ".env:2: POSTGRES_PASSWORD is expanded as compose read it (${BASE} from .env:1)"
+        ),
+        "{}",
+        out.stderr
+    );
+    let target = dotenv(&repo.path("secrets/develop.env"));
+    assert_eq!(target["POSTGRES_PASSWORD"], "Zq9-base-part-tail-x1");
+    assert_eq!(target["JWT_SECRET"], "it's-$5-and-\\-Long1");
+    assert!(
+        repo.read("secrets/develop.env")
+            .contains("JWT_SECRET=\"it's-\\$5-and-\\\\-Long1\"\n"),
+        "{}",
+        repo.read("secrets/develop.env")
+    );
+    assert_eq!(
+        repo.read("secrets/develop/jwt_secret"),
+        "it's-$5-and-\\-Long1"
+    );
+    assert_eq!(repo.read(".env"), "BASE='Zq9-base-part'\n");
+    for run in [&out, &repo.run(&["verify-secrets", "develop"]).ok()] {
+        assert!(
+            !run.stderr.contains("which dotenv expands"),
+            "{}",
+            run.stderr
+        );
+        for v in ["Zq9-base-part", "Long1"] {
+            assert!(!run.all().contains(v), "a value was printed");
+        }
+    }
+}
