@@ -466,24 +466,23 @@ pub fn plan_with(
     m
 }
 
-/// Lines that stay in the source but expand a moved key (`$KEY`, `${KEY}`)
-/// outside single quotes: dotenv would give them another value once it is gone.
+/// Lines that stay in the source but expand a moved key (`$KEY`, `${KEY}`,
+/// `${KEY:-x}`; not in single quotes nor escaped): dotenv and compose would
+/// give them another value once it is gone.
 fn dangling(source: &EnvFile, spans: &[Span], removed: &[Span]) -> Vec<String> {
     let mut out = Vec::new();
     for sp in spans.iter().filter(|s| !removed.contains(s)) {
-        let text = &source.raw()[sp.bytes.clone()];
-        let value = text.split_once('=').map(|x| x.1.trim_start()).unwrap_or("");
-        if value.starts_with('\'') {
-            continue;
-        }
+        let text = envfile::value_text(&source.raw()[sp.bytes.clone()]);
+        let names: Vec<String> = envfile::dollars(text)
+            .into_iter()
+            .filter_map(|d| match d.what {
+                Expansion::Var { name, .. } => Some(name),
+                _ => None,
+            })
+            .collect();
         for r in removed {
             let k = &r.key;
-            let uses = value.match_indices('$').any(|(i, _)| {
-                let rest = value[i + 1..].trim_start_matches('{');
-                rest.starts_with(k.as_str())
-                    && !rest[k.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-            });
-            if uses {
+            if names.contains(k) {
                 out.push(format!(
                     "{}:{}: {} refers to ${k}, which moves out of this file; dotenv will expand it to nothing here: write the value in, or read it from the secret",
                     source.shown, sp.first_line, sp.key
