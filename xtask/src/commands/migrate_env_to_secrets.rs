@@ -243,24 +243,43 @@ fn print_plan(m: &Migration, source: &EnvFile, target: &EnvFile, env: &Environme
 
 /// What a failed run puts back, last change first.
 enum Undo {
-    /// Put these bytes back, with this mode.
+    /// Put these bytes back, with this mode (nothing to do when they are
+    /// still there).
     Restore(PathBuf, zeroize::Zeroizing<Vec<u8>>, u32),
-    /// Remove a file the run created.
+    /// Remove a file the run created (if it got that far).
     Remove(PathBuf),
+    /// Remove a folder the run created, if it is empty again.
+    RemoveDir(PathBuf),
 }
 
-/// Undoes `done` in reverse; returns what could not be put back.
+/// Undoes `done` in reverse; returns what could not be put back. It stops at
+/// the first step that fails, so the backup (the first write) stays whenever
+/// anything after it could not be put back.
 fn undo(done: Vec<Undo>) -> Vec<String> {
     let mut left = Vec::new();
     for u in done.into_iter().rev() {
-        let r = match &u {
-            Undo::Restore(p, bytes, mode) => fsutil::write_atomic(p, bytes, *mode, None),
-            Undo::Remove(p) => std::fs::remove_file(p).map_err(anyhow::Error::from),
+        if !left.is_empty() {
+            break;
+        }
+        let (p, r) = match &u {
+            Undo::Restore(p, bytes, mode) => {
+                let same = std::fs::read(p).is_ok_and(|now| now == bytes.as_slice());
+                let r = match same {
+                    true => Ok(()),
+                    false => fsutil::write_atomic(p, bytes, *mode, None),
+                };
+                (p, r)
+            }
+            Undo::Remove(p) => match std::fs::remove_file(p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => (p, Err(e.into())),
+                _ => (p, Ok(())),
+            },
+            Undo::RemoveDir(p) => {
+                let _ = std::fs::remove_dir(p);
+                (p, Ok(()))
+            }
         };
         if let Err(e) = r {
-            let p = match &u {
-                Undo::Restore(p, ..) | Undo::Remove(p) => p,
-            };
             left.push(format!("{}: {e:#}", p.display()));
         }
     }
@@ -400,11 +419,16 @@ fn apply(
             if let Some(dir) = target.path.parent()
                 && !dir.exists()
             {
+                let mut first = dir;
+                while let Some(p) = first.parent().filter(|p| !p.exists()) {
+                    first = p;
+                }
+                done.push(Undo::RemoveDir(first.to_path_buf()));
                 std::fs::create_dir_all(dir).map_err(|e| fsutil::io_error(e, "create", dir))?;
             }
-            let before = saved(&target.path)?;
+            // Saved before: the write may land and the reload after it fail.
+            done.push(saved(&target.path)?);
             target.write_updates(&m.writes, &header)?;
-            done.push(before);
         }
         let mode = std::fs::metadata(&source.path)?.permissions().mode() & 0o7777;
         let text = zeroize::Zeroizing::new(migrate::without(source.raw(), &m.remove));
@@ -457,7 +481,8 @@ fn apply(
             env.store,
             &changes,
             Outcome::Ok,
-        )?;
+        )
+        .context("the migration is done, but its audit line could not be written")?;
         println!("{}: {} value(s) added", target.shown, m.writes.len());
     }
     if !git::is_ignored(root, &backup) {
