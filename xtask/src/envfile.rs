@@ -298,18 +298,143 @@ fn count_unescaped(s: &str, q: char) -> usize {
     n
 }
 
-/// Assignment lines whose value holds `$` outside single quotes: dotenv expands
-/// `$NAME` there, so the value used would not be the one typed.
+/// Assignments whose value would be expanded when read: a `$` that starts
+/// an expansion for dotenv (or compose), outside single quotes and not
+/// escaped as `\$` (which dotenvy reads as a literal `$` in double quotes
+/// and unquoted values, and which is how this tool writes a `$`).
 fn dollar_lines(raw: &str) -> Vec<(String, usize)> {
+    spans(raw)
+        .into_iter()
+        .filter(|sp| !dollars(value_text(&raw[sp.bytes.clone()])).is_empty())
+        .map(|sp| (sp.key, sp.first_line))
+        .collect()
+}
+
+/// The value's text of an assignment's span: everything after the first `=`,
+/// leading blanks removed (quotes, escapes and a trailing comment kept).
+pub fn value_text(span: &str) -> &str {
+    span.split_once('=')
+        .map(|x| x.1)
+        .unwrap_or("")
+        .trim_start_matches([' ', '\t'])
+}
+
+/// What a `$` in a value stands for, by compose's interpolation rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expansion {
+    /// `$$`: a literal `$` for compose (dotenvy reads it otherwise).
+    Dollar,
+    /// `$NAME` or `${NAME}`, or `${NAME<op><word>}` with `op` one of
+    /// `:-` `-` `:?` `?` `:+` `+`.
+    Var {
+        name: String,
+        op: Option<(String, String)>,
+    },
+    /// A `$` compose cannot read (`$` before anything but a name, `$` or `{`,
+    /// or an unterminated `${`).
+    Invalid,
+}
+
+/// One `$` that expands, its byte range in the value's text and whether it
+/// sits inside double quotes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dollar {
+    pub range: std::ops::Range<usize>,
+    pub quoted: bool,
+    pub what: Expansion,
+}
+
+/// Every `$` of a value's text ([`value_text`]) that dotenv or compose would
+/// expand, reading quotes and escapes as dotenvy does: nothing in single
+/// quotes, nothing escaped by a backslash, and an unquoted value ends at a
+/// blank (what follows is a comment).
+pub fn dollars(text: &str) -> Vec<Dollar> {
     let mut out = Vec::new();
-    for (i, line) in raw.lines().enumerate() {
-        let Some(k) = line_key(line) else { continue };
-        let value = line.split_once('=').map(|x| x.1.trim()).unwrap_or("");
-        if !value.starts_with('\'') && value.contains('$') {
-            out.push((k.to_string(), i + 1));
+    let (mut strong, mut weak, mut escaped) = (false, false, false);
+    let mut it = text.char_indices().peekable();
+    while let Some((i, c)) = it.next() {
+        if escaped {
+            escaped = false;
+        } else if strong {
+            strong = c != '\'';
+        } else if c == '$' {
+            let rest = &text[i + 1..];
+            let (len, what) = if rest.starts_with('$') {
+                (2, Expansion::Dollar)
+            } else if let Some(body) = rest.strip_prefix('{') {
+                match body.find('}') {
+                    Some(end) => {
+                        let inner = &body[..end];
+                        let n = name_len(inner);
+                        let what = if n == 0 {
+                            Expansion::Invalid
+                        } else {
+                            let (name, tail) = inner.split_at(n);
+                            let op = [":-", ":?", ":+", "-", "?", "+"]
+                                .into_iter()
+                                .find(|o| tail.starts_with(o));
+                            match (op, tail.is_empty()) {
+                                (_, true) => Expansion::Var {
+                                    name: name.into(),
+                                    op: None,
+                                },
+                                (Some(o), _) => Expansion::Var {
+                                    name: name.into(),
+                                    op: Some((o.into(), tail[o.len()..].into())),
+                                },
+                                (None, _) => Expansion::Invalid,
+                            }
+                        };
+                        (end + 3, what)
+                    }
+                    None => (text.len() - i, Expansion::Invalid),
+                }
+            } else {
+                match name_len(rest) {
+                    0 => (1, Expansion::Invalid),
+                    n => (
+                        n + 1,
+                        Expansion::Var {
+                            name: rest[..n].into(),
+                            op: None,
+                        },
+                    ),
+                }
+            };
+            out.push(Dollar {
+                range: i..i + len,
+                quoted: weak,
+                what,
+            });
+            while it.peek().is_some_and(|(j, _)| *j < i + len) {
+                it.next();
+            }
+        } else if weak {
+            match c {
+                '"' => weak = false,
+                '\\' => escaped = true,
+                _ => {}
+            }
+        } else {
+            match c {
+                '\'' => strong = true,
+                '"' => weak = true,
+                '\\' => escaped = true,
+                ' ' | '\t' | '\r' | '\n' => break,
+                _ => {}
+            }
         }
     }
     out
+}
+
+/// The length of the variable name at the start of `s` (`[A-Za-z_][A-Za-z0-9_]*`).
+fn name_len(s: &str) -> usize {
+    if !s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+        return 0;
+    }
+    s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(s.len())
 }
 
 /// dotenvy's parse error carries the offending line's text, which may hold a
@@ -406,6 +531,72 @@ mod tests {
         let f = load_text("A=1\nB=x$HOME\nA=2\nC='$lit'\n").unwrap();
         assert_eq!(f.duplicates, vec![("A".to_string(), vec![1, 3])]);
         assert_eq!(f.substituted, vec![("B".to_string(), 2)]);
+    }
+
+    /// dotenvy reads `\$` as a literal `$` in double quotes and unquoted, and
+    /// expands an unescaped `$HOME` from the process environment: the tool's
+    /// own quoting (`\$` in double quotes) is literal and draws no warning.
+    #[test]
+    fn escaped_dollars_are_literal_for_dotenvy_and_not_warned_about() {
+        let f =
+            load_text("A=\"pa\\$HOME'x\"\nB=pa\\$HOME\nC=\"pa$HOME x\"\nD='pa$HOME'\n").unwrap();
+        assert_eq!(val(&f, "A"), "pa$HOME'x");
+        assert_eq!(val(&f, "B"), "pa$HOME");
+        if std::env::var_os("HOME").is_some() {
+            assert_ne!(val(&f, "C"), "pa$HOME x", "dotenvy expands an unescaped $");
+        }
+        assert_eq!(val(&f, "D"), "pa$HOME");
+        assert_eq!(f.substituted, vec![("C".to_string(), 3)]);
+
+        // Values the tool writes come back byte for byte and are not warned about.
+        let values = [
+            "it's $5\\now",
+            "a$b",
+            "x\"$y\"",
+            "-----BEGIN-----\n$abc\r\n-----END-----",
+        ];
+        let updates: Vec<(String, SecretValue)> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("K{i}"), SecretValue::from_string(v.to_string())))
+            .collect();
+        let dir = crate::testutil::TempDir::new();
+        let mut w = EnvFile::empty(dir.path().join("w.env"), "w.env".into());
+        w.write_updates(&updates, "").unwrap();
+        for (i, v) in values.iter().enumerate() {
+            assert_eq!(val(&w, &format!("K{i}")), *v);
+        }
+        assert!(w.substituted.is_empty(), "{:?}", w.substituted);
+    }
+
+    #[test]
+    fn dollars_are_found_as_compose_reads_them() {
+        let kinds =
+            |t: &str| -> Vec<Expansion> { dollars(t).into_iter().map(|d| d.what).collect() };
+        let var = |n: &str, op: Option<(&str, &str)>| Expansion::Var {
+            name: n.into(),
+            op: op.map(|(a, b)| (a.into(), b.into())),
+        };
+        assert_eq!(kinds("a$$b"), [Expansion::Dollar]);
+        assert_eq!(
+            kinds("x${DB_PASS}y$USER_1.z"),
+            [var("DB_PASS", None), var("USER_1", None)]
+        );
+        assert_eq!(kinds("${A:-d e}"), [var("A", Some((":-", "d e")))]);
+        assert_eq!(
+            kinds("${A-d}${B:?no}${C+w}"),
+            [
+                var("A", Some(("-", "d"))),
+                var("B", Some((":?", "no"))),
+                var("C", Some(("+", "w")))
+            ]
+        );
+        assert_eq!(kinds("a$-b"), [Expansion::Invalid]);
+        assert_eq!(kinds("${A"), [Expansion::Invalid]);
+        assert_eq!(kinds("'$A'\\$B\"\\$C\""), []);
+        assert_eq!(kinds("plain # $COMMENT"), []);
+        let d = dollars("\"a $B\"");
+        assert!(d[0].quoted && d[0].range == (3..5), "{d:?}");
     }
 
     #[test]

@@ -110,17 +110,71 @@ pub fn refuse_symlink(path: &Path, shown: &str) -> Result<()> {
 }
 
 /// An I/O failure with the path and what to do: a read-only or full file
-/// system is named as such.
+/// system is named as such, and a refused permission names the folder, its
+/// owner and mode, so the fix fits the real cause (a folder the runner owns
+/// but cannot write is not "another user's").
 pub fn io_error(e: std::io::Error, what: &str, path: &Path) -> anyhow::Error {
     let fix = match e.raw_os_error() {
-        Some(28) => "the file system is full: free some space and run again",
+        Some(28) => "the file system is full: free some space and run again".to_string(),
         Some(30) => {
             "the file system is read-only: run where it is writable (or remount it read-write)"
+                .to_string()
         }
-        Some(13) => "permission denied: run as the user who owns it",
-        _ => "check the path and its permissions",
+        Some(13) => permission_fix(path),
+        Some(1) => {
+            let dir = folder_of(path);
+            let which = if dir == path {
+                dir.display().to_string()
+            } else {
+                format!("{} {}", path.display(), dir.display())
+            };
+            format!(
+                "the operation is not permitted: {} or its folder may be immutable or append-only (see `lsattr -d {which}`; `chattr -i` removes the flag)",
+                path.display()
+            )
+        }
+        _ => "check the path and its permissions".to_string(),
     };
     anyhow::anyhow!("cannot {what} {}: {e}; {fix}", path.display())
+}
+
+/// The folder whose entries change when `path` is created or replaced.
+fn folder_of(path: &Path) -> &Path {
+    if path.is_dir() {
+        path
+    } else {
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+    }
+}
+
+/// What to do when writing in or beside `path` was refused (EACCES).
+fn permission_fix(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let dir = folder_of(path);
+    let Ok(meta) = fs::metadata(dir) else {
+        return format!(
+            "permission denied: check that you may write in {}",
+            dir.display()
+        );
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() == me {
+        format!(
+            "the folder {} is yours but not writable (mode {mode:04o}): `chmod u+w {}`, or move the file to a folder you can write",
+            dir.display(),
+            dir.display()
+        )
+    } else {
+        format!(
+            "the folder {} belongs to uid {} (mode {mode:04o}) and you are uid {me}: run as that user, or make the folder writable for you",
+            dir.display(),
+            meta.uid()
+        )
+    }
 }
 
 /// Creates `dir` (and parents) and sets it to `mode` exactly.
@@ -174,5 +228,51 @@ mod tests {
             "{e}"
         );
         assert!(refuse_symlink(d.path(), "x").is_ok());
+    }
+
+    /// A refused permission names the folder and what fits the real cause:
+    /// the runner's own folder is "yours but not writable", never "run as
+    /// the user who owns it".
+    #[test]
+    fn permission_messages_name_the_real_cause() {
+        use std::os::unix::fs::MetadataExt;
+        let d = crate::testutil::TempDir::new();
+        let sub = d.path().join("plain");
+        fs::create_dir(&sub).unwrap();
+        fs::set_permissions(&sub, fs::Permissions::from_mode(0o555)).unwrap();
+        let e = io_error(
+            std::io::Error::from_raw_os_error(13),
+            "create a file in",
+            &sub,
+        );
+        let msg = format!("{e}");
+        let mine = fs::metadata(&sub).unwrap().uid() == unsafe { libc::geteuid() };
+        assert!(mine, "a folder this test made is its own");
+        assert!(
+            msg.contains("is yours but not writable (mode 0555)")
+                && msg.contains(&format!("`chmod u+w {}`", sub.display())),
+            "{msg}"
+        );
+        assert!(!msg.contains("run as the user who owns it"), "{msg}");
+        // A file in it: the folder is what matters.
+        let e = io_error(
+            std::io::Error::from_raw_os_error(13),
+            "replace",
+            &sub.join(".env"),
+        );
+        assert!(format!("{e}").contains(&format!("the folder {}", sub.display())));
+        // Another user's folder: the owner and the runner's own uid.
+        let e = io_error(
+            std::io::Error::from_raw_os_error(13),
+            "create a file in",
+            Path::new("/"),
+        );
+        let me = unsafe { libc::geteuid() };
+        if me != 0 {
+            assert!(format!("{e}").contains("belongs to uid 0"), "{e}");
+        }
+        let e = io_error(std::io::Error::from_raw_os_error(1), "replace", &sub);
+        assert!(format!("{e}").contains("immutable or append-only"), "{e}");
+        fs::set_permissions(&sub, fs::Permissions::from_mode(0o755)).unwrap();
     }
 }

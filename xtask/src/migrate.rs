@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use percent_encoding::percent_decode_str;
 
 use crate::{
-    envfile::{self, EnvFile, Span},
+    envfile::{self, EnvFile, Expansion, Span},
     manifest::{Encoding, Environment, Kind, Manifest, SecretSpec},
     resolve::FINGERPRINT_KEY,
     secret::SecretValue,
@@ -180,12 +180,169 @@ fn at(file: &EnvFile, line: usize) -> String {
     format!("{}:{line}", file.shown)
 }
 
-/// Plans the migration of `source` into `target` (the env file of `env`).
+/// Plans the migration of `source` into `target` (the env file of `env`),
+/// with this process's environment standing for the shell that ran compose.
 pub fn plan(
     manifest: &Manifest,
     env: &Environment,
     source: &EnvFile,
     target: &EnvFile,
+) -> Migration {
+    plan_with(manifest, env, source, target, &|k: &str| {
+        std::env::var_os(k).is_some()
+    })
+}
+
+/// What the application read for one assignment of the plain file.
+#[derive(Debug)]
+enum Read {
+    /// No expansion: dotenvy's value is compose's.
+    Plain,
+    /// Expanded by compose's rules from the file itself, with notes on how.
+    Expanded(SecretValue, Vec<String>),
+    /// Cannot be known here: why (names and places only, never a value).
+    Unknown(String),
+}
+
+/// Each assignment's value as compose read it from the plain file for
+/// interpolation, in file order: `$$` is a literal `$`; `${VAR}`, `$VAR`
+/// and `${VAR:-default}` (and `-`, `:?`, `?`, `:+`, `+`) take `VAR` from a
+/// line above. Compose takes `VAR` from its own shell first, so a `VAR` set
+/// in this shell, or set neither here nor above (empty, or the shell's, at
+/// the time compose ran), cannot be known.
+fn compose_reads(
+    source: &EnvFile,
+    spans: &[Span],
+    shell: &dyn Fn(&str) -> bool,
+) -> BTreeMap<String, Read> {
+    // Key → its line and, when known, the value compose read.
+    let mut earlier: BTreeMap<String, (usize, Option<String>)> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for sp in spans {
+        let text = envfile::value_text(&source.raw()[sp.bytes.clone()]);
+        let read = if envfile::dollars(text).is_empty() {
+            Read::Plain
+        } else {
+            match expand(&source.shown, text, &earlier, shell) {
+                Ok((v, notes)) => Read::Expanded(SecretValue::from_string(v), notes),
+                Err(why) => Read::Unknown(why),
+            }
+        };
+        let known = match &read {
+            Read::Plain => source
+                .entries
+                .get(&sp.key)
+                .and_then(|e| e.value.expose_str())
+                .map(str::to_string),
+            Read::Expanded(v, _) => v.expose_str().map(str::to_string),
+            Read::Unknown(_) => None,
+        };
+        earlier.insert(sp.key.clone(), (sp.first_line, known));
+        out.insert(sp.key.clone(), read);
+    }
+    out
+}
+
+/// The value of `text` (a value's text in `file`) with each expansion done
+/// by compose's rules from `earlier`; `Err` says why it cannot be known.
+fn expand(
+    file: &str,
+    text: &str,
+    earlier: &BTreeMap<String, (usize, Option<String>)>,
+    shell: &dyn Fn(&str) -> bool,
+) -> Result<(String, Vec<String>), String> {
+    let mut notes = Vec::new();
+    let mut rewritten = String::with_capacity(text.len());
+    let mut pos = 0;
+    for d in envfile::dollars(text) {
+        let with = match &d.what {
+            Expansion::Dollar => "$".to_string(),
+            Expansion::Invalid => {
+                return Err(
+                    "it holds a `$` that compose cannot read (compose writes a literal `$` as `$$`)"
+                        .into(),
+                );
+            }
+            Expansion::Var { name, op } => {
+                let word = op.as_ref().map(|(o, w)| (o.as_str(), w.as_str()));
+                if word.is_some_and(|(_, w)| w.contains('$')) {
+                    return Err(format!(
+                        "the default or alternative of ${{{name}}} holds another `$`"
+                    ));
+                }
+                if shell(name) {
+                    return Err(format!(
+                        "it refers to ${{{name}}}, which is set in this shell's environment; compose takes a variable from the shell that runs it before the file, so the value depends on that shell"
+                    ));
+                }
+                match (earlier.get(name), word) {
+                    (Some((line, Some(v))), _) => {
+                        notes.push(format!("${{{name}}} from {file}:{line}"));
+                        match word {
+                            Some((":-", w)) if v.is_empty() => w.to_string(),
+                            Some((":+", w)) if !v.is_empty() => w.to_string(),
+                            Some((":+", _)) => String::new(),
+                            Some(("+", w)) => w.to_string(),
+                            Some((":?", _)) if v.is_empty() => {
+                                return Err(format!(
+                                    "it requires ${{{name}}} (`:?`), which {file}:{line} leaves empty, so compose refused to start"
+                                ));
+                            }
+                            _ => v.clone(),
+                        }
+                    }
+                    (Some((line, None)), _) => {
+                        return Err(format!(
+                            "it refers to ${{{name}}} ({file}:{line}), whose own value cannot be known"
+                        ));
+                    }
+                    (None, Some((":-" | "-", w))) => {
+                        notes.push(format!(
+                            "the default of ${{{name}}}, which {file} does not set above"
+                        ));
+                        w.to_string()
+                    }
+                    (None, _) => {
+                        return Err(format!(
+                            "it refers to ${{{name}}}, which {file} does not set above it; compose put nothing there (or the value of the shell it ran from)"
+                        ));
+                    }
+                }
+            }
+        };
+        rewritten.push_str(&text[pos..d.range.start]);
+        for c in with.chars() {
+            match (d.quoted, c) {
+                (true, '\\' | '"' | '$') | (false, '\\' | '\'' | '"' | '$' | ' ') => {
+                    rewritten.push('\\');
+                    rewritten.push(c);
+                }
+                (false, '\n') => rewritten.push_str("\\n"),
+                (false, '\t' | '\r') => {
+                    return Err("an expansion gives a tab or carriage return outside quotes".into());
+                }
+                _ => rewritten.push(c),
+            }
+        }
+        pos = d.range.end;
+    }
+    rewritten.push_str(&text[pos..]);
+    // dotenvy reads the quotes and escapes; no `$` is left to expand.
+    let line = zeroize::Zeroizing::new(format!("K={rewritten}"));
+    match dotenvy::from_read_iter(line.as_bytes()).next() {
+        Some(Ok((_, v))) => Ok((v, notes)),
+        _ => Err("it cannot be read once expanded".into()),
+    }
+}
+
+/// Plans the migration, with `shell` telling which variables the shell that
+/// runs compose sets (they take precedence over the plain file).
+pub fn plan_with(
+    manifest: &Manifest,
+    env: &Environment,
+    source: &EnvFile,
+    target: &EnvFile,
+    shell: &dyn Fn(&str) -> bool,
 ) -> Migration {
     let mut m = Migration::default();
     for (k, lines) in &source.duplicates {
@@ -198,6 +355,7 @@ pub fn plan(
     }
     let specs = manifest.secrets_for(&env.name);
     let spans = envfile::spans(source.raw());
+    let reads = compose_reads(source, &spans, shell);
     // Part keys taken from a derived URL: key → (value, the URL's place).
     let mut from_url: Vec<(String, String, SecretValue, String)> = Vec::new();
     for sp in &spans {
@@ -206,6 +364,34 @@ pub fn plan(
         };
         let place = at(source, sp.first_line);
         let spec = specs.iter().find(|s| s.env_key() == sp.key);
+        // The value the application read: compose's reading of the file.
+        let mut e = e.clone();
+        if spec.is_some() {
+            match reads.get(&sp.key) {
+                Some(Read::Expanded(v, notes)) => {
+                    m.warnings.push(format!(
+                        "{place}: {} is expanded as compose read it ({}), assuming the shell that ran compose did not set those variables; check the value moved",
+                        sp.key,
+                        notes.join(", ")
+                    ));
+                    e.value = v.clone();
+                }
+                Some(Read::Unknown(why)) => {
+                    m.problems.push(format!(
+                        "{place}: {}: {why}; what the application read cannot be known, so nothing is moved: write the value it should get in single quotes ({}='...', where `$` is literal) and run again",
+                        sp.key, sp.key
+                    ));
+                    continue;
+                }
+                _ => {}
+            }
+            if shell(&sp.key) {
+                m.warnings.push(format!(
+                    "{place}: {} is also set in this shell's environment, and compose takes the shell's value before {}'s: if compose ran from such a shell, the application read that one; the value moved is the file's",
+                    sp.key, source.shown
+                ));
+            }
+        }
         if e.value.is_empty() {
             if spec.is_some() || looks_like_credential(&sp.key, b"") {
                 m.warnings.push(format!(
@@ -280,24 +466,23 @@ pub fn plan(
     m
 }
 
-/// Lines that stay in the source but expand a moved key (`$KEY`, `${KEY}`)
-/// outside single quotes: dotenv would give them another value once it is gone.
+/// Lines that stay in the source but expand a moved key (`$KEY`, `${KEY}`,
+/// `${KEY:-x}`; not in single quotes nor escaped): dotenv and compose would
+/// give them another value once it is gone.
 fn dangling(source: &EnvFile, spans: &[Span], removed: &[Span]) -> Vec<String> {
     let mut out = Vec::new();
     for sp in spans.iter().filter(|s| !removed.contains(s)) {
-        let text = &source.raw()[sp.bytes.clone()];
-        let value = text.split_once('=').map(|x| x.1.trim_start()).unwrap_or("");
-        if value.starts_with('\'') {
-            continue;
-        }
+        let text = envfile::value_text(&source.raw()[sp.bytes.clone()]);
+        let names: Vec<String> = envfile::dollars(text)
+            .into_iter()
+            .filter_map(|d| match d.what {
+                Expansion::Var { name, .. } => Some(name),
+                _ => None,
+            })
+            .collect();
         for r in removed {
             let k = &r.key;
-            let uses = value.match_indices('$').any(|(i, _)| {
-                let rest = value[i + 1..].trim_start_matches('{');
-                rest.starts_with(k.as_str())
-                    && !rest[k.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-            });
-            if uses {
+            if names.contains(k) {
                 out.push(format!(
                     "{}:{}: {} refers to ${k}, which moves out of this file; dotenv will expand it to nothing here: write the value in, or read it from the secret",
                     source.shown, sp.first_line, sp.key
@@ -571,6 +756,92 @@ mod tests {
                 "POSTGRES_USER: s3.env:2 and t.env:2 hold different values; keep the right one (edit or delete the other line) and run again"
             ]
         );
+    }
+
+    /// The value moved is the one compose read: `$$` a literal `$`, a
+    /// variable of a line above expanded (with a warning), a default used
+    /// when the file does not set it; a variable set nowhere above, or in
+    /// the shell, blocks the move, naming the key, the line and the variable
+    /// and never the value.
+    #[test]
+    fn values_are_read_by_compose_interpolation_rules() {
+        let m = crate::testutil::demo_manifest(
+            "[environments.develop]\nbackend = \"compose\"\n",
+            "[secrets.jwt_secret]\nkind = \"key\"\n[secrets.redis_password]\nkind = \"password\"\n[secrets.api_key]\nkind = \"key\"\n[secrets.smtp_password]\nkind = \"password\"\n",
+        );
+        let env = m.env("develop").unwrap();
+        let dir = crate::testutil::TempDir::new();
+        let target = file(&dir, "t.env", "");
+        let shell = |k: &str| k == "FROM_SHELL";
+        let src = file(
+            &dir,
+            "s.env",
+            "BASE='Zq9-base-part'\nPOSTGRES_PASSWORD=${BASE}-tail-x1\nJWT_SECRET=\"abc$$def-Long-Value-1\"\nREDIS_PASSWORD=pre-${UNSET_HERE}-post-Canary1\nAPI_KEY=${MISSING:-Dflt-Value-77}\nSMTP_PASSWORD=a${FROM_SHELL}b-Canary2\n",
+        );
+        let p = plan_with(&m, env, &src, &target, &shell);
+        let got: BTreeMap<&str, &[u8]> = p
+            .writes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.expose()))
+            .collect();
+        assert_eq!(got["POSTGRES_PASSWORD"], b"Zq9-base-part-tail-x1");
+        assert_eq!(got["JWT_SECRET"], b"abc$def-Long-Value-1");
+        assert_eq!(got["API_KEY"], b"Dflt-Value-77");
+        assert!(!got.contains_key("REDIS_PASSWORD") && !got.contains_key("SMTP_PASSWORD"));
+        let problems = p.problems.join("\n");
+        assert!(
+            problems.contains("s.env:4: REDIS_PASSWORD: it refers to ${UNSET_HERE}, which s.env does not set above it")
+                && problems.contains("s.env:6: SMTP_PASSWORD: it refers to ${FROM_SHELL}, which is set in this shell's environment"),
+            "{problems}"
+        );
+        let warnings = p.warnings.join("\n");
+        assert!(
+            warnings.contains(
+                "s.env:2: POSTGRES_PASSWORD is expanded as compose read it (${BASE} from s.env:1)"
+            ) && warnings.contains(
+                "s.env:5: API_KEY is expanded as compose read it (the default of ${MISSING}"
+            ),
+            "{warnings}"
+        );
+        for text in [&problems, &warnings] {
+            for v in ["Zq9-base", "Canary", "Dflt-Value", "Long-Value"] {
+                assert!(!text.contains(v), "a value in: {text}");
+            }
+        }
+        // A key the shell sets too is moved from the file, with a warning.
+        let shell = |k: &str| k == "JWT_SECRET";
+        let p = plan_with(
+            &m,
+            env,
+            &file(&dir, "s2.env", "JWT_SECRET=Plain-Value-123456\n"),
+            &target,
+            &shell,
+        );
+        assert_eq!(p.writes.len(), 1);
+        assert!(
+            p.warnings[0].contains("s2.env:1: JWT_SECRET is also set in this shell's environment"),
+            "{:?}",
+            p.warnings
+        );
+        // Expanded values keep their quoting: a space, a quote and a line break.
+        let p = plan_with(
+            &m,
+            env,
+            &file(
+                &dir,
+                "s3.env",
+                "A='x y\"z'\nJWT_SECRET=\"1 ${A}\n2\"\nREDIS_PASSWORD=${A}$$\n",
+            ),
+            &target,
+            &|_: &str| false,
+        );
+        let got: BTreeMap<&str, &[u8]> = p
+            .writes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.expose()))
+            .collect();
+        assert_eq!(got["JWT_SECRET"], b"1 x y\"z\n2");
+        assert_eq!(got["REDIS_PASSWORD"], b"x y\"z$");
     }
 
     #[test]

@@ -393,7 +393,7 @@ fn load(root: &Path, env: &Environment, warnings: &mut Vec<String>) -> Result<En
     }
     for (k, line) in &file.substituted {
         warnings.push(format!(
-            "{shown}:{line}: {k} contains `$`, which dotenv expands as a variable; put the value in single quotes to keep it literal"
+            "{shown}:{line}: {k} contains `$`, which dotenv expands as a variable (from this shell's environment or a line above, else to nothing); put the value in single quotes, or write `\\$`, to keep it literal"
         ));
     }
 

@@ -484,3 +484,289 @@ fn a_kill_at_every_rename_converges_on_a_rerun() {
     }
     assert!(completed, "the run was still renaming after 40 kill points");
 }
+
+/// Every file under the copy (but `.git`) with its bytes and mode.
+fn tree(repo: &TempRepo) -> BTreeMap<String, (Vec<u8>, u32)> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, (Vec<u8>, u32)>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(base).unwrap().display().to_string();
+            if rel == ".git" || rel.ends_with(".lock") {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.insert(
+                    rel,
+                    (
+                        std::fs::read(&p).unwrap_or_default(),
+                        meta.permissions().mode() & 0o7777,
+                    ),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(&repo.root, &repo.root, &mut out);
+    out
+}
+
+/// `chattr` on a file, or `None` when the file system has no such flags.
+fn chattr(flag: &str, p: &Path) -> Option<()> {
+    Command::new("chattr")
+        .arg(flag)
+        .arg(p)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()
+        .filter(|s| s.success())
+        .map(|_| ())
+}
+
+/// A write that fails after others succeeded (the compose file, written
+/// last, is immutable: `chattr +i` refuses even root) puts back the backup,
+/// the target and the source: every file is as it was, and the message says
+/// what refused and that nothing was changed.
+#[test]
+fn a_failed_write_puts_back_every_file() {
+    let repo = TempRepo::new();
+    env_style_compose(&repo);
+    let value = "R3dis-Immutable-Pa55-41";
+    repo.write("secrets/develop.env", "# mine\nPOSTGRES_USER=app_user_x\n");
+    std::fs::write(
+        repo.path(".env"),
+        format!("PORT=1\nREDIS_PASSWORD={value}\n"),
+    )
+    .unwrap();
+    let compose = repo.path("docker-compose.prod.yml");
+    if chattr("+i", &compose).is_none() {
+        eprintln!(
+            "\n*** SKIPPED a_failed_write_puts_back_every_file: chattr +i is not supported here ***\n"
+        );
+        return;
+    }
+    let before = tree(&repo);
+    let out = repo
+        .run(&["migrate-env-to-secrets", "--write-compose"])
+        .fails();
+    chattr("-i", &compose).unwrap();
+    let after = tree(&repo);
+    let changed: Vec<&String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| before.get(*k) != after.get(*k))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "files changed: {changed:?}\n{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("docker-compose.prod.yml")
+            && out.stderr.contains("immutable")
+            && out.stderr.contains("nothing was changed"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.all().contains(value), "a value was printed");
+    // The same run, with the flag gone, goes through.
+    migrate(&repo, &["--write-compose"], true);
+    assert_eq!(
+        dotenv(&repo.path("secrets/develop.env"))["REDIS_PASSWORD"],
+        value
+    );
+}
+
+/// The source's folder refuses new files (`chattr +i` on the folder, which
+/// refuses root too): the backup cannot be made, so nothing is written at
+/// all (no value in the target, no audit line) and the message names the
+/// folder and the real cause, not "run as the user who owns it".
+#[test]
+fn an_unwritable_source_folder_is_found_before_any_write() {
+    let repo = TempRepo::new();
+    let value = "R3dis-Plain-Folder-Pa55-9";
+    std::fs::create_dir(repo.path("plain")).unwrap();
+    std::fs::write(repo.path("plain/.env"), format!("REDIS_PASSWORD={value}\n")).unwrap();
+    let dir = repo.path("plain");
+    if chattr("+i", &dir).is_none() {
+        eprintln!(
+            "\n*** SKIPPED an_unwritable_source_folder_is_found_before_any_write: chattr +i is not supported here ***\n"
+        );
+        return;
+    }
+    let before = tree(&repo);
+    let out = repo
+        .run(&["migrate-env-to-secrets", "--from", "plain/.env"])
+        .fails();
+    let again = repo
+        .run(&["migrate-env-to-secrets", "--from", "plain/.env"])
+        .fails();
+    chattr("-i", &dir).unwrap();
+    assert_eq!(tree(&repo), before, "{}", out.stderr);
+    assert!(!repo.path("deploy/audit-log.tsv").exists());
+    assert!(
+        out.stderr.contains("nothing was written")
+            && out.stderr.contains("plain")
+            && out.stderr.contains("immutable"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("run as the user who owns it"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        again.stderr.contains("nothing was written"),
+        "{}",
+        again.stderr
+    );
+    assert!(!out.all().contains(value) && !again.all().contains(value));
+}
+
+/// The shipped compose file with the backend reading REDIS_PASSWORD from
+/// the environment through its anchor (`x-secret-env: &secret-env`, merged
+/// with `<<: *secret-env`).
+fn anchored_compose(repo: &TempRepo) -> String {
+    let text = repo.read("docker-compose.prod.yml");
+    let old = "x-secret-env: &secret-env\n  SECRETS_DIR: /run/secrets\n";
+    assert!(
+        text.contains(old),
+        "the shipped compose file changed; update this test"
+    );
+    let new = text.replace(
+        old,
+        "x-secret-env: &secret-env\n  SECRETS_DIR: /run/secrets\n  REDIS_PASSWORD: ${REDIS_PASSWORD}\n",
+    );
+    repo.write("docker-compose.prod.yml", &new);
+    new
+}
+
+/// An anchor that an alias reuses holds a secret's variable: `--write-compose`
+/// refuses before any change, naming the anchor's `file:line`; without it
+/// (and in a dry run) the migration goes on and the compose changes that
+/// cannot be worked out are a warning.
+#[test]
+fn anchors_refuse_write_compose_but_never_block_the_migration() {
+    let value = "R3dis-Anchor-Pa55-word-5";
+    let repo = TempRepo::new();
+    let compose = anchored_compose(&repo);
+    std::fs::write(repo.path(".env"), format!("REDIS_PASSWORD={value}\n")).unwrap();
+    let before = tree(&repo);
+    let out = migrate(&repo, &["--write-compose"], false);
+    assert!(
+        out.stderr.contains("nothing was written")
+            && out.stderr.contains(
+                "docker-compose.prod.yml:12: REDIS_PASSWORD is set inside the anchor &secret-env"
+            )
+            && out.stderr.contains("through *secret-env"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        tree(&repo),
+        before,
+        "a refused --write-compose changed files"
+    );
+
+    let dry = migrate(&repo, &["--dry-run"], true);
+    assert!(
+        dry.stderr.contains("the compose changes cannot be shown")
+            && dry.stdout.contains("dry run: would move 1 value(s)"),
+        "{}\n{}",
+        dry.stdout,
+        dry.stderr
+    );
+    assert_eq!(tree(&repo), before);
+
+    let out = migrate(&repo, &[], true);
+    assert!(
+        out.stderr.contains("docker-compose.prod.yml:12")
+            && out.stderr.contains("the migration goes on"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        dotenv(&repo.path("secrets/develop.env"))["REDIS_PASSWORD"],
+        value
+    );
+    assert_eq!(repo.read("docker-compose.prod.yml"), compose);
+    assert!(!out.all().contains(value) && !dry.all().contains(value));
+}
+
+/// A compose file indented by 4 spaces is edited in its own indentation,
+/// and `check` agrees with the result.
+#[test]
+fn four_space_compose_files_are_edited_in_their_own_indentation() {
+    let repo = TempRepo::new();
+    let two = env_style_compose(&repo);
+    let four: String = two
+        .split_inclusive('\n')
+        .map(|l| {
+            let n = l.len() - l.trim_start_matches(' ').len();
+            format!("{}{}", " ".repeat(2 * n), &l[n..])
+        })
+        .collect();
+    repo.write("docker-compose.prod.yml", &four);
+    std::fs::write(repo.path(".env"), "REDIS_PASSWORD=R3dis-Pa55-word-xyz\n").unwrap();
+    let out = migrate(&repo, &["--write-compose"], true);
+    let want = four
+        .replace(
+            "            REDIS_PASSWORD: ${REDIS_PASSWORD}  # from .env\n",
+            "            REDIS_PASSWORD_FILE: /run/secrets/redis_password\n",
+        )
+        .replace(
+            "            - redis-data:/data\n        restart: unless-stopped\n",
+            "            - redis-data:/data\n        restart: unless-stopped\n        secrets:\n            - redis_password\n",
+        );
+    assert_eq!(repo.read("docker-compose.prod.yml"), want);
+    assert!(out.stdout.contains("agree on"), "{}", out.stdout);
+}
+
+/// The value moved is the one compose read from the plain file: `$$` is a
+/// literal `$`, `${BASE}` is a line above (warned about); the tool writes a
+/// `$` as `\$` in double quotes, dotenvy reads that back literally, and no
+/// later run warns that the value "contains `$`".
+#[test]
+fn values_move_as_compose_read_them_and_the_tools_quoting_draws_no_warning() {
+    let repo = TempRepo::new();
+    std::fs::write(
+        repo.path(".env"),
+        "BASE='Zq9-base-part'\nPOSTGRES_PASSWORD=${BASE}-tail-x1\nJWT_SECRET=\"it's-$$5-and-\\\\-Long1\"\n",
+    )
+    .unwrap();
+    let out = migrate(&repo, &[], true);
+    assert!(
+        out.stderr.contains(
+            ".env:2: POSTGRES_PASSWORD is expanded as compose read it (${BASE} from .env:1)"
+        ),
+        "{}",
+        out.stderr
+    );
+    let target = dotenv(&repo.path("secrets/develop.env"));
+    assert_eq!(target["POSTGRES_PASSWORD"], "Zq9-base-part-tail-x1");
+    assert_eq!(target["JWT_SECRET"], "it's-$5-and-\\-Long1");
+    assert!(
+        repo.read("secrets/develop.env")
+            .contains("JWT_SECRET=\"it's-\\$5-and-\\\\-Long1\"\n"),
+        "{}",
+        repo.read("secrets/develop.env")
+    );
+    assert_eq!(
+        repo.read("secrets/develop/jwt_secret"),
+        "it's-$5-and-\\-Long1"
+    );
+    assert_eq!(repo.read(".env"), "BASE='Zq9-base-part'\n");
+    for run in [&out, &repo.run(&["verify-secrets", "develop"]).ok()] {
+        assert!(
+            !run.stderr.contains("which dotenv expands"),
+            "{}",
+            run.stderr
+        );
+        for v in ["Zq9-base-part", "Long1"] {
+            assert!(!run.all().contains(v), "a value was printed");
+        }
+    }
+}

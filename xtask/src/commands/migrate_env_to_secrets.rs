@@ -4,11 +4,15 @@
 //! lines from the source (a 0600 backup beside it), shows or makes the compose
 //! changes, and runs setup so the secrets exist in the store.
 //!
-//! Order: everything is read and checked first; then the target env file is
-//! written (so an interrupted run finds the values already there and only
-//! removes the lines), then the backup, then the source, each replaced atomically.
+//! Order: everything is read and checked first, and every folder the run will
+//! write in is proved writable; then the backup (a new file), the target env
+//! file (so an interrupted run finds the values already there and only
+//! removes the lines), the source and, with `--write-compose`, the compose
+//! file, each replaced atomically. A write that fails puts back what the
+//! earlier ones changed, so a failed run leaves every file as it was.
 
 use std::{
+    os::unix::fs::OpenOptionsExt,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     time::Duration,
@@ -67,7 +71,21 @@ pub fn run(root: &Path, a: MigrateArgs) -> Result<()> {
         .iter()
         .map(|s| s.name.clone())
         .collect();
-    let compose = compose_changes(root, &env, &names)?.filter(|_| a.write_compose || a.dry_run);
+    // Working out the compose changes never blocks a migration that does not
+    // write them: without --write-compose they are only printed.
+    let compose = match compose_changes(root, &env, &names) {
+        Ok(c) => c,
+        Err(e) if a.write_compose => bail!(
+            "nothing was written: {e:#}; run without --write-compose to migrate the values and make the compose changes by hand"
+        ),
+        Err(e) => {
+            output::warn(&format!(
+                "the compose changes cannot be shown: {e:#}; the migration goes on (the compose file is only edited with --write-compose): make them by hand"
+            ));
+            None
+        }
+    };
+    let compose = compose.filter(|_| a.write_compose || a.dry_run);
     if a.dry_run {
         println!(
             "dry run: would move {} value(s) into {} and remove {} line(s) from {}{}; nothing was changed",
@@ -83,10 +101,18 @@ pub fn run(root: &Path, a: MigrateArgs) -> Result<()> {
         );
         return Ok(());
     }
-    apply(&m, &source, target, &env, &manifest.project)?;
-    if let Some((path, shown, edit)) = &compose {
-        write_compose(root, path, shown, edit)?;
+    if let Some((path, _, _)) = &compose {
+        sweep(root, std::slice::from_ref(path))?;
     }
+    apply(
+        root,
+        &m,
+        &source,
+        target,
+        &env,
+        &manifest.project,
+        compose.as_ref(),
+    )?;
     drop(lock);
     if a.write_compose {
         super::check::run(root).context("the compose changes are written, but check found disagreements; fix them and run `cargo xtask check`")?;
@@ -120,16 +146,6 @@ fn read_both(
         ));
     }
     Ok((source, target))
-}
-
-/// Writes the edited compose file atomically, keeping its mode.
-fn write_compose(root: &Path, path: &Path, shown: &str, edit: &compose_edit::Edit) -> Result<()> {
-    sweep(root, &[path.to_path_buf()])?;
-    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
-    fsutil::write_atomic(path, edit.text.as_bytes(), mode, None)
-        .with_context(|| format!("cannot write {shown}"))?;
-    println!("{shown}: edited ({} change(s))", edit.changes.len());
-    Ok(())
 }
 
 /// `setup-secrets <env>`, so the migrated values exist in the store.
@@ -225,51 +241,140 @@ fn print_plan(m: &Migration, source: &EnvFile, target: &EnvFile, env: &Environme
     }
 }
 
-/// Writes the target, the backup and the source, in that order.
+/// What a failed run puts back, last change first.
+enum Undo {
+    /// Put these bytes back, with this mode (nothing to do when they are
+    /// still there).
+    Restore(PathBuf, zeroize::Zeroizing<Vec<u8>>, u32),
+    /// Remove a file the run created (if it got that far).
+    Remove(PathBuf),
+    /// Remove a folder the run created, if it is empty again.
+    RemoveDir(PathBuf),
+}
+
+/// Undoes `done` in reverse; returns what could not be put back. It stops at
+/// the first step that fails, so the backup (the first write) stays whenever
+/// anything after it could not be put back.
+fn undo(done: Vec<Undo>) -> Vec<String> {
+    let mut left = Vec::new();
+    for u in done.into_iter().rev() {
+        if !left.is_empty() {
+            break;
+        }
+        let (p, r) = match &u {
+            Undo::Restore(p, bytes, mode) => {
+                let same = std::fs::read(p).is_ok_and(|now| now == bytes.as_slice());
+                let r = match same {
+                    true => Ok(()),
+                    false => fsutil::write_atomic(p, bytes, *mode, None),
+                };
+                (p, r)
+            }
+            Undo::Remove(p) => match std::fs::remove_file(p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => (p, Err(e.into())),
+                _ => (p, Ok(())),
+            },
+            Undo::RemoveDir(p) => {
+                let _ = std::fs::remove_dir(p);
+                (p, Ok(()))
+            }
+        };
+        if let Err(e) = r {
+            left.push(format!("{}: {e:#}", p.display()));
+        }
+    }
+    left
+}
+
+/// The file's bytes and mode, to put back; `None` when it does not exist.
+fn saved(path: &Path) -> Result<Undo> {
+    match std::fs::read(path) {
+        Ok(b) => {
+            let mode = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+            Ok(Undo::Restore(
+                path.to_path_buf(),
+                zeroize::Zeroizing::new(b),
+                mode,
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Undo::Remove(path.to_path_buf())),
+        Err(e) => Err(fsutil::io_error(e, "read", path)),
+    }
+}
+
+/// Every folder the run writes in, proved writable before the first write,
+/// with the file that needs it (for the message).
+fn preflight(root: &Path, dirs: &[(&Path, &str)]) -> Result<()> {
+    for (dir, what) in dirs {
+        check_writable_dir(dir).with_context(|| {
+            format!(
+                "nothing was written: {what} needs {} to be writable",
+                dir.strip_prefix(root).unwrap_or(dir).display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Proves that files can be created and renamed in `dir` by creating one of
+/// `fsutil::write_atomic`'s temporary files there and removing it again, so a run
+/// can refuse before its first real write. `dir` that does not exist yet is
+/// checked where it would be created (its nearest existing ancestor).
+fn check_writable_dir(dir: &Path) -> Result<()> {
+    let mut d = dir;
+    while !d.exists() {
+        match d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(p) => d = p,
+            None => {
+                d = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !d.is_dir() {
+        bail!(
+            "{} is not a folder, so nothing can be written in it",
+            d.display()
+        );
+    }
+    let probe = d.join(format!(
+        ".xtask-probe.tmp-{}-{:x}",
+        std::process::id(),
+        crate::secret::random_u64()
+    ));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&probe)
+        .map_err(|e| fsutil::io_error(e, "create a file in", d))?;
+    std::fs::remove_file(&probe).map_err(|e| fsutil::io_error(e, "remove a file in", d))
+}
+
+/// Writes the backup, the target, the source and the compose file, in that
+/// order, after proving every folder writable; a failure puts back what was
+/// already written and says so.
+#[allow(clippy::too_many_arguments)]
 fn apply(
+    root: &Path,
     m: &Migration,
     source: &EnvFile,
     mut target: EnvFile,
     env: &Environment,
     project: &str,
+    compose: Option<&(PathBuf, String, compose_edit::Edit)>,
 ) -> Result<()> {
     if !m.changes() {
         println!(
             "nothing to change: {} holds no secret to move",
             source.shown
         );
-        return Ok(());
-    }
-    if !m.writes.is_empty() {
-        if let Some(dir) = target.path.parent() {
-            std::fs::create_dir_all(dir)?;
+        if let Some((path, shown, edit)) = compose {
+            preflight(root, &[(folder(path), shown.as_str())])?;
+            write_compose(path, shown, edit, &mut Vec::new())?;
+            println!("{shown}: edited ({} change(s))", edit.changes.len());
         }
-        let header = format!(
-            "# Secrets for {} ({project}). Never commit this file. Managed by `cargo xtask setup-secrets {}`.\n",
-            env.name, env.name
-        );
-        let changes: Vec<Change> = m
-            .writes
-            .iter()
-            .map(|(key, _)| Change::new(&key.to_ascii_lowercase(), "migrate", None))
-            .collect();
-        let root = std::env::current_dir()?;
-        let write = target.write_updates(&m.writes, &header);
-        let outcome = if write.is_ok() {
-            Outcome::Ok
-        } else {
-            Outcome::Failed
-        };
-        audit::record(
-            &root,
-            &env.name,
-            "migrate-env-to-secrets",
-            env.store,
-            &changes,
-            outcome,
-        )?;
-        write?;
-        println!("{}: {} value(s) added", target.shown, m.writes.len());
+        return Ok(());
     }
     let stamp = time::rfc3339(std::time::SystemTime::now()).replace([':', '-'], "");
     let name = source
@@ -281,27 +386,140 @@ fn apply(
         .path
         .with_file_name(format!("{name}.pre-migrate-{stamp}.bak"));
     let shown = backup
-        .strip_prefix(std::env::current_dir()?)
+        .strip_prefix(root)
         .unwrap_or(&backup)
         .display()
         .to_string();
-    fsutil::write_atomic(&backup, source.raw().as_bytes(), 0o600, None)
-        .with_context(|| format!("cannot write the backup {shown}"))?;
-    let root = std::env::current_dir()?;
-    if !git::is_ignored(&root, &backup) {
+    let backup_what = format!("the backup {shown}");
+    let target_what = target.shown.clone();
+    let audit_log = root.join(audit::PATH);
+    let mut dirs: Vec<(&Path, &str)> = vec![
+        (folder(&backup), backup_what.as_str()),
+        (folder(&source.path), source.shown.as_str()),
+    ];
+    if !m.writes.is_empty() {
+        dirs.push((folder(&target.path), target_what.as_str()));
+        dirs.push((folder(&audit_log), audit::PATH));
+    }
+    if let Some((path, shown, _)) = compose {
+        dirs.push((folder(path), shown.as_str()));
+    }
+    preflight(root, &dirs)?;
+
+    let mut done: Vec<Undo> = Vec::new();
+    let result = (|| -> Result<()> {
+        fsutil::write_atomic(&backup, source.raw().as_bytes(), 0o600, None)
+            .with_context(|| format!("cannot write the backup {shown}"))?;
+        done.push(Undo::Remove(backup.clone()));
+        if !m.writes.is_empty() {
+            let header = format!(
+                "# Secrets for {} ({project}). Never commit this file. Managed by `cargo xtask setup-secrets {}`.\n",
+                env.name, env.name
+            );
+            if let Some(dir) = target.path.parent()
+                && !dir.exists()
+            {
+                let mut first = dir;
+                while let Some(p) = first.parent().filter(|p| !p.exists()) {
+                    first = p;
+                }
+                done.push(Undo::RemoveDir(first.to_path_buf()));
+                std::fs::create_dir_all(dir).map_err(|e| fsutil::io_error(e, "create", dir))?;
+            }
+            // Saved before: the write may land and the reload after it fail.
+            done.push(saved(&target.path)?);
+            target.write_updates(&m.writes, &header)?;
+        }
+        let mode = std::fs::metadata(&source.path)?.permissions().mode() & 0o7777;
+        let text = zeroize::Zeroizing::new(migrate::without(source.raw(), &m.remove));
+        let before = Undo::Restore(
+            source.path.clone(),
+            zeroize::Zeroizing::new(source.raw().as_bytes().to_vec()),
+            mode,
+        );
+        fsutil::write_atomic(&source.path, text.as_bytes(), mode, None)
+            .with_context(|| format!("cannot write {}", source.shown))?;
+        done.push(before);
+        if let Some((path, shown, edit)) = compose {
+            write_compose(path, shown, edit, &mut done)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let left = undo(done);
+        if left.is_empty() {
+            return Err(e.context("nothing was changed: what this run had written is put back"));
+        }
+        let changes: Vec<Change> = m
+            .writes
+            .iter()
+            .map(|(key, _)| Change::new(&key.to_ascii_lowercase(), "migrate", None))
+            .collect();
+        let _ = audit::record(
+            root,
+            &env.name,
+            "migrate-env-to-secrets",
+            env.store,
+            &changes,
+            Outcome::Failed,
+        );
+        return Err(e.context(format!(
+            "and these could not be put back (restore them from the backup {shown}): {}",
+            left.join("; ")
+        )));
+    }
+    if !m.writes.is_empty() {
+        let changes: Vec<Change> = m
+            .writes
+            .iter()
+            .map(|(key, _)| Change::new(&key.to_ascii_lowercase(), "migrate", None))
+            .collect();
+        audit::record(
+            root,
+            &env.name,
+            "migrate-env-to-secrets",
+            env.store,
+            &changes,
+            Outcome::Ok,
+        )
+        .context("the migration is done, but its audit line could not be written")?;
+        println!("{}: {} value(s) added", target.shown, m.writes.len());
+    }
+    if !git::is_ignored(root, &backup) {
         output::warn(&format!(
             "{shown} holds the old values and is not covered by .gitignore; delete it once you have checked the migration, or add `*.pre-migrate-*.bak` to .gitignore"
         ));
     }
-    let mode = std::fs::metadata(&source.path)?.permissions().mode() & 0o777;
-    let text = zeroize::Zeroizing::new(migrate::without(source.raw(), &m.remove));
-    fsutil::write_atomic(&source.path, text.as_bytes(), mode, None)
-        .with_context(|| format!("cannot write {}", source.shown))?;
     println!(
         "{}: {} line(s) removed, every other byte kept (backup: {shown}, mode 0600)",
         source.shown,
         m.remove.len()
     );
+    if let Some((_, shown, edit)) = compose {
+        println!("{shown}: edited ({} change(s))", edit.changes.len());
+    }
+    Ok(())
+}
+
+/// The folder a file is written in.
+fn folder(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Writes the edited compose file atomically, keeping its mode.
+fn write_compose(
+    path: &Path,
+    shown: &str,
+    edit: &compose_edit::Edit,
+    done: &mut Vec<Undo>,
+) -> Result<()> {
+    let before = saved(path)?;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+    fsutil::write_atomic(path, edit.text.as_bytes(), mode, None)
+        .with_context(|| format!("cannot write {shown}"))?;
+    done.push(before);
     Ok(())
 }
 
