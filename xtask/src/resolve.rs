@@ -321,7 +321,7 @@ fn shows_as_path(v: &str) -> bool {
 pub fn check_pairs(manifest: &Manifest, env: &Environment, desired: &[Desired]) -> Result<()> {
     for key in manifest.secrets_for(&env.name) {
         let Some(cert) = &key.key_of else { continue };
-        let find = |n: &str| desired.iter().find(|d| &d.spec.name == n);
+        let find = |n: &str| desired.iter().find(|d| d.spec.name == n);
         if let (Some(c), Some(k)) = (find(cert), find(&key.name)) {
             crate::keypair::check(&c.value, &k.value, (cert, &key.name))
                 .with_context(|| format!("checking {} against {cert}", k.origin))?;
