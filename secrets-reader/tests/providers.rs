@@ -928,7 +928,10 @@ fn typescript_and_python_readers_against_openbao_and_moto() {
         }),
         ("python", {
             let mut c = Command::new("python3");
-            c.args(["-c", PYTHON_SCRIPT]).arg(&py_path).args(names);
+            c.args(["-c", PYTHON_SCRIPT])
+                .arg(&py_path)
+                .args(names)
+                .env("PYTHONDONTWRITEBYTECODE", "1");
             c
         }),
     ] {
