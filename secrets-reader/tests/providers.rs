@@ -3,7 +3,9 @@
 //! moto (`moto_server`). Values are written with the `bao` and `aws` CLIs
 //! (on stdin, never argv) and read back through [`Reader`]; a rotation is
 //! seen only after the cache time (1 s here); no error shows a value, a token
-//! or a secret key.
+//! or a secret key. The TypeScript and Python readers (`readers/`) read the
+//! same servers under the `reader` delivery's variables and credential files,
+//! with the same bytes as this crate, and see a rotation after the cache time.
 //!
 //! Built only with both features (`required-features` in Cargo.toml):
 //! `cargo test -p secrets-reader --all-features`. Without the programs the
@@ -26,6 +28,11 @@ const AWS_SECRET_KEY: &str = "aws-secret-K3Y-zz";
 /// Distinctive values that must never appear in any error.
 const V1: &str = "first-V4LUE-xyzzy";
 const V2: &str = "second-V4LUE-plugh";
+
+/// The readers' live test (node, python, tsc and both servers) takes this
+/// for writing and runs alone; the other tests take it for reading and run
+/// together as before, so its load does not stretch their timed rotations.
+static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
@@ -308,6 +315,7 @@ fn wait_cache(filled: Instant, secs: u64) {
 
 #[test]
 fn vault_kv2_read_rotate_and_errors() {
+    let _shared = ALONE.read().unwrap_or_else(|e| e.into_inner());
     if !have(
         "vault_kv2_read_rotate_and_errors",
         &["bao"],
@@ -493,6 +501,7 @@ fn vault_kv2_read_rotate_and_errors() {
 
 #[test]
 fn aws_secrets_manager_read_rotate_and_errors() {
+    let _shared = ALONE.read().unwrap_or_else(|e| e.into_inner());
     if !have(
         "aws_secrets_manager_read_rotate_and_errors",
         &["moto_server", "aws"],
@@ -668,6 +677,7 @@ fn aws_secrets_manager_read_rotate_and_errors() {
 
 #[test]
 fn order_across_vault_and_aws() {
+    let _shared = ALONE.read().unwrap_or_else(|e| e.into_inner());
     if !have(
         "order_across_vault_and_aws",
         &["bao"],
@@ -731,4 +741,285 @@ fn order_across_vault_and_aws() {
     std::fs::write(dir.0.join("api_key"), "in-file\n").unwrap();
     assert_eq!(get("", "api_key").unwrap(), "in-file");
     assert_eq!(get("vault,files", "api_key").unwrap(), "in-vault");
+}
+
+// ---- the TypeScript and Python readers against the same servers ----
+
+/// For each line on stdin, reads the names given and prints their bytes as
+/// hex on one line, through one reader (so with its cache).
+const NODE_SCRIPT: &str = r#"
+const { SecretReader } = await import(process.argv[1]);
+const { createInterface } = await import("node:readline");
+const names = process.argv.slice(2);
+const r = new SecretReader();
+const read = async () => {
+  const out = [];
+  for (const n of names) {
+    const s = n === "database_url" ? await r.databaseUrl() : n === "redis_url" ? await r.redisUrl() : await r.get(n);
+    out.push(s.expose().toString("hex"));
+  }
+  return out.join(" ");
+};
+for await (const _ of createInterface({ input: process.stdin })) console.log(await read());
+"#;
+
+const PYTHON_SCRIPT: &str = r#"
+import sys
+sys.path.insert(0, sys.argv[1])
+from secrets_reader import get_secrets_manager
+m = get_secrets_manager()
+def read():
+    out = []
+    for n in sys.argv[2:]:
+        s = m.get_database_url() if n == "database_url" else m.get_redis_url() if n == "redis_url" else m.get(n)
+        out.append(s.expose().hex())
+    return " ".join(out)
+for _ in sys.stdin:
+    print(read(), flush=True)
+"#;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The delivery's contract, as the `reader` delivery sets it: the store's
+/// variables and a credential file each (`VAULT_TOKEN_FILE`,
+/// `AWS_SHARED_CREDENTIALS_FILE`), both stores at once here.
+fn delivery_env(
+    bao_server: &Server,
+    moto: &Server,
+    dir: &Path,
+    cache_secs: u64,
+) -> Vec<(String, String)> {
+    let token = dir.join("vault_token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let creds = dir.join("aws_credentials");
+    std::fs::write(
+        &creds,
+        format!(
+            "[default]\naws_access_key_id = testing\naws_secret_access_key = {AWS_SECRET_KEY}\n"
+        ),
+    )
+    .unwrap();
+    let secrets = dir.join("empty-secrets-dir");
+    std::fs::create_dir_all(&secrets).unwrap();
+    [
+        ("SECRETS_DIR", secrets.display().to_string()),
+        ("VAULT_ADDR", bao_server.url.clone()),
+        ("VAULT_TOKEN_FILE", token.display().to_string()),
+        ("SECRETS_VAULT_MOUNT", "secret".to_owned()),
+        ("SECRETS_VAULT_PREFIX", "raqeem/live".to_owned()),
+        ("SECRETS_AWS_PREFIX", "raqeem/live".to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto.url.clone()),
+        ("AWS_SHARED_CREDENTIALS_FILE", creds.display().to_string()),
+        ("SECRETS_CACHE_SECONDS", cache_secs.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// Every secret, read by the Rust reader with `env`, as the scripts print it.
+fn rust_line(dir: &Path, env: &[(String, String)], names: &[&str]) -> String {
+    let r = reader_with(dir, env);
+    names
+        .iter()
+        .map(|n| {
+            let s = match *n {
+                "database_url" => r.database_url(),
+                "redis_url" => r.redis_url(),
+                n => r.get(n),
+            };
+            hex(s.unwrap().expose())
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A `bao` and an `aws` call (about 0.1 and 0.6-1.5 s) fit well within it,
+/// even on a loaded machine.
+const CACHE_SECS: u64 = 8;
+
+#[test]
+fn typescript_and_python_readers_against_openbao_and_moto() {
+    const TEST: &str = "typescript_and_python_readers_against_openbao_and_moto";
+    let _alone = ALONE.write().unwrap_or_else(|e| e.into_inner());
+    let tsc =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../readers/typescript/node_modules/.bin/tsc");
+    if !have(TEST, &["bao"], "bash .ci/openbao.sh")
+        || !have(TEST, &["moto_server", "aws"], "bash .ci/moto.sh")
+        || !have(TEST, &["node", "python3"], "apt-get install nodejs python3")
+    {
+        return;
+    }
+    if !tsc.is_file() {
+        assert!(
+            !ci(),
+            "{TEST}: CI is set but readers/typescript has no TypeScript compiler: .ci/run must run npm ci there"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {TEST}: run `npm ci` in readers/typescript"
+        );
+        return;
+    }
+    let (bao_server, moto) = std::thread::scope(|s| {
+        let b = s.spawn(start_bao);
+        let m = s.spawn(start_moto);
+        (b.join().unwrap(), m.join().unwrap())
+    });
+    let dir = TempDir::new();
+    let d = &dir.0;
+    // The TypeScript reader, compiled apart from readers/typescript/dist.
+    let out = d.join("ts");
+    let status = Command::new(&tsc)
+        .args(["-p", "../readers/typescript", "--outDir"])
+        .arg(&out)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "tsc failed");
+    let ts_module = out.join("src/index.js");
+    let py_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../readers/python");
+
+    // Values with bytes that need care: percent-encoding, a newline inside,
+    // UTF-8, and the trailing newline that is trimmed.
+    let p1 = "p@ss/w:rd?#% é\nline2";
+    kv_put(
+        &bao_server,
+        "raqeem/live/jwt_secret",
+        "jwt_secret",
+        &format!("{V1}\n"),
+    );
+    kv_put(
+        &bao_server,
+        "raqeem/live/postgres_user",
+        "postgres_user",
+        "app user",
+    );
+    kv_put(
+        &bao_server,
+        "raqeem/live/postgres_password",
+        "postgres_password",
+        p1,
+    );
+    let create = |name: &str, value: &str| {
+        aws(
+            &moto,
+            d,
+            &[
+                "create-secret",
+                "--name",
+                name,
+                "--secret-string",
+                "file:///dev/stdin",
+            ],
+            value,
+        )
+    };
+    create("raqeem/live/api_key", "aws-V4LUE-one");
+    create("raqeem/live/redis_password", "r p@ss");
+    let names = ["jwt_secret", "api_key", "database_url", "redis_url"];
+
+    for (lang, mut cmd) in [
+        ("typescript", {
+            let mut c = Command::new("node");
+            c.args(["--input-type=module", "-e", NODE_SCRIPT])
+                .arg(&ts_module)
+                .args(names);
+            c
+        }),
+        ("python", {
+            let mut c = Command::new("python3");
+            c.args(["-c", PYTHON_SCRIPT])
+                .arg(&py_path)
+                .args(names)
+                .env("PYTHONDONTWRITEBYTECODE", "1");
+            c
+        }),
+    ] {
+        // Fresh values for each language, so each sees its own rotation.
+        kv_put(
+            &bao_server,
+            "raqeem/live/jwt_secret",
+            "jwt_secret",
+            &format!("{V1}\n"),
+        );
+        aws(
+            &moto,
+            d,
+            &[
+                "put-secret-value",
+                "--secret-id",
+                "raqeem/live/api_key",
+                "--secret-string",
+                "file:///dev/stdin",
+            ],
+            "aws-V4LUE-one",
+        );
+        let env = delivery_env(&bao_server, &moto, d, CACHE_SECS);
+        let before = rust_line(d, &env, &names);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("AWS_")
+                || k.starts_with("VAULT_")
+                || k.starts_with("SECRETS_")
+                || k.starts_with("BAO_")
+            {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+        let mut read = || {
+            writeln!(stdin, "read").unwrap();
+            lines.next().expect("a line from the script").unwrap()
+        };
+        // The script's cache is filled between these two instants.
+        let asked = Instant::now();
+        assert_eq!(read(), before, "{lang}: the same bytes as the Rust reader");
+        let filled = Instant::now();
+        // Rotate in both stores, then ask again: still the cached values.
+        kv_put(&bao_server, "raqeem/live/jwt_secret", "jwt_secret", V2);
+        aws(
+            &moto,
+            d,
+            &[
+                "put-secret-value",
+                "--secret-id",
+                "raqeem/live/api_key",
+                "--secret-string",
+                "file:///dev/stdin",
+            ],
+            "aws-V4LUE-two",
+        );
+        let second = read();
+        assert!(
+            asked.elapsed() < Duration::from_secs(CACHE_SECS),
+            "{lang}: the rotation took longer than the cache time; the check proves nothing"
+        );
+        assert_eq!(second, before, "{lang}: served from the cache");
+        wait_cache(filled, CACHE_SECS);
+        let third = read();
+        let after = rust_line(d, &env, &names);
+        assert_ne!(after, before);
+        assert_eq!(
+            third, after,
+            "{lang}: the rotated values after the cache time"
+        );
+        assert!(third.starts_with(&hex(V2.as_bytes())), "{lang}: {third}");
+        drop(stdin);
+        assert!(child.wait().unwrap().success(), "{lang}: the script failed");
+        let _ = writeln!(
+            std::io::stderr(),
+            "{lang} reader: OpenBao and moto, {} secrets byte for byte, rotation seen after the cache time",
+            names.len()
+        );
+    }
 }
