@@ -2,7 +2,7 @@
 //! free loopback ports and kills on drop: an OpenBao dev server (`bao`) and
 //! moto (`moto_server`). Values are written with the `bao` and `aws` CLIs
 //! (on stdin, never argv) and read back through [`Reader`]; a rotation is
-//! seen only after the cache time (1 s here); no error shows a value, a token
+//! seen only after the cache time (8 or 10 s here, well above a CLI write under load); no error shows a value, a token
 //! or a secret key. The TypeScript and Python readers (`readers/`) read the
 //! same servers under the `reader` delivery's variables and credential files,
 //! with the same bytes as this crate, and see a rotation after the cache time.
@@ -346,16 +346,30 @@ fn vault_kv2_read_rotate_and_errors() {
     let shown = format!("{s:?} {s}");
     assert!(!shown.contains(V1), "{shown}");
 
-    // Rotation: the cached value until the cache time (1 s) has passed.
+    // Rotation: the cached value until the cache time has passed. A `bao`
+    // call takes 0.2 s on an idle machine and seconds under a parallel build,
+    // so this reader caches for 8 s, filled just before the write.
+    let r8 = reader_with(&dir.0, &with(&env, &[("SECRETS_CACHE_SECONDS", "8")]));
+    let filling = Instant::now();
+    assert_eq!(text(&r8.get("jwt_secret").unwrap()), V1);
+    // The cache holds from some point between `filling` and `filled`.
     let filled = Instant::now();
     kv_put(&server, "raqeem/test/jwt_secret", "jwt_secret", V2);
-    assert_eq!(text(&r.get("jwt_secret").unwrap()), V1, "served from cache");
+    assert_eq!(
+        text(&r8.get("jwt_secret").unwrap()),
+        V1,
+        "served from cache"
+    );
     assert!(
-        filled.elapsed() < Duration::from_secs(1),
+        filling.elapsed() < Duration::from_secs(8),
         "the write took longer than the cache time; the check above proved nothing"
     );
-    wait_cache(filled, 1);
-    assert_eq!(text(&r.get("jwt_secret").unwrap()), V2, "re-read after 1 s");
+    wait_cache(filled, 8);
+    assert_eq!(
+        text(&r8.get("jwt_secret").unwrap()),
+        V2,
+        "re-read after 8 s"
+    );
     // Cache off: every read goes to the server.
     let r0 = reader_with(&dir.0, &with(&env, &[("SECRETS_CACHE_SECONDS", "0")]));
     assert_eq!(text(&r0.get("jwt_secret").unwrap()), V2);
@@ -556,8 +570,10 @@ fn aws_secrets_manager_read_rotate_and_errors() {
     assert_eq!(r.get("tls_key").unwrap().expose(), b"bin\x01ary");
 
     // Rotation through put-secret-value: seen after the cache time. One
-    // `aws` call costs about 0.6-1.5 s, so this reader caches for 3 s.
-    let r = reader_with(d, &with(&env, &[("SECRETS_CACHE_SECONDS", "3")]));
+    // `aws` call costs about 0.6-1.5 s, and several under a parallel build,
+    // so this reader caches for 10 s, filled just before the write.
+    let r = reader_with(d, &with(&env, &[("SECRETS_CACHE_SECONDS", "10")]));
+    let filling = Instant::now();
     assert_eq!(text(&r.get("jwt_secret").unwrap()), V1);
     let filled = Instant::now();
     aws(
@@ -574,11 +590,15 @@ fn aws_secrets_manager_read_rotate_and_errors() {
     );
     assert_eq!(text(&r.get("jwt_secret").unwrap()), V1, "served from cache");
     assert!(
-        filled.elapsed() < Duration::from_secs(3),
+        filling.elapsed() < Duration::from_secs(10),
         "the write took longer than the cache time; the check above proved nothing"
     );
-    wait_cache(filled, 3);
-    assert_eq!(text(&r.get("jwt_secret").unwrap()), V2, "re-read after 3 s");
+    wait_cache(filled, 10);
+    assert_eq!(
+        text(&r.get("jwt_secret").unwrap()),
+        V2,
+        "re-read after 10 s"
+    );
 
     // Credentials from a shared credentials file and a named profile.
     let creds = d.join("credentials");
