@@ -28,7 +28,9 @@ use crate::{
     fsutil, git, lock,
     manifest::{BackendKind, Environment, Manifest},
     migrate::{self, Migration},
-    output, resolve, store, time,
+    output, resolve,
+    secret::SecretValue,
+    store, time,
 };
 
 pub fn run(root: &Path, a: MigrateArgs) -> Result<()> {
@@ -64,6 +66,7 @@ pub fn run(root: &Path, a: MigrateArgs) -> Result<()> {
             blockers.join("\n  - ")
         );
     }
+    check_pairs(&manifest, &env, &m, &target)?;
     // Every secret of the environment, not only those moved now: a re-run
     // after an interrupted one still finds what the compose file needs.
     let names: Vec<String> = manifest
@@ -118,6 +121,41 @@ pub fn run(root: &Path, a: MigrateArgs) -> Result<()> {
         super::check::run(root).context("the compose changes are written, but check found disagreements; fix them and run `cargo xtask check`")?;
     }
     setup(root, &env.name)
+}
+
+/// Each TLS key (`key_of`) against its certificate as the target env file
+/// will hold them after the migration (a moved value, else the target's own),
+/// before anything is written. A value may be the PEM itself or the path of
+/// its file (relative to the target's folder); a file that cannot be read is
+/// left to setup's own message.
+fn check_pairs(
+    manifest: &Manifest,
+    env: &Environment,
+    m: &Migration,
+    target: &EnvFile,
+) -> Result<()> {
+    let base = target.path.parent().unwrap_or(Path::new("."));
+    let value = |name: &str| -> Option<SecretValue> {
+        let key = manifest.secret(name).ok()?.env_key();
+        let v = m
+            .writes
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone())
+            .or_else(|| target.get(&key).map(|e| e.value.clone()))?;
+        if resolve::inline_pem(v.expose()) {
+            return Some(v);
+        }
+        let rel = v.expose_str().filter(|r| resolve::plausible_path(r))?;
+        std::fs::read(base.join(rel)).ok().map(SecretValue::new)
+    };
+    for spec in manifest.secrets_for(&env.name) {
+        let Some(cert) = &spec.key_of else { continue };
+        if let (Some(c), Some(k)) = (value(cert), value(&spec.name)) {
+            crate::keypair::check(&c, &k, (cert, &spec.name)).context("nothing was written")?;
+        }
+    }
+    Ok(())
 }
 
 /// The source and the target env file, with the target's usual refusals
