@@ -880,7 +880,7 @@ fn typescript_and_python_readers_against_openbao_and_moto() {
         );
         let _ = writeln!(
             std::io::stderr(),
-            "SKIPPED {TEST}: run `npm ci` in readers/typescript"
+            "\n*** SKIPPED {TEST}: the TypeScript compiler is not installed (run `npm ci` in readers/typescript) ***\n"
         );
         return;
     }

@@ -35,7 +35,7 @@ fn require(test: &str, missing: Option<String>) -> Result<(), ()> {
     if ci() {
         panic!("{test}: CI is set but {reason}");
     }
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {test}: {reason} ***\n");
     Err(())
 }
 
