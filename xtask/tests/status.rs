@@ -52,15 +52,11 @@ fn develop_only(repo: &TempRepo, policy: &str) {
         .replace("generate = true\n", &format!("generate = true\n{policy}"));
     assert!(!m.contains("[environments.production]"), "{m}");
     std::fs::write(repo.path("deploy/secrets.toml"), m).unwrap();
-    // The file secrets exist only in develop now: give them files.
-    repo.write(
-        "secrets/tls.crt",
-        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
-    );
-    repo.write(
-        "secrets/tls.key",
-        "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n",
-    );
+    // The file secrets exist only in develop now: give them files (a real
+    // pair: every plan checks that the key is the certificate's).
+    let (cert, key, _) = support::tls_pair();
+    repo.write("secrets/tls.crt", cert);
+    repo.write("secrets/tls.key", key);
     repo.write(
         "secrets/develop.env",
         "SSL_CERTIFICATE=tls.crt\nSSL_PRIVATE_KEY=tls.key\n",
