@@ -289,7 +289,7 @@ pub fn sweep(root: &Path) -> Result<()> {
         else {
             continue;
         };
-        if Path::new("/proc").join(pid).exists() {
+        if pid.parse().is_ok_and(crate::fsutil::process_alive) {
             continue;
         }
         std::fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;

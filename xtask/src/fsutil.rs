@@ -276,3 +276,16 @@ mod tests {
         fs::set_permissions(&sub, fs::Permissions::from_mode(0o755)).unwrap();
     }
 }
+
+/// Whether process `pid` still runs here. A zombie (ended, not yet reaped:
+/// its parent was killed too and nobody has waited for it) counts as ended.
+pub fn process_alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // `pid (comm) S ...`: the state follows the last `)`.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| !matches!(state, "Z" | "X" | "x")),
+        Err(_) => false,
+    }
+}

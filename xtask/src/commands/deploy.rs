@@ -20,6 +20,9 @@ pub fn run(root: &Path, e: &EnvArgs, a: DeployArgs) -> Result<()> {
         false => Some(s.lock(&format!("deploy {}", e.env), e.lock_timeout)?),
         true => None,
     };
+    if _lock.is_some() {
+        s.sweep_hook_leftovers();
+    }
     let r = s.resolve_read_only()?;
     let plan = s.plan(&r)?;
     let opts = DeployOptions {

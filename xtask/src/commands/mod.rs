@@ -135,16 +135,18 @@ impl Session {
         crate::audit::sweep(&self.root)?;
         // Before any change: a run that could not log its changes must not make them.
         crate::audit::check_writable_place(&self.root)?;
-        if self.env.runtime == BackendKind::Swarm {
-            self.sweep_hook_leftovers();
-        }
         Ok(l)
     }
 
     /// Removes the temporary secrets and jobs of rotate hooks killed on this
-    /// host (they may hold new values). A failure is a warning: it is no
-    /// reason to stop this run, and the next one tries again.
-    fn sweep_hook_leftovers(&self) {
+    /// host (they may hold new values), on a swarm runtime. Run by the
+    /// commands that drive the runtime (rotate, deploy, remove) once they hold
+    /// the lock; setup's no-change re-run stays one docker call. A failure is
+    /// a warning: it is no reason to stop this run, and the next one tries again.
+    pub fn sweep_hook_leftovers(&self) {
+        if self.env.runtime != BackendKind::Swarm {
+            return;
+        }
         let swept =
             crate::docker::Docker::new().and_then(|d| runtime::swarm::sweep_hook_leftovers(&d));
         match swept {

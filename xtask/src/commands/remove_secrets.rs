@@ -32,6 +32,9 @@ pub fn run(root: &Path, e: &EnvArgs, a: RemoveArgs) -> Result<()> {
         false => Some(s.lock(&format!("remove-secrets {}", e.env), e.lock_timeout)?),
         true => None,
     };
+    if _lock.is_some() {
+        s.sweep_hook_leftovers();
+    }
     // Removal compares nothing, so any key lists the store.
     let listed = s.store.list(&SecretValue::new(b"list".to_vec()))?;
     let (users, hint) = if listed.is_empty() {

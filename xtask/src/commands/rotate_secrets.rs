@@ -168,6 +168,9 @@ pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
         false => Some(s.lock(&format!("{COMMAND} {}", e.env), e.lock_timeout)?),
         true => None,
     };
+    if _lock.is_some() {
+        s.sweep_hook_leftovers();
+    }
     if a.keep == 0 {
         output::warn(
             "--keep 0: no previous version is kept once the rollout is done, so a rollback has nothing to return to (the default, --keep 1, keeps one)",

@@ -71,7 +71,7 @@ const HOOK_LS_FORMAT: &str =
 /// could not be (with the reason).
 pub fn sweep_hook_leftovers(docker: &Docker) -> Result<(Vec<String>, Vec<String>)> {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let alive = |pid: u32| std::path::Path::new("/proc").join(pid.to_string()).exists();
+    let alive = crate::fsutil::process_alive;
     let secrets = docker.read(
         &[
             "secret",
