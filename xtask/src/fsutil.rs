@@ -275,6 +275,19 @@ mod tests {
         assert!(format!("{e}").contains("immutable or append-only"), "{e}");
         fs::set_permissions(&sub, fs::Permissions::from_mode(0o755)).unwrap();
     }
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        assert!(process_alive(std::process::id()));
+        assert!(!process_alive(u32::MAX - 1));
+        // A child that ended and is not waited for yet: a zombie.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        assert!(!process_alive(pid), "a zombie counted as running");
+        child.wait().unwrap();
+    }
 }
 
 /// Whether process `pid` still runs here. A zombie (ended, not yet reaped:
