@@ -2,16 +2,46 @@
 //! test variant of docker-compose.prod.yml up with a locally built `FROM scratch`
 //! image, and the containers read every secret through the reader library with
 //! the right bytes. Then a changed value reaches the running service on the next deploy.
+//!
+//! The live proof of the other readers: beside the probe, a Node service (the
+//! TypeScript reader) and a Python service (the Python reader), in images built
+//! from Debian's `nodejs` and `python3`, read every backend secret through their
+//! reader's public API and serve a SHA-256 of the bytes they read; the test
+//! compares each with the bytes the tool stored and with what the probe (the
+//! Rust reader) serves, after every deploy.
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::process::Command;
 
-use support::{TempRepo, docker, probe_image, sha12};
+use support::readers::{self, ReaderImages};
+use support::{TempRepo, docker, probe_image, sha12, sha256_hex};
 
-/// The test variant: the same secrets, wired the same way, served by the probe.
-fn compose_variant(image: &str) -> String {
+const TEST: &str = "compose_stack_reads_every_secret_through_the_reader";
+
+/// The services of the TypeScript and Python readers.
+const READER_SERVICES: [&str; 2] = ["node-backend", "python-backend"];
+
+/// What every backend service serves: its secrets, then `redis_url`, which
+/// each reader builds from `redis_password`.
+fn served() -> Vec<&'static str> {
+    support::BACKEND
+        .iter()
+        .copied()
+        .chain(["redis_url"])
+        .collect()
+}
+
+/// The test variant: the same secrets, wired the same way, served by the
+/// probe, and with `readers`, by the Node and Python reader services too.
+fn compose_variant(image: &str, readers: Option<&ReaderImages>) -> String {
     let backend = "postgres_user, postgres_password, database_url, better_auth_secret, redis_password, jwt_secret, api_secret_key";
+    let names = served()
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut s = format!(
         r#"version: "3.8"
 services:
@@ -31,14 +61,33 @@ services:
       interval: 1s
       retries: 20
     secrets: [grafana_admin_password]
-secrets:
-"#,
-        names = backend
-            .split(", ")
-            .map(|n| format!("\"{n}\""))
-            .collect::<Vec<_>>()
-            .join(", "),
+"#
     );
+    if let Some(images) = readers {
+        let port = readers::PORT;
+        s.push_str(&format!(
+            r#"  node-backend:
+    image: {node}
+    command: ["{port}", {names}]
+    healthcheck:
+      test: ["CMD", "node", "-e", "require('node:http').get('http://127.0.0.1:{port}/health', r => process.exit(r.statusCode === 200 ? 0 : 1)).on('error', () => process.exit(1))"]
+      interval: 1s
+      retries: 60
+    secrets: [{backend}]
+  python-backend:
+    image: {python}
+    command: ["{port}", {names}]
+    healthcheck:
+      test: ["CMD", "python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/health', timeout=5)"]
+      interval: 1s
+      retries: 60
+    secrets: [{backend}]
+"#,
+            node = images.node,
+            python = images.python,
+        ));
+    }
+    s.push_str("secrets:\n");
     for n in backend.split(", ").chain(["grafana_admin_password"]) {
         s.push_str(&format!(
             "  {n}:\n    file: ${{XTASK_SECRETS_DIR:-./secrets/develop}}/{n}\n"
@@ -103,25 +152,139 @@ fn show(id: &str, names: &[&str]) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// The services a deploy line names: `PREFIX a, b (their secrets changed...`, sorted.
+fn recreated<'a>(stdout: &'a str, prefix: &str) -> Vec<&'a str> {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line"));
+    let (list, _) = line
+        .split_once(" (their secrets changed")
+        .unwrap_or_else(|| panic!("{line:?}"));
+    let mut list: Vec<&str> = list.split(", ").collect();
+    list.sort_unstable();
+    list
+}
+
+/// RFC 3986 percent-encoding of everything but the unreserved characters, as
+/// the readers' URL builders encode the parts.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The redis URL every reader builds from the stored `redis_password`.
+fn redis_url(repo: &TempRepo) -> String {
+    let password = repo.read("secrets/develop/redis_password");
+    format!("redis://:{}@redis:6379/0", percent_encode(&password))
+}
+
+/// The live proof: what the Node and Python services read through their
+/// readers, and what the probe reads through the Rust one, is byte for byte
+/// what the tool stored (the secret files of develop; `redis_url` as built
+/// from the stored password). Without `with_readers`, the probe alone.
+fn readers_agree(repo: &TempRepo, project: &str, with_readers: bool) {
+    let mut want: BTreeMap<&str, Vec<u8>> = support::BACKEND
+        .iter()
+        .map(|n| {
+            (
+                *n,
+                std::fs::read(repo.path(&format!("secrets/develop/{n}"))).unwrap(),
+            )
+        })
+        .collect();
+    want.insert("redis_url", redis_url(repo).into_bytes());
+    assert_eq!(want.len(), served().len());
+
+    let probe = container(project, "backend");
+    let fps = readers::fingerprints(readers::container_addr(&probe, 8080), "the probe");
+    let want_fps: BTreeMap<&str, String> = want.iter().map(|(n, b)| (*n, sha12(b))).collect();
+    assert_eq!(
+        fps.iter()
+            .map(|(n, f)| (n.as_str(), f.clone()))
+            .collect::<BTreeMap<_, _>>(),
+        want_fps,
+        "the probe (Rust reader) read other bytes than the tool stored"
+    );
+    if !with_readers {
+        return;
+    }
+    for service in READER_SERVICES {
+        let id = container(project, service);
+        let got = readers::reads(readers::container_addr(&id, readers::PORT), service);
+        assert_eq!(
+            got.keys().map(String::as_str).collect::<Vec<_>>(),
+            want.keys().copied().collect::<Vec<_>>(),
+            "{service} served other names"
+        );
+        for (name, bytes) in &want {
+            let read = &got[*name];
+            assert_eq!(
+                (read.len, read.sha256.as_str()),
+                (bytes.len(), sha256_hex(bytes).as_str()),
+                "{service}: {name} read other bytes than the tool stored"
+            );
+            assert_eq!(
+                &read.sha256[..12],
+                fps[*name],
+                "{service} and the probe read other bytes for {name}"
+            );
+            if *name != "redis_url" {
+                assert_eq!(
+                    read.source,
+                    format!("/run/secrets/{name}"),
+                    "{service}: {name} came from elsewhere"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn compose_stack_reads_every_secret_through_the_reader() {
-    if !support::docker_or_skip("compose_stack_reads_every_secret_through_the_reader") {
+    if !support::docker_or_skip(TEST) {
         return;
     }
     let image = probe_image();
+    // Declared before the compose project's guard, so the images are removed
+    // after its containers.
+    let reader_images = readers::images_or_skip(TEST);
     let repo = TempRepo::new();
     let project_name = format!("xt{}", support::unique());
-    let manifest = repo.read("deploy/secrets.toml").replace(
+    let mut manifest = repo.read("deploy/secrets.toml").replace(
         "project = \"raqeem\"",
         &format!("project = \"{project_name}\""),
     );
+    if reader_images.is_some() {
+        // The reader services get every secret the backend gets.
+        let with = format!(
+            "services = [\"backend\", \"{}\"",
+            READER_SERVICES.join("\", \"")
+        );
+        assert_eq!(manifest.matches("services = [\"backend\"").count(), 7);
+        manifest = manifest.replace("services = [\"backend\"", &with);
+    }
     std::fs::write(repo.path("deploy/secrets.toml"), manifest).unwrap();
-    std::fs::write(repo.path("docker-compose.prod.yml"), compose_variant(image)).unwrap();
-    // A password that would break a URL if it were not encoded.
+    std::fs::write(
+        repo.path("docker-compose.prod.yml"),
+        compose_variant(image, reader_images.as_ref()),
+    )
+    .unwrap();
+    // Passwords that would break a URL if they were not encoded.
     repo.write(
         "secrets/develop.env",
-        "POSTGRES_PASSWORD='p@ss/w:rd?#%Yz9-ABCDEFGHIJ'\n",
+        "POSTGRES_PASSWORD='p@ss/w:rd?#%Yz9-ABCDEFGHIJ'\nREDIS_PASSWORD='r3d@s/p:ss?#%Yz9-KLMNOPQRST'\n",
     );
+    let mut services = vec!["backend"];
+    if reader_images.is_some() {
+        services.extend(READER_SERVICES);
+    }
 
     repo.run(&["check"]).ok();
     repo.run(&["setup-secrets", "develop"]).ok();
@@ -133,9 +296,10 @@ fn compose_stack_reads_every_secret_through_the_reader() {
     let deploy = repo.run(&["deploy", "develop", "--timeout", "120"]).ok();
     assert!(!deploy.stdout.contains('\r'), "{:?}", deploy.stdout);
     assert!(
-        deploy
-            .stdout
-            .contains(&format!("{project}: 2 containers running")),
+        deploy.stdout.contains(&format!(
+            "{project}: {} containers running",
+            services.len() + 1
+        )),
         "{}",
         deploy.all()
     );
@@ -187,6 +351,12 @@ fn compose_stack_reads_every_secret_through_the_reader() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("not found"));
+    // The redis URL each reader builds from the password, encoded.
+    assert_eq!(
+        redis_url(&repo),
+        "redis://:r3d%40s%2Fp%3Ass%3F%23%25Yz9-KLMNOPQRST@redis:6379/0"
+    );
+    readers_agree(&repo, &project, reader_images.is_some());
 
     // A new value reaches the running service: files are replaced by rename,
     // so deploy must recreate the containers that mount it.
@@ -215,21 +385,23 @@ fn compose_stack_reads_every_secret_through_the_reader() {
     );
     // The dry run names what the real run recreates.
     let dry = repo.run(&["deploy", "develop", "--dry-run"]).ok();
-    assert!(
-        dry.stdout
-            .contains("would then recreate backend (their secrets changed"),
+    assert_eq!(
+        recreated(&dry.stdout, "would then recreate "),
+        services,
         "{}",
         dry.all()
     );
     let deploy = repo.run(&["deploy", "develop", "--timeout", "120"]).ok();
-    assert!(
-        deploy.stdout.contains("recreating backend"),
+    assert_eq!(
+        recreated(&deploy.stdout, "recreating "),
+        services,
         "{}",
         deploy.all()
     );
     let backend = container(&project, "backend");
     let seen = show(&backend, &["jwt_secret"]);
     assert_eq!(seen[0].2, sha12(new_jwt.as_bytes()));
+    readers_agree(&repo, &project, reader_images.is_some());
     for o in [deploy.all(), setup.all()] {
         assert!(!o.contains(new_jwt));
     }
@@ -263,6 +435,7 @@ fn compose_stack_reads_every_secret_through_the_reader() {
         show(&backend, &["api_secret_key"])[0].2,
         sha12(new_key.as_bytes())
     );
+    readers_agree(&repo, &project, reader_images.is_some());
     let log = repo.read("deploy/audit-log.tsv");
     assert!(
         log.lines().any(

@@ -1,10 +1,12 @@
 //! Shared scaffolding for integration tests: a temporary copy of the repository
 //! to run the real `xtask` binary in, the Docker gate (fail under CI, skip loudly
 //! elsewhere), and the locally built `FROM scratch` test images: the probe's, and
-//! the stand-in that replaces every image of the real manifests.
+//! the stand-in that replaces every image of the real manifests. `readers` builds
+//! the TypeScript and Python readers' service images.
 #![allow(dead_code)]
 
 pub mod flows;
+pub mod readers;
 
 use std::{
     path::{Path, PathBuf},
@@ -487,6 +489,11 @@ pub fn docker(args: &[&str]) -> String {
 
 /// First 12 hex digits of SHA-256, as the reader's `fingerprint()` prints them.
 pub fn sha12(bytes: &[u8]) -> String {
+    sha256_hex(bytes)[..12].to_string()
+}
+
+/// The SHA-256 of `bytes` in hex, from `sha256sum`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
     let out = Command::new("sha256sum")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -497,7 +504,7 @@ pub fn sha12(bytes: &[u8]) -> String {
             c.wait_with_output()
         })
         .unwrap();
-    String::from_utf8_lossy(&out.stdout)[..12].to_string()
+    String::from_utf8_lossy(&out.stdout)[..64].to_string()
 }
 
 /// Removes what earlier test runs left on the shared engine when they were
