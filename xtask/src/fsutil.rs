@@ -202,6 +202,19 @@ pub fn check_private(path: &Path, shown: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether process `pid` still runs here. A zombie (ended, not yet reaped:
+/// its parent was killed too and nobody has waited for it) counts as ended.
+pub fn process_alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // `pid (comm) S ...`: the state follows the last `)`.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| !matches!(state, "Z" | "X" | "x")),
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,18 +300,5 @@ mod tests {
         assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
         assert!(!process_alive(pid), "a zombie counted as running");
         child.wait().unwrap();
-    }
-}
-
-/// Whether process `pid` still runs here. A zombie (ended, not yet reaped:
-/// its parent was killed too and nobody has waited for it) counts as ended.
-pub fn process_alive(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // `pid (comm) S ...`: the state follows the last `)`.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| !matches!(state, "Z" | "X" | "x")),
-        Err(_) => false,
     }
 }
