@@ -10,7 +10,7 @@
 #     that socket on their command line), never the Docker engine or its
 #     containerd;
 #   - kube-proxy's KUBE-* iptables chains (`kube-proxy --cleanup`), the CNI
-#     bridge k8stest0, the mounts under $K (secret tmpfs, subPath binds, rootfs
+#     bridge k8stest0 and up.sh's K8STEST-FORWARD chain, the mounts under $K (secret tmpfs, subPath binds, rootfs
 #     overlays, network namespaces), and the hard-coded host directories that
 #     up.sh saw absent.
 # It keeps the binaries, Go caches, images, certificates and state, so the next
@@ -75,6 +75,8 @@ if [ -x "$K/bin/kube-proxy" ] && iptables -t nat -S 2>/dev/null | grep -q '^-N K
   "$K/bin/kube-proxy" --cleanup >/dev/null 2>&1 || echo "kube-proxy --cleanup failed"
 fi
 ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE" && echo "removed bridge $BRIDGE"
+while iptables -D FORWARD -j K8STEST-FORWARD 2>/dev/null; do :; done
+iptables -F K8STEST-FORWARD 2>/dev/null && iptables -X K8STEST-FORWARD && echo "removed chain K8STEST-FORWARD"
 # 5. unmount kubelet volumes, pod network namespaces and container rootfs under $K
 grep " $K/" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do umount "$m" 2>/dev/null || umount -l "$m"; done
 # 6. hard-coded host paths the kubelet/controller-manager create, only if up.sh saw them absent

@@ -28,7 +28,8 @@
 # is a fresh cluster.
 #
 # Everything lives under $K (default /var/tmp/k8s-134), except: the CNI bridge
-# k8stest0 (pods in 10.244.0.0/24), kube-proxy's KUBE-* iptables chains (the
+# k8stest0 (pods in 10.244.0.0/24) and the K8STEST-FORWARD chain that lets its
+# traffic through the FORWARD chain, kube-proxy's KUBE-* iptables chains (the
 # Service range is 10.96.0.0/12, the DNS Service 10.96.0.10), the containerd
 # shims' sockets under /run/containerd/s, and the kubelet's hard-coded
 # /var/lib/kubelet, /var/log/pods, /var/log/containers and
@@ -299,6 +300,15 @@ EOF
   ]
 }
 EOF
+  # The Docker engine sets the FORWARD policy to DROP, and br_netfilter sends
+  # bridged traffic through it: pod to pod (directly, or to a Service VIP that
+  # kube-proxy rewrote to a pod) is allowed by a chain of this cluster's own.
+  if ! iptables -C FORWARD -j K8STEST-FORWARD 2>/dev/null; then
+    iptables -N K8STEST-FORWARD 2>/dev/null || iptables -F K8STEST-FORWARD
+    iptables -A K8STEST-FORWARD -i "$BRIDGE" -j ACCEPT
+    iptables -A K8STEST-FORWARD -o "$BRIDGE" -j ACCEPT
+    iptables -I FORWARD 1 -j K8STEST-FORWARD
+  fi
   launch containerd /usr/bin/containerd --config "$C/config.toml"
   waitfor containerd 30 ctr --address "$SOCK" version
   if [ -z "$any" ]; then
