@@ -62,18 +62,28 @@ if alive containerd; then
 fi
 [ "$removed" -gt 0 ] && echo "removed $removed pod containers"
 stop containerd
-# its shims outlive it: those started for this socket only
-for p in /proc/[0-9]*; do
-  exe=$(readlink "$p/exe" 2>/dev/null) || continue
-  case "$exe" in */containerd-shim*) ;; *) continue ;; esac
-  if tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -qF -- "-address $SOCK "; then
-    kill -9 "${p#/proc/}" 2>/dev/null && echo "stopped shim ${p#/proc/}"
-  fi
+# its shims outlive it: those started for this socket only (the socket on
+# their command line, and a containerd-shim binary)
+for pid in $(pgrep -f -- "-address $SOCK" 2>/dev/null); do
+  case "$(readlink "/proc/$pid/exe" 2>/dev/null)" in
+    */containerd-shim*) kill -9 "$pid" 2>/dev/null && echo "stopped shim $pid" ;;
+  esac
 done
 # 4. kube-proxy's iptables chains and the CNI bridge
 if [ -x "$K/bin/kube-proxy" ] && iptables -t nat -S 2>/dev/null | grep -q '^-N KUBE-'; then
   "$K/bin/kube-proxy" --cleanup >/dev/null 2>&1 || echo "kube-proxy --cleanup failed"
 fi
+# the kubelet's own chains (up.sh turns them off: makeIPTablesUtilChains false;
+# an older start may have made them)
+for ipt in iptables ip6tables; do
+  command -v "$ipt" >/dev/null 2>&1 || continue
+  while "$ipt" -D INPUT -j KUBE-FIREWALL 2>/dev/null; do :; done
+  while "$ipt" -D OUTPUT -j KUBE-FIREWALL 2>/dev/null; do :; done
+  for tc in filter:KUBE-FIREWALL filter:KUBE-KUBELET-CANARY nat:KUBE-KUBELET-CANARY \
+            mangle:KUBE-KUBELET-CANARY mangle:KUBE-IPTABLES-HINT; do
+    "$ipt" -t "${tc%%:*}" -F "${tc#*:}" 2>/dev/null && "$ipt" -t "${tc%%:*}" -X "${tc#*:}" 2>/dev/null
+  done
+done
 ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE" && echo "removed bridge $BRIDGE"
 while iptables -D FORWARD -j K8STEST-FORWARD 2>/dev/null; do :; done
 iptables -F K8STEST-FORWARD 2>/dev/null && iptables -X K8STEST-FORWARD && echo "removed chain K8STEST-FORWARD"

@@ -81,7 +81,7 @@ go_env() {
 build() {
   # ---------------------------------------------------------------- packages
   local need=() pkg
-  for pkg in containerd runc containernetworking-plugins iptables busybox-static openssl curl iproute2 time; do
+  for pkg in containerd runc containernetworking-plugins iptables busybox-static openssl curl iproute2 procps time; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   # The machine image normally ships a kubectl; Debian's kubernetes-client is the fallback.
@@ -391,6 +391,7 @@ cgroupsPerQOS: false          # don't create /kubepods cgroups on a shared host
 enforceNodeAllocatable: []
 oomScoreAdj: 0                # a negative oom_score_adj is refused here
 failSwapOn: false
+makeIPTablesUtilChains: false # kube-proxy's rules only; no kubelet chains on the host
 imageGCHighThresholdPercent: 100   # never garbage-collect the local-only images
 imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%"}
