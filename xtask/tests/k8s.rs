@@ -5,11 +5,17 @@
 //!
 //! One test walks the whole flow, because each step needs the state the last
 //! one left: setup (labels, annotations, immutability, one kubectl call on a
-//! re-run), deploy (every pod reads every secret with the right bytes),
+//! re-run), deploy (every pod reads every secret with the right bytes, every
+//! Service resolves from a pod, the backend answers through its ClusterIP),
 //! rotation under load (no failed request, ends on the new value, old versions
 //! pruned), removal refused while in use, a failing rollout reported while the
 //! old pods keep serving, strace over setup and rotation (no value on any
 //! argv or child environment), and no `last-applied-configuration` anywhere.
+//!
+//! Another test exercises Services on their own: a Deployment reached by its
+//! Service's name from another pod (cluster DNS, then the ClusterIP through
+//! kube-proxy), and a rollout that moves its endpoints under a bounded client
+//! loop with no failed request.
 
 mod support;
 
