@@ -14,9 +14,9 @@
 #     overlays, network namespaces), and the hard-coded host directories that
 #     up.sh saw absent.
 # It keeps the binaries, Go caches, images, certificates and state, so the next
-# up.sh starts in about 40 s. --purge also deletes the state, certificates, logs,
+# up.sh starts in 15-30 s. --purge also deletes the state, certificates, logs,
 # the containerd root and the k8stest/* images in the Docker engine (not the
-# binaries or Go caches: a rebuild takes about 20 min).
+# binaries or Go caches: a rebuild takes 10-18 min).
 # Idempotent: with nothing running it only tidies what is left. Teardown goes on
 # past a failing step. Run as root.
 set -uo pipefail

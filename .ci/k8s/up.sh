@@ -15,11 +15,12 @@
 # load their own images the same way (`docker save | ctr -n k8s.io images import`).
 #
 #   build   packages, Go modules, binaries and images, each only when missing.
-#           The first run takes about 25 min on 2 cores (Go module downloads
-#           and compiles under $K/gopath and $K/gocache); later runs reuse
-#           everything and take seconds.
+#           Measured from empty Go caches: 17.6 min on 2 cores that other
+#           builds shared (18 CPU-minutes, so about 10 min on 2 idle cores;
+#           1.9 GB peak memory, 4.7 GB of disk under $K/gopath and $K/gocache);
+#           later runs reuse everything and take seconds.
 #   start   certificates (once) and the processes that are not running, then
-#           waits for the node to be Ready and CoreDNS to answer (about 40 s).
+#           waits for the node to be Ready and CoreDNS to answer (15-30 s).
 #   all     both (the default).
 #
 # Idempotent: on a running cluster it changes nothing. A cold start (no component
@@ -110,7 +111,7 @@ build() {
     ld="$ld -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34"
     ld="$ld -X k8s.io/component-base/version.gitTreeState=clean"
     if [ -n "$missing" ]; then
-      log "go build:$missing (Kubernetes $KUBE_VERSION, etcd; the first build takes about 20 min on 2 cores)"
+      log "go build:$missing (Kubernetes $KUBE_VERSION, etcd; the first build takes 10-18 min on 2 cores)"
       (cd "$HERE/src" && /usr/bin/time -v go build -p 2 -trimpath -ldflags "$ld" -o "$K/bin/" ${missing}) \
         > "$L/build.log" 2>&1 || { tail -40 "$L/build.log"; exit 1; }
       grep -E 'Elapsed|Maximum resident' "$L/build.log" || true
