@@ -5,11 +5,17 @@
 //!
 //! One test walks the whole flow, because each step needs the state the last
 //! one left: setup (labels, annotations, immutability, one kubectl call on a
-//! re-run), deploy (every pod reads every secret with the right bytes),
+//! re-run), deploy (every pod reads every secret with the right bytes, every
+//! Service resolves from a pod, the backend answers through its ClusterIP),
 //! rotation under load (no failed request, ends on the new value, old versions
 //! pruned), removal refused while in use, a failing rollout reported while the
 //! old pods keep serving, strace over setup and rotation (no value on any
 //! argv or child environment), and no `last-applied-configuration` anywhere.
+//!
+//! Another test exercises Services on their own: a Deployment reached by its
+//! Service's name from another pod (cluster DNS, then the ClusterIP through
+//! kube-proxy), and a rollout that moves its endpoints under a bounded client
+//! loop with no failed request.
 
 mod support;
 
@@ -301,6 +307,7 @@ fn kubernetes_store_and_runtime_on_a_real_cluster() {
     }
     sweep();
     let image = support::standin_image().to_string();
+    support::load_into_cluster(&image);
     let id = unique();
     let ns = format!("xk-{id}");
     let pv = format!("xk-{id}");
@@ -337,6 +344,7 @@ fn kubernetes_store_and_runtime_on_a_real_cluster() {
     setup_labels_and_one_call_rerun(&e);
     let want = expected(&repo);
     deploy_serves_every_secret(&e, &want);
+    stack_services_resolve(&e, &want);
     rotation_under_load(&e);
     removal_refused_while_in_use(&e);
     failing_rollout_keeps_old_pods(&e);
@@ -456,7 +464,8 @@ fn rotation_under_load(e: &Env) {
     let ns = e.ns.clone();
     let flag = Arc::clone(&stop);
     // A bounded client: at most 3000 requests or 240 s, to the ready backend
-    // pods (no kube-proxy here, so it follows the Endpoints itself).
+    // pods by their IPs on the cluster's bridge (it follows the Endpoints
+    // itself; the Service's own path: service_name_and_clusterip_through_a_rollout).
     let client = std::thread::spawn(move || {
         let (mut ok, mut failed, mut last) = (0u32, Vec::new(), String::new());
         let start = Instant::now();
@@ -800,6 +809,7 @@ fn aws_store_delivered_into_kubernetes_secrets() {
     }
     let Some(moto) = moto() else { return };
     let image = support::standin_image().to_string();
+    support::load_into_cluster(&image);
     let id = unique();
     let ns = format!("xa-{id}");
     let pv = format!("xa-{id}");
@@ -900,4 +910,359 @@ fn aws_store_delivered_into_kubernetes_secrets() {
     // A no-change redeploy writes no copy.
     let again = run(&["deploy", ENV, "--timeout", "240"]).ok();
     assert!(!again.stdout.contains("create "), "{}", again.all());
+}
+
+/// `kubectl -n NS apply --server-side -f -` of a manifest written here.
+fn apply(ns: &str, doc: &str) {
+    let mut c = Command::new("kubectl")
+        .args([
+            "-n",
+            ns,
+            "apply",
+            "--server-side",
+            "--field-manager=xtask-test",
+            "-f",
+            "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(doc.as_bytes()).unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "kubectl apply: {}\n{doc}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// The test cluster's busybox (`.ci/k8s/up.sh` loads it), for client pods.
+const BUSYBOX: &str = "k8stest/busybox:1.35";
+
+/// A pod that only waits, to run clients in with `kubectl exec`.
+fn client_pod(ns: &str) {
+    apply(
+        ns,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: client}}\nspec:\n  terminationGracePeriodSeconds: 0\n  automountServiceAccountToken: false\n  containers:\n  - name: client\n    image: {BUSYBOX}\n    imagePullPolicy: Never\n    command: [sleep, \"3600\"]\n"
+        ),
+    );
+    kubectl_ok(&[
+        "-n",
+        ns,
+        "wait",
+        "--for=condition=Ready",
+        "pod/client",
+        "--timeout=90s",
+    ]);
+}
+
+/// `kubectl exec client -- ARGS` in `ns`: (exit success, stdout).
+fn in_client(ns: &str, args: &[&str]) -> (bool, String) {
+    let mut a = vec!["-n", ns, "exec", "client", "--"];
+    a.extend_from_slice(args);
+    let o = kubectl(&a);
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+/// One HTTP GET from the client pod with busybox `nc` (its `wget`, static
+/// glibc in a scratch image, crashes there): the body on a 200.
+fn http_in_client(ns: &str, ip: &str, port: &str) -> Result<String, String> {
+    let (_, out) = in_client(ns, &["sh", "-c", HTTP_GET, "get", ip, port]);
+    match out.split_once("\r\n\r\n") {
+        Some((head, body))
+            if head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200") =>
+        {
+            Ok(body.to_string())
+        }
+        _ => Err(format!(
+            "{ip}:{port}: {:?}",
+            out.lines().next().unwrap_or("no answer")
+        )),
+    }
+}
+
+/// `GET /` to `$1:$2` with busybox `nc`; the whole answer on stdout.
+const HTTP_GET: &str = r"printf 'GET / HTTP/1.0\r\nHost: x\r\n\r\n' | nc -w 2 $1 $2";
+
+/// The addresses busybox `nslookup NAME` prints for the name (not the server's).
+fn resolve_in_client(ns: &str, name: &str) -> Vec<String> {
+    let (_, out) = in_client(ns, &["nslookup", name]);
+    out.split("Name:")
+        .skip(1)
+        .flat_map(|answer| {
+            answer
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("Address:"))
+                .map(|a| a.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The shipped stack's Services, from a pod in its namespace: every name
+/// resolves through the cluster DNS (a ClusterIP Service to its ClusterIP,
+/// the headless `postgres` to its pod), and the backend answers through
+/// its ClusterIP, served by kube-proxy's rules.
+fn stack_services_resolve(e: &Env, want: &BTreeMap<String, Vec<u8>>) {
+    client_pod(&e.ns);
+    for svc in ["backend", "grafana", "nginx", "redis", "postgres"] {
+        let fqdn = format!("{svc}.{}.svc.cluster.local", e.ns);
+        let ip = kubectl_ok(&[
+            "-n",
+            &e.ns,
+            "get",
+            "service",
+            svc,
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ]);
+        let expect: Vec<String> = if ip == "None" {
+            pods(&e.ns, svc).into_iter().map(|(_, ip)| ip).collect()
+        } else {
+            vec![ip]
+        };
+        let got = resolve_in_client(&e.ns, &fqdn);
+        assert_eq!(got, expect, "{fqdn} resolves elsewhere");
+        // The short name, through the pod's search path.
+        assert_eq!(resolve_in_client(&e.ns, svc), expect, "{svc} (short name)");
+    }
+    let ip = kubectl_ok(&[
+        "-n",
+        &e.ns,
+        "get",
+        "service",
+        "backend",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let body = http_in_client(&e.ns, &ip, "3000")
+        .unwrap_or_else(|err| panic!("backend through its ClusterIP: {err}"));
+    let (_, names) = MOUNTS.iter().find(|(app, _)| *app == "backend").unwrap();
+    let expect: Vec<String> = names.iter().map(|n| served_line(n, &want[*n])).collect();
+    assert_eq!(body.lines().collect::<Vec<_>>(), expect);
+    kubectl_ok(&["-n", &e.ns, "delete", "pod", "client", "--wait=true"]);
+}
+
+/// Deletes the Services test's namespace whatever happened.
+struct SvcCleanup(String);
+
+impl Drop for SvcCleanup {
+    fn drop(&mut self) {
+        let _ = kubectl(&["delete", "namespace", &self.0, "--wait=false"]);
+    }
+}
+
+/// Deployment `web` (busybox httpd answering `VERSION HOSTNAME`) behind
+/// Service `web` (port 80). A rolling update that never drops below the
+/// replica count, readiness before traffic, and a preStop pause so a pod
+/// leaves the Service's endpoints (and kube-proxy's rules) before it stops.
+fn web(version: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  selector: {{app: web}}
+  ports: [{{name: http, port: 80, targetPort: 8080, protocol: TCP}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  strategy: {{type: RollingUpdate, rollingUpdate: {{maxUnavailable: 0, maxSurge: 1}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      automountServiceAccountToken: false
+      terminationGracePeriodSeconds: 8
+      containers:
+      - name: web
+        image: {BUSYBOX}
+        imagePullPolicy: Never
+        env: [{{name: VERSION, value: {version}}}]
+        command: [sh, -c, 'mkdir -p /www && echo \"$VERSION $(hostname)\" > /www/index.html && exec httpd -f -p 8080 -h /www']
+        ports: [{{name: http, containerPort: 8080, protocol: TCP}}]
+        readinessProbe:
+          tcpSocket: {{port: 8080}}
+          periodSeconds: 1
+        lifecycle:
+          preStop:
+            exec: {{command: [sleep, \"4\"]}}
+"
+    )
+}
+
+/// Requests from the client pod to `$1:80` (busybox `nc`, one connection
+/// each), until /stop exists or 1500 were made: one line of counts at
+/// the end, `v1`/`v2` counting which version answered.
+const LOOP: &str = r#"i=0; ok=0; failed=0; v1=0; v2=0
+while [ "$i" -lt 1500 ] && [ ! -e /stop ]; do
+  i=$((i + 1))
+  answer=$(printf 'GET / HTTP/1.0\r\nHost: x\r\n\r\n' | nc -w 2 "$1" 80 2>/dev/null)
+  case "$answer" in
+    "HTTP/1.1 200 OK"*) ok=$((ok + 1)) ;;
+    *) failed=$((failed + 1)) ;;
+  esac
+  case "$answer" in
+    *"
+v1 "*) v1=$((v1 + 1)) ;;
+    *"
+v2 "*) v2=$((v2 + 1)) ;;
+  esac
+  sleep 0.05
+done
+echo "requests=$i ok=$ok failed=$failed v1=$v1 v2=$v2""#;
+
+/// Services for real: a Deployment reached through its Service's name from
+/// another pod (cluster DNS, then the ClusterIP through kube-proxy's rules),
+/// and a rollout that moves every endpoint of the Service while a bounded
+/// client in that pod keeps requesting: no request fails.
+#[test]
+fn service_name_and_clusterip_through_a_rollout() {
+    let test = "service_name_and_clusterip_through_a_rollout";
+    if !support::cluster_or_skip(test) {
+        return;
+    }
+    let out = kubectl_ok(&[
+        "get",
+        "namespaces",
+        "-l",
+        "xtask-test=k8s-svc",
+        "-o",
+        "name",
+    ]);
+    for ns in out.lines() {
+        let _ = kubectl(&["delete", ns, "--wait=false"]);
+    }
+    let ns = format!("xk-svc-{}", unique());
+    let _cleanup = SvcCleanup(ns.clone());
+    kubectl_ok(&["create", "namespace", &ns]);
+    kubectl_ok(&["label", "namespace", &ns, "xtask-test=k8s-svc"]);
+    apply(&ns, &web("v1"));
+    client_pod(&ns);
+    kubectl_ok(&[
+        "-n",
+        &ns,
+        "rollout",
+        "status",
+        "deployment/web",
+        "--timeout=120s",
+    ]);
+
+    // DNS: the Service's name, short and in full, is its ClusterIP.
+    let vip = kubectl_ok(&[
+        "-n",
+        &ns,
+        "get",
+        "service",
+        "web",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let octets: Vec<u8> = vip.split('.').filter_map(|o| o.parse().ok()).collect();
+    assert!(
+        octets.len() == 4 && octets[0] == 10 && (96..112).contains(&octets[1]),
+        "ClusterIP {vip} is not in the Service range 10.96.0.0/12"
+    );
+    let fqdn = format!("web.{ns}.svc.cluster.local");
+    assert_eq!(
+        resolve_in_client(&ns, &fqdn),
+        std::slice::from_ref(&vip),
+        "{fqdn}"
+    );
+    assert_eq!(
+        resolve_in_client(&ns, "web"),
+        std::slice::from_ref(&vip),
+        "web"
+    );
+    // Then the ClusterIP: both replicas answer behind it, once kube-proxy
+    // has written the new Service's rules (its sync takes a moment).
+    let start = Instant::now();
+    while let Err(err) = http_in_client(&ns, &vip, "80") {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the ClusterIP never answered: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let body = http_in_client(&ns, &vip, "80").unwrap_or_else(|err| panic!("{err}"));
+        assert!(body.starts_with("v1 "), "through {vip}: {body:?}");
+        seen.insert(body.trim().to_string());
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 2, "one replica answered: {seen:?}");
+
+    // A rollout under load: every endpoint moves, no request fails.
+    let before = endpoints(&ns, "web");
+    assert_eq!(before.len(), 2, "{before:?}");
+    let client = {
+        let (ns, vip) = (ns.clone(), vip.clone());
+        std::thread::spawn(move || in_client(&ns, &["sh", "-c", LOOP, "loop", &vip]))
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let t0 = Instant::now();
+    apply(&ns, &web("v2"));
+    kubectl_ok(&[
+        "-n",
+        &ns,
+        "rollout",
+        "status",
+        "deployment/web",
+        "--timeout=180s",
+    ]);
+    let rolled = t0.elapsed();
+    // Until the old pods are gone, then a little more traffic on the new ones.
+    let start = Instant::now();
+    while kubectl_ok(&["-n", &ns, "get", "pods", "-l", "app=web", "-o", "name"])
+        .lines()
+        .count()
+        > 2
+    {
+        assert!(start.elapsed() < Duration::from_secs(60), "old pods stay");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let (stopped, _) = in_client(&ns, &["touch", "/stop"]);
+    assert!(stopped, "cannot stop the client loop");
+    let (_, counts) = client.join().unwrap();
+    let after = endpoints(&ns, "web");
+    // Straight to stderr: libtest captures `eprintln!` of a passing test.
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: rollout {rolled:.1?}; {}",
+        counts.trim()
+    );
+    let count = |k: &str| -> u32 {
+        counts
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix(&format!("{k}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {k} in {counts:?}"))
+    };
+    assert_eq!(
+        count("failed"),
+        0,
+        "requests failed during the rollout: {counts}"
+    );
+    assert!(count("ok") > 50, "too few requests: {counts}");
+    assert!(count("v1") > 0 && count("v2") > 0, "{counts}");
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(
+        after.iter().all(|ip| !before.contains(ip)),
+        "the endpoints did not move: {before:?} -> {after:?}"
+    );
+    let body = http_in_client(&ns, &vip, "80").unwrap_or_else(|err| panic!("{err}"));
+    assert!(body.starts_with("v2 "), "after the rollout: {body:?}");
 }

@@ -1,18 +1,15 @@
 //! Offline checks of the Kubernetes manifests in `deploy/k8s/`: they render with
 //! compose-style interpolation as `cargo xtask deploy` renders them, validate
-//! against the real API schemas of Kubernetes 1.20 (the test cluster) and a
-//! current release, and keep the rules the tool relies on (one projected
-//! `secrets` volume at /run/secrets, the same secrets per service as
-//! docker-compose.swarm.yml, no secret in env, a pull policy on every container).
+//! against the real API schemas of Kubernetes 1.34 (the test cluster) and of
+//! the newest release the validator carries, and keep the rules the tool relies
+//! on (one projected `secrets` volume at /run/secrets, the same secrets per
+//! service as docker-compose.swarm.yml, no secret in env, a pull policy on every
+//! container).
 //!
-//! Schemas: PyPI's `kubernetes-validate`. Its releases carry a window of
-//! schemas and are numbered after the newest: 1.37.0 has 1.25 to 1.37, while
-//! 1.28.3 is the newest release that still has 1.20 (1.29.1 starts at 1.22).
-//! So the current version is validated with the `kubernetes-validate` on PATH,
-//! and 1.20 with the one named by `KUBERNETES_VALIDATE_1_20` (`.ci/run` installs
-//! 1.28.3 in a venv and sets it), else the venv's default path, else PATH's when
-//! it is 1.28 or older. A missing tool fails the test under `CI=true` and skips
-//! that part loudly elsewhere.
+//! Schemas: PyPI's `kubernetes-validate` on PATH (`.ci/run` installs 1.37.0).
+//! Its releases carry a window of schemas and are numbered after the newest:
+//! 1.37.0 has 1.25 to 1.37, so one release covers both versions. A missing
+//! tool fails the test under `CI=true` and skips it loudly elsewhere.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -24,10 +21,8 @@ use serde_norway::Value;
 
 const PROJECT: &str = "raqeem";
 const ENV: &str = "production";
-/// Where `.ci/run` installs the release of kubernetes-validate that has 1.20.
-const LEGACY_DEFAULT: &str = "/var/tmp/kubernetes-validate-1.28.3/bin/kubernetes-validate";
-/// The newest kubernetes-validate release that carries the 1.20 schemas.
-const LEGACY_MAX_MINOR: u32 = 28;
+/// The test cluster's Kubernetes version (`.ci/k8s/up.sh`).
+const CLUSTER_VERSION: &str = "1.34.0";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -262,7 +257,7 @@ fn manifests_keep_the_tools_contract() {
                 assert!(
                     port["protocol"].is_string(),
                     "{service}.yaml: {kind} port {:?} needs `protocol: TCP` \
-                     (server-side apply on Kubernetes 1.20)",
+                     (server-side apply keys the ports list on port and protocol)",
                     port.get("name")
                 );
             }
@@ -448,32 +443,18 @@ fn manifests_validate_against_kubernetes_schemas() {
         count += documents(text).len();
     }
 
-    let current = which::which("kubernetes-validate").ok();
-    let legacy = std::env::var_os("KUBERNETES_VALIDATE_1_20")
-        .map(PathBuf::from)
-        .or_else(|| Some(PathBuf::from(LEGACY_DEFAULT)))
-        .filter(|p| p.is_file())
-        .or_else(|| {
-            current
-                .clone()
-                .filter(|t| tool_version(t).is_some_and(|(_, minor)| minor <= LEGACY_MAX_MINOR))
-        });
-
-    match &current {
-        // A release validates up to the Kubernetes version it is numbered after.
-        Some(tool) => match tool_version(tool) {
-            Some((major, minor)) => validate(tool, &format!("{major}.{minor}.0"), &files, count),
+    match which::which("kubernetes-validate") {
+        // A release validates up to the Kubernetes version it is numbered
+        // after, and back to the test cluster's.
+        Ok(tool) => match tool_version(&tool) {
+            Some((major, minor)) => {
+                validate(&tool, CLUSTER_VERSION, &files, count);
+                validate(&tool, &format!("{major}.{minor}.0"), &files, count);
+            }
             None => panic!("{}: no version from --version", tool.display()),
         },
-        None => missing(
+        Err(_) => missing(
             "kubernetes-validate is not on PATH (python3 -m pip install kubernetes-validate)",
-        ),
-    }
-    match &legacy {
-        Some(tool) => validate(tool, "1.20.0", &files, count),
-        None => missing(
-            "no kubernetes-validate with the 1.20 schemas (set KUBERNETES_VALIDATE_1_20 to a \
-             kubernetes-validate 1.28.3, which .ci/run installs)",
         ),
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -1109,6 +1109,7 @@ fn vault_deploy_fetch_then_reader_on_kubernetes() {
         "deploy/k8s/backend.yaml",
         &reader_deployment(support::reader_image(), free_port()),
     );
+    support::load_into_cluster(support::reader_image());
     let _down = NamespaceDown(ns.clone());
     kubectl(&["create", "namespace", &ns]);
     kubectl(&["label", "namespace", &ns, "xtask-test=vault-k8s"]);
