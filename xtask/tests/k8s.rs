@@ -321,14 +321,10 @@ fn kubernetes_store_and_runtime_on_a_real_cluster() {
     make_volume(&ns, &pv, &std::env::temp_dir().join(format!("xk-pv-{id}")));
 
     let repo = TempRepo::new();
-    repo.write(
-        "secrets/tls/cert.pem",
-        "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUX\n-----END CERTIFICATE-----\n",
-    );
-    repo.write(
-        "secrets/tls/key.pem",
-        "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49\n-----END PRIVATE KEY-----\n",
-    );
+    // A real pair: every plan checks that the key is the certificate's.
+    let (cert, key, _) = support::tls_pair();
+    repo.write("secrets/tls/cert.pem", cert);
+    repo.write("secrets/tls/key.pem", key);
     // A user name of its own: the default `<project>_<env>` is also the
     // database's name, which a dry run prints.
     repo.write(
@@ -834,14 +830,10 @@ fn aws_store_delivered_into_kubernetes_secrets() {
         "the manifest changed shape"
     );
     repo.write("deploy/secrets.toml", &m);
-    repo.write(
-        "secrets/tls/cert.pem",
-        "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUX\n-----END CERTIFICATE-----\n",
-    );
-    repo.write(
-        "secrets/tls/key.pem",
-        "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49\n-----END PRIVATE KEY-----\n",
-    );
+    // A real pair: every plan checks that the key is the certificate's.
+    let (cert, key, _) = support::tls_pair();
+    repo.write("secrets/tls/cert.pem", cert);
+    repo.write("secrets/tls/key.pem", key);
     repo.write(
         &format!("secrets/{ENV}.env"),
         "POSTGRES_USER=k8s-user-4711\nSSL_CERTIFICATE=tls/cert.pem\nSSL_PRIVATE_KEY=tls/key.pem\n",
