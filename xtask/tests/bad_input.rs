@@ -1007,10 +1007,11 @@ fn every_bad_input_is_refused_plainly_and_changes_nothing() {
     }
     let mut failures = std::mem::take(&mut *failures.lock().unwrap());
     failures.sort();
-    eprintln!(
+    // Shown in cargo test's normal output too (past libtest's capture).
+    support::skip_note(format_args!(
         "bad-input corpus: {total} cases run, {} failed",
         failures.len()
-    );
+    ));
     assert!(
         failures.is_empty(),
         "{} of {total} bad-input cases failed: {}\n\n{}",

@@ -72,28 +72,22 @@ const HOOK_LS_FORMAT: &str =
 pub fn sweep_hook_leftovers(docker: &Docker) -> Result<(Vec<String>, Vec<String>)> {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let alive = crate::fsutil::process_alive;
-    let secrets = docker.read(
-        &[
-            "secret",
-            "ls",
-            "--filter",
-            "label=xtask.hook=1",
-            "--format",
-            HOOK_LS_FORMAT,
-        ],
-        "",
-    )?;
-    let services = docker.read(
-        &[
-            "service",
-            "ls",
-            "--filter",
-            "label=xtask.hook=1",
-            "--format",
-            HOOK_LS_FORMAT,
-        ],
-        "",
-    )?;
+    // The hook objects of one kind (`secret` or `service`), as listed.
+    let listed = |kind: &str| {
+        docker.read(
+            &[
+                kind,
+                "ls",
+                "--filter",
+                "label=xtask.hook=1",
+                "--format",
+                HOOK_LS_FORMAT,
+            ],
+            "",
+        )
+    };
+    let secrets = listed("secret")?;
+    let services = listed("service")?;
     let (mut removed, mut left) = (Vec::new(), Vec::new());
     for job in stale_hook_objects(&services, host.trim(), alive) {
         match docker.read(&["service", "rm", &job], "") {

@@ -821,9 +821,10 @@ pub fn show_lines(stdout: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// Says that a test skipped, where `cargo test` shows it: straight to the
-/// process's stderr, since libtest captures `eprintln!` of a passing test and
-/// a skipped test is counted as passed. Under `CI=true` the gates fail instead.
+/// Says that a test skipped (or gives a figure), where `cargo test` shows it:
+/// straight to the process's stderr, since libtest captures `eprintln!` of a
+/// passing test and a skipped test is counted as passed. Under `CI=true` the
+/// gates fail instead of skipping.
 pub fn skip_note(msg: std::fmt::Arguments) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stderr(), "{msg}");
