@@ -245,7 +245,7 @@ fn base() -> Command {
                         .action(ArgAction::SetTrue)
                         .help("Exit 1 when anything is overdue, missing, drifted or unreadable, one line per finding"),
                 )
-                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON for machines (shape in README.md)")),
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON for machines (shape in docs/status-and-audit.md)")),
         )
         .subcommand(
             Command::new("migrate-env-to-secrets")

@@ -249,7 +249,7 @@ impl Manifest {
     pub fn load(root: &std::path::Path) -> Result<Manifest> {
         let path = root.join(MANIFEST_PATH);
         let text = std::fs::read_to_string(&path).with_context(|| {
-            format!("cannot read the manifest {}; it describes the project's environments and secrets (see README.md)", path.display())
+            format!("cannot read the manifest {}; it describes the project's environments and secrets (see docs/configuration.md)", path.display())
         })?;
         Manifest::parse(&text).with_context(|| format!("in {MANIFEST_PATH}"))
     }
@@ -789,7 +789,7 @@ impl Reader {
     pub fn finish(self) -> Result<()> {
         if let Some(k) = self.table.keys().next() {
             bail!(
-                "in {}: unknown key `{k}`; check its spelling against README.md's manifest reference",
+                "in {}: unknown key `{k}`; check its spelling against the manifest reference in docs/configuration.md",
                 self.at
             );
         }

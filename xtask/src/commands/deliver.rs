@@ -312,7 +312,7 @@ fn read_credential(s: &Session, access: &Access) -> Result<SecretValue> {
             .any(|w| w == own.expose())
     {
         bail!(
-            "{shown} ({}) holds your own {} credential; give the services one of their own that may only read (see README.md, \"Vault and AWS Secrets Manager\")",
+            "{shown} ({}) holds your own {} credential; give the services one of their own that may only read (see docs/vault-and-aws.md, \"Permissions\")",
             access.credential_key,
             s.store.kind()
         );
