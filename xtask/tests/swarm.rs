@@ -392,7 +392,7 @@ fn a_rotation_killed_mid_hook_leaves_no_secret_after_the_next_run() {
     // the shipped hooks do, says so, and hangs until it is killed.
     repo.write(
         "deploy/hooks/slow-hook",
-        "#!/usr/bin/env bash\nsource \"$(dirname \"$0\")/lib.sh\"\nnew_value_secret\ntouch hook-ready\nsleep 120\n",
+        "#!/usr/bin/env bash\nsource \"$(dirname \"$0\")/lib.sh\"\n[ \"$phase\" != check ] || exit 0\njob_input\ntouch hook-ready\nsleep 120\n",
     );
     std::fs::set_permissions(
         repo.path("deploy/hooks/slow-hook"),
