@@ -556,9 +556,32 @@ fn a_failing_rotate_hook_stops_the_rotation_before_anything_is_swapped() {
         "[secrets.jwt_secret]\nkind = \"key\"\nrotate_hook = [\"false\"]\n",
     );
     assert!(m.contains("rotate_hook = [\"false\"]"));
-    std::fs::write(repo.path("deploy/secrets.toml"), m).unwrap();
+    std::fs::write(repo.path("deploy/secrets.toml"), &m).unwrap();
     repo.run(&["setup-secrets", "develop"]).ok();
     let before = repo.read("secrets/develop/jwt_secret");
+    let env_before = repo.read("secrets/develop.env");
+    // `false` answers the check phase with a failure: refused before anything
+    // changes, the dry run too, the env file included.
+    for dry in [true, false] {
+        let mut args = vec!["rotate-secrets", "develop", "--secret", "jwt_secret"];
+        if dry {
+            args.push("--dry-run");
+        }
+        let r = repo.run(&args).fails();
+        assert!(
+            r.stderr.contains("cannot rotate jwt_secret in develop (compose runtime): its rotate_hook (false) answered the check that it cannot do its work here")
+                && r.stderr.contains("Nothing was changed"),
+            "{}",
+            r.stderr
+        );
+        assert_eq!(repo.read("secrets/develop.env"), env_before);
+    }
+    // A hook that passes its check and fails in the before phase.
+    let m = m.replace(
+        "rotate_hook = [\"false\"]",
+        "rotate_hook = [\"sh\", \"-c\", \"test \\\"$XTASK_PHASE\\\" = check\"]",
+    );
+    std::fs::write(repo.path("deploy/secrets.toml"), &m).unwrap();
     let r = repo
         .run(&["rotate-secrets", "develop", "--secret", "jwt_secret"])
         .fails();
