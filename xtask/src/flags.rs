@@ -243,7 +243,7 @@ fn base() -> Command {
                     Arg::new("check")
                         .long("check")
                         .action(ArgAction::SetTrue)
-                        .help("Exit 1 when anything is overdue, missing, drifted or unreadable, one line per finding"),
+                        .help("Exit 1 when anything is overdue, missing, drifted, unfinished or unreadable, one line per finding"),
                 )
                 .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON for machines (shape in docs/status-and-audit.md)")),
         )

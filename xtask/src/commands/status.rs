@@ -103,7 +103,7 @@ impl Row {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
-    /// `overdue`, `missing`, `drift`, `unreachable` or `unreadable`.
+    /// `overdue`, `missing`, `drift`, `unfinished`, `unreachable` or `unreadable`.
     pub kind: &'static str,
     pub environment: String,
     pub secret: Option<String>,
@@ -248,6 +248,26 @@ fn env_rows(
                 .map(|(k, m)| finding(k, &row.secret, m)),
         );
         rows.push(row);
+    }
+    // A rotation that wrote a new version and stopped before it completed:
+    // the servers may still accept the old value until it is finished.
+    for (name, (version, when)) in audit::unfinished_rotations(log, &v.name) {
+        let Some(row) = rows.iter().find(|r| r.secret == name) else {
+            continue;
+        };
+        if version.is_some() && row.version != version {
+            continue;
+        }
+        let to = version.map(|n| format!(" to v{n}")).unwrap_or_default();
+        findings.push(finding(
+            "unfinished",
+            &name,
+            format!(
+                "its rotation{to} stopped before it completed ({}): the old value may still be accepted; run `cargo xtask rotate-secrets {} --secret {name}` to finish it",
+                time::rfc3339(when),
+                v.name
+            ),
+        ));
     }
     (rows, findings)
 }
@@ -472,7 +492,7 @@ pub fn run(root: &Path, envs: &[String], check: bool, json: bool) -> Result<()> 
             }
         }
         bail!(
-            "status --check: {} finding(s): overdue, missing, drifted or unreadable secrets (listed above)",
+            "status --check: {} finding(s): overdue, missing, drifted, unfinished or unreadable secrets (listed above)",
             rep.findings.len()
         );
     }
@@ -558,7 +578,7 @@ fn print_human(project: &str, views: &[EnvView], rep: &Report) {
         &table,
     );
     if rep.findings.is_empty() {
-        println!("no findings: nothing overdue, missing or drifted");
+        println!("no findings: nothing overdue, missing, drifted or unfinished");
     } else {
         println!("{} finding(s):", rep.findings.len());
         for f in &rep.findings {
