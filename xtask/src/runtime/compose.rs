@@ -137,12 +137,16 @@ impl Runtime for ComposeRuntime {
         let envs = [
             ("XTASK_SECRETS_DIR", dir_s.as_str()),
             ("XTASK_ENV", self.env.as_str()),
+            ("XTASK_PROJECT", self.manifest.project.as_str()),
         ];
         if opts.dry_run {
             let looked = self.look(&envs, &project, &file, &dir);
             let program = looked.as_ref().map_or("docker compose", |l| l.0);
             println!("would run: {program} -p {project} -f {file} up -d --remove-orphans");
-            println!("  with XTASK_SECRETS_DIR={dir_s} XTASK_ENV={}", self.env);
+            println!(
+                "  with XTASK_SECRETS_DIR={dir_s} XTASK_ENV={} XTASK_PROJECT={}",
+                self.env, self.manifest.project
+            );
             match looked {
                 Ok((_, stale)) if stale.is_empty() => println!(
                     "would recreate no container for its secrets (none running started before its secret files changed)"
