@@ -329,7 +329,11 @@ impl Stack {
         ids[0].to_string()
     }
 
-    /// The postgres data volume: its name and creation time.
+    /// The postgres data volume: its name, and the birth time and inode of
+    /// its directory on the host. (Docker's `CreatedAt` of a local volume is
+    /// the directory's ctime, which PostgreSQL changes whenever it adds or
+    /// removes a file there, postmaster.pid included.) A `down -v` and a new
+    /// volume of the same name would give a new directory.
     fn pg_volume(&self) -> (String, String) {
         let names = docker_ok(&[
             "volume",
@@ -342,8 +346,20 @@ impl Stack {
         ]);
         let names: Vec<&str> = names.split_whitespace().collect();
         assert_eq!(names.len(), 1, "one postgres-data volume: {names:?}");
-        let created = docker_ok(&["volume", "inspect", "--format", "{{.CreatedAt}}", names[0]]);
-        (names[0].to_string(), created.trim().to_string())
+        let dir = docker_ok(&["volume", "inspect", "--format", "{{.Mountpoint}}", names[0]]);
+        let o = Command::new("stat")
+            .args(["-c", "born %w inode %i"])
+            .arg(dir.trim())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "stat {}: {}",
+            dir.trim(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        (names[0].to_string(), id)
     }
 
     /// When each service's containers stopped and started between `from`
