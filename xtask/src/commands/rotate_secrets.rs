@@ -720,9 +720,7 @@ fn check_hooks(
         let running: Vec<_> = todo
             .iter()
             .map(|(argv, spec, alt)| {
-                scope.spawn(move || {
-                    run_hook(at, argv, Phase::Check, &spec.name, None, alt, live)
-                })
+                scope.spawn(move || run_hook(at, argv, Phase::Check, &spec.name, None, alt, live))
             })
             .collect();
         running
