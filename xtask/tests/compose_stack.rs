@@ -761,67 +761,64 @@ fn shipped_compose_stack_rotates_kept_secrets_and_keeps_the_data() {
     assert_ne!(sha256(&old["JWT_SECRET"]), sha256(&s.env()["JWT_SECRET"]));
     data_survives(&s, "jwt_secret", &marker, &volume);
 
-    let only_jwt = std::env::var("XTASK_COMPOSE_STACK_JWT_ONLY").is_ok();
-    if !only_jwt {
-        let old = s.env();
-        cases.push(rotate_under_load(
-            &s,
-            "postgres_password",
-            &["--secret", "postgres_password"],
-            &["backend"],
-            &mut outputs,
-        ));
-        assert_ne!(
-            old["POSTGRES_USER"],
-            s.env()["POSTGRES_USER"],
-            "the user alternates"
-        );
-        pg_checks(&s, "postgres_password", &old);
-        data_survives(&s, "postgres_password", &marker, &volume);
+    let old = s.env();
+    cases.push(rotate_under_load(
+        &s,
+        "postgres_password",
+        &["--secret", "postgres_password"],
+        &["backend"],
+        &mut outputs,
+    ));
+    assert_ne!(
+        old["POSTGRES_USER"],
+        s.env()["POSTGRES_USER"],
+        "the user alternates"
+    );
+    pg_checks(&s, "postgres_password", &old);
+    data_survives(&s, "postgres_password", &marker, &volume);
 
-        let old = s.env();
-        cases.push(rotate_under_load(
-            &s,
-            "redis_password",
-            &["--secret", "redis_password"],
-            &["backend"],
-            &mut outputs,
-        ));
-        redis_checks(&s, "redis_password", &old);
-        data_survives(&s, "redis_password", &marker, &volume);
+    let old = s.env();
+    cases.push(rotate_under_load(
+        &s,
+        "redis_password",
+        &["--secret", "redis_password"],
+        &["backend"],
+        &mut outputs,
+    ));
+    redis_checks(&s, "redis_password", &old);
+    data_survives(&s, "redis_password", &marker, &volume);
 
-        cases.push(rotate_under_load(
-            &s,
-            "grafana_admin_password",
-            &["--secret", "grafana_admin_password"],
-            &[],
-            &mut outputs,
-        ));
-        grafana_checks(&s, "grafana_admin_password");
-        data_survives(&s, "grafana_admin_password", &marker, &volume);
+    cases.push(rotate_under_load(
+        &s,
+        "grafana_admin_password",
+        &["--secret", "grafana_admin_password"],
+        &[],
+        &mut outputs,
+    ));
+    grafana_checks(&s, "grafana_admin_password");
+    data_survives(&s, "grafana_admin_password", &marker, &volume);
 
-        let old = s.env();
-        cases.push(rotate_under_load(
-            &s,
-            "--all",
-            &["--all"],
-            &["backend"],
-            &mut outputs,
-        ));
-        let new = s.env();
-        for k in [
-            "POSTGRES_PASSWORD",
-            "REDIS_PASSWORD",
-            "GRAFANA_ADMIN_PASSWORD",
-            "JWT_SECRET",
-        ] {
-            assert_ne!(sha256(&old[k]), sha256(&new[k]), "--all rotated {k}");
-        }
-        pg_checks(&s, "--all", &old);
-        redis_checks(&s, "--all", &old);
-        grafana_checks(&s, "--all");
-        data_survives(&s, "--all", &marker, &volume);
+    let old = s.env();
+    cases.push(rotate_under_load(
+        &s,
+        "--all",
+        &["--all"],
+        &["backend"],
+        &mut outputs,
+    ));
+    let new = s.env();
+    for k in [
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
+        "JWT_SECRET",
+    ] {
+        assert_ne!(sha256(&old[k]), sha256(&new[k]), "--all rotated {k}");
     }
+    pg_checks(&s, "--all", &old);
+    redis_checks(&s, "--all", &old);
+    grafana_checks(&s, "--all");
+    data_survives(&s, "--all", &marker, &volume);
 
     assert!(
         !outputs.contains("down -v"),
