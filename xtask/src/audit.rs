@@ -372,7 +372,10 @@ pub fn last_set(log: &[Entry], env: &str, secret: &str, store: &str) -> Option<S
 /// cut short): secret → the version written, and when. A re-run of
 /// rotate-secrets finishes these rather than rotating again. Logs written
 /// before `complete` entries existed end a rotation at `deploy ok`.
-pub fn unfinished_rotations(log: &[Entry], env: &str) -> BTreeMap<String, (u32, SystemTime)> {
+pub fn unfinished_rotations(
+    log: &[Entry],
+    env: &str,
+) -> BTreeMap<String, (Option<u32>, SystemTime)> {
     let mut last: BTreeMap<&str, &Entry> = BTreeMap::new();
     for e in log
         .iter()
@@ -389,7 +392,7 @@ pub fn unfinished_rotations(log: &[Entry], env: &str) -> BTreeMap<String, (u32, 
                     | ("complete", Outcome::Failed)
             )
         })
-        .filter_map(|(s, e)| Some((s.to_string(), (e.version?, e.time))))
+        .map(|(s, e)| (s.to_string(), (e.version, e.time)))
         .collect()
 }
 
@@ -450,6 +453,55 @@ mod tests {
 
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_rotation_that_stopped_before_it_completed_is_unfinished() {
+        let at = |n: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000 + n);
+        let e = |n, env: &str, command: &str, action: &str, secret: &str, v, outcome| Entry {
+            time: at(n),
+            environment: env.into(),
+            command: command.into(),
+            action: action.into(),
+            secret: secret.into(),
+            version: v,
+            operator: "op".into(),
+            store: "k8s".into(),
+            outcome,
+        };
+        use Outcome::{Failed, Ok};
+        let log = vec![
+            // Finished: update, deploy, complete.
+            e(1, "p", "rotate-secrets", "update", "a", Some(2), Ok),
+            e(2, "p", "rotate-secrets", "deploy", "a", Some(2), Ok),
+            e(3, "p", "rotate-secrets", "complete", "a", Some(2), Ok),
+            // The rollout failed.
+            e(4, "p", "rotate-secrets", "update", "b", Some(5), Ok),
+            e(5, "p", "rotate-secrets", "deploy", "b", Some(5), Failed),
+            // Cut short after the store write.
+            e(6, "p", "rotate-secrets", "update", "c", None, Ok),
+            // An after hook failed.
+            e(7, "p", "rotate-secrets", "deploy", "d", Some(3), Ok),
+            e(8, "p", "rotate-secrets", "complete", "d", Some(3), Failed),
+            // An older log: deploy ok was the end.
+            e(9, "p", "rotate-secrets", "deploy", "f", Some(7), Ok),
+            // A failed hook before anything was swapped: nothing to finish.
+            e(10, "p", "rotate-secrets", "update", "g", Some(4), Failed),
+            // Other environments and commands do not count.
+            e(11, "s", "rotate-secrets", "update", "h", Some(1), Ok),
+            e(12, "p", "setup-secrets", "update", "i", Some(1), Ok),
+        ];
+        let got = unfinished_rotations(&log, "p");
+        assert_eq!(
+            got.into_iter()
+                .map(|(k, (v, t))| (k, v, t))
+                .collect::<Vec<_>>(),
+            vec![
+                ("b".to_string(), Some(5), at(5)),
+                ("c".to_string(), None, at(6)),
+                ("d".to_string(), Some(3), at(8)),
+            ]
+        );
+    }
 
     #[test]
     fn lines_round_trip_and_carry_no_control_characters() {

@@ -574,12 +574,36 @@ fn removal_refused_while_in_use(e: &Env) {
         e.args("list-secrets", &["--json"]),
         e.args("verify-secrets", &[]),
         e.args("deploy", &["--dry-run"]),
-        e.args("rotate-secrets", &["--all", "--dry-run"]),
+        e.args(
+            "rotate-secrets",
+            &[
+                "--secret",
+                "jwt_secret",
+                "--secret",
+                "api_secret_key",
+                "--dry-run",
+            ],
+        ),
     ] {
         let (run, trace) = traced(e, &args);
         assert_eq!(run.code, 0, "{args:?}: {}", run.all());
         assert_no_values(e.repo, &trace, &run);
     }
+    // The stand-in pods have no psql or redis-cli: the hooks' check phase
+    // says so, and `--all` is refused before anything changes (a dry run
+    // included), the refusal traced like the rest.
+    let env_before = e.repo.read(&format!("secrets/{ENV}.env"));
+    let (run, trace) = traced(e, &e.args("rotate-secrets", &["--all", "--dry-run"]));
+    assert_no_values(e.repo, &trace, &run);
+    let run = run.fails();
+    assert!(
+        run.stderr
+            .contains("answered the check that it cannot do its work here")
+            && run.stderr.contains("Nothing was changed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(e.repo.read(&format!("secrets/{ENV}.env")), env_before);
     let (r, trace) = traced(
         e,
         &e.args("remove-secrets", &["--secret", "jwt_secret", "--yes"]),

@@ -319,8 +319,28 @@ fn every_command_on_the_compose_store_leaks_nothing() {
         ],
         true,
     );
-    f.run(
+    // No PostgreSQL, Redis or Grafana runs here, so the hooks' check phase
+    // refuses `--all` (its kept secrets) before anything changes.
+    let refused = f.run(
         &["rotate-secrets", "develop", "--all", "--timeout", "120"],
+        false,
+    );
+    assert!(
+        refused.code == 1 && refused.stderr.contains("has nothing running"),
+        "{}",
+        refused.all()
+    );
+    f.run(
+        &[
+            "rotate-secrets",
+            "develop",
+            "--secret",
+            "better_auth_secret",
+            "--secret",
+            "api_secret_key",
+            "--timeout",
+            "120",
+        ],
         true,
     );
     f.run(

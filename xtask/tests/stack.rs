@@ -728,6 +728,10 @@ fn exercise(s: &Stack, engines: &[Engine]) -> Vec<Case> {
     );
     let mut cases = Vec::new();
 
+    // PostgreSQL logs every statement from here on, where its task runs on
+    // one of these engines: the rotation's statements carry a SCRAM verifier,
+    // never the password.
+    let logging = log_statements(s, engines);
     let old = s.env();
     cases.push(rotate_under_load(
         s,
@@ -736,6 +740,26 @@ fn exercise(s: &Stack, engines: &[Engine]) -> Vec<Case> {
         &["--secret", "postgres_password"],
     ));
     let new = s.env();
+    if let Some((e, id)) = &logging {
+        let logs = e.out(&["logs", id]);
+        let logs = String::from_utf8_lossy(&logs.stderr).to_string()
+            + &String::from_utf8_lossy(&logs.stdout);
+        assert!(
+            logs.lines()
+                .any(|l| l.contains("statement: ALTER USER") && l.contains("'SCRAM-SHA-256$4096:")),
+            "the hook's statement, with the verifier, is not in PostgreSQL's log"
+        );
+        for (k, v) in [
+            ("old", &old["POSTGRES_PASSWORD"]),
+            ("new", &new["POSTGRES_PASSWORD"]),
+        ] {
+            assert!(
+                !logs.contains(v.as_str()),
+                "the {k} password is in PostgreSQL's log"
+            );
+        }
+        println!("PostgreSQL's statement log holds the SCRAM-SHA-256 verifier, never the password");
+    }
     assert_ne!(
         old["POSTGRES_USER"], new["POSTGRES_USER"],
         "the user alternates"
@@ -826,6 +850,28 @@ fn exercise(s: &Stack, engines: &[Engine]) -> Vec<Case> {
         "command lines: {before_scans} processes before, {after} after the rotations: no secret value"
     );
     cases
+}
+
+/// Turns on `log_statement = all` in the stack's PostgreSQL where its task
+/// runs on one of `engines`; returns that engine and container.
+fn log_statements(s: &Stack, engines: &[Engine]) -> Option<(Engine, String)> {
+    let label = format!("label=com.docker.swarm.service.name={}_postgres", s.stack());
+    for e in engines {
+        let ps = e.ok(&["ps", "-q", "--filter", &label]);
+        let Some(id) = ps.split_whitespace().next() else {
+            continue;
+        };
+        for sql in [
+            "ALTER SYSTEM SET log_statement = 'all'",
+            "SELECT pg_reload_conf()",
+        ] {
+            e.ok(&[
+                "exec", "-u", "postgres", id, "psql", "-XqtA", "-d", "postgres", "-c", sql,
+            ]);
+        }
+        return Some((e.clone(), id.to_string()));
+    }
+    None
 }
 
 /// The grafana hook's job gave the new password to `grafana cli` on stdin, in

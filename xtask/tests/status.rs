@@ -352,6 +352,42 @@ fn every_changing_command_leaves_audit_lines_and_no_value() {
         "{}",
         rot.stderr
     );
+    // The rotation stopped at its redeploy: the error says how to finish it,
+    // and the re-run finishes it (no other new value) rather than rotating again.
+    assert!(
+        rot.stderr.contains("the rollout did not converge")
+            && rot.stderr.contains(
+                "run `cargo xtask rotate-secrets develop --secret api_secret_key` again: it finishes this rotation without making another new value"
+            ),
+        "{}",
+        rot.stderr
+    );
+    let key_line = |repo: &TempRepo| {
+        repo.read("secrets/develop.env")
+            .lines()
+            .find(|l| l.starts_with("API_SECRET_KEY="))
+            .map(str::to_string)
+            .unwrap()
+    };
+    let rotated = key_line(&repo);
+    let again = run(&[
+        "rotate-secrets",
+        "develop",
+        "--secret",
+        "api_secret_key",
+        "--timeout",
+        "5",
+    ])
+    .fails();
+    assert!(
+        again
+            .stdout
+            .contains("api_secret_key: finishing its rotation, which stopped before it completed")
+            && !again.stdout.contains("generating a new value"),
+        "{}",
+        again.all()
+    );
+    assert_eq!(key_line(&repo), rotated, "the re-run made another value");
     run(&[
         "remove-secrets",
         "develop",

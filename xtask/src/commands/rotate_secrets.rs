@@ -258,18 +258,19 @@ pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
 /// The rotations of this environment that wrote a new version and stopped
 /// before they completed (the audit log says so, and the store still holds
 /// that version as the env file's value): a re-run finishes them.
-fn unfinished(s: &Session, before: &super::Planned) -> Result<Vec<(String, u32)>> {
+fn unfinished(s: &Session, before: &super::Planned) -> Result<Vec<(String, Option<u32>)>> {
     let (log, _) = audit::read(&s.root)?;
     let mut out = Vec::new();
     for (name, (version, when)) in audit::unfinished_rotations(&log, &s.env.name) {
         let Some(step) = before.steps.iter().find(|st| st.secret == name) else {
             continue;
         };
-        if step.action != Action::Unchanged || step.version.is_some_and(|v| v != version) {
+        if step.action != Action::Unchanged || (step.version.is_some() && step.version != version) {
             continue;
         }
+        let to = version.map(|v| format!(" to v{v}")).unwrap_or_default();
         println!(
-            "{name}: finishing its rotation to v{version}, which stopped before it completed (logged {}); no new value",
+            "{name}: finishing its rotation{to}, which stopped before it completed (logged {}); no new value",
             crate::time::rfc3339(when)
         );
         out.push((name, version));
@@ -391,7 +392,7 @@ fn choose_all(
     a: &RotateArgs,
     before: &super::Planned,
     r: &resolve::Resolved,
-    resumed: &[(String, u32)],
+    resumed: &[(String, Option<u32>)],
 ) -> Result<Choices> {
     let env_file = &r.file.shown;
     let mut updates = Vec::new();
