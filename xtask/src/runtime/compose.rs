@@ -144,12 +144,16 @@ impl Runtime for ComposeRuntime {
         let envs = [
             ("XTASK_SECRETS_DIR", dir_s.as_str()),
             ("XTASK_ENV", self.env.as_str()),
+            ("XTASK_PROJECT", self.manifest.project.as_str()),
         ];
         if opts.dry_run {
             let looked = self.look(&envs, &project, &file, &dir);
             let program = looked.as_ref().map_or("docker compose", |l| l.0);
             println!("would run: {program} -p {project} -f {file} up -d --remove-orphans");
-            println!("  with XTASK_SECRETS_DIR={dir_s} XTASK_ENV={}", self.env);
+            println!(
+                "  with XTASK_SECRETS_DIR={dir_s} XTASK_ENV={} XTASK_PROJECT={}",
+                self.env, self.manifest.project
+            );
             match looked {
                 Ok((_, stale)) if stale.is_empty() => println!(
                     "would recreate no container for its secrets (none running started before its secret files changed)"
@@ -174,7 +178,7 @@ impl Runtime for ComposeRuntime {
         let up = ["-p", &project, "-f", &file, "up", "-d", "--remove-orphans"];
         compose.run(&self.root, &envs, &up, opts.timeout)?;
         let ids = compose_ids(&compose, &self.root, &envs, &project, &file)?;
-        let stale = services_with_newer_secrets(&docker, &ids, &dir)?;
+        let stale = services_with_newer_secrets(&docker, &ids, &dir, &self.manifest)?;
         if !stale.is_empty() {
             println!(
                 "recreating {} (their secrets changed after they started)",
@@ -219,7 +223,7 @@ impl ComposeRuntime {
         docker.ping()?;
         let compose = docker.compose()?;
         let ids = compose_ids(&compose, &self.root, envs, project, file)?;
-        let stale = services_with_newer_secrets(&docker, &ids, dir)?;
+        let stale = services_with_newer_secrets(&docker, &ids, dir, &self.manifest)?;
         Ok((compose.shown(), stale))
     }
 }
@@ -239,8 +243,17 @@ fn compose_ids(
         .collect())
 }
 
-/// Services whose containers were created before one of their secret files last changed.
-fn services_with_newer_secrets(docker: &Docker, ids: &[String], dir: &Path) -> Result<Vec<String>> {
+/// Services whose containers were created before one of their secret files
+/// last changed. A secret the service keeps itself (`kept_by`: PostgreSQL,
+/// Redis and Grafana read it only when they initialise their data; a rotate
+/// hook changes the kept copy in place) does not count: recreating the server
+/// would only restart it, and its clients would fail meanwhile.
+fn services_with_newer_secrets(
+    docker: &Docker,
+    ids: &[String],
+    dir: &Path,
+    manifest: &Manifest,
+) -> Result<Vec<String>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -262,7 +275,13 @@ fn services_with_newer_secrets(docker: &Docker, ids: &[String], dir: &Path) -> R
         let Some(created) = time::parse_rfc3339(created) else {
             continue;
         };
-        let mounts: Vec<&str> = mounts.split(',').collect();
+        let kept = |m: &&str| {
+            let name = Path::new(m).file_name().and_then(|n| n.to_str());
+            manifest.secrets.iter().any(|spec| {
+                Some(spec.name.as_str()) == name && spec.kept_by.iter().any(|k| k == service)
+            })
+        };
+        let mounts: Vec<&str> = mounts.split(',').filter(|m| !kept(m)).collect();
         if changed_since(&mounts, dir, created) && !stale.iter().any(|s| s == service) {
             stale.push(service.to_string());
         }
