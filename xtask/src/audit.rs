@@ -370,12 +370,19 @@ pub fn last_set(log: &[Entry], env: &str, secret: &str, store: &str) -> Option<S
 /// The rotations of `env` that stopped after writing a new version and before
 /// they completed (the rollout failed, an after hook failed, or the run was
 /// cut short): secret → the version written, and when. A re-run of
-/// rotate-secrets finishes these rather than rotating again. Logs written
-/// before `complete` entries existed end a rotation at `deploy ok`.
+/// rotate-secrets finishes these rather than rotating again. Lines written
+/// before the tool logged `complete` end a rotation at `deploy ok` or, with
+/// no rollout (reader delivery), at the store write: a store write counts as
+/// unfinished only after the log's first `complete` line.
 pub fn unfinished_rotations(
     log: &[Entry],
     env: &str,
 ) -> BTreeMap<String, (Option<u32>, SystemTime)> {
+    let since = log
+        .iter()
+        .filter(|e| e.action == "complete")
+        .map(|e| e.time)
+        .min();
     let mut last: BTreeMap<&str, &Entry> = BTreeMap::new();
     for e in log
         .iter()
@@ -384,13 +391,10 @@ pub fn unfinished_rotations(
         last.insert(&e.secret, e);
     }
     last.into_iter()
-        .filter(|(_, e)| {
-            matches!(
-                (e.action.as_str(), e.outcome),
-                ("create" | "update", Outcome::Ok)
-                    | ("deploy", Outcome::Failed)
-                    | ("complete", Outcome::Failed)
-            )
+        .filter(|(_, e)| match (e.action.as_str(), e.outcome) {
+            ("create" | "update", Outcome::Ok) => since.is_some_and(|t| e.time >= t),
+            ("deploy" | "complete", Outcome::Failed) => true,
+            _ => false,
         })
         .map(|(s, e)| (s.to_string(), (e.version, e.time)))
         .collect()
@@ -469,7 +473,12 @@ mod tests {
             outcome,
         };
         use Outcome::{Failed, Ok};
+        // Before the tool logged `complete`, a store write ended a reader
+        // delivery's rotation.
+        let old = [e(0, "p", "rotate-secrets", "update", "z", Some(2), Ok)];
+        assert!(unfinished_rotations(&old, "p").is_empty());
         let log = vec![
+            e(0, "p", "rotate-secrets", "update", "z", Some(2), Ok),
             // Finished: update, deploy, complete.
             e(1, "p", "rotate-secrets", "update", "a", Some(2), Ok),
             e(2, "p", "rotate-secrets", "deploy", "a", Some(2), Ok),
