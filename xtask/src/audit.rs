@@ -12,7 +12,10 @@
 //! another run was first), and each call is one `write` on an `O_APPEND`
 //! descriptor, so lines never interleave.
 
-use std::{io::Write, os::unix::fs::OpenOptionsExt, path::Path, sync::OnceLock, time::SystemTime};
+use std::{
+    collections::BTreeMap, io::Write, os::unix::fs::OpenOptionsExt, path::Path, sync::OnceLock,
+    time::SystemTime,
+};
 
 use anyhow::{Context, Result};
 
@@ -362,6 +365,32 @@ pub fn last_set(log: &[Entry], env: &str, secret: &str, store: &str) -> Option<S
         .filter(|e| e.sets_value())
         .map(|e| e.time)
         .max()
+}
+
+/// The rotations of `env` that stopped after writing a new version and before
+/// they completed (the rollout failed, an after hook failed, or the run was
+/// cut short): secret → the version written, and when. A re-run of
+/// rotate-secrets finishes these rather than rotating again. Logs written
+/// before `complete` entries existed end a rotation at `deploy ok`.
+pub fn unfinished_rotations(log: &[Entry], env: &str) -> BTreeMap<String, (u32, SystemTime)> {
+    let mut last: BTreeMap<&str, &Entry> = BTreeMap::new();
+    for e in log
+        .iter()
+        .filter(|e| e.environment == env && e.command == "rotate-secrets")
+    {
+        last.insert(&e.secret, e);
+    }
+    last.into_iter()
+        .filter(|(_, e)| {
+            matches!(
+                (e.action.as_str(), e.outcome),
+                ("create" | "update", Outcome::Ok)
+                    | ("deploy", Outcome::Failed)
+                    | ("complete", Outcome::Failed)
+            )
+        })
+        .filter_map(|(s, e)| Some((s.to_string(), (e.version?, e.time))))
+        .collect()
 }
 
 /// Every entry of the old rotation log and the audit log, oldest first, and a

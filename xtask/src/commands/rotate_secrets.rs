@@ -5,7 +5,7 @@
 //! store, a redeploy that waits for convergence, pruning; each step is
 //! written to the audit log with its outcome.
 
-use std::{io::Write, path::Path};
+use std::{collections::BTreeMap, io::Write, path::Path};
 
 use anyhow::{Context, Result, bail};
 
@@ -188,9 +188,15 @@ pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
         ..Default::default()
     })?;
     let before = s.plan(&r)?;
-    let (rotating, updates) = choose_all(&s, &a, &before, &r)?;
+    let resumed = unfinished(&s, &before)?;
+    let (rotating, updates) = choose_all(&s, &a, &before, &r, &resumed)?;
     let rotating = with_derived(&s.manifest.secrets_for(&s.env.name), &rotating);
-    if rotating.is_empty() {
+    let resumed: Vec<String> = resumed
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| !rotating.contains(n))
+        .collect();
+    if rotating.is_empty() && resumed.is_empty() {
         println!("nothing to rotate in {}", s.env.name);
         return Ok(());
     }
@@ -207,16 +213,28 @@ pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
             s.env.name
         ));
     }
+    // Every hook says whether it can do its work on this runtime and store
+    // before anything changes (deploy/hooks/lib.sh, the check phase).
+    let hooked: Vec<String> = rotating.iter().chain(&resumed).cloned().collect();
+    check_hooks(&s, &r, &hooked, &updates)?;
     let plan = rotation_plan(s.store.as_ref(), &before.steps, &rotating);
-    output::print_plan(
-        &format!("new versions for {} ({} backend):", s.env.name, s.label()),
-        &plan,
-    );
+    if !plan.is_empty() {
+        output::print_plan(
+            &format!("new versions for {} ({} backend):", s.env.name, s.label()),
+            &plan,
+        );
+    }
     if a.dry_run {
-        print_rest_of_plan(&s, &plan, &before.listed, &a);
+        print_rest_of_plan(&s, &plan, &resumed, &before.listed, &a);
+        let mut what = rotating.join(", ");
+        if !resumed.is_empty() {
+            if !what.is_empty() {
+                what.push_str("; ");
+            }
+            what.push_str(&format!("finish {}", resumed.join(", ")));
+        }
         println!(
-            "dry run: would rotate {} in {}; nothing was changed",
-            rotating.join(", "),
+            "dry run: would rotate {what} in {}; nothing was changed",
             s.env.name,
         );
         return Ok(());
@@ -234,7 +252,29 @@ pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
             r.file.write_updates(&updates, &header)
         })?;
     }
-    execute(&s, &plan, &a)
+    execute(&s, &plan, &resumed, &a)
+}
+
+/// The rotations of this environment that wrote a new version and stopped
+/// before they completed (the audit log says so, and the store still holds
+/// that version as the env file's value): a re-run finishes them.
+fn unfinished(s: &Session, before: &super::Planned) -> Result<Vec<(String, u32)>> {
+    let (log, _) = audit::read(&s.root)?;
+    let mut out = Vec::new();
+    for (name, (version, when)) in audit::unfinished_rotations(&log, &s.env.name) {
+        let Some(step) = before.steps.iter().find(|st| st.secret == name) else {
+            continue;
+        };
+        if step.action != Action::Unchanged || step.version.is_some_and(|v| v != version) {
+            continue;
+        }
+        println!(
+            "{name}: finishing its rotation to v{version}, which stopped before it completed (logged {}); no new value",
+            crate::time::rfc3339(when)
+        );
+        out.push((name, version));
+    }
+    Ok(out)
 }
 
 /// Pure: the versions a rotation's pruning removes once the redeploy has
@@ -262,7 +302,18 @@ pub fn expected_prune(listed: &[Stored], plan: &[Step], keep: usize) -> Vec<Step
 
 /// `--dry-run`: what follows the new versions in the real run: hooks, the
 /// redeploy, and the pruning.
-fn print_rest_of_plan(s: &Session, plan: &[Step], listed: &[Stored], a: &RotateArgs) {
+fn print_rest_of_plan(
+    s: &Session,
+    plan: &[Step],
+    resumed: &[String],
+    listed: &[Stored],
+    a: &RotateArgs,
+) {
+    for name in resumed {
+        println!(
+            "would finish the rotation of {name}: no new value; the redeploy below, then its rotated_hook"
+        );
+    }
     for st in plan {
         if let Ok(spec) = s.manifest.secret(&st.secret)
             && let Some(prog) = spec.rotate_hook.first()
@@ -273,12 +324,24 @@ fn print_rest_of_plan(s: &Session, plan: &[Step], listed: &[Stored], a: &RotateA
             );
         }
     }
+    let after_hooks = || {
+        for name in plan.iter().map(|st| &st.secret).chain(resumed) {
+            if let Ok(spec) = s.manifest.secret(name)
+                && let Some(prog) = spec.rotated_hook.first()
+            {
+                println!(
+                    "would then run the rotated_hook of {name} ({prog}), which makes the server refuse the old value"
+                );
+            }
+        }
+    };
     match s.store.delivery() {
         Ok(Delivery::Reader(_)) => {
             println!(
                 "the {} store keeps the versions itself; services read the new value at run time through the secrets reader: nothing to redeploy or prune",
                 s.store.kind()
             );
+            after_hooks();
             return;
         }
         Ok(Delivery::Fetch) => {
@@ -288,6 +351,7 @@ fn print_rest_of_plan(s: &Session, plan: &[Step], listed: &[Stored], a: &RotateA
                 s.env.runtime,
                 a.timeout.as_secs()
             );
+            after_hooks();
             return;
         }
         Ok(Delivery::Runtime) | Err(_) => {}
@@ -298,7 +362,9 @@ fn print_rest_of_plan(s: &Session, plan: &[Step], listed: &[Stored], a: &RotateA
         s.env.runtime,
         a.timeout.as_secs()
     );
-    let gone = expected_prune(listed, plan, a.keep);
+    after_hooks();
+    let mut gone = expected_prune(listed, plan, a.keep);
+    gone.extend(plan::prune(listed, resumed, a.keep, &Default::default()));
     if gone.is_empty() {
         println!(
             "would remove no superseded version (keeping {} previous)",
@@ -325,11 +391,15 @@ fn choose_all(
     a: &RotateArgs,
     before: &super::Planned,
     r: &resolve::Resolved,
+    resumed: &[(String, u32)],
 ) -> Result<Choices> {
     let env_file = &r.file.shown;
     let mut updates = Vec::new();
     let mut rotating: Vec<String> = Vec::new();
     for spec in chosen_specs(s, a)? {
+        if resumed.iter().any(|(n, _)| n == &spec.name) {
+            continue;
+        }
         // A weak env-file value is never taken: a new one is generated.
         let action = before
             .steps
@@ -406,8 +476,9 @@ fn check_pairs(
     Ok(())
 }
 
-/// Carries out a rotation plan: the env file already holds the new values.
-fn execute(s: &Session, plan: &[Step], a: &RotateArgs) -> Result<()> {
+/// Carries out a rotation plan (the env file already holds the new values)
+/// and finishes the `resumed` rotations (their new versions are stored).
+fn execute(s: &Session, plan: &[Step], resumed: &[String], a: &RotateArgs) -> Result<()> {
     // Re-resolve: derived secrets whose parts changed are rebuilt from the file.
     let r = s.resolve_read_only()?;
     let now = s.plan(&r)?;
@@ -422,6 +493,16 @@ fn execute(s: &Session, plan: &[Step], a: &RotateArgs) -> Result<()> {
             "the store changed while rotating (another run?); nothing was swapped. The env file holds the new values: run rotate-secrets again"
         );
     }
+    let finishing: Vec<&Step> = now
+        .steps
+        .iter()
+        .filter(|st| resumed.contains(&st.secret))
+        .collect();
+    let all: Vec<&Step> = steps.iter().chain(&finishing).copied().collect();
+    let complete: Vec<Change> = all
+        .iter()
+        .map(|st| Change::new(&st.secret, "complete", st.version))
+        .collect();
     // Hooks run before anything is swapped, so a failing one leaves the old
     // values live everywhere (the env file already holds the new ones; a
     // re-run converges). A failing hook is logged as a failed update.
@@ -429,12 +510,14 @@ fn execute(s: &Session, plan: &[Step], a: &RotateArgs) -> Result<()> {
     if let Err(e) = run_hooks(s, &r, &steps, Phase::Before, &live) {
         return Err(s.failed(COMMAND, &Change::of_steps(&steps), &[], e));
     }
-    s.apply_audited(COMMAND, &r, &steps)?;
+    if !steps.is_empty() {
+        s.apply_audited(COMMAND, &r, &steps)?;
+    }
     let mut current = live;
     for st in &steps {
         current.insert(st.secret.clone(), st.id.clone());
     }
-    let deployed: Vec<Change> = steps
+    let deployed: Vec<Change> = all
         .iter()
         .map(|st| Change::new(&st.secret, "deploy", st.version))
         .collect();
@@ -443,35 +526,63 @@ fn execute(s: &Session, plan: &[Step], a: &RotateArgs) -> Result<()> {
         timeout: a.timeout,
         reader: None,
     };
+    let names: Vec<&str> = all.iter().map(|st| st.secret.as_str()).collect();
+    // The name to re-run with: a secret of its own (any of them finishes all).
+    let again = names
+        .iter()
+        .copied()
+        .find(|n| {
+            s.manifest
+                .secret(n)
+                .is_ok_and(|sp| !matches!(sp.kind, Kind::Derived | Kind::Username))
+        })
+        .or(names.first().copied())
+        .unwrap_or("NAME");
+    let stalled = |e: anyhow::Error| {
+        e.context(format!(
+            "the rollout did not converge, so the rotation of {} stopped before its rotated hooks: the servers accept both the old and the new values, and what still runs keeps working. Fix the cause, then run `cargo xtask rotate-secrets {} --secret {}` again: it finishes this rotation without making another new value",
+            names.join(", "),
+            s.env.name,
+            again,
+        ))
+    };
+    let after = |current: &BTreeMap<String, String>| -> Result<()> {
+        s.audited(COMMAND, &complete, || {
+            run_hooks(s, &r, &all, Phase::After, current)
+        })
+    };
     match s.store.delivery()? {
         Delivery::Runtime => {}
         Delivery::Fetch => {
             // The new versions are in the store: deliver them like a deploy.
-            let after = s.plan(&r)?;
+            let planned = s.plan(&r)?;
             s.audited(COMMAND, &deployed, || {
-                super::deliver::deploy(s, &r, &after, &opts)
-            })?;
-            run_hooks(s, &r, &steps, Phase::After, &current)?;
-            return done(s, &steps);
+                super::deliver::deploy(s, &r, &planned, &opts)
+            })
+            .map_err(stalled)?;
+            after(&current)?;
+            return done(s, &all);
         }
         Delivery::Reader(_) => {
             println!(
                 "the {} store keeps the versions itself; services read the new value at run time through the secrets reader, within its cache time (SECRETS_CACHE_SECONDS, default 60 s); nothing to redeploy",
                 s.store.kind()
             );
-            run_hooks(s, &r, &steps, Phase::After, &current)?;
-            return done(s, &steps);
+            after(&current)?;
+            return done(s, &all);
         }
     }
-    let runtime = s.audited(COMMAND, &deployed, || {
-        let runtime = s.runtime()?;
-        runtime.deploy(&current, &opts)?;
-        Ok(runtime)
-    })?;
-    run_hooks(s, &r, &steps, Phase::After, &current)?;
+    let runtime = s
+        .audited(COMMAND, &deployed, || {
+            let runtime = s.runtime()?;
+            runtime.deploy(&current, &opts)?;
+            Ok(runtime)
+        })
+        .map_err(stalled)?;
+    after(&current)?;
     if let Some(users) = runtime.users()? {
         let listed = s.store.list(&s.compare_key(&r)?)?;
-        let names: Vec<String> = steps.iter().map(|st| st.secret.clone()).collect();
+        let names: Vec<String> = all.iter().map(|st| st.secret.clone()).collect();
         let gone = plan::prune(&listed, &names, a.keep, &users);
         for l in plan::prune(&listed, &names, a.keep, &Default::default()) {
             if let Some(u) = users.get(&l.id) {
@@ -484,7 +595,7 @@ fn execute(s: &Session, plan: &[Step], a: &RotateArgs) -> Result<()> {
             println!("removed superseded versions: {}", shown.join(", "));
         }
     }
-    done(s, &steps)
+    done(s, &all)
 }
 
 fn done(s: &Session, steps: &[&Step]) -> Result<()> {
@@ -498,24 +609,141 @@ fn done(s: &Session, steps: &[&Step]) -> Result<()> {
     Ok(())
 }
 
-/// When a hook runs: before anything is swapped (`rotate_hook`), or once the
-/// rollout converged (`rotated_hook`).
+/// When a hook runs: before anything changes, to say whether it can do its
+/// work here (`check`); before anything is swapped (`rotate_hook`); or once
+/// the rollout converged (`rotated_hook`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    Check,
     Before,
     After,
 }
 
+impl Phase {
+    fn word(self) -> &'static str {
+        match self {
+            Phase::Check => "check",
+            Phase::Before => "before",
+            Phase::After => "after",
+        }
+    }
+}
+
+/// What every hook of this run is told besides its secret and phase: the
+/// runtime's own names and programs, the store and its delivery.
+fn hook_context(s: &Session) -> Result<Vec<(String, String)>> {
+    let mut out = s.runtime()?.hook_env();
+    out.push(("XTASK_STORE".into(), s.store.kind().name().into()));
+    let delivery = match s.store.delivery()? {
+        Delivery::Runtime => "runtime",
+        Delivery::Fetch => "fetch",
+        Delivery::Reader(_) => "reader",
+    };
+    out.push(("XTASK_DELIVERY".into(), delivery.into()));
+    Ok(out)
+}
+
+/// The roles of an alternating pair, for the hook of the secret that has
+/// one: the role in use before the rotation and the one after. `updates`
+/// holds the env file's new values before they are written (check phase).
+fn alternates(
+    s: &Session,
+    spec: &SecretSpec,
+    r: &resolve::Resolved,
+    updates: &[(String, SecretValue)],
+) -> Result<Vec<(String, String)>> {
+    let Some(u) = &spec.alternate_user else {
+        return Ok(Vec::new());
+    };
+    let user = s.manifest.secret(u)?;
+    let new = match updates.iter().find(|(k, _)| k == &user.env_key()) {
+        Some((_, v)) => v.expose_str().map(str::to_string),
+        None => r
+            .get(u)
+            .and_then(|d| d.value.expose_str())
+            .map(str::to_string),
+    }
+    .with_context(|| format!("{u} has no value in {}", r.file.shown))?;
+    Ok(vec![
+        ("XTASK_ALTERNATE_OLD".into(), other_user(&new)),
+        ("XTASK_ALTERNATE_NEW".into(), new),
+    ])
+}
+
+/// The check phase: every hook of the secrets about to rotate (or finish)
+/// says, before anything changes, whether it can do its work on this
+/// environment's runtime and store. A kept secret whose servers cannot be
+/// changed is refused here, with the hook's reason and fix; so is a kept
+/// secret under reader delivery, where no rollout tells when every service
+/// has moved to the new value.
+fn check_hooks(
+    s: &Session,
+    r: &resolve::Resolved,
+    names: &[String],
+    updates: &[(String, SecretValue)],
+) -> Result<()> {
+    let mut todo = Vec::new();
+    for name in names {
+        let spec = s.manifest.secret(name)?;
+        if !spec.kept_by.is_empty() && matches!(s.store.delivery()?, Delivery::Reader(_)) {
+            bail!(
+                "cannot rotate {name} in {}: {} keep(s) their own copy of it, and with delivery = \"reader\" services pick the new value up within their cache time, so no rollout tells when the old value may be refused. Use delivery = \"fetch\" for [environments.{}] in deploy/secrets.toml (the tool then redeploys and runs the hooks once every service has the new value); nothing was changed",
+                s.env.name,
+                spec.kept_by.join(", "),
+                s.env.name
+            );
+        }
+        let mut argvs: Vec<&Vec<String>> = [&spec.rotate_hook, &spec.rotated_hook]
+            .into_iter()
+            .filter(|v| !v.is_empty())
+            .collect();
+        argvs.dedup();
+        for argv in argvs {
+            todo.push((argv, spec, alternates(s, spec, r, updates)?));
+        }
+    }
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let context = hook_context(s)?;
+    let at = Where {
+        root: &s.root,
+        project: &s.manifest.project,
+        env: &s.env.name,
+        runtime: s.env.runtime.name(),
+        context: &context,
+    };
+    let at = &at;
+    let live = BTreeMap::new();
+    let live = &live;
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let running: Vec<_> = todo
+            .iter()
+            .map(|(argv, spec, alt)| {
+                scope.spawn(move || run_hook(at, argv, Phase::Check, &spec.name, None, alt, live))
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a hook thread panicked")))
+            })
+            .collect()
+    });
+    results.into_iter().collect()
+}
+
 /// Runs each changed secret's hook for `phase`, all at once: each changes a
-/// different service (a Swarm job each), so they need not wait for each other.
-/// `live` maps every secret to the version services use at that moment (hooks
-/// get them as XTASK_ID_*). Fails with the first failure after all finished.
+/// different server, so they need not wait for each other. `live` maps every
+/// secret to the version in the store at that moment (hooks get them as
+/// XTASK_ID_*). Fails with the first failure after all finished.
 fn run_hooks(
     s: &Session,
     r: &resolve::Resolved,
     steps: &[&Step],
     phase: Phase,
-    live: &std::collections::BTreeMap<String, String>,
+    live: &BTreeMap<String, String>,
 ) -> Result<()> {
     let mut todo = Vec::new();
     for st in steps {
@@ -523,25 +751,32 @@ fn run_hooks(
             .get(&st.secret)
             .context("a changed secret was not resolved")?;
         let argv = match phase {
-            Phase::Before => &d.spec.rotate_hook,
+            Phase::Check | Phase::Before => &d.spec.rotate_hook,
             Phase::After => &d.spec.rotated_hook,
         };
         if !argv.is_empty() {
-            todo.push((argv, d));
+            todo.push((argv, d, alternates(s, &d.spec, r, &[])?));
         }
     }
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let context = hook_context(s)?;
     let at = Where {
         root: &s.root,
         project: &s.manifest.project,
         env: &s.env.name,
         runtime: s.env.runtime.name(),
+        context: &context,
     };
     let at = &at;
     let results: Vec<Result<()>> = std::thread::scope(|scope| {
         let running: Vec<_> = todo
             .iter()
-            .map(|(argv, d)| {
-                scope.spawn(move || run_hook(at, argv, phase, &d.spec.name, &d.value, live))
+            .map(|(argv, d, alt)| {
+                scope.spawn(move || {
+                    run_hook(at, argv, phase, &d.spec.name, Some(&d.value), alt, live)
+                })
             })
             .collect();
         running
@@ -561,21 +796,14 @@ pub fn hook_env(
     env: (&str, &str),
     secret: &str,
     phase: Phase,
-    live: &std::collections::BTreeMap<String, String>,
+    live: &BTreeMap<String, String>,
 ) -> Vec<(String, String)> {
     let mut out = vec![
         ("XTASK_PROJECT".to_string(), project.to_string()),
         ("XTASK_ENV".to_string(), env.0.to_string()),
         ("XTASK_RUNTIME".to_string(), env.1.to_string()),
         ("XTASK_SECRET".to_string(), secret.to_string()),
-        (
-            "XTASK_PHASE".to_string(),
-            match phase {
-                Phase::Before => "before",
-                Phase::After => "after",
-            }
-            .to_string(),
-        ),
+        ("XTASK_PHASE".to_string(), phase.word().to_string()),
     ];
     for (name, id) in live {
         out.push((
@@ -592,40 +820,79 @@ struct Where<'a> {
     project: &'a str,
     env: &'a str,
     runtime: &'a str,
+    /// [`hook_context`]: the runtime's names and programs, store, delivery.
+    context: &'a [(String, String)],
 }
 
+/// Runs one hook for `phase` with `value` on stdin (none in the check phase,
+/// whose output is kept for the refusal). `alt` names the alternating roles.
 fn run_hook(
     s: &Where,
     argv: &[String],
     phase: Phase,
     name: &str,
-    value: &SecretValue,
-    live: &std::collections::BTreeMap<String, String>,
+    value: Option<&SecretValue>,
+    alt: &[(String, String)],
+    live: &BTreeMap<String, String>,
 ) -> Result<()> {
     let (prog, args) = argv.split_first().context("empty hook")?;
     let (key, after) = match phase {
+        Phase::Check => ("rotate_hook", ""),
         Phase::Before => (
             "rotate_hook",
             "nothing was swapped. The env file holds the new value: fix the hook and run rotate-secrets again",
         ),
         Phase::After => (
             "rotated_hook",
-            "the new value is live everywhere, but the old one may still be accepted: fix the hook and run it again (it reads the new value on stdin)",
+            "the new value is live everywhere, but the old one may still be accepted. Fix the cause, then run rotate-secrets again with the same --secret: it finishes this rotation (runs this hook again) without making another new value",
         ),
     };
-    println!("{name}: running its {key} ({prog})");
     let started = std::time::Instant::now();
     let fail = |why: String| anyhow::anyhow!("the {key} of {name} failed ({why}); {after}");
-    // std's Command rather than xshell: a hook may ignore its stdin, and a
-    // broken pipe then is not a failure; only its exit status is.
-    let mut child = std::process::Command::new(prog)
-        .args(args)
+    let mut cmd = std::process::Command::new(prog);
+    cmd.args(args)
         .current_dir(s.root)
         .envs(hook_env(s.project, (s.env, s.runtime), name, phase, live))
+        .envs(s.context.iter().cloned())
+        .envs(alt.iter().cloned());
+    if phase == Phase::Check {
+        let out = cmd
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot rotate {name}: its {key} ({prog}) cannot be started: {e}; nothing was changed"
+                )
+            })?;
+        if !out.status.success() {
+            let said = String::from_utf8_lossy(&out.stderr);
+            let said = said.trim();
+            let said = if said.is_empty() {
+                "it gave no reason".to_string()
+            } else {
+                said.to_string()
+            };
+            bail!(
+                "cannot rotate {name} in {} ({} runtime): its {key} ({prog}) answered the check that it cannot do its work here ({}): {said}\nNothing was changed. A hook says in its check phase (XTASK_PHASE=check) whether it can change the server's copy on this runtime and store; see docs/rotation.md",
+                s.env,
+                s.runtime,
+                out.status
+            );
+        }
+        println!(
+            "{name}: {key} done in {:.1}s (check phase)",
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+    println!("{name}: running its {key} ({prog})");
+    // std's Command rather than xshell: a hook may ignore its stdin, and a
+    // broken pipe then is not a failure; only its exit status is.
+    let mut child = cmd
         .stdin(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| fail(format!("cannot start {prog}: {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
+    if let (Some(mut stdin), Some(value)) = (child.stdin.take(), value) {
         match stdin.write_all(value.expose()) {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
                 return Err(fail(format!("cannot write to its stdin: {e}")));

@@ -98,6 +98,13 @@ impl ComposeRuntime {
 }
 
 impl Runtime for ComposeRuntime {
+    fn hook_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("XTASK_COMPOSE_PROJECT".into(), self.project()),
+            ("XTASK_DOCKER".into(), super::docker_program()),
+        ]
+    }
+
     fn check(&self) -> Result<Vec<String>> {
         let shown = self.file.display().to_string();
         let path = self.root.join(&self.file);

@@ -537,6 +537,23 @@ impl K8sRuntime {
 }
 
 impl Runtime for K8sRuntime {
+    fn hook_env(&self) -> Vec<(String, String)> {
+        let mut out = vec![
+            (
+                "XTASK_KUBECTL".into(),
+                self.kubectl.tool.bin.to_string_lossy().into_owned(),
+            ),
+            (
+                "XTASK_K8S_NAMESPACE".into(),
+                self.settings.namespace.clone(),
+            ),
+        ];
+        if let Some(c) = &self.settings.context {
+            out.push(("XTASK_K8S_CONTEXT".into(), c.clone()));
+        }
+        out
+    }
+
     fn check(&self) -> Result<Vec<String>> {
         if !self.root.join(&self.settings.manifests).exists() {
             return Ok(Vec::new());

@@ -91,6 +91,9 @@ pub trait Runtime {
     fn deploy(&self, current: &BTreeMap<String, String>, opts: &DeployOptions) -> Result<()>;
     /// How to stop what uses the secrets, for the refusal to remove them.
     fn stop_hint(&self) -> String;
+    /// What a rotate hook needs to reach this runtime's servers the way the
+    /// tool does (deploy/hooks/lib.sh): names and programs, never values.
+    fn hook_env(&self) -> Vec<(String, String)>;
 }
 
 pub struct Scope<'a> {
@@ -249,4 +252,12 @@ pub fn wait_until(
         }
         std::thread::sleep(every);
     }
+}
+
+/// The docker program the tool runs (`$DOCKER`, else `docker` from PATH),
+/// for hooks; a missing one is reported by the hook's own call.
+pub fn docker_program() -> String {
+    crate::docker::Docker::new()
+        .map(|d| d.tool.bin.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "docker".into())
 }

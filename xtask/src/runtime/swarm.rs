@@ -354,6 +354,16 @@ impl SwarmRuntime {
 }
 
 impl Runtime for SwarmRuntime {
+    fn hook_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("XTASK_STACK".into(), self.stack()),
+            (
+                "XTASK_DOCKER".into(),
+                self.docker.tool.bin.to_string_lossy().into_owned(),
+            ),
+        ]
+    }
+
     fn check(&self) -> Result<Vec<String>> {
         if !self.root.join(&self.stack_file).exists() {
             return Ok(Vec::new());
