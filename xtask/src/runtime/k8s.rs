@@ -142,9 +142,20 @@ pub fn check_workloads(
                     w.kind.to_ascii_lowercase(), w.name
                 ));
             }
+            // A kept_by workload mounts `<name>_kept` (the version it runs).
+            let kept = |r: &String| {
+                r.strip_suffix("_kept")
+                    .filter(|b| {
+                        manifest
+                            .secrets
+                            .iter()
+                            .any(|s| s.name == *b && s.kept_by.contains(&w.name))
+                    })
+                    .map_or_else(|| r.clone(), str::to_string)
+            };
             uses.entry(w.name.clone())
                 .or_default()
-                .extend(w.secrets.iter().cloned());
+                .extend(w.secrets.iter().map(kept));
         }
     }
     let defined: BTreeSet<String> = uses.values().flatten().cloned().collect();
@@ -380,10 +391,67 @@ impl K8sRuntime {
                 id.clone(),
             );
         }
+        vars.extend(self.kept_vars(current));
         vars.insert("XTASK_ENV".into(), self.env.clone());
         vars.insert("XTASK_PROJECT".into(), self.manifest.project.clone());
         vars.insert("XTASK_NAMESPACE".into(), self.kubectl.namespace.clone());
         vars
+    }
+
+    /// `XTASK_SECRET_<NAME>_KEPT` for each secret with `kept_by`: the version
+    /// the kept_by workloads mount now (their live pod template), else the
+    /// current one (not deployed yet). Those servers keep their own copy of
+    /// the credential and rotate it through a hook, so a rotation must not
+    /// restart them (a database, a cache with one writer), as under Swarm.
+    fn kept_vars(&self, current: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let kept: Vec<_> = self
+            .manifest
+            .secrets
+            .iter()
+            .filter(|s| !s.kept_by.is_empty())
+            .collect();
+        let mut out = BTreeMap::new();
+        if kept.is_empty() {
+            return out;
+        }
+        // One call; a missing namespace or workload keeps nothing.
+        let live: BTreeMap<String, Vec<String>> = self
+            .kubectl
+            .read(&["get", "deployments,statefulsets,daemonsets", "-o", "json"])
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| v["items"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|w| {
+                (
+                    text(w, "/metadata/name").to_string(),
+                    pod_secret_refs(&w["spec"]["template"]["spec"]),
+                )
+            })
+            .collect();
+        for spec in kept {
+            let Some(now) = current.get(&spec.name) else {
+                continue;
+            };
+            let name =
+                crate::store::k8s::object_name(&self.manifest.project, &self.env, &spec.name, 0);
+            let prefix = name.trim_end_matches('0');
+            let used = spec
+                .kept_by
+                .iter()
+                .filter_map(|w| live.get(w))
+                .flatten()
+                .find(|r| {
+                    r.strip_prefix(prefix)
+                        .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                });
+            out.insert(
+                format!("XTASK_SECRET_{}_KEPT", spec.name.to_ascii_uppercase()),
+                used.unwrap_or(now).clone(),
+            );
+        }
+        out
     }
 
     /// Polls until every workload rolled out, then confirms each with
