@@ -480,11 +480,27 @@ impl K8sRuntime {
                 waiting => Ok(waiting),
             },
         )?;
-        for (kind, name) in names {
-            let target = format!("{}/{name}", kind.to_ascii_lowercase());
-            self.kubectl
-                .read(&["rollout", "status", &target, "--timeout=60s"])?;
-        }
+        // `kubectl rollout status` takes one workload a call: all at once.
+        std::thread::scope(|scope| {
+            let calls: Vec<_> = names
+                .iter()
+                .map(|(kind, name)| {
+                    scope.spawn(move || {
+                        let target = format!("{}/{name}", kind.to_ascii_lowercase());
+                        self.kubectl
+                            .read(&["rollout", "status", &target, "--timeout=60s"])
+                            .map(|_| ())
+                    })
+                })
+                .collect();
+            calls
+                .into_iter()
+                .map(|c| {
+                    c.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a kubectl thread panicked")))
+                })
+                .collect::<Result<Vec<()>>>()
+        })?;
         Ok(())
     }
 
