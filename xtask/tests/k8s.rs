@@ -85,8 +85,11 @@ impl Drop for Cleanup {
             "--wait=true",
             "--timeout=90s",
         ]);
-        let _ = kubectl(&["delete", "pv", &self.pv, "--wait=false"]);
+        for pv in [self.pv.clone(), format!("{}-redis", self.pv)] {
+            let _ = kubectl(&["delete", "pv", &pv, "--wait=false"]);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(self.dir.with_extension("redis"));
     }
 }
 
@@ -97,28 +100,43 @@ fn make_volume(ns: &str, pv: &str, dir: &std::path::Path) {
 }
 
 /// [`make_volume`] with its own `xtask-test` label, out of [`sweep`]'s reach.
+/// Two hostPath volumes bound in advance to the claims of postgres and redis
+/// (the test cluster has no provisioner): `pv` at `dir`, `pv`-redis at
+/// `dir`.redis, open to redis's own user (the kubelet applies no fsGroup to a
+/// hostPath volume).
 fn make_labelled_volume(ns: &str, pv: &str, dir: &std::path::Path, label: &str) {
-    std::fs::create_dir_all(dir).unwrap();
-    let doc = format!(
-        r#"{{"apiVersion":"v1","kind":"PersistentVolume","metadata":{{"name":"{pv}","labels":{{"xtask-test":"{label}"}}}},
+    use std::os::unix::fs::PermissionsExt;
+    for (name, claim, dir) in [
+        (pv.to_string(), "data-postgres-0", dir.to_path_buf()),
+        (
+            format!("{pv}-redis"),
+            "data-redis-0",
+            dir.with_extension("redis"),
+        ),
+    ] {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let doc = format!(
+            r#"{{"apiVersion":"v1","kind":"PersistentVolume","metadata":{{"name":"{name}","labels":{{"xtask-test":"{label}"}}}},
 "spec":{{"capacity":{{"storage":"1Gi"}},"accessModes":["ReadWriteOnce"],"persistentVolumeReclaimPolicy":"Retain",
-"hostPath":{{"path":"{}"}},"claimRef":{{"namespace":"{ns}","name":"data-postgres-0"}}}}}}"#,
-        dir.display()
-    );
-    let mut c = Command::new("kubectl")
-        .args([
-            "apply",
-            "--server-side",
-            "--field-manager=xtask-test",
-            "-f",
-            "-",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(doc.as_bytes()).unwrap();
-    assert!(c.wait().unwrap().success(), "cannot create the volume");
+"hostPath":{{"path":"{}"}},"claimRef":{{"namespace":"{ns}","name":"{claim}"}}}}}}"#,
+            dir.display()
+        );
+        let mut c = Command::new("kubectl")
+            .args([
+                "apply",
+                "--server-side",
+                "--field-manager=xtask-test",
+                "-f",
+                "-",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(doc.as_bytes()).unwrap();
+        assert!(c.wait().unwrap().success(), "cannot create the volume");
+    }
 }
 
 /// Stale namespaces of earlier runs of this test (killed before cleaning up).

@@ -201,10 +201,19 @@ struct Stack {
     ns: String,
     pv: String,
     pv_dir: std::path::PathBuf,
+    /// In the environment of every run of the tool (a Vault's address).
+    extra: Vec<(String, String)>,
 }
 
 impl Stack {
     fn new() -> Stack {
+        Stack::new_on("backend = \"k8s\"", Vec::new())
+    }
+
+    /// The stack with production's store and runtime given by `backend`
+    /// (the lines after `[environments.production]`), and `extra` in the
+    /// environment of every run of the tool.
+    fn new_on(backend: &str, extra: Vec<(String, String)>) -> Stack {
         let repo = TempRepo::new();
         let id = unique();
         let project = format!("xks{}", &id[id.len().saturating_sub(9)..]);
@@ -218,18 +227,19 @@ impl Stack {
             )
             .replacen(
                 "[environments.production]\nbackend = \"swarm\"",
-                "[environments.production]\nbackend = \"k8s\"",
+                &format!("[environments.production]\n{backend}"),
                 1,
             );
         assert!(
             manifest.contains(&project)
-                && manifest.contains("[environments.production]\nbackend = \"k8s\""),
+                && manifest.contains(&format!("[environments.production]\n{backend}")),
             "the test's manifest edit no longer applies"
         );
         repo.write("deploy/secrets.toml", &manifest);
         let pv_dir = std::env::temp_dir().join(format!("xks-pv-{id}"));
         let s = Stack {
             repo,
+            extra,
             pv: format!("{project}-pg"),
             project,
             ns,
@@ -243,31 +253,44 @@ impl Stack {
 
     /// A hostPath volume bound in advance to postgres's claim (the test
     /// cluster has no provisioner).
+    /// hostPath volumes bound in advance to the claims of postgres and redis
+    /// (the test cluster has no provisioner); redis's is open to its own user
+    /// (the kubelet applies no fsGroup to a hostPath volume).
     fn make_volume(&self) {
-        std::fs::create_dir_all(&self.pv_dir).unwrap();
-        let doc = format!(
-            r#"{{"apiVersion":"v1","kind":"PersistentVolume","metadata":{{"name":"{}","labels":{{"xtask-test":"k8s-stack"}}}},
+        use std::os::unix::fs::PermissionsExt;
+        for (name, claim, dir) in [
+            (self.pv.clone(), "data-postgres-0", self.pv_dir.clone()),
+            (
+                format!("{}-redis", self.pv),
+                "data-redis-0",
+                self.pv_dir.with_extension("redis"),
+            ),
+        ] {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+            let doc = format!(
+                r#"{{"apiVersion":"v1","kind":"PersistentVolume","metadata":{{"name":"{name}","labels":{{"xtask-test":"k8s-stack"}}}},
 "spec":{{"capacity":{{"storage":"1Gi"}},"accessModes":["ReadWriteOnce"],"persistentVolumeReclaimPolicy":"Retain",
-"hostPath":{{"path":"{}"}},"claimRef":{{"namespace":"{}","name":"data-postgres-0"}}}}}}"#,
-            self.pv,
-            self.pv_dir.display(),
-            self.ns
-        );
-        let o = kubectl_stdin(
-            &[
-                "apply",
-                "--server-side",
-                "--field-manager=xtask-test",
-                "-f",
-                "-",
-            ],
-            doc.as_bytes(),
-        );
-        assert!(
-            o.status.success(),
-            "cannot create the volume: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+"hostPath":{{"path":"{}"}},"claimRef":{{"namespace":"{}","name":"{claim}"}}}}}}"#,
+                dir.display(),
+                self.ns
+            );
+            let o = kubectl_stdin(
+                &[
+                    "apply",
+                    "--server-side",
+                    "--field-manager=xtask-test",
+                    "-f",
+                    "-",
+                ],
+                doc.as_bytes(),
+            );
+            assert!(
+                o.status.success(),
+                "cannot create the volume: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
     }
 
     /// The real binary in the copy, with the stack's images.
@@ -282,6 +305,9 @@ impl Stack {
             ("GRAFANA_IMAGE", backend.as_str()),
             ("XTASK_IMAGE_PULL_POLICY", "Never"),
         ] {
+            c.env(k, v);
+        }
+        for (k, v) in &self.extra {
             c.env(k, v);
         }
         for (k, v) in envs {
@@ -544,8 +570,11 @@ impl Drop for Stack {
             "--wait=true",
             "--timeout=120s",
         ]);
-        let _ = kubectl(&["delete", "pv", &self.pv, "--wait=false"]);
+        for pv in [self.pv.clone(), format!("{}-redis", self.pv)] {
+            let _ = kubectl(&["delete", "pv", &pv, "--wait=false"]);
+        }
         let _ = std::fs::remove_dir_all(&self.pv_dir);
+        let _ = std::fs::remove_dir_all(self.pv_dir.with_extension("redis"));
     }
 }
 
@@ -1093,4 +1122,76 @@ fn a_failed_rollout_during_rotation_is_finished_by_a_re_run() {
     let (n, bad, _) = scan_host(&s.needles());
     assert!(bad.is_empty(), "after the re-run: {bad:?}");
     println!("after the re-run: {n} host processes, no secret value on a command line");
+}
+
+/// The same stack with an OpenBao store (Vault KV v2) and the k8s runtime,
+/// `delivery = "fetch"` (the default): deploy copies the values into
+/// versioned Kubernetes Secrets; a rotation writes the new version in
+/// OpenBao, runs the hooks in the server's pod, delivers and redeploys.
+#[test]
+fn openbao_store_on_k8s_rotates_postgres_password_under_load() {
+    let test = "openbao_store_on_k8s_rotates_postgres_password_under_load";
+    if !gate(test) || !support::openbao::bao_or_skip(test) {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    ensure_images();
+    let srv = support::openbao::DevServer::start();
+    let path = support::openbao::path().to_string_lossy().into_owned();
+    let s = Stack::new_on(
+        "store = \"vault\"\nruntime = \"k8s\"",
+        vec![
+            ("PATH".into(), path),
+            ("VAULT_ADDR".into(), srv.addr.clone()),
+            ("VAULT_TOKEN".into(), support::openbao::TOKEN.into()),
+            ("BAO_ADDR".into(), String::new()),
+            ("BAO_TOKEN".into(), String::new()),
+        ],
+    );
+    s.deploy();
+    let project = s.project.clone();
+    let in_vault = |name: &str| {
+        srv.text(&[
+            "kv",
+            "get",
+            "-mount=secret",
+            &format!("-field={name}"),
+            &format!("{project}/{ENV}/{name}"),
+        ])
+    };
+    let old = s.env();
+    assert_eq!(
+        sha256(&in_vault("postgres_password")),
+        sha256(&old["POSTGRES_PASSWORD"]),
+        "OpenBao holds the deployed password"
+    );
+    let (ok, why) = s.pg_accepts(&old["POSTGRES_USER"], &old["POSTGRES_PASSWORD"]);
+    assert!(ok, "PostgreSQL refuses the deployed credentials: {why}");
+    assert_clean_scan("before the rotation", &s);
+    let case = rotate_under_load(
+        &s,
+        "postgres_password (openbao store)",
+        &["--secret", "postgres_password"],
+    );
+    let new = s.env();
+    assert_ne!(
+        old["POSTGRES_USER"], new["POSTGRES_USER"],
+        "the user alternates"
+    );
+    assert_eq!(
+        sha256(&in_vault("postgres_password")),
+        sha256(&new["POSTGRES_PASSWORD"]),
+        "OpenBao holds the new password"
+    );
+    let (ok, why) = s.pg_accepts(&new["POSTGRES_USER"], &new["POSTGRES_PASSWORD"]);
+    assert!(ok, "the new credential: {why}");
+    let (ok, why) = s.pg_accepts(&old["POSTGRES_USER"], &old["POSTGRES_PASSWORD"]);
+    assert!(
+        !ok && why.contains("password authentication failed"),
+        "the old credential: {why}"
+    );
+    s.settle();
+    check_backends_read(&s, &new);
+    assert_clean_scan("after the rotation", &s);
+    figures(&s, &[case]);
 }

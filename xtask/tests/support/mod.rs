@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod flows;
+pub mod openbao;
 pub mod readers;
 
 use std::{
@@ -880,4 +881,10 @@ pub fn tls_pair() -> &'static (String, String, String) {
         let _ = std::fs::remove_dir_all(&dir);
         pair
     })
+}
+
+/// Whether this run is CI's (`CI` set, not `false` or `0`): a test that needs
+/// a server fails then instead of skipping.
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
