@@ -25,8 +25,9 @@
 #
 # From rotate-secrets: XTASK_PROJECT, XTASK_ENV, XTASK_RUNTIME, XTASK_STORE,
 # XTASK_DELIVERY, XTASK_SECRET, XTASK_PHASE, XTASK_ID_<NAME> (the live version
-# of each secret in the store), XTASK_ALTERNATE_OLD and XTASK_ALTERNATE_NEW
-# (the roles of an alternating pair), and per runtime XTASK_DOCKER,
+# of each secret in the store), XTASK_ALTERNATE_FILE (a 0600 file naming the
+# roles of an alternating pair, before and after, a line each), and per
+# runtime XTASK_DOCKER,
 # XTASK_STACK (swarm), XTASK_COMPOSE_PROJECT (compose), XTASK_KUBECTL,
 # XTASK_K8S_NAMESPACE and XTASK_K8S_CONTEXT (k8s). The new value is on stdin.
 set -euo pipefail

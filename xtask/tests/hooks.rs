@@ -104,6 +104,8 @@ fn run_hook_with(
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let alt = repo.path("alternate");
+    std::fs::write(&alt, "raqeem_production\nraqeem_production_b\n").unwrap();
     let mut child = Command::new(repo.path(hook))
         .current_dir(&repo.root)
         .env("PATH", path)
@@ -112,8 +114,7 @@ fn run_hook_with(
         .env("XTASK_RUNTIME", runtime)
         .env("XTASK_SECRET", "the_secret")
         .env("XTASK_PHASE", phase)
-        .env("XTASK_ALTERNATE_OLD", "raqeem_production")
-        .env("XTASK_ALTERNATE_NEW", "raqeem_production_b")
+        .env("XTASK_ALTERNATE_FILE", &alt)
         .env(
             "XTASK_ID_POSTGRES_USER",
             "raqeem_production_postgres_user_v2",

@@ -645,16 +645,18 @@ fn hook_context(s: &Session) -> Result<Vec<(String, String)>> {
 }
 
 /// The roles of an alternating pair, for the hook of the secret that has
-/// one: the role in use before the rotation and the one after. `updates`
-/// holds the env file's new values before they are written (check phase).
+/// one: the role in use before the rotation and the one after, a line each.
+/// `updates` holds the env file's new values before they are written (check
+/// phase). The hook reads them from a 0600 file (`XTASK_ALTERNATE_FILE`):
+/// user names are values of the env file too, kept out of environments.
 fn alternates(
     s: &Session,
     spec: &SecretSpec,
     r: &resolve::Resolved,
     updates: &[(String, SecretValue)],
-) -> Result<Vec<(String, String)>> {
+) -> Result<Option<SecretValue>> {
     let Some(u) = &spec.alternate_user else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
     let user = s.manifest.secret(u)?;
     let new = match updates.iter().find(|(k, _)| k == &user.env_key()) {
@@ -665,10 +667,34 @@ fn alternates(
             .map(str::to_string),
     }
     .with_context(|| format!("{u} has no value in {}", r.file.shown))?;
-    Ok(vec![
-        ("XTASK_ALTERNATE_OLD".into(), other_user(&new)),
-        ("XTASK_ALTERNATE_NEW".into(), new),
-    ])
+    Ok(Some(SecretValue::from_string(format!(
+        "{}\n{new}\n",
+        other_user(&new)
+    ))))
+}
+
+/// A private file for a hook (0600 in a 0700 folder of its own), removed on drop.
+struct HookFile {
+    dir: std::path::PathBuf,
+    path: std::path::PathBuf,
+}
+
+impl HookFile {
+    fn new(value: &SecretValue) -> Result<HookFile> {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("xtask-hook-{}-{n}", std::process::id()));
+        crate::fsutil::private_dir(&dir, 0o700)?;
+        let path = dir.join("alternate");
+        crate::fsutil::write_atomic(&path, value.expose(), 0o600, None)?;
+        Ok(HookFile { dir, path })
+    }
+}
+
+impl Drop for HookFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// The check phase: every hook of the secrets about to rotate (or finish)
@@ -721,7 +747,9 @@ fn check_hooks(
         let running: Vec<_> = todo
             .iter()
             .map(|(argv, spec, alt)| {
-                scope.spawn(move || run_hook(at, argv, Phase::Check, &spec.name, None, alt, live))
+                scope.spawn(move || {
+                    run_hook(at, argv, Phase::Check, &spec.name, None, alt.as_ref(), live)
+                })
             })
             .collect();
         running
@@ -776,7 +804,15 @@ fn run_hooks(
             .iter()
             .map(|(argv, d, alt)| {
                 scope.spawn(move || {
-                    run_hook(at, argv, phase, &d.spec.name, Some(&d.value), alt, live)
+                    run_hook(
+                        at,
+                        argv,
+                        phase,
+                        &d.spec.name,
+                        Some(&d.value),
+                        alt.as_ref(),
+                        live,
+                    )
                 })
             })
             .collect();
@@ -833,7 +869,7 @@ fn run_hook(
     phase: Phase,
     name: &str,
     value: Option<&SecretValue>,
-    alt: &[(String, String)],
+    alt: Option<&SecretValue>,
     live: &BTreeMap<String, String>,
 ) -> Result<()> {
     let (prog, args) = argv.split_first().context("empty hook")?;
@@ -854,8 +890,11 @@ fn run_hook(
     cmd.args(args)
         .current_dir(s.root)
         .envs(hook_env(s.project, (s.env, s.runtime), name, phase, live))
-        .envs(s.context.iter().cloned())
-        .envs(alt.iter().cloned());
+        .envs(s.context.iter().cloned());
+    let alt_file = alt.map(HookFile::new).transpose()?;
+    if let Some(f) = &alt_file {
+        cmd.env("XTASK_ALTERNATE_FILE", &f.path);
+    }
     if phase == Phase::Check {
         let out = cmd
             .stdin(std::process::Stdio::null())
