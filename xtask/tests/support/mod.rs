@@ -412,7 +412,9 @@ pub fn standin_image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let (probe, _) = static_binaries();
-        let hash = sha256_file(probe);
+        // The probe's hash and the layout's version (2: a /tmp for
+        // deploy/redis/start.sh, which runs as redis's own user).
+        let hash = format!("{}-2", sha256_file(probe));
         let labels = Command::new("docker")
             .args([
                 "image",
@@ -453,6 +455,7 @@ pub fn standin_image() -> &'static str {
                 r#"FROM scratch
 COPY busybox /bin/busybox
 RUN ["/bin/busybox", "--install", "-s", "/bin"]
+RUN ["/bin/busybox", "mkdir", "-m", "1777", "/tmp"]
 COPY rootfs/ /
 ENV PATH=/usr/local/bin:/bin
 ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]
