@@ -13,6 +13,7 @@ mod docker;
 mod engine_api;
 mod envfile;
 mod flags;
+mod forms;
 mod fsutil;
 mod git;
 mod keypair;
