@@ -68,6 +68,8 @@ pub struct ScanArgs {
 pub struct RunArgs {
     pub env: String,
     pub plain_env: bool,
+    /// `--no-mask`: the child's output passes as it is.
+    pub no_mask: bool,
     pub command: Vec<std::ffi::OsString>,
 }
 
@@ -314,6 +316,7 @@ fn operations(cli: Command) -> Command {
             .about("Run a command with an environment's secrets as files (SECRETS_DIR, <NAME>_FILE) in a private temporary folder")
             .arg(env())
             .arg(Arg::new("plain-env").long("plain-env").action(ArgAction::SetTrue).help("Pass the values as plain environment variables instead (less safe: children and crash dumps see them)"))
+            .arg(Arg::new("no-mask").long("no-mask").action(ArgAction::SetTrue).help("Do not replace secret values in the command's piped stdout and stderr by <redacted:NAME>"))
             .arg(Arg::new("command").value_name("COMMAND").required(true).num_args(1..).last(true).value_parser(value_parser!(std::ffi::OsString)).help("The command and its arguments, after --")),
     )
     .subcommand(
@@ -451,6 +454,7 @@ pub fn from_matches(m: ArgMatches) -> Result<Cmd> {
         "run" => Cmd::Run(RunArgs {
             env: m.get_one::<String>("env").cloned().unwrap_or_default(),
             plain_env: flag(m, "plain-env"),
+            no_mask: flag(m, "no-mask"),
             command: m
                 .get_many::<std::ffi::OsString>("command")
                 .map(|v| v.cloned().collect())

@@ -20,6 +20,7 @@ mod keypair;
 mod kube;
 mod lock;
 mod manifest;
+mod mask;
 mod migrate;
 mod output;
 mod plan;
