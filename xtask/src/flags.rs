@@ -26,6 +26,12 @@ pub enum Cmd {
         check: bool,
         json: bool,
     },
+    /// `diff <env-a> <env-b> [--json]`.
+    Diff {
+        a: String,
+        b: String,
+        json: bool,
+    },
     Bench {
         what: String,
         sizes: Vec<usize>,
@@ -250,6 +256,13 @@ fn base() -> Command {
                 .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON for machines (shape in docs/status-and-audit.md)")),
         )
         .subcommand(
+            Command::new("diff")
+                .about("What differs between two environments: keys in the manifest, env files and stores, policy, versions and ages, reused production values")
+                .arg(Arg::new("a").required(true).value_name("ENV_A").help("The first environment"))
+                .arg(Arg::new("b").required(true).value_name("ENV_B").help("The environment to compare it with"))
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON for machines (shape in docs/status-and-audit.md)")),
+        )
+        .subcommand(
             Command::new("migrate-env-to-secrets")
                 .about("Move the secrets of a plain .env into an environment's env file, show or make the compose changes, and set them up")
                 .arg(Arg::new("from").long("from").value_name("FILE").default_value(".env").help("The plain env file to migrate from (relative to the repository root)"))
@@ -406,6 +419,11 @@ pub fn from_matches(m: ArgMatches) -> Result<Cmd> {
         "status" => Cmd::Status {
             envs: names(m, "envs"),
             check: flag(m, "check"),
+            json: flag(m, "json"),
+        },
+        "diff" => Cmd::Diff {
+            a: m.get_one::<String>("a").cloned().unwrap_or_default(),
+            b: m.get_one::<String>("b").cloned().unwrap_or_default(),
             json: flag(m, "json"),
         },
         "migrate-env-to-secrets" => Cmd::MigrateEnvToSecrets(MigrateArgs {
