@@ -23,11 +23,14 @@ pub const MIN_MASKED: usize = 6;
 /// How long a held-back partial match waits for the rest of a value.
 pub const FLUSH_AFTER: Duration = Duration::from_millis(100);
 
-/// Every form of every value, grouped by first byte.
+/// Every form of every value, grouped by their first two bytes (every form
+/// has at least [`MIN_MASKED`]), and by the first alone for the last byte of
+/// a chunk.
 pub struct Needles {
     /// (form, replacement), the forms wiped on drop.
     list: Vec<(Zeroizing<Vec<u8>>, Vec<u8>)>,
     by_first: Vec<Vec<usize>>,
+    by_two: Vec<Vec<usize>>,
 }
 
 impl Needles {
@@ -49,10 +52,19 @@ impl Needles {
             }
         }
         let mut by_first = vec![Vec::new(); 256];
+        let mut by_two = vec![Vec::new(); 1 << 16];
         for (i, (b, _)) in list.iter().enumerate() {
             by_first[b[0] as usize].push(i);
+            by_two[pair(b[0], b[1])].push(i);
         }
-        (Needles { list, by_first }, short)
+        (
+            Needles {
+                list,
+                by_first,
+                by_two,
+            },
+            short,
+        )
     }
 
     pub fn is_empty(&self) -> bool {
@@ -67,6 +79,10 @@ impl Needles {
     }
 }
 
+fn pair(a: u8, b: u8) -> usize {
+    (a as usize) << 8 | b as usize
+}
+
 /// [`crate::forms::forms`] (which finds a value inside longer base64 text by
 /// the characters that depend on it alone), plus the whole base64 of the
 /// value on its own, padded and not, so that its last characters and padding
@@ -76,7 +92,7 @@ fn mask_forms(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
     let mut out: Vec<Zeroizing<Vec<u8>>> = crate::forms::forms(value)
         .into_iter()
         .map(|(_, b)| b)
-        .filter(|b| !b.is_empty())
+        .filter(|b| b.len() >= 2)
         .collect();
     for engine in [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD] {
         out.push(Zeroizing::new(engine.encode(value).into_bytes()));
@@ -125,7 +141,11 @@ impl<'a> Masker<'a> {
             let rest = &buf[i..];
             let mut best: Option<usize> = None;
             let mut partial = false;
-            for &n in &self.needles.by_first[buf[i] as usize] {
+            let candidates = match rest {
+                [a, b, ..] => &self.needles.by_two[pair(*a, *b)],
+                _ => &self.needles.by_first[buf[i] as usize],
+            };
+            for &n in candidates {
                 let form = &self.needles.list[n].0;
                 if rest.starts_with(form) {
                     if best.is_none_or(|b| self.needles.list[b].0.len() < form.len()) {
