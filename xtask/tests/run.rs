@@ -420,7 +420,7 @@ fn masking_throughput_is_printed() {
     assert!(st.success());
     let expected = std::fs::read(&data).unwrap();
     let data_arg = data.to_str().unwrap();
-    let mut time = |flags: &[&str]| {
+    let time = |flags: &[&str]| {
         let mut secs = Vec::new();
         for _ in 0..3 {
             let mut args = vec!["run", "develop"];
