@@ -26,6 +26,12 @@ pub enum Cmd {
         check: bool,
         json: bool,
     },
+    /// `diff <env-a> <env-b> [--json]`.
+    Diff {
+        a: String,
+        b: String,
+        json: bool,
+    },
     Bench {
         what: String,
         sizes: Vec<usize>,
@@ -68,6 +74,8 @@ pub struct ScanArgs {
 pub struct RunArgs {
     pub env: String,
     pub plain_env: bool,
+    /// `--no-mask`: the child's output passes as it is.
+    pub no_mask: bool,
     pub command: Vec<std::ffi::OsString>,
 }
 
@@ -248,6 +256,13 @@ fn base() -> Command {
                 .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON for machines (shape in docs/status-and-audit.md)")),
         )
         .subcommand(
+            Command::new("diff")
+                .about("What differs between two environments: keys in the manifest, env files and stores, policy, versions and ages, reused production values")
+                .arg(Arg::new("a").required(true).value_name("ENV_A").help("The first environment"))
+                .arg(Arg::new("b").required(true).value_name("ENV_B").help("The environment to compare it with"))
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON for machines (shape in docs/status-and-audit.md)")),
+        )
+        .subcommand(
             Command::new("migrate-env-to-secrets")
                 .about("Move the secrets of a plain .env into an environment's env file, show or make the compose changes, and set them up")
                 .arg(Arg::new("from").long("from").value_name("FILE").default_value(".env").help("The plain env file to migrate from (relative to the repository root)"))
@@ -314,6 +329,7 @@ fn operations(cli: Command) -> Command {
             .about("Run a command with an environment's secrets as files (SECRETS_DIR, <NAME>_FILE) in a private temporary folder")
             .arg(env())
             .arg(Arg::new("plain-env").long("plain-env").action(ArgAction::SetTrue).help("Pass the values as plain environment variables instead (less safe: children and crash dumps see them)"))
+            .arg(Arg::new("no-mask").long("no-mask").action(ArgAction::SetTrue).help("Do not replace secret values in the command's piped stdout and stderr by <redacted:NAME>"))
             .arg(Arg::new("command").value_name("COMMAND").required(true).num_args(1..).last(true).value_parser(value_parser!(std::ffi::OsString)).help("The command and its arguments, after --")),
     )
     .subcommand(
@@ -405,6 +421,11 @@ pub fn from_matches(m: ArgMatches) -> Result<Cmd> {
             check: flag(m, "check"),
             json: flag(m, "json"),
         },
+        "diff" => Cmd::Diff {
+            a: m.get_one::<String>("a").cloned().unwrap_or_default(),
+            b: m.get_one::<String>("b").cloned().unwrap_or_default(),
+            json: flag(m, "json"),
+        },
         "migrate-env-to-secrets" => Cmd::MigrateEnvToSecrets(MigrateArgs {
             from: m
                 .get_one::<String>("from")
@@ -451,6 +472,7 @@ pub fn from_matches(m: ArgMatches) -> Result<Cmd> {
         "run" => Cmd::Run(RunArgs {
             env: m.get_one::<String>("env").cloned().unwrap_or_default(),
             plain_env: flag(m, "plain-env"),
+            no_mask: flag(m, "no-mask"),
             command: m
                 .get_many::<std::ffi::OsString>("command")
                 .map(|v| v.cloned().collect())

@@ -681,15 +681,32 @@ pub fn render_template(
     Ok(SecretValue::new(out.as_bytes().to_vec()))
 }
 
-/// A production value must not be used anywhere else. Compares random-kind
-/// values with every other environment's env file (where readable) on the
-/// production side of the pair, without printing either.
-fn reuse_problems(
+/// One value the reuse rule forbids: a password or key of one environment
+/// that holds the same value as in another, where one of the two is a
+/// production environment. Names and places only, never the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reuse {
+    pub secret: String,
+    /// The env-file key (`POSTGRES_PASSWORD`).
+    pub key: String,
+    /// The other environment, and where its env file holds the value (`file:line`).
+    pub other: String,
+    pub other_at: String,
+    /// The production environment of the pair, and the one that must get a new value.
+    pub production: String,
+    pub renew_in: String,
+}
+
+/// A production value must not be used anywhere else. Compares the
+/// random-kind `values` of `env` (secret, value) with every other
+/// environment's env file (where readable) when either of the two is a
+/// production environment, in memory and in constant time.
+pub fn reuses(
     root: &Path,
     manifest: &Manifest,
     env: &Environment,
-    desired: &[Desired],
-) -> Vec<String> {
+    values: &[(&SecretSpec, &SecretValue)],
+) -> Vec<Reuse> {
     let mut out = Vec::new();
     for other in manifest.environments.values() {
         if other.name == env.name || !(other.production || env.production) {
@@ -701,28 +718,51 @@ fn reuse_problems(
         let Ok(f) = EnvFile::load(&path, shown) else {
             continue;
         };
-        for d in desired.iter().filter(|d| d.spec.kind.is_random()) {
-            if let Some(e) = f.get(&d.spec.env_key())
-                && e.value.ct_eq(&d.value)
+        for (spec, value) in values.iter().filter(|(s, _)| s.kind.is_random()) {
+            if let Some(e) = f.get(&spec.env_key())
+                && e.value.ct_eq(value)
             {
-                let (prod, _) = if other.production {
-                    (other, env)
-                } else {
-                    (env, other)
+                let (prod, renew) = match other.production {
+                    true => (other, env),
+                    false => (env, other),
                 };
-                out.push(format!(
-                    "{}: {} has the same value as in {} ({}); {} values must not be reused, generate a new one for {}",
-                    d.origin,
-                    d.spec.env_key(),
-                    other.name,
-                    f.at(&d.spec.env_key()),
-                    prod.name,
-                    if other.production { &env.name } else { &other.name },
-                ));
+                out.push(Reuse {
+                    secret: spec.name.clone(),
+                    key: spec.env_key(),
+                    other: other.name.clone(),
+                    other_at: f.at(&spec.env_key()),
+                    production: prod.name.clone(),
+                    renew_in: renew.name.clone(),
+                });
             }
         }
     }
     out
+}
+
+/// [`reuses`] of the resolved values, as validation problems.
+fn reuse_problems(
+    root: &Path,
+    manifest: &Manifest,
+    env: &Environment,
+    desired: &[Desired],
+) -> Vec<String> {
+    let values: Vec<(&SecretSpec, &SecretValue)> =
+        desired.iter().map(|d| (&d.spec, &d.value)).collect();
+    reuses(root, manifest, env, &values)
+        .into_iter()
+        .map(|r| {
+            let origin = desired
+                .iter()
+                .find(|d| d.spec.name == r.secret)
+                .map(|d| d.origin.as_str())
+                .unwrap_or_default();
+            format!(
+                "{origin}: {} has the same value as in {} ({}); {} values must not be reused, generate a new one for {}",
+                r.key, r.other, r.other_at, r.production, r.renew_in
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod check;
 mod completions;
 mod deliver;
 mod deploy;
+mod diff;
 mod generate_secret;
 mod list_secrets;
 mod migrate_env_to_secrets;
@@ -48,6 +49,7 @@ pub fn run(cmd: Cmd, root: &Path) -> Result<()> {
         Cmd::Deploy(e, a) => deploy::run(root, &e, a),
         Cmd::Check => check::run(root),
         Cmd::Status { envs, check, json } => status::run(root, &envs, check, json),
+        Cmd::Diff { a, b, json } => diff::run(root, &a, &b, json),
         Cmd::MigrateEnvToSecrets(a) => migrate_env_to_secrets::run(root, a),
         Cmd::AdoptSecrets(e, dry_run) => adopt_secrets::run(root, &e, dry_run),
         Cmd::Bench { what, sizes } => crate::bench::run(root, &what, &sizes),

@@ -9,6 +9,12 @@
 //! is waited for). Only SIGKILL cannot be caught; the next run removes folders
 //! whose tool process is gone. Signals are caught with `libc` (already built
 //! for `rand` and `which`, so it costs no build time): std has no signal API.
+//!
+//! Masking (unless `--no-mask`): the child's stdout and stderr, when they are
+//! not a terminal, go through a pipe and [`crate::mask`] replaces every form of
+//! every value by `<redacted:NAME>` before they are passed on, one read at a
+//! time. A stream that is a terminal stays the child's own (line editing,
+//! colours, `isatty` checks keep working) and is not masked; a note says so.
 
 use std::{
     ffi::OsString,
@@ -17,14 +23,19 @@ use std::{
         fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     },
     path::{Path, PathBuf},
-    process::{Command, ExitStatus},
+    process::{Command, ExitStatus, Stdio},
     sync::atomic::{AtomicI32, Ordering},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
 
-use crate::{flags::RunArgs, manifest::Manifest, output, resolve};
+use crate::{
+    flags::RunArgs,
+    manifest::Manifest,
+    mask::{self, Masker, Needles},
+    output, resolve,
+};
 
 /// How long a child may take to exit after a forwarded SIGTERM before it is killed.
 const GRACE: Duration = Duration::from_secs(10);
@@ -68,23 +79,127 @@ pub fn run(root: &Path, a: RunArgs) -> Result<()> {
         c.env("SECRETS_DIR", &dir.0);
         Some(dir)
     };
+    let needles = match a.no_mask {
+        true => None,
+        false => Some(masking(&mut c, &r)),
+    };
     let code = match SIGNAL.load(Ordering::SeqCst) {
         // Interrupted before the command started: it never runs.
-        0 => exit_code(supervise(&mut c, program)?),
+        0 => exit_code(supervise(&mut c, program, needles.as_ref())?),
         sig => 128 + sig,
     };
     drop(dir);
     std::process::exit(code);
 }
 
-/// Starts the child and waits for it, passing on the signals the tool gets.
-fn supervise(c: &mut Command, program: &OsString) -> Result<ExitStatus> {
+/// The values to mask, and pipes for the child's stdout and stderr where
+/// they are not a terminal. Says which values are too short to mask and
+/// which stream is left unmasked on a terminal.
+fn masking(c: &mut Command, r: &resolve::Resolved) -> Needles {
+    use std::io::IsTerminal;
+    let (needles, short) = Needles::new(
+        r.desired
+            .iter()
+            .map(|d| (d.spec.env_key(), d.value.expose())),
+    );
+    if !short.is_empty() {
+        output::warn(&format!(
+            "{} shorter than {} bytes, not masked in the command's output: {}",
+            if short.len() == 1 {
+                "a value is"
+            } else {
+                "values are"
+            },
+            mask::MIN_MASKED,
+            short.join(", ")
+        ));
+    }
+    let mut on_terminal = Vec::new();
+    if std::io::stdout().is_terminal() {
+        on_terminal.push("stdout");
+    } else {
+        c.stdout(Stdio::piped());
+    }
+    if std::io::stderr().is_terminal() {
+        on_terminal.push("stderr");
+    } else {
+        c.stderr(Stdio::piped());
+    }
+    if !on_terminal.is_empty() && !needles.is_empty() {
+        eprintln!(
+            "note: the command writes to the terminal directly ({}); what it prints there is not masked (pipe it, e.g. `| cat`, to mask it)",
+            on_terminal.join(", ")
+        );
+    }
+    needles
+}
+
+/// Copies a child's pipe to `dst`, masked, one read at a time. A partial
+/// match held back is let go after [`mask::FLUSH_AFTER`] without more
+/// output. When `dst` fails (a closed pipe downstream), the pipe is closed,
+/// so the child gets SIGPIPE as it would in a shell pipeline.
+fn pump(
+    mut src: impl std::io::Read + std::os::fd::AsRawFd,
+    mut dst: impl std::io::Write,
+    needles: &Needles,
+) {
+    let mut m = Masker::new(needles);
+    let mut buf = zeroize::Zeroizing::new(vec![0u8; 64 * 1024]);
+    let mut send = |bytes: Vec<u8>| -> bool {
+        bytes.is_empty() || (dst.write_all(&bytes).is_ok() && dst.flush().is_ok())
+    };
+    loop {
+        if m.holding() {
+            let mut pfd = libc::pollfd {
+                fd: src.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = mask::FLUSH_AFTER.as_millis() as libc::c_int;
+            // SAFETY: one valid pollfd for a descriptor this function owns.
+            if unsafe { libc::poll(&mut pfd, 1, ms) } == 0 {
+                if !send(m.flush()) {
+                    return;
+                }
+                continue;
+            }
+        }
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        if !send(m.push(&buf[..n])) {
+            return;
+        }
+    }
+    send(m.flush());
+}
+
+/// Starts the child and waits for it, passing on the signals the tool gets;
+/// with `needles`, copies its piped output masked until the pipes close.
+fn supervise(c: &mut Command, program: &OsString, needles: Option<&Needles>) -> Result<ExitStatus> {
     let mut child = c.spawn().with_context(|| {
         format!(
             "cannot start {}; check the command's name and that it is on PATH",
             Path::new(program).display()
         )
     })?;
+    let (out, err) = (child.stdout.take(), child.stderr.take());
+    std::thread::scope(|s| {
+        if let (Some(n), Some(p)) = (needles, out) {
+            s.spawn(move || pump(p, std::io::stdout(), n));
+        }
+        if let (Some(n), Some(p)) = (needles, err) {
+            s.spawn(move || pump(p, std::io::stderr(), n));
+        }
+        wait(&mut child)
+    })
+}
+
+/// Waits for the child, passing on the signals the tool gets.
+fn wait(child: &mut std::process::Child) -> Result<ExitStatus> {
     let pid = child.id() as libc::pid_t;
     let mut term_at: Option<Instant> = None;
     loop {

@@ -342,7 +342,7 @@ fn row_findings(
 }
 
 /// Reads one environment; every failure becomes a note or `unreachable`.
-fn gather(root: &Path, manifest: &Manifest, name: &str) -> EnvView {
+pub fn gather(root: &Path, manifest: &Manifest, name: &str) -> EnvView {
     let env = match manifest.env(name) {
         Ok(e) => e,
         Err(e) => {
