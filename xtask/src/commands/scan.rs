@@ -4,7 +4,13 @@
 //! (history). Values are read in this process and compared in memory: git is
 //! asked only for file names and blob contents, through pipes, so no value
 //! ever reaches an argument vector; findings name the place, the environment
-//! and the secret, never the value.
+//! and the secret, never the value, with the command that rotates it.
+//!
+//! Only the values the env files hold now are searched, so every finding is
+//! "current now": the tool keeps no superseded value on this machine (an env
+//! file is rewritten in place, the compose store has no versions, swarm
+//! secrets cannot be read back, backups are encrypted), and the audit log
+//! records when a value changed, never the value.
 
 use std::{
     collections::BTreeSet,
@@ -41,6 +47,9 @@ const URL_PART: &AsciiSet = &NON_ALPHANUMERIC
 pub struct Needle {
     pub env: String,
     pub key: String,
+    /// The manifest's name of the secret (what `rotate-secrets --secret`
+    /// takes); `None` for the fingerprint key, which no command rotates.
+    pub secret: Option<String>,
     pub form: &'static str,
     bytes: Zeroizing<Vec<u8>>,
 }
@@ -52,6 +61,55 @@ pub struct Finding {
     pub env: String,
     pub key: String,
     pub form: &'static str,
+    pub secret: Option<String>,
+}
+
+impl Finding {
+    fn of(place: String, n: &Needle) -> Finding {
+        Finding {
+            place,
+            env: n.env.clone(),
+            key: n.key.clone(),
+            form: n.form,
+            secret: n.secret.clone(),
+        }
+    }
+
+    /// Pure: the finding's line. Every value searched is an env file's value
+    /// now, so each is "current now"; the line names what rotates it.
+    pub fn line(&self) -> String {
+        let fix = match &self.secret {
+            Some(name) => format!(
+                "rotate: `cargo xtask rotate-secrets {} --secret {name}`",
+                self.env
+            ),
+            None => format!(
+                "the key of {}'s fingerprints (no service reads it; nothing rotates it: see docs/operations.md)",
+                self.env
+            ),
+        };
+        format!(
+            "{}: {} {} ({}), current now; {fix}",
+            self.place, self.env, self.key, self.form
+        )
+    }
+}
+
+/// Pure: one `rotate-secrets` command per environment for every secret found.
+pub fn rotate_commands(findings: &BTreeSet<Finding>) -> Vec<String> {
+    let mut by_env: std::collections::BTreeMap<&str, BTreeSet<&str>> = Default::default();
+    for f in findings {
+        if let Some(s) = &f.secret {
+            by_env.entry(&f.env).or_default().insert(s);
+        }
+    }
+    by_env
+        .into_iter()
+        .map(|(env, names)| {
+            let args: Vec<String> = names.iter().map(|n| format!("--secret {n}")).collect();
+            format!("cargo xtask rotate-secrets {env} {}", args.join(" "))
+        })
+        .collect()
 }
 
 pub fn run(root: &Path, a: ScanArgs) -> Result<()> {
@@ -109,14 +167,21 @@ pub fn run(root: &Path, a: ScanArgs) -> Result<()> {
         return Ok(());
     }
     for f in &findings {
-        println!("{}: {} {} ({})", f.place, f.env, f.key, f.form);
+        println!("{}", f.line());
     }
     if !unread.is_empty() {
         return Err(could_not_look(findings.len()));
     }
+    let commands = rotate_commands(&findings);
     bail!(
-        "{} finding(s) of current secret values in {what}: each named secret is exposed. Rotate it (`cargo xtask rotate-secrets ENV --secret NAME`), remove it from the files, and if it was committed, from history too",
-        findings.len()
+        "{} finding(s) of current secret values in {what}: each named secret is exposed. Rotate {} ({}), remove the value from the files, and if it was committed, from history too",
+        findings.len(),
+        if commands.len() == 1 { "it" } else { "them" },
+        commands
+            .iter()
+            .map(|c| format!("`{c}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
@@ -134,7 +199,7 @@ fn needles(root: &Path, manifest: &Manifest) -> Result<(Vec<Needle>, usize, usiz
         }
         let file = EnvFile::load(&path, shown.clone())?;
         let base = path.parent().unwrap_or(root);
-        let mut add = |key: String, value: &[u8]| {
+        let mut add = |key: String, secret: Option<&str>, value: &[u8]| {
             if value.len() < MIN_SCANNED {
                 skipped += 1;
                 return;
@@ -144,13 +209,14 @@ fn needles(root: &Path, manifest: &Manifest) -> Result<(Vec<Needle>, usize, usiz
                 out.push(Needle {
                     env: env.name.clone(),
                     key: key.clone(),
+                    secret: secret.map(str::to_string),
                     form,
                     bytes,
                 });
             }
         };
         if let Some(e) = file.get(resolve::FINGERPRINT_KEY) {
-            add(resolve::FINGERPRINT_KEY.into(), e.value.expose());
+            add(resolve::FINGERPRINT_KEY.into(), None, e.value.expose());
         }
         for spec in manifest.secrets_for(&env.name) {
             let key = spec.env_key();
@@ -160,7 +226,9 @@ fn needles(root: &Path, manifest: &Manifest) -> Result<(Vec<Needle>, usize, usiz
                 // from parts that are searched themselves.
                 Kind::Username | Kind::Derived => {}
                 // An inline PEM is the value itself.
-                Kind::File if resolve::inline_pem(e.value.expose()) => add(key, e.value.expose()),
+                Kind::File if resolve::inline_pem(e.value.expose()) => {
+                    add(key, Some(&spec.name), e.value.expose())
+                }
                 Kind::File => {
                     let rel = e.value.expose_str().filter(|v| resolve::plausible_path(v));
                     let Some(rel) = rel else {
@@ -172,7 +240,7 @@ fn needles(root: &Path, manifest: &Manifest) -> Result<(Vec<Needle>, usize, usiz
                     };
                     let p = base.join(rel);
                     match std::fs::read(&p) {
-                        Ok(bytes) => add(key, &Zeroizing::new(bytes)),
+                        Ok(bytes) => add(key, Some(&spec.name), &Zeroizing::new(bytes)),
                         Err(err) => unread.push(format!(
                             "{}: {key} names {}, which cannot be read ({err}); it is not searched",
                             file.at(&key),
@@ -180,7 +248,7 @@ fn needles(root: &Path, manifest: &Manifest) -> Result<(Vec<Needle>, usize, usiz
                         )),
                     }
                 }
-                _ => add(key, e.value.expose()),
+                _ => add(key, Some(&spec.name), e.value.expose()),
             }
         }
     }
@@ -298,12 +366,7 @@ impl<'a> Matcher<'a> {
 
 fn record(out: &mut Vec<Finding>, place: impl Fn(usize) -> String, hits: Vec<(usize, &Needle)>) {
     for (line, n) in hits {
-        out.push(Finding {
-            place: place(line),
-            env: n.env.clone(),
-            key: n.key.clone(),
-            form: n.form,
-        });
+        out.push(Finding::of(place(line), n));
     }
 }
 
@@ -384,28 +447,70 @@ fn history(git: &Tool, root: &Path, m: &Matcher) -> Result<Vec<Finding>> {
             hits.push((sha.clone(), path.clone(), line, n));
         }
     })?;
-    let mut out = Vec::new();
-    for (sha, path, line, n) in hits {
-        let commits = git.read(
-            &[
-                "log",
-                "--all",
-                "--reverse",
-                "--format=%h",
-                "--find-object",
-                &sha,
-            ],
-            "",
-        )?;
-        let first = commits.lines().next().unwrap_or("?");
-        out.push(Finding {
-            place: format!("commit {first} {path}:{line}"),
-            env: n.env.clone(),
-            key: n.key.clone(),
-            form: n.form,
-        });
+    if hits.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(out)
+    let wanted: BTreeSet<&str> = hits.iter().map(|h| h.0.as_str()).collect();
+    let log = git.read(
+        &[
+            "log",
+            "--all",
+            "--reverse",
+            "--format=%H",
+            "--raw",
+            "--no-abbrev",
+            "--no-renames",
+        ],
+        "run the scan inside a git repository with at least one commit",
+    )?;
+    let first = first_commits(&log, &wanted);
+    // `--no-abbrev` gives full commit ids too: git's own short forms, in one call.
+    let full: Vec<&str> = first
+        .values()
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut args = vec!["rev-parse", "--short"];
+    args.extend(&full);
+    let short = git.read(&args, "")?;
+    let short: std::collections::HashMap<&str, &str> =
+        full.iter().copied().zip(short.lines()).collect();
+    Ok(hits
+        .into_iter()
+        .map(|(sha, path, line, n)| {
+            let commit = first
+                .get(sha.as_str())
+                .and_then(|c| short.get(c))
+                .copied()
+                .unwrap_or("?");
+            Finding::of(format!("commit {commit} {path}:{line}"), n)
+        })
+        .collect())
+}
+
+/// Pure: for each wanted blob, the first commit in `git log --reverse
+/// --format=%H --raw --no-abbrev` output whose diff adds or changes a file to
+/// it (what `git log --find-object` names, for every blob in one pass).
+fn first_commits<'a>(
+    log: &'a str,
+    wanted: &BTreeSet<&str>,
+) -> std::collections::HashMap<&'a str, &'a str> {
+    let mut first = std::collections::HashMap::new();
+    let mut commit = "?";
+    for l in log.lines() {
+        if let Some(raw) = l.strip_prefix(':') {
+            // `:old-mode new-mode old-sha new-sha status\tpath`
+            if let Some(new) = raw.split(' ').nth(3)
+                && wanted.contains(new)
+            {
+                first.entry(new).or_insert(commit);
+            }
+        } else if !l.is_empty() {
+            commit = l;
+        }
+    }
+    first
 }
 
 /// Reads blobs through one `git cat-file --batch` pipe: ids on its stdin,
@@ -498,6 +603,7 @@ mod tests {
             .map(|(form, bytes)| Needle {
                 env: "e".into(),
                 key: "K".into(),
+                secret: Some("k".into()),
                 form,
                 bytes,
             })
@@ -533,6 +639,55 @@ mod tests {
         let hits = m.find(b"url=postgres://u:s3cr3t%2fvalue%2bwith%3fodd%3ebytes~~@h\n");
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].1.form, "percent-encoded");
+    }
+
+    #[test]
+    fn the_first_commit_of_each_blob_comes_from_one_log() {
+        let a = "a".repeat(40);
+        let b = "b".repeat(40);
+        let z = "0".repeat(40);
+        let log = format!(
+            "1111111\n\n:000000 100644 {z} {a} A\tx.env\n2222222\n\n:100644 100644 {a} {b} M\tx.env\n:000000 100644 {z} {a} A\tcopy.env\n3333333\n"
+        );
+        let wanted: BTreeSet<&str> = [a.as_str(), b.as_str(), "c"].into();
+        let first = first_commits(&log, &wanted);
+        assert_eq!(first.get(a.as_str()), Some(&"1111111"));
+        assert_eq!(first.get(b.as_str()), Some(&"2222222"));
+        assert_eq!(first.get("c"), None);
+    }
+
+    #[test]
+    fn a_finding_names_the_command_that_rotates_it() {
+        let f = |env: &str, key: &str, secret: Option<&str>| Finding {
+            place: "a.txt:1".into(),
+            env: env.into(),
+            key: key.into(),
+            form: "plain",
+            secret: secret.map(str::to_string),
+        };
+        assert_eq!(
+            f("develop", "JWT_SECRET", Some("jwt_secret")).line(),
+            "a.txt:1: develop JWT_SECRET (plain), current now; rotate: `cargo xtask rotate-secrets develop --secret jwt_secret`"
+        );
+        assert!(
+            f("develop", "XTASK_FINGERPRINT_KEY", None)
+                .line()
+                .contains("nothing rotates it")
+        );
+        let all: BTreeSet<Finding> = [
+            f("develop", "JWT_SECRET", Some("jwt_secret")),
+            f("develop", "REDIS_PASSWORD", Some("redis_password")),
+            f("staging", "JWT_SECRET", Some("jwt_secret")),
+            f("staging", "XTASK_FINGERPRINT_KEY", None),
+        ]
+        .into();
+        assert_eq!(
+            rotate_commands(&all),
+            [
+                "cargo xtask rotate-secrets develop --secret jwt_secret --secret redis_password",
+                "cargo xtask rotate-secrets staging --secret jwt_secret",
+            ]
+        );
     }
 
     #[test]
