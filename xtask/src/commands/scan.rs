@@ -464,18 +464,17 @@ fn history(git: &Tool, root: &Path, m: &Matcher) -> Result<Vec<Finding>> {
         "run the scan inside a git repository with at least one commit",
     )?;
     let first = first_commits(&log, &wanted);
-    // `--no-abbrev` gives full commit ids too: git's own short forms, in one call.
-    let full: Vec<&str> = first
-        .values()
-        .copied()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let mut args = vec!["rev-parse", "--short"];
-    args.extend(&full);
-    let short = git.read(&args, "")?;
+    // `--no-abbrev` gives full commit ids too: git's own short forms, in one
+    // call with the ids on stdin.
+    let full: BTreeSet<&str> = first.values().copied().collect();
+    let ids: String = full.iter().map(|c| format!("{c}\n")).collect();
+    let pairs = git.run_with_stdin(
+        &["log", "--stdin", "--no-walk=unsorted", "--format=%H %h"],
+        ids.as_bytes(),
+        "",
+    )?;
     let short: std::collections::HashMap<&str, &str> =
-        full.iter().copied().zip(short.lines()).collect();
+        pairs.lines().filter_map(|l| l.split_once(' ')).collect();
     Ok(hits
         .into_iter()
         .map(|(sha, path, line, n)| {
