@@ -460,3 +460,152 @@ fn scan_finds_what_gitleaks_finds_and_the_encoded_values_it_misses() {
         history.stderr
     );
 }
+
+/// A `git fast-import` stream of `n` commits on `refs/heads/generated`, from
+/// `parent`: 24 source files of 80 lines, two changed by each commit; every
+/// 60th commit adds `config/leak-<i>.env` holding `API_KEY=<api>` and the
+/// next removes it; every 100th adds the base64 of a JSON config holding `pw`.
+fn history_stream(parent: &str, n: usize, api: &str, pw: &str) -> Vec<u8> {
+    let mut files: Vec<Vec<String>> = (0..24)
+        .map(|f| {
+            (0..80)
+                .map(|l| {
+                    format!("    let value_{f}_{l} = compute({f}, {l}); // step {l} of module {f}")
+                })
+                .collect()
+        })
+        .collect();
+    let mut out = Vec::new();
+    let data = |out: &mut Vec<u8>, text: &str| {
+        out.extend_from_slice(format!("data {}\n", text.len()).as_bytes());
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'\n');
+    };
+    for c in 0..n {
+        out.extend_from_slice(b"commit refs/heads/generated\n");
+        out.extend_from_slice(
+            format!(
+                "committer t <t@t.invalid> {} +0000\n",
+                1_700_000_000 + c * 60
+            )
+            .as_bytes(),
+        );
+        data(&mut out, &format!("change {c}"));
+        if c == 0 {
+            out.extend_from_slice(format!("from {parent}\n").as_bytes());
+        }
+        for f in [c % 24, (c * 7 + 3) % 24] {
+            files[f][(c * 13) % 80] =
+                format!("    audit(\"commit {c} changed this line\"); // {f}");
+            out.extend_from_slice(
+                format!("M 100644 inline src/generated/module_{f}.rs\n").as_bytes(),
+            );
+            let text = format!("fn module_{f}() {{\n{}\n}}\n", files[f].join("\n"));
+            data(&mut out, &text);
+        }
+        if c % 60 == 30 {
+            out.extend_from_slice(format!("M 100644 inline config/leak-{c}.env\n").as_bytes());
+            data(&mut out, &format!("# local settings\nAPI_KEY={api}\n"));
+        }
+        if c % 60 == 31 {
+            out.extend_from_slice(format!("D config/leak-{}.env\n", c - 1).as_bytes());
+        }
+        if c % 100 == 50 {
+            out.extend_from_slice(format!("M 100644 inline deploy/config-{c}.yaml\n").as_bytes());
+            let json = format!("{{\"db\":{{\"user\":\"app\",\"password\":\"{pw}\"}}}}");
+            data(&mut out, &format!("config: {}\n", b64(&json)));
+        }
+    }
+    out
+}
+
+fn median(mut d: Vec<Duration>) -> Duration {
+    d.sort();
+    d[d.len() / 2]
+}
+
+#[test]
+fn scan_history_against_gitleaks_git_timed() {
+    let Some(bin) = gitleaks_or_skip("scan_history_against_gitleaks_git_timed") else {
+        return;
+    };
+    const COMMITS: usize = 300;
+    let repo = TempRepo::new();
+    let reports = ReportDir::new();
+    let api = generated(&repo);
+    let pw = punctuated(&repo);
+    repo.write(
+        "secrets/develop.env",
+        &format!("API_SECRET_KEY='{api}'\nPOSTGRES_PASSWORD='{pw}'\n"),
+    );
+    let head = String::from_utf8(repo.git(&["rev-parse", "HEAD"]).stdout).unwrap();
+    let mut fi = Command::new("git")
+        .args(["fast-import", "--quiet"])
+        .current_dir(&repo.root)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    fi.stdin
+        .take()
+        .unwrap()
+        .write_all(&history_stream(head.trim(), COMMITS, &api, &pw))
+        .unwrap();
+    assert!(fi.wait().unwrap().success(), "git fast-import failed");
+    let total = String::from_utf8(repo.git(&["rev-list", "--all", "--count"]).stdout).unwrap();
+
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let t = Instant::now();
+        let r = Run::from(repo.xtask(&["scan", "--history"]).output().unwrap());
+        ours.push(t.elapsed());
+        let r = r.fails();
+        never_printed(&r, &[api.clone(), pw.clone()]);
+        // 5 leak files added (commits 30, 90, ... 270) and 3 configs (50, 150, 250).
+        let leaks = r
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("commit ") && l.contains(" config/leak-"))
+            .count();
+        let configs = r
+            .stdout
+            .lines()
+            .filter(|l| l.contains(" deploy/config-") && l.contains("POSTGRES_PASSWORD (base64)"))
+            .count();
+        assert_eq!((leaks, configs), (5, 3), "{}", r.all());
+
+        let (found, took) = gitleaks(&bin, "git", &repo.root, &reports);
+        theirs.push(took);
+        let leaks: std::collections::BTreeSet<&str> = found
+            .iter()
+            .filter(|l| l.file.starts_with("config/leak-"))
+            .map(|l| l.commit.as_str())
+            .collect();
+        assert_eq!(
+            leaks.len(),
+            5,
+            "gitleaks did not find the 5 planted API_KEY lines"
+        );
+    }
+    let (o, g) = (median(ours.clone()), median(theirs.clone()));
+    let runs = |d: &[Duration]| {
+        d.iter()
+            .map(|d| format!("{:.3}", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "\nscan --history vs gitleaks git, {} commits (all refs), 3 runs each, one run:\n{:<28} {:>10}   {}\n{:<28} {:>9.3}s   {}\n{:<28} {:>9.3}s   {}\n{:<28} {:>10.2}\n",
+        total.trim(),
+        "tool",
+        "median",
+        "runs (s)",
+        "cargo xtask scan --history",
+        o.as_secs_f64(),
+        runs(&ours),
+        "gitleaks git",
+        g.as_secs_f64(),
+        runs(&theirs),
+        "ratio scan/gitleaks",
+        o.as_secs_f64() / g.as_secs_f64()
+    );
+}

@@ -463,10 +463,10 @@ fn history(git: &Tool, root: &Path, m: &Matcher) -> Result<Vec<Finding>> {
         ],
         "run the scan inside a git repository with at least one commit",
     )?;
-    let first = first_commits(&log, &wanted);
+    let added = additions(&log, &wanted);
     // `--no-abbrev` gives full commit ids too: git's own short forms, in one
     // call with the ids on stdin.
-    let full: BTreeSet<&str> = first.values().copied().collect();
+    let full: BTreeSet<&str> = added.values().flatten().map(|(c, _)| *c).collect();
     let ids: String = full.iter().map(|c| format!("{c}\n")).collect();
     let pairs = git.run_with_stdin(
         &["log", "--stdin", "--no-walk=unsorted", "--format=%H %h"],
@@ -475,41 +475,52 @@ fn history(git: &Tool, root: &Path, m: &Matcher) -> Result<Vec<Finding>> {
     )?;
     let short: std::collections::HashMap<&str, &str> =
         pairs.lines().filter_map(|l| l.split_once(' ')).collect();
-    Ok(hits
-        .into_iter()
-        .map(|(sha, path, line, n)| {
-            let commit = first
-                .get(sha.as_str())
-                .and_then(|c| short.get(c))
-                .copied()
-                .unwrap_or("?");
-            Finding::of(format!("commit {commit} {path}:{line}"), n)
-        })
-        .collect())
+    let mut out = Vec::new();
+    for (sha, path, line, n) in hits {
+        match added.get(sha.as_str()) {
+            Some(places) => {
+                for (commit, path) in places {
+                    let commit = short.get(commit).copied().unwrap_or(commit);
+                    out.push(Finding::of(format!("commit {commit} {path}:{line}"), n));
+                }
+            }
+            // Reachable, but no commit's own diff adds it (a merge's
+            // resolution): the place is known, the commit is not.
+            None => out.push(Finding::of(format!("commit ? {path}:{line}"), n)),
+        }
+    }
+    Ok(out)
 }
 
-/// Pure: for each wanted blob, the first commit in `git log --reverse
-/// --format=%H --raw --no-abbrev` output whose diff adds or changes a file to
-/// it (what `git log --find-object` names, for every blob in one pass).
-fn first_commits<'a>(
+/// Pure: for each wanted blob, every commit and path in `git log --reverse
+/// --format=%H --raw --no-abbrev` output whose diff adds a file with that
+/// content or changes one to it, oldest first: each place a value entered
+/// history (as `git log --find-object` names them, for every blob in one pass).
+fn additions<'a>(
     log: &'a str,
     wanted: &BTreeSet<&str>,
-) -> std::collections::HashMap<&'a str, &'a str> {
-    let mut first = std::collections::HashMap::new();
+) -> std::collections::HashMap<&'a str, Vec<(&'a str, &'a str)>> {
+    let mut added: std::collections::HashMap<&str, Vec<(&str, &str)>> = Default::default();
     let mut commit = "?";
     for l in log.lines() {
         if let Some(raw) = l.strip_prefix(':') {
             // `:old-mode new-mode old-sha new-sha status\tpath`
-            if let Some(new) = raw.split(' ').nth(3)
+            let Some((meta, path)) = raw.split_once('\t') else {
+                continue;
+            };
+            let mut f = meta.split(' ');
+            let (new, status) = (f.nth(3), f.next());
+            if let Some(new) = new
                 && wanted.contains(new)
+                && status != Some("D")
             {
-                first.entry(new).or_insert(commit);
+                added.entry(new).or_default().push((commit, path));
             }
         } else if !l.is_empty() {
             commit = l;
         }
     }
-    first
+    added
 }
 
 /// Reads blobs through one `git cat-file --batch` pipe: ids on its stdin,
@@ -641,7 +652,7 @@ mod tests {
     }
 
     #[test]
-    fn the_first_commit_of_each_blob_comes_from_one_log() {
+    fn every_commit_that_adds_a_blob_comes_from_one_log() {
         let a = "a".repeat(40);
         let b = "b".repeat(40);
         let z = "0".repeat(40);
@@ -649,10 +660,13 @@ mod tests {
             "1111111\n\n:000000 100644 {z} {a} A\tx.env\n2222222\n\n:100644 100644 {a} {b} M\tx.env\n:000000 100644 {z} {a} A\tcopy.env\n3333333\n"
         );
         let wanted: BTreeSet<&str> = [a.as_str(), b.as_str(), "c"].into();
-        let first = first_commits(&log, &wanted);
-        assert_eq!(first.get(a.as_str()), Some(&"1111111"));
-        assert_eq!(first.get(b.as_str()), Some(&"2222222"));
-        assert_eq!(first.get("c"), None);
+        let added = additions(&log, &wanted);
+        assert_eq!(
+            added[a.as_str()],
+            [("1111111", "x.env"), ("2222222", "copy.env")]
+        );
+        assert_eq!(added[b.as_str()], [("2222222", "x.env")]);
+        assert_eq!(added.get("c"), None);
     }
 
     #[test]
