@@ -206,6 +206,9 @@ struct Plant {
     how: &'static str,
 }
 
+/// One line of the table: the plant, the place, found by the scan, by gitleaks.
+type Row<'a> = (&'a Plant, &'a str, bool, bool);
+
 fn never_printed(r: &Run, values: &[String]) {
     for v in values {
         assert!(
@@ -376,7 +379,7 @@ fn scan_finds_what_gitleaks_finds_and_the_encoded_values_it_misses() {
     // gitleaks: any finding in the planted file (each holds one value only).
     let theirs = |leaks: &[Leak], p: &Plant| leaks.iter().any(|l| l.file == p.rel);
 
-    let mut rows = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for (p, _) in &plants {
         let mut places = vec![("history", &history.stdout, &gl_git, true)];
         if !p.removed {
@@ -396,12 +399,12 @@ fn scan_finds_what_gitleaks_finds_and_the_encoded_values_it_misses() {
         "\nscan vs gitleaks on the same repository (values planted by form and place):\n",
     );
     table.push_str(&format!(
-        "{:<16} {:<23} {:<38} {:<7} {:<8}\n",
+        "{:<16} {:<23} {:<38} {:<7} {}\n",
         "form", "place", "planted as", "scan", "gitleaks"
     ));
     for (p, place, o, t) in &rows {
         table.push_str(&format!(
-            "{:<16} {:<23} {:<38} {:<7} {:<8}\n",
+            "{:<16} {:<23} {:<38} {:<7} {}\n",
             p.form,
             place,
             p.how,
@@ -409,8 +412,7 @@ fn scan_finds_what_gitleaks_finds_and_the_encoded_values_it_misses() {
             word(*t)
         ));
     }
-    let count =
-        |f: &dyn Fn(&(&Plant, &str, bool, bool)) -> bool| rows.iter().filter(|r| f(r)).count();
+    let count = |f: &dyn Fn(&Row) -> bool| rows.iter().filter(|r| f(r)).count();
     table.push_str(&format!(
         "scan found {}/{}, gitleaks {}/{}; gitleaks missed {} of {} encoded\n",
         count(&|r| r.2),
@@ -594,11 +596,10 @@ fn scan_history_against_gitleaks_git_timed() {
             .join(" ")
     };
     println!(
-        "\nscan --history vs gitleaks git, {} commits (all refs), 3 runs each, one run:\n{:<28} {:>10}   {}\n{:<28} {:>9.3}s   {}\n{:<28} {:>9.3}s   {}\n{:<28} {:>10.2}\n",
+        "\nscan --history vs gitleaks git, {} commits (all refs), 3 runs each, one run:\n{:<28} {:>10}   runs (s)\n{:<28} {:>9.3}s   {}\n{:<28} {:>9.3}s   {}\n{:<28} {:>10.2}\n",
         total.trim(),
         "tool",
         "median",
-        "runs (s)",
         "cargo xtask scan --history",
         o.as_secs_f64(),
         runs(&ours),
