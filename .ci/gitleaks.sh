@@ -11,7 +11,8 @@ GITLEAKS_VERSION=${GITLEAKS_VERSION:-v8.30.1}
 gitleaks_dir=/var/tmp/gitleaks-${GITLEAKS_VERSION#v}
 if [ ! -x "$gitleaks_dir/bin/gitleaks" ]; then
   printf '\n== building gitleaks %s from the Go module proxy into %s\n' "$GITLEAKS_VERSION" "$gitleaks_dir"
-  command -v go >/dev/null 2>&1 || { echo "gitleaks.sh: go is not on PATH (Go 1.26 builds gitleaks)" >&2; exit 1; }
+  command -v go >/dev/null 2>&1 || PATH=$PATH:/usr/local/go/bin
+  command -v go >/dev/null 2>&1 || { echo "gitleaks.sh: no Go toolchain on PATH (the machine image ships Go 1.26, which builds gitleaks)" >&2; exit 1; }
   # What an interrupted build left (no trap: this file is sourced by .ci/run,
   # whose EXIT trap stops the cluster).
   for old in /var/tmp/gitleaks-build.*; do
