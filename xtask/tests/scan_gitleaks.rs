@@ -166,6 +166,26 @@ fn generated(repo: &TempRepo) -> String {
         .to_string()
 }
 
+/// A generated value that gitleaks' default rules detect both as `API_KEY=`
+/// and as `JWT_SECRET=` (about 1 in 60 random tokens is not detected, by its
+/// entropy or word filters, which would make the comparison flaky), tried in
+/// a private folder of `reports` before it is planted; at most 20 tries.
+fn detected_value(bin: &Path, repo: &TempRepo, reports: &ReportDir) -> String {
+    for _ in 0..20 {
+        let v = generated(repo);
+        let dir = reports.0.join(format!("probe-{}", support::unique()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.env"), format!("API_KEY={v}\n")).unwrap();
+        std::fs::write(dir.join("b.env"), format!("JWT_SECRET={v}\n")).unwrap();
+        let (found, _) = gitleaks(bin, "dir", &dir, reports);
+        let _ = std::fs::remove_dir_all(&dir);
+        if found.len() == 2 {
+            return v;
+        }
+    }
+    panic!("gitleaks detected none of 20 generated values as API_KEY= and JWT_SECRET=");
+}
+
 /// A password as a person picks one for a URL: punctuation that must be
 /// percent-encoded there.
 fn punctuated(repo: &TempRepo) -> String {
@@ -229,10 +249,11 @@ fn scan_finds_what_gitleaks_finds_and_the_encoded_values_it_misses() {
     let repo = TempRepo::new();
     let reports = ReportDir::new();
 
-    // The values: generated ones (high entropy, URL-safe) and passwords with
-    // punctuation, in develop's env file and one in staging's.
-    let api = generated(&repo);
-    let jwt = generated(&repo);
+    // The values: generated ones (high entropy, URL-safe; the two planted
+    // plain are ones gitleaks detects) and passwords with punctuation, in
+    // develop's env file and one in staging's.
+    let api = detected_value(&bin, &repo, &reports);
+    let jwt = detected_value(&bin, &repo, &reports);
     let auth = generated(&repo);
     let grafana = punctuated(&repo);
     let pg = punctuated(&repo);
@@ -534,7 +555,7 @@ fn scan_history_against_gitleaks_git_timed() {
     const COMMITS: usize = 300;
     let repo = TempRepo::new();
     let reports = ReportDir::new();
-    let api = generated(&repo);
+    let api = detected_value(&bin, &repo, &reports);
     let pw = punctuated(&repo);
     repo.write(
         "secrets/develop.env",
