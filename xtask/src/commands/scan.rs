@@ -4,7 +4,13 @@
 //! (history). Values are read in this process and compared in memory: git is
 //! asked only for file names and blob contents, through pipes, so no value
 //! ever reaches an argument vector; findings name the place, the environment
-//! and the secret, never the value.
+//! and the secret, never the value, with the command that rotates it.
+//!
+//! Only the values the env files hold now are searched, so every finding is
+//! "current now": the tool keeps no superseded value on this machine (an env
+//! file is rewritten in place, the compose store has no versions, swarm
+//! secrets cannot be read back, backups are encrypted), and the audit log
+//! records when a value changed, never the value.
 
 use std::{
     collections::BTreeSet,
@@ -34,6 +40,9 @@ pub const MIN_SCANNED: usize = 8;
 pub struct Needle {
     pub env: String,
     pub key: String,
+    /// The manifest's name of the secret (what `rotate-secrets --secret`
+    /// takes); `None` for the fingerprint key, which no command rotates.
+    pub secret: Option<String>,
     pub form: &'static str,
     bytes: Zeroizing<Vec<u8>>,
 }
@@ -45,6 +54,55 @@ pub struct Finding {
     pub env: String,
     pub key: String,
     pub form: &'static str,
+    pub secret: Option<String>,
+}
+
+impl Finding {
+    fn of(place: String, n: &Needle) -> Finding {
+        Finding {
+            place,
+            env: n.env.clone(),
+            key: n.key.clone(),
+            form: n.form,
+            secret: n.secret.clone(),
+        }
+    }
+
+    /// Pure: the finding's line. Every value searched is an env file's value
+    /// now, so each is "current now"; the line names what rotates it.
+    pub fn line(&self) -> String {
+        let fix = match &self.secret {
+            Some(name) => format!(
+                "rotate: `cargo xtask rotate-secrets {} --secret {name}`",
+                self.env
+            ),
+            None => format!(
+                "the key of {}'s fingerprints (no service reads it; nothing rotates it: see docs/operations.md)",
+                self.env
+            ),
+        };
+        format!(
+            "{}: {} {} ({}), current now; {fix}",
+            self.place, self.env, self.key, self.form
+        )
+    }
+}
+
+/// Pure: one `rotate-secrets` command per environment for every secret found.
+pub fn rotate_commands(findings: &BTreeSet<Finding>) -> Vec<String> {
+    let mut by_env: std::collections::BTreeMap<&str, BTreeSet<&str>> = Default::default();
+    for f in findings {
+        if let Some(s) = &f.secret {
+            by_env.entry(&f.env).or_default().insert(s);
+        }
+    }
+    by_env
+        .into_iter()
+        .map(|(env, names)| {
+            let args: Vec<String> = names.iter().map(|n| format!("--secret {n}")).collect();
+            format!("cargo xtask rotate-secrets {env} {}", args.join(" "))
+        })
+        .collect()
 }
 
 pub fn run(root: &Path, a: ScanArgs) -> Result<()> {
@@ -102,14 +160,21 @@ pub fn run(root: &Path, a: ScanArgs) -> Result<()> {
         return Ok(());
     }
     for f in &findings {
-        println!("{}: {} {} ({})", f.place, f.env, f.key, f.form);
+        println!("{}", f.line());
     }
     if !unread.is_empty() {
         return Err(could_not_look(findings.len()));
     }
+    let commands = rotate_commands(&findings);
     bail!(
-        "{} finding(s) of current secret values in {what}: each named secret is exposed. Rotate it (`cargo xtask rotate-secrets ENV --secret NAME`), remove it from the files, and if it was committed, from history too",
-        findings.len()
+        "{} finding(s) of current secret values in {what}: each named secret is exposed. Rotate {} ({}), remove the value from the files, and if it was committed, from history too",
+        findings.len(),
+        if commands.len() == 1 { "it" } else { "them" },
+        commands
+            .iter()
+            .map(|c| format!("`{c}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
@@ -127,7 +192,7 @@ fn needles(root: &Path, manifest: &Manifest) -> Result<(Vec<Needle>, usize, usiz
         }
         let file = EnvFile::load(&path, shown.clone())?;
         let base = path.parent().unwrap_or(root);
-        let mut add = |key: String, value: &[u8]| {
+        let mut add = |key: String, secret: Option<&str>, value: &[u8]| {
             if value.len() < MIN_SCANNED {
                 skipped += 1;
                 return;
@@ -137,13 +202,14 @@ fn needles(root: &Path, manifest: &Manifest) -> Result<(Vec<Needle>, usize, usiz
                 out.push(Needle {
                     env: env.name.clone(),
                     key: key.clone(),
+                    secret: secret.map(str::to_string),
                     form,
                     bytes,
                 });
             }
         };
         if let Some(e) = file.get(resolve::FINGERPRINT_KEY) {
-            add(resolve::FINGERPRINT_KEY.into(), e.value.expose());
+            add(resolve::FINGERPRINT_KEY.into(), None, e.value.expose());
         }
         for spec in manifest.secrets_for(&env.name) {
             let key = spec.env_key();
@@ -153,7 +219,9 @@ fn needles(root: &Path, manifest: &Manifest) -> Result<(Vec<Needle>, usize, usiz
                 // from parts that are searched themselves.
                 Kind::Username | Kind::Derived => {}
                 // An inline PEM is the value itself.
-                Kind::File if resolve::inline_pem(e.value.expose()) => add(key, e.value.expose()),
+                Kind::File if resolve::inline_pem(e.value.expose()) => {
+                    add(key, Some(&spec.name), e.value.expose())
+                }
                 Kind::File => {
                     let rel = e.value.expose_str().filter(|v| resolve::plausible_path(v));
                     let Some(rel) = rel else {
@@ -165,7 +233,7 @@ fn needles(root: &Path, manifest: &Manifest) -> Result<(Vec<Needle>, usize, usiz
                     };
                     let p = base.join(rel);
                     match std::fs::read(&p) {
-                        Ok(bytes) => add(key, &Zeroizing::new(bytes)),
+                        Ok(bytes) => add(key, Some(&spec.name), &Zeroizing::new(bytes)),
                         Err(err) => unread.push(format!(
                             "{}: {key} names {}, which cannot be read ({err}); it is not searched",
                             file.at(&key),
@@ -173,42 +241,75 @@ fn needles(root: &Path, manifest: &Manifest) -> Result<(Vec<Needle>, usize, usiz
                         )),
                     }
                 }
-                _ => add(key, e.value.expose()),
+                _ => add(key, Some(&spec.name), e.value.expose()),
             }
         }
     }
     Ok((out, values, skipped, unread))
 }
 
-/// Finds needles in text: needles are grouped by their first byte, so the
-/// text is walked once and only candidates are compared.
+/// Finds needles in text, Wu-Manber style (std only): every needle is at
+/// least `m` bytes long, so a window of `m` bytes is judged by its last two:
+/// when that pair occurs in no needle's first `m` bytes, the window moves on
+/// by up to `m - 1` bytes at once; only where a pair could end a needle's
+/// start are the needles with that first byte compared. Line numbers are
+/// counted only up to a match. Ordinary text moves several bytes a step, which
+/// matters most in the unoptimised build `cargo xtask` runs.
 pub struct Matcher<'a> {
     by_first: Vec<Vec<&'a Needle>>,
+    /// The shortest needle's length (0: no needle).
+    m: usize,
+    /// How far a window may move when its last two bytes are `a`, `b`
+    /// (index `a << 8 | b`); 0 means "compare here".
+    shift: Vec<u8>,
 }
 
 impl<'a> Matcher<'a> {
     pub fn new(needles: &'a [Needle]) -> Matcher<'a> {
         let mut by_first: Vec<Vec<&Needle>> = vec![Vec::new(); 256];
-        for n in needles.iter().filter(|n| !n.bytes.is_empty()) {
+        let live: Vec<&Needle> = needles.iter().filter(|n| !n.bytes.is_empty()).collect();
+        for n in &live {
             by_first[n.bytes[0] as usize].push(n);
         }
-        Matcher { by_first }
+        let m = live.iter().map(|n| n.bytes.len()).min().unwrap_or(0);
+        // Pairs need two bytes; a shorter needle is compared at every byte.
+        let most = m.saturating_sub(1).min(u8::MAX as usize) as u8;
+        let mut shift = vec![most; 1 << 16];
+        if m >= 2 {
+            for n in &live {
+                for j in 0..m - 1 {
+                    let pair = (n.bytes[j] as usize) << 8 | n.bytes[j + 1] as usize;
+                    let s = (m - 2 - j).min(most as usize) as u8;
+                    shift[pair] = shift[pair].min(s);
+                }
+            }
+        }
+        Matcher { by_first, m, shift }
     }
 
     /// Each needle found in `text`, with the 1-based line of its first match.
     pub fn find(&self, text: &[u8]) -> Vec<(usize, &'a Needle)> {
         let mut out: Vec<(usize, &Needle)> = Vec::new();
-        let mut line = 1;
-        for (i, &b) in text.iter().enumerate() {
-            for n in &self.by_first[b as usize] {
-                let hit = text[i..].starts_with(&n.bytes);
-                if hit && !out.iter().any(|(_, m)| std::ptr::eq(*m, *n)) {
+        let (mut line, mut counted) = (1, 0);
+        let mut i = 0;
+        while self.m > 0 && i + self.m <= text.len() {
+            if self.m >= 2 {
+                let end = i + self.m;
+                let s = self.shift[(text[end - 2] as usize) << 8 | text[end - 1] as usize];
+                if s > 0 {
+                    i += s as usize;
+                    continue;
+                }
+            }
+            for n in &self.by_first[text[i] as usize] {
+                if text[i..].starts_with(&n.bytes) && !out.iter().any(|(_, m)| std::ptr::eq(*m, *n))
+                {
+                    line += text[counted..i].iter().filter(|&&b| b == b'\n').count();
+                    counted = i;
                     out.push((line, n));
                 }
             }
-            if b == b'\n' {
-                line += 1;
-            }
+            i += 1;
         }
         out
     }
@@ -216,12 +317,7 @@ impl<'a> Matcher<'a> {
 
 fn record(out: &mut Vec<Finding>, place: impl Fn(usize) -> String, hits: Vec<(usize, &Needle)>) {
     for (line, n) in hits {
-        out.push(Finding {
-            place: place(line),
-            env: n.env.clone(),
-            key: n.key.clone(),
-            form: n.form,
-        });
+        out.push(Finding::of(place(line), n));
     }
 }
 
@@ -302,28 +398,80 @@ fn history(git: &Tool, root: &Path, m: &Matcher) -> Result<Vec<Finding>> {
             hits.push((sha.clone(), path.clone(), line, n));
         }
     })?;
+    if hits.is_empty() {
+        return Ok(Vec::new());
+    }
+    let wanted: BTreeSet<&str> = hits.iter().map(|h| h.0.as_str()).collect();
+    let log = git.read(
+        &[
+            "log",
+            "--all",
+            "--reverse",
+            "--format=%H",
+            "--raw",
+            "--no-abbrev",
+            "--no-renames",
+        ],
+        "run the scan inside a git repository with at least one commit",
+    )?;
+    let added = additions(&log, &wanted);
+    // `--no-abbrev` gives full commit ids too: git's own short forms, in one
+    // call with the ids on stdin.
+    let full: BTreeSet<&str> = added.values().flatten().map(|(c, _)| *c).collect();
+    let ids: String = full.iter().map(|c| format!("{c}\n")).collect();
+    let pairs = git.run_with_stdin(
+        &["log", "--stdin", "--no-walk=unsorted", "--format=%H %h"],
+        ids.as_bytes(),
+        "",
+    )?;
+    let short: std::collections::HashMap<&str, &str> =
+        pairs.lines().filter_map(|l| l.split_once(' ')).collect();
     let mut out = Vec::new();
     for (sha, path, line, n) in hits {
-        let commits = git.read(
-            &[
-                "log",
-                "--all",
-                "--reverse",
-                "--format=%h",
-                "--find-object",
-                &sha,
-            ],
-            "",
-        )?;
-        let first = commits.lines().next().unwrap_or("?");
-        out.push(Finding {
-            place: format!("commit {first} {path}:{line}"),
-            env: n.env.clone(),
-            key: n.key.clone(),
-            form: n.form,
-        });
+        match added.get(sha.as_str()) {
+            Some(places) => {
+                for (commit, path) in places {
+                    let commit = short.get(commit).copied().unwrap_or(commit);
+                    out.push(Finding::of(format!("commit {commit} {path}:{line}"), n));
+                }
+            }
+            // Reachable, but no commit's own diff adds it (a merge's
+            // resolution): the place is known, the commit is not.
+            None => out.push(Finding::of(format!("commit ? {path}:{line}"), n)),
+        }
     }
     Ok(out)
+}
+
+/// Pure: for each wanted blob, every commit and path in `git log --reverse
+/// --format=%H --raw --no-abbrev` output whose diff adds a file with that
+/// content or changes one to it, oldest first: each place a value entered
+/// history (as `git log --find-object` names them, for every blob in one pass).
+fn additions<'a>(
+    log: &'a str,
+    wanted: &BTreeSet<&str>,
+) -> std::collections::HashMap<&'a str, Vec<(&'a str, &'a str)>> {
+    let mut added: std::collections::HashMap<&str, Vec<(&str, &str)>> = Default::default();
+    let mut commit = "?";
+    for l in log.lines() {
+        if let Some(raw) = l.strip_prefix(':') {
+            // `:old-mode new-mode old-sha new-sha status\tpath`
+            let Some((meta, path)) = raw.split_once('\t') else {
+                continue;
+            };
+            let mut f = meta.split(' ');
+            let (new, status) = (f.nth(3), f.next());
+            if let Some(new) = new
+                && wanted.contains(new)
+                && status != Some("D")
+            {
+                added.entry(new).or_default().push((commit, path));
+            }
+        } else if !l.is_empty() {
+            commit = l;
+        }
+    }
+    added
 }
 
 /// Reads blobs through one `git cat-file --batch` pipe: ids on its stdin,
@@ -349,6 +497,7 @@ fn cat_blobs<T>(
     let ids: String = blobs.iter().map(|(s, _)| format!("{s}\n")).collect();
     let writer = std::thread::spawn(move || stdin.write_all(ids.as_bytes()));
     let mut r = BufReader::new(child.stdout.take().context("git's stdout")?);
+    let mut body = Zeroizing::new(Vec::new());
     for b in blobs {
         let mut header = String::new();
         r.read_line(&mut header)?;
@@ -361,8 +510,12 @@ fn cat_blobs<T>(
                 header.trim()
             );
         };
-        let mut body = Zeroizing::new(vec![0u8; size + 1]);
-        r.read_exact(&mut body)?;
+        // One buffer for every blob, zeroed once at the end (and when it is
+        // replaced by a larger one), not once per blob.
+        if body.len() < size + 1 {
+            body = Zeroizing::new(vec![0u8; (size + 1).next_power_of_two()]);
+        }
+        r.read_exact(&mut body[..size + 1])?;
         if kind == Some("blob") {
             each(b, &body[..size]);
         }
@@ -418,6 +571,7 @@ mod tests {
             .map(|(form, bytes)| Needle {
                 env: "e".into(),
                 key: "K".into(),
+                secret: Some("k".into()),
                 form,
                 bytes,
             })
@@ -453,6 +607,106 @@ mod tests {
         let hits = m.find(b"url=postgres://u:s3cr3t%2fvalue%2bwith%3fodd%3ebytes~~@h\n");
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].1.form, "percent-encoded");
+    }
+
+    /// The skipping search finds exactly what comparing at every byte finds,
+    /// with the same lines, on seeded random text over a small alphabet (so
+    /// needles' pairs are common and partial matches abound).
+    #[test]
+    fn the_skipping_search_agrees_with_comparing_at_every_byte() {
+        let mut seed: u64 = 0x5eed_2026;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        for round in 0..300 {
+            let alphabet = b"ab\ncd";
+            let mut word = |len: usize| -> Vec<u8> {
+                (0..len)
+                    .map(|_| alphabet[next(alphabet.len() as u64) as usize])
+                    .collect()
+            };
+            let ns: Vec<Needle> = (0..1 + round % 4)
+                .map(|k| Needle {
+                    env: "e".into(),
+                    key: format!("K{k}"),
+                    secret: None,
+                    form: "plain",
+                    bytes: Zeroizing::new(word(1 + (round + k * 3) % 9)),
+                })
+                .collect();
+            let text = word(round % 97);
+            let mut naive: Vec<(usize, &str)> = Vec::new();
+            for n in &ns {
+                if let Some(at) = text.windows(n.bytes.len()).position(|w| w == &n.bytes[..]) {
+                    let line = 1 + text[..at].iter().filter(|&&b| b == b'\n').count();
+                    naive.push((line, &n.key));
+                }
+            }
+            let m = Matcher::new(&ns);
+            let mut got: Vec<(usize, &str)> = m
+                .find(&text)
+                .into_iter()
+                .map(|(l, n)| (l, n.key.as_str()))
+                .collect();
+            naive.sort();
+            got.sort();
+            assert_eq!(got, naive, "round {round}");
+        }
+    }
+
+    #[test]
+    fn every_commit_that_adds_a_blob_comes_from_one_log() {
+        let a = "a".repeat(40);
+        let b = "b".repeat(40);
+        let z = "0".repeat(40);
+        let log = format!(
+            "1111111\n\n:000000 100644 {z} {a} A\tx.env\n2222222\n\n:100644 100644 {a} {b} M\tx.env\n:000000 100644 {z} {a} A\tcopy.env\n3333333\n"
+        );
+        let wanted: BTreeSet<&str> = [a.as_str(), b.as_str(), "c"].into();
+        let added = additions(&log, &wanted);
+        assert_eq!(
+            added[a.as_str()],
+            [("1111111", "x.env"), ("2222222", "copy.env")]
+        );
+        assert_eq!(added[b.as_str()], [("2222222", "x.env")]);
+        assert_eq!(added.get("c"), None);
+    }
+
+    #[test]
+    fn a_finding_names_the_command_that_rotates_it() {
+        let f = |env: &str, key: &str, secret: Option<&str>| Finding {
+            place: "a.txt:1".into(),
+            env: env.into(),
+            key: key.into(),
+            form: "plain",
+            secret: secret.map(str::to_string),
+        };
+        assert_eq!(
+            f("develop", "JWT_SECRET", Some("jwt_secret")).line(),
+            "a.txt:1: develop JWT_SECRET (plain), current now; rotate: `cargo xtask rotate-secrets develop --secret jwt_secret`"
+        );
+        assert!(
+            f("develop", "XTASK_FINGERPRINT_KEY", None)
+                .line()
+                .contains("nothing rotates it")
+        );
+        let all: BTreeSet<Finding> = [
+            f("develop", "JWT_SECRET", Some("jwt_secret")),
+            f("develop", "REDIS_PASSWORD", Some("redis_password")),
+            f("staging", "JWT_SECRET", Some("jwt_secret")),
+            f("staging", "XTASK_FINGERPRINT_KEY", None),
+        ]
+        .into();
+        assert_eq!(
+            rotate_commands(&all),
+            [
+                "cargo xtask rotate-secrets develop --secret jwt_secret --secret redis_password",
+                "cargo xtask rotate-secrets staging --secret jwt_secret",
+            ]
+        );
     }
 
     #[test]
