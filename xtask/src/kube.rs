@@ -16,6 +16,21 @@ use crate::{
 /// The verbs and resources above, for the RBAC error.
 pub const ACCESS: &str = "secrets (get, list, create, patch, delete); deployments, statefulsets, daemonsets, services (get, list, create, patch); replicasets, pods, events (get, list); namespaces (get)";
 
+/// [`ACCESS`] as (resource, verbs), plus `pods/exec` (create), which the
+/// rotate hooks and `doctor` use: what `doctor` asks `kubectl auth can-i`.
+pub const NEEDED: [(&str, &[&str]); 10] = [
+    ("secrets", &["get", "list", "create", "patch", "delete"]),
+    ("deployments", &["get", "list", "create", "patch"]),
+    ("statefulsets", &["get", "list", "create", "patch"]),
+    ("daemonsets", &["get", "list", "create", "patch"]),
+    ("services", &["get", "list", "create", "patch"]),
+    ("replicasets", &["get", "list"]),
+    ("pods", &["get", "list"]),
+    ("events", &["get", "list"]),
+    ("namespaces", &["get"]),
+    ("pods/exec", &["create"]),
+];
+
 /// `[environments.<env>.k8s]`.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -110,6 +125,13 @@ impl Kubectl {
             ],
             Some(doc),
         )
+    }
+
+    /// Runs `kubectl -n NS ARGS` and gives back status and both streams,
+    /// whatever the exit status (`auth can-i` answers "no" with 1, an exec
+    /// passes on its command's status).
+    pub fn output(&self, args: &[&str]) -> Result<crate::runner::Output> {
+        self.tool.output(&self.args(args), None)
     }
 
     fn call(&self, args: &[&str], input: Option<&[u8]>) -> Result<String> {
