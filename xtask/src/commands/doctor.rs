@@ -498,9 +498,15 @@ pub fn parse_sums(
 }
 
 /// Pure: whether the exec failed because the image has no `sha256sum`.
+/// Docker 20.10 writes the runtime's "executable file not found" to stdout,
+/// so stdout counts too when it holds no hash line.
 pub fn no_sha256sum(r: &ExecResult) -> bool {
-    let e = r.stderr.to_ascii_lowercase();
-    r.stdout.trim().is_empty()
+    let hashed = r.stdout.lines().any(|l| {
+        l.split_once(' ')
+            .is_some_and(|(h, _)| Digest::from_hex(h.trim_start_matches('\\')).is_some())
+    });
+    let e = format!("{}\n{}", r.stdout, r.stderr).to_ascii_lowercase();
+    !hashed
         && (matches!(r.code, Some(126 | 127))
             || e.contains("executable file not found")
             || e.contains("exit code 126")
@@ -1577,7 +1583,8 @@ mod tests {
             name: "container p-scratch-1".into(),
             service: "scratch".into(),
             expected: vec![exp("a", false)],
-            exec: exec(String::new(), "OCI runtime exec failed: exec failed: unable to start container process: exec: \"sha256sum\": executable file not found in $PATH: unknown", 126),
+            // Docker 20.10 prints this on stdout.
+            exec: exec("OCI runtime exec failed: exec failed: unable to start container process: exec: \"sha256sum\": executable file not found in $PATH: unknown".into(), "", 126),
         });
         f.elsewhere.push("task s_web.2 (node w1)".into());
         let c = evaluate_containers("develop", &f, &want);
