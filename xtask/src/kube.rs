@@ -5,6 +5,8 @@
 //! Access the tool needs in its namespace (RBAC): secrets: get, list, create,
 //! patch, delete; deployments, statefulsets, daemonsets, services: get, list,
 //! create, patch; replicasets, pods, events: get, list. Namespaces: get.
+//! Pods/exec: create (the rotate hooks, and `doctor`, which asks for every
+//! one of these with `kubectl auth can-i`: [`NEEDED`]).
 
 use anyhow::{Result, bail};
 
@@ -235,6 +237,19 @@ mod tests {
             format!("{e}").contains("secrets (get, list, create, patch, delete)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn doctor_asks_every_verb_of_the_access_list() {
+        for (res, verbs) in NEEDED {
+            if res == "pods/exec" {
+                continue;
+            }
+            assert!(ACCESS.contains(res), "{res} not in ACCESS");
+            for v in verbs {
+                assert!(ACCESS.contains(v), "{v} not in ACCESS");
+            }
+        }
     }
 
     #[test]

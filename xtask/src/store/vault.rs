@@ -863,6 +863,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn doctor_reads_seal_ttl_capabilities_and_paths() {
+        assert_eq!(
+            parse_sealed(r#"{"sealed": true, "type": "shamir"}"#),
+            Some(true)
+        );
+        assert_eq!(parse_sealed("not json"), None);
+        assert_eq!(
+            parse_ttl(r#"{"data": {"id": "s.tok", "ttl": 0}}"#),
+            Some(None)
+        );
+        assert_eq!(parse_ttl(r#"{"data": {"ttl": 3600}}"#), Some(Some(3600)));
+        assert_eq!(
+            parse_capabilities("create, read, update\n"),
+            ["create", "read", "update"]
+        );
+        assert!(parse_capabilities("deny\n").is_empty());
+        assert_eq!(parse_capabilities(r#"["root"]"#), ["root"]);
+        let p = needed_paths("secret", "p/dev", false, &["a".into()]);
+        let names: Vec<&str> = p.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "secret/metadata/p/dev",
+                "secret/data/p/dev/a",
+                "secret/metadata/p/dev/a"
+            ]
+        );
+        let v1 = needed_paths("kv", "p/dev", true, &["a".into()]);
+        assert_eq!(v1[2].0, "kv/p/dev/.xtask/a");
+    }
+
+    #[test]
     fn paths_and_segments_are_checked() {
         assert!(check_segment("postgres_password", "s").is_ok());
         assert!(check_segment("..", "s").is_err());
