@@ -19,6 +19,8 @@ pub enum Cmd {
         length: usize,
     },
     Deploy(EnvArgs, DeployArgs),
+    /// `doctor <env> [--json]`.
+    Doctor(EnvArgs, bool),
     Check,
     /// `status [ENV...] [--check] [--json]`.
     Status {
@@ -239,6 +241,10 @@ fn base() -> Command {
         )
         .subcommand(env_command("deploy", "Deploy the stack with the current secrets and wait until it converged").arg(dry_run()).arg(timeout()))
         .subcommand(
+            env_command("doctor", "Check store, access, files and every running container's secrets; exit 1 on any finding")
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON for machines (shape in docs/doctor.md)")),
+        )
+        .subcommand(
             Command::new("status")
                 .about("One table across environments: store, version, age, last rotation, days until due, users, drift")
                 .arg(
@@ -415,6 +421,7 @@ pub fn from_matches(m: ArgMatches) -> Result<Cmd> {
                 timeout: secs(m),
             },
         ),
+        "doctor" => Cmd::Doctor(env_args(m), flag(m, "json")),
         "check" => Cmd::Check,
         "status" => Cmd::Status {
             envs: names(m, "envs"),

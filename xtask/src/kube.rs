@@ -5,6 +5,8 @@
 //! Access the tool needs in its namespace (RBAC): secrets: get, list, create,
 //! patch, delete; deployments, statefulsets, daemonsets, services: get, list,
 //! create, patch; replicasets, pods, events: get, list. Namespaces: get.
+//! Pods/exec: create (the rotate hooks, and `doctor`, which asks for every
+//! one of these with `kubectl auth can-i`: [`NEEDED`]).
 
 use anyhow::{Result, bail};
 
@@ -15,6 +17,21 @@ use crate::{
 
 /// The verbs and resources above, for the RBAC error.
 pub const ACCESS: &str = "secrets (get, list, create, patch, delete); deployments, statefulsets, daemonsets, services (get, list, create, patch); replicasets, pods, events (get, list); namespaces (get)";
+
+/// [`ACCESS`] as (resource, verbs), plus `pods/exec` (create), which the
+/// rotate hooks and `doctor` use: what `doctor` asks `kubectl auth can-i`.
+pub const NEEDED: [(&str, &[&str]); 10] = [
+    ("secrets", &["get", "list", "create", "patch", "delete"]),
+    ("deployments", &["get", "list", "create", "patch"]),
+    ("statefulsets", &["get", "list", "create", "patch"]),
+    ("daemonsets", &["get", "list", "create", "patch"]),
+    ("services", &["get", "list", "create", "patch"]),
+    ("replicasets", &["get", "list"]),
+    ("pods", &["get", "list"]),
+    ("events", &["get", "list"]),
+    ("namespaces", &["get"]),
+    ("pods/exec", &["create"]),
+];
 
 /// `[environments.<env>.k8s]`.
 #[derive(Debug, Clone)]
@@ -110,6 +127,13 @@ impl Kubectl {
             ],
             Some(doc),
         )
+    }
+
+    /// Runs `kubectl -n NS ARGS` and gives back status and both streams,
+    /// whatever the exit status (`auth can-i` answers "no" with 1, an exec
+    /// passes on its command's status).
+    pub fn output(&self, args: &[&str]) -> Result<crate::runner::Output> {
+        self.tool.output(&self.args(args), None)
     }
 
     fn call(&self, args: &[&str], input: Option<&[u8]>) -> Result<String> {
@@ -213,6 +237,19 @@ mod tests {
             format!("{e}").contains("secrets (get, list, create, patch, delete)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn doctor_asks_every_verb_of_the_access_list() {
+        for (res, verbs) in NEEDED {
+            if res == "pods/exec" {
+                continue;
+            }
+            assert!(ACCESS.contains(res), "{res} not in ACCESS");
+            for v in verbs {
+                assert!(ACCESS.contains(v), "{v} not in ACCESS");
+            }
+        }
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub struct StackFile {
     pub secrets: BTreeMap<String, SecretDef>,
     /// Each service's secret sources (short or long syntax).
     pub services: BTreeMap<String, Vec<String>>,
+    /// Service → source → `target` where the long syntax gives one (the
+    /// file is then `/run/secrets/<target>`, or the target itself when absolute).
+    pub targets: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 pub fn parse(text: &str) -> Result<StackFile> {
@@ -65,7 +68,15 @@ pub fn parse(text: &str) -> Result<StackFile> {
                 match item {
                     Value::String(s) => refs.push(s.clone()),
                     other => match other.get("source").and_then(Value::as_str) {
-                        Some(s) => refs.push(s.to_string()),
+                        Some(s) => {
+                            refs.push(s.to_string());
+                            if let Some(t) = other.get("target").and_then(Value::as_str) {
+                                out.targets
+                                    .entry(k.to_string())
+                                    .or_default()
+                                    .insert(s.to_string(), t.to_string());
+                            }
+                        }
                         None => bail!("service {k}: a secrets entry has no `source`"),
                     },
                 }
@@ -77,6 +88,16 @@ pub fn parse(text: &str) -> Result<StackFile> {
 }
 
 impl StackFile {
+    /// Where `service`'s container finds `secret`: `/run/secrets/<target>`
+    /// (an absolute target as it is), else `/run/secrets/<secret>`.
+    pub fn mount_path(&self, service: &str, secret: &str) -> String {
+        match self.targets.get(service).and_then(|t| t.get(secret)) {
+            Some(t) if t.starts_with('/') => t.clone(),
+            Some(t) => format!("/run/secrets/{t}"),
+            None => format!("/run/secrets/{secret}"),
+        }
+    }
+
     /// Services that use a secret the file's top-level `secrets:` does not define.
     pub fn undefined(&self, file: &str) -> Vec<String> {
         let mut out = Vec::new();
@@ -264,6 +285,11 @@ mod tests {
         .unwrap();
         assert_eq!(s.services["api"], ["db_password"]);
         assert_eq!(s.services["db"], ["db_password"]);
+        assert_eq!(s.mount_path("db", "db_password"), "/run/secrets/pw");
+        assert_eq!(
+            s.mount_path("api", "db_password"),
+            "/run/secrets/db_password"
+        );
         assert!(s.secrets["db_password"].external);
         assert_eq!(
             s.secrets["db_password"].name.as_deref(),

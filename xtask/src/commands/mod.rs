@@ -9,6 +9,7 @@ mod completions;
 mod deliver;
 mod deploy;
 mod diff;
+mod doctor;
 mod generate_secret;
 mod list_secrets;
 mod migrate_env_to_secrets;
@@ -47,6 +48,7 @@ pub fn run(cmd: Cmd, root: &Path) -> Result<()> {
         Cmd::RotateSecrets(e, a) => rotate_secrets::run(root, &e, a),
         Cmd::GenerateSecret { length } => generate_secret::run(length),
         Cmd::Deploy(e, a) => deploy::run(root, &e, a),
+        Cmd::Doctor(e, json) => doctor::run(root, &e, json),
         Cmd::Check => check::run(root),
         Cmd::Status { envs, check, json } => status::run(root, &envs, check, json),
         Cmd::Diff { a, b, json } => diff::run(root, &a, &b, json),

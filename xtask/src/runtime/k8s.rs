@@ -186,7 +186,7 @@ fn text<'a>(v: &'a Value, p: &str) -> &'a str {
 }
 
 /// Pods the workload's selector matches, not being deleted.
-fn pods_of<'a>(w: &Value, pods: &'a [Value]) -> Vec<&'a Value> {
+pub fn pods_of<'a>(w: &Value, pods: &'a [Value]) -> Vec<&'a Value> {
     let Some(sel) = w
         .pointer("/spec/selector/matchLabels")
         .and_then(Value::as_object)

@@ -184,6 +184,16 @@ pub fn stack_vars(env: &str, current: &BTreeMap<String, String>) -> BTreeMap<Str
     vars
 }
 
+/// The stack file `deploy` deploys for `env` (`stack_file`, default
+/// `docker-compose.swarm.yml`), for readers that need nothing else.
+pub fn stack_file(env: &crate::manifest::Environment) -> Result<PathBuf> {
+    let mut t = env.settings_for(BackendKind::Swarm);
+    Ok(PathBuf::from(
+        t.opt_str("stack_file")?
+            .unwrap_or_else(|| "docker-compose.swarm.yml".into()),
+    ))
+}
+
 impl SwarmRuntime {
     pub fn new(s: &Scope) -> Result<SwarmRuntime> {
         let mut t = s.env.settings_for(BackendKind::Swarm);

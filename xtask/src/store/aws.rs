@@ -49,7 +49,7 @@ use std::{
 use anyhow::{Result, anyhow, bail};
 use serde_json::{Value, json};
 
-use super::{Access, Delivery, Item, Scope, SecretStore};
+use super::{Access, Delivery, Item, Probe, Scope, SecretStore};
 use crate::{
     manifest::BackendKind,
     plan::{Action, Naming, Step, Stored},
@@ -446,6 +446,18 @@ impl AwsStore {
     /// `aws [--region R] [--profile P] [--endpoint-url U] --output json
     /// secretsmanager ARGS`, with `input` on stdin.
     fn call(&self, what: &str, id: &str, args: &[&str], input: Option<&[u8]>) -> Result<String> {
+        self.call_in("secretsmanager", what, id, args, input)
+    }
+
+    /// [`AwsStore::call`] for another service of the CLI (`sts`).
+    fn call_in(
+        &self,
+        service: &str,
+        what: &str,
+        id: &str,
+        args: &[&str],
+        input: Option<&[u8]>,
+    ) -> Result<String> {
         let s = &self.settings;
         let mut all: Vec<&str> = Vec::with_capacity(args.len() + 10);
         for (flag, v) in [
@@ -457,7 +469,7 @@ impl AwsStore {
                 all.extend([flag, v.as_str()]);
             }
         }
-        all.extend(["--output", "json", "secretsmanager"]);
+        all.extend(["--output", "json", service]);
         all.extend_from_slice(args);
         let out = self
             .tool
@@ -595,6 +607,64 @@ impl SecretStore for AwsStore {
             .filter(|l| !l.deleted)
             .map(|l| l.stored)
             .collect())
+    }
+
+    /// `sts get-caller-identity` and the region, then `ListSecrets` with the
+    /// name-prefix filter (one result). The other actions cannot be asked
+    /// without changing the store or reading a value: named, not probed.
+    fn probe(&self, _secrets: &[String]) -> Vec<Probe> {
+        let who = self
+            .call_in(
+                "sts",
+                "get-caller-identity",
+                "-",
+                &["get-caller-identity"],
+                None,
+            )
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|t| {
+                serde_json::from_str::<Value>(&t)
+                    .ok()
+                    .and_then(|v| v["Arn"].as_str().map(str::to_string))
+                    .ok_or_else(|| "`aws sts get-caller-identity` gave no Arn".to_string())
+            });
+        let region = self.settings.region.clone();
+        let prefix = format!("{}/", self.settings.prefix);
+        let filters = json!([{"Key": "name", "Values": [prefix]}]).to_string();
+        let listed = self.call(
+            "list-secrets",
+            &self.prefix_glob(),
+            &["list-secrets", "--max-results", "1", "--filters", &filters],
+            None,
+        );
+        let has = match listed {
+            Ok(_) => Ok(vec!["secretsmanager:ListSecrets".to_string()]),
+            Err(e) => {
+                let e = format!("{e:#}");
+                if e.contains("AccessDenied") || e.contains("not authorized") {
+                    Ok(Vec::new())
+                } else {
+                    Err(e)
+                }
+            }
+        };
+        vec![
+            Probe::Identity { who, region },
+            Probe::Allowed {
+                what: format!("ListSecrets (names {}*)", prefix),
+                needs: vec!["secretsmanager:ListSecrets".into()],
+                has,
+            },
+            Probe::NotProbed {
+                what: "secretsmanager:CreateSecret, PutSecretValue, TagResource, DeleteSecret"
+                    .into(),
+                why: "AWS has no dry run for them: asking would change the store".into(),
+            },
+            Probe::NotProbed {
+                what: "secretsmanager:BatchGetSecretValue, GetSecretValue".into(),
+                why: "asking would read values (deploy with delivery = \"fetch\" uses them)".into(),
+            },
+        ]
     }
 
     fn delivery(&self) -> Result<Delivery> {

@@ -77,6 +77,42 @@ pub trait SecretStore: Naming {
             self.kind()
         )
     }
+    /// For `doctor`: what the store's server and the operator's credentials
+    /// say about access to `secrets`, asked without changing or reading any
+    /// value. Facts only; `commands::doctor` judges them. The stores that
+    /// live in their runtime have nothing to ask beyond their listing (the
+    /// Kubernetes verbs are asked by `doctor` for store and runtime at once).
+    fn probe(&self, secrets: &[String]) -> Vec<Probe> {
+        let _ = secrets;
+        Vec::new()
+    }
+}
+
+/// One answer a store gave `doctor` (see [`SecretStore::probe`]). Never a
+/// value, a token or a hash of either. `Err` holds why it could not be asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// Whether the server at this address is sealed (Vault).
+    Sealed {
+        server: String,
+        sealed: std::result::Result<bool, String>,
+    },
+    /// The credential's remaining lifetime in seconds; `None`: it never expires.
+    Lifetime(std::result::Result<Option<u64>, String>),
+    /// What the credential may do on `what` (a path, an action): `has` is what
+    /// the server granted of `needs` (`root` grants everything).
+    Allowed {
+        what: String,
+        needs: Vec<String>,
+        has: std::result::Result<Vec<String>, String>,
+    },
+    /// Who the credentials are (an ARN), and the region they are used in.
+    Identity {
+        who: std::result::Result<String, String>,
+        region: Option<String>,
+    },
+    /// What is not asked, and why (it would change or read a value).
+    NotProbed { what: String, why: String },
 }
 
 /// How the services a runtime runs get a store's values.

@@ -45,7 +45,7 @@ use std::{sync::Mutex, time::SystemTime};
 use anyhow::{Result, anyhow, bail};
 use serde_json::Value;
 
-use super::{Access, Delivery, Item, Scope, SecretStore};
+use super::{Access, Delivery, Item, Probe, Scope, SecretStore};
 use crate::{
     manifest::BackendKind,
     plan::{Naming, Step, Stored},
@@ -513,6 +513,72 @@ impl VaultStore {
     }
 }
 
+impl VaultStore {
+    /// The paths (as `token capabilities` takes them) the tool uses for
+    /// `secrets`, with the capabilities it needs on each
+    /// (`deploy/vault-policy.hcl`).
+    pub fn needed_paths(&self, secrets: &[String]) -> Vec<(String, Vec<&'static str>)> {
+        needed_paths(&self.mount, &self.prefix, self.v1, secrets)
+    }
+}
+
+/// Pure: see [`VaultStore::needed_paths`].
+pub fn needed_paths(
+    mount: &str,
+    prefix: &str,
+    v1: bool,
+    secrets: &[String],
+) -> Vec<(String, Vec<&'static str>)> {
+    const VALUE: [&str; 3] = ["create", "read", "update"];
+    const META: [&str; 4] = ["read", "patch", "update", "delete"];
+    let mut out = Vec::new();
+    if v1 {
+        out.push((format!("{mount}/{prefix}"), vec!["list"]));
+        for s in secrets {
+            let mut all = VALUE.to_vec();
+            all.push("delete");
+            out.push((format!("{mount}/{prefix}/{s}"), all.clone()));
+            out.push((format!("{mount}/{prefix}/.xtask/{s}"), all));
+        }
+    } else {
+        out.push((format!("{mount}/metadata/{prefix}"), vec!["list"]));
+        for s in secrets {
+            out.push((format!("{mount}/data/{prefix}/{s}"), VALUE.to_vec()));
+            out.push((format!("{mount}/metadata/{prefix}/{s}"), META.to_vec()));
+        }
+    }
+    out
+}
+
+/// `status -format=json`: whether the server is sealed.
+pub fn parse_sealed(json: &str) -> Option<bool> {
+    serde_json::from_str::<Value>(json).ok()?["sealed"].as_bool()
+}
+
+/// `token lookup -format=json`: the seconds the token has left; `None` for
+/// a token that never expires (ttl 0, as a root token has). Reads `ttl`
+/// only: the answer holds the token itself, which is never kept.
+pub fn parse_ttl(json: &str) -> Option<Option<u64>> {
+    let ttl = serde_json::from_str::<Value>(json).ok()?["data"]["ttl"].as_u64()?;
+    Some((ttl > 0).then_some(ttl))
+}
+
+/// `token capabilities PATH`: `create, read, update` (or `deny`), or a JSON list.
+pub fn parse_capabilities(text: &str) -> Vec<String> {
+    if let Ok(Value::Array(a)) = serde_json::from_str::<Value>(text) {
+        return a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect();
+    }
+    text.split([',', ' ', '\n'])
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && *c != "deny")
+        .map(str::to_string)
+        .collect()
+}
+
 /// `$VAULT_CLI`, else `bao`, else `vault` on PATH.
 fn find_cli() -> Result<Tool> {
     let over = std::env::var_os("VAULT_CLI").filter(|v| !v.is_empty());
@@ -646,6 +712,61 @@ impl SecretStore for VaultStore {
         Ok(())
     }
 
+    /// `status` (sealed?), `token lookup` (time to live) and `token
+    /// capabilities` on every KV path the tool reads and writes, each in
+    /// its own call, the paths in parallel. No value is read.
+    fn probe(&self, secrets: &[String]) -> Vec<Probe> {
+        let server = self.address.clone();
+        let sealed = self
+            .call(&["status", "-format=json"], None)
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|o| {
+                // Exit 2 means sealed, and the JSON says so too.
+                parse_sealed(&o.stdout)
+                    .ok_or_else(|| format!("{:#}", self.diagnose(&["status"], &o.stderr)))
+            });
+        let stop = sealed != Ok(false);
+        let mut out = vec![Probe::Sealed { server, sealed }];
+        if stop {
+            // Every other call would only repeat that it is sealed or silent.
+            return out;
+        }
+        let lookup = self
+            .checked(&["token", "lookup", "-format=json"], None)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|t| parse_ttl(&t).ok_or_else(|| "`token lookup` gave no ttl".to_string()));
+        out.push(Probe::Lifetime(lookup));
+        let paths = self.needed_paths(secrets);
+        let asked = Mutex::new(Vec::new());
+        runner::parallel(
+            &paths,
+            PARALLEL,
+            |(p, _)| p.clone(),
+            |(path, needs)| {
+                let has = self
+                    .checked(&["token", "capabilities", path], None)
+                    .map(|t| parse_capabilities(&t))
+                    .map_err(|e| format!("{e:#}"));
+                if let Ok(mut a) = asked.lock() {
+                    a.push(Probe::Allowed {
+                        what: path.clone(),
+                        needs: needs.iter().map(|n| n.to_string()).collect(),
+                        has,
+                    });
+                }
+                Ok(())
+            },
+        );
+        let mut asked = asked.into_inner().unwrap_or_default();
+        asked.sort_by_key(|p| match p {
+            Probe::Allowed { what, .. } => what.clone(),
+            _ => String::new(),
+        });
+        out.extend(asked);
+        out
+    }
+
     fn delivery(&self) -> Result<Delivery> {
         if !self.reader {
             return Ok(Delivery::Fetch);
@@ -740,6 +861,38 @@ impl SecretStore for VaultStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn doctor_reads_seal_ttl_capabilities_and_paths() {
+        assert_eq!(
+            parse_sealed(r#"{"sealed": true, "type": "shamir"}"#),
+            Some(true)
+        );
+        assert_eq!(parse_sealed("not json"), None);
+        assert_eq!(
+            parse_ttl(r#"{"data": {"id": "s.tok", "ttl": 0}}"#),
+            Some(None)
+        );
+        assert_eq!(parse_ttl(r#"{"data": {"ttl": 3600}}"#), Some(Some(3600)));
+        assert_eq!(
+            parse_capabilities("create, read, update\n"),
+            ["create", "read", "update"]
+        );
+        assert!(parse_capabilities("deny\n").is_empty());
+        assert_eq!(parse_capabilities(r#"["root"]"#), ["root"]);
+        let p = needed_paths("secret", "p/dev", false, &["a".into()]);
+        let names: Vec<&str> = p.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "secret/metadata/p/dev",
+                "secret/data/p/dev/a",
+                "secret/metadata/p/dev/a"
+            ]
+        );
+        let v1 = needed_paths("kv", "p/dev", true, &["a".into()]);
+        assert_eq!(v1[2].0, "kv/p/dev/.xtask/a");
+    }
 
     #[test]
     fn paths_and_segments_are_checked() {
