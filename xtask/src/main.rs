@@ -19,6 +19,7 @@ mod keypair;
 mod kube;
 mod lock;
 mod manifest;
+mod metrics;
 mod migrate;
 mod output;
 mod plan;

@@ -47,7 +47,22 @@ pub fn run(cmd: Cmd, root: &Path) -> Result<()> {
         Cmd::GenerateSecret { length } => generate_secret::run(length),
         Cmd::Deploy(e, a) => deploy::run(root, &e, a),
         Cmd::Check => check::run(root),
-        Cmd::Status { envs, check, json } => status::run(root, &envs, check, json),
+        Cmd::Status {
+            envs,
+            check,
+            json,
+            openmetrics,
+            out,
+        } => status::run(
+            root,
+            &envs,
+            check,
+            match (json, openmetrics) {
+                (_, true) => status::Format::OpenMetrics { out },
+                (true, _) => status::Format::Json,
+                _ => status::Format::Table,
+            },
+        ),
         Cmd::MigrateEnvToSecrets(a) => migrate_env_to_secrets::run(root, a),
         Cmd::AdoptSecrets(e, dry_run) => adopt_secrets::run(root, &e, dry_run),
         Cmd::Bench { what, sizes } => crate::bench::run(root, &what, &sizes),

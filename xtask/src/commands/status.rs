@@ -14,7 +14,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use super::{
     Session,
@@ -494,7 +494,17 @@ fn read_store(root: &Path, env_file: &Path, v: &mut EnvView) -> Result<()> {
     Ok(())
 }
 
-pub fn run(root: &Path, envs: &[String], check: bool, json: bool) -> Result<()> {
+/// How `status` prints what it found.
+pub enum Format {
+    Table,
+    Json,
+    /// For the node_exporter textfile collector: to `out` atomically, else stdout.
+    OpenMetrics {
+        out: Option<std::path::PathBuf>,
+    },
+}
+
+pub fn run(root: &Path, envs: &[String], check: bool, format: Format) -> Result<()> {
     let manifest = Manifest::load(root)?;
     for e in envs {
         manifest.env(e)?;
@@ -527,13 +537,37 @@ pub fn run(root: &Path, envs: &[String], check: bool, json: bool) -> Result<()> 
             message: format!("the audit log {}: {why}", audit::PATH),
         });
     }
-    if json {
-        println!(
+    let json = !matches!(format, Format::Table);
+    match format {
+        Format::Table => print_human(&manifest.project, &views, &rep),
+        Format::Json => println!(
             "{}",
             serde_json::to_string_pretty(&to_json(&views, &rep, now))?
-        );
-    } else {
-        print_human(&manifest.project, &views, &rep);
+        ),
+        Format::OpenMetrics { out } => {
+            let text = openmetrics(&views, &rep, &log, now);
+            match out {
+                // 0644: node_exporter reads it as its own user; it holds
+                // names, versions, times and counts, never a value.
+                Some(p) => {
+                    let path = root.join(&p);
+                    crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644, None)
+                        .with_context(|| {
+                            format!(
+                                "cannot write the metrics to {}; point --out at a file in node_exporter's --collector.textfile.directory that this user may write",
+                                p.display()
+                            )
+                        })?;
+                    // The table's findings still matter to whoever runs it.
+                    eprintln!(
+                        "wrote {} metrics to {}",
+                        text.lines().filter(|l| !l.starts_with('#')).count(),
+                        p.display()
+                    );
+                }
+                None => print!("{text}"),
+            }
+        }
     }
     if check && !rep.findings.is_empty() {
         if json {
@@ -547,6 +581,81 @@ pub fn run(root: &Path, envs: &[String], check: bool, json: bool) -> Result<()> 
         );
     }
     Ok(())
+}
+
+/// The OpenMetrics text of the report ([`crate::metrics`]).
+fn openmetrics(views: &[EnvView], rep: &Report, log: &[Entry], now: SystemTime) -> String {
+    let unix = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
+    let mut envs = Vec::new();
+    for v in views {
+        let mut findings = std::collections::BTreeMap::new();
+        for f in rep.findings.iter().filter(|f| f.environment == v.name) {
+            *findings.entry(f.kind.to_string()).or_insert(0) += 1;
+        }
+        let mut failed = std::collections::BTreeMap::new();
+        for e in log.iter().filter(|e| e.environment == v.name) {
+            *failed.entry(e.command.clone()).or_insert(0) +=
+                u64::from(e.outcome == audit::Outcome::Failed);
+        }
+        envs.push(crate::metrics::EnvSample {
+            environment: v.name.clone(),
+            store_up: v.unreachable.is_none(),
+            runtime_up: v.unreachable.is_none() && v.running.is_some(),
+            findings,
+            failed,
+        });
+    }
+    let secrets = rep
+        .rows
+        .iter()
+        .filter(|r| r.state != State::Extra)
+        .map(|r| {
+            let last = log
+                .iter()
+                .rfind(|e| {
+                    e.environment == r.environment
+                        && e.secret == r.secret
+                        && e.command == "rotate-secrets"
+                })
+                .map(|e| {
+                    let unfinished =
+                        audit::unfinished_rotations(log, &r.environment).contains_key(&r.secret);
+                    (unix(e.time), e.outcome == audit::Outcome::Ok && !unfinished)
+                });
+            let kept_by = views
+                .iter()
+                .find(|v| v.name == r.environment)
+                .and_then(|v| v.secrets.iter().find(|s| s.name == r.secret))
+                .map(|s| s.kept_by.clone())
+                .unwrap_or_default();
+            crate::metrics::SecretSample {
+                environment: r.environment.clone(),
+                secret: r.secret.clone(),
+                store: r.store.clone(),
+                present: r.state != State::Missing,
+                age_seconds: r.age.map(|a| a.as_secs()),
+                due_in_days: r.due_in_days,
+                version: r.version,
+                drift: r.runtime.as_ref().map(SecretRuntime::drift),
+                in_use: r
+                    .runtime
+                    .as_ref()
+                    .map(|rt| {
+                        rt.in_use
+                            .iter()
+                            .map(|(svc, v)| (svc.clone(), (*v, kept_by.contains(svc))))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                last_rotation: last,
+            }
+        })
+        .collect::<Vec<_>>();
+    crate::metrics::render(&envs, &secrets, unix(now))
 }
 
 fn due_cell(r: &Row) -> String {
