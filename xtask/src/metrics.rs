@@ -175,15 +175,15 @@ pub fn render(envs: &[EnvSample], secrets: &[SecretSample], now: u64) -> String 
 
     let mut f = family(
         &mut out,
-        "xtask_secret_due_in_days",
+        "xtask_secret_due_in_seconds",
         "gauge",
-        None,
-        "Whole days until the rotation policy says the secret is due (0: today, negative: overdue); absent without a policy.",
+        Some("seconds"),
+        "Time until the rotation policy says the secret is due, in whole days as status counts them (0: today, negative: overdue); absent without a policy.",
     );
     for s in secrets {
         let l = key(s);
         if let Some(d) = s.due_in_days {
-            f.sample("", &l, d);
+            f.sample("", &l, d * 86_400);
         }
     }
 
@@ -260,17 +260,21 @@ pub fn render(envs: &[EnvSample], secrets: &[SecretSample], now: u64) -> String 
         }
     }
 
+    // A gauge, not a counter: it is what the audit log holds now (a log
+    // edited by hand can hold fewer), and both the OpenMetrics and the
+    // classic text parsers (node_exporter's textfile collector, promtool)
+    // read it the same way.
     let mut f = family(
         &mut out,
         "xtask_secret_failed_operations",
-        "counter",
+        "gauge",
         None,
         "Failed steps in the audit log, by environment and command.",
     );
     for e in envs {
         for (cmd, n) in &e.failed {
             f.sample(
-                "_total",
+                "",
                 &[
                     ("environment", e.environment.as_str()),
                     ("command", cmd.as_str()),
@@ -351,13 +355,14 @@ mod tests {
             "# TYPE xtask_secret_age_seconds gauge",
             "# UNIT xtask_secret_age_seconds seconds",
             "xtask_secret_age_seconds{environment=\"production\",secret=\"jwt_secret\"} 86400",
-            "xtask_secret_due_in_days{environment=\"production\",secret=\"jwt_secret\"} -3",
+            "# UNIT xtask_secret_due_in_seconds seconds",
+            "xtask_secret_due_in_seconds{environment=\"production\",secret=\"jwt_secret\"} -259200",
             "xtask_secret_present{environment=\"staging\",secret=\"jwt_secret\",store=\"swarm\"} 0",
             "xtask_secret_version_in_use{environment=\"production\",secret=\"jwt_secret\",service=\"backend\",kept=\"false\"} 2",
             "xtask_secret_drift{environment=\"production\",secret=\"jwt_secret\"} 1",
             "xtask_secret_last_rotation_success{environment=\"production\",secret=\"jwt_secret\"} 0",
-            "# TYPE xtask_secret_failed_operations counter",
-            "xtask_secret_failed_operations_total{environment=\"production\",command=\"rotate-secrets\"} 3",
+            "# TYPE xtask_secret_failed_operations gauge",
+            "xtask_secret_failed_operations{environment=\"production\",command=\"rotate-secrets\"} 3",
             "xtask_secret_environment_up{environment=\"production\",part=\"runtime\"} 0",
             "xtask_secret_findings{environment=\"production\",kind=\"overdue\"} 2",
             "xtask_secret_findings{environment=\"production\",kind=\"runtime-drift\"} 0",
@@ -377,10 +382,7 @@ mod tests {
             } else if !l.starts_with('#') {
                 let name = l.split(['{', ' ']).next().unwrap();
                 let last = declared.last().unwrap();
-                assert!(
-                    name == last || name == format!("{last}_total"),
-                    "{name} after the metadata of {last}"
-                );
+                assert_eq!(name, last, "a sample after another family's metadata");
             }
         }
     }

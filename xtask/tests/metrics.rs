@@ -68,7 +68,8 @@ fn promtool(bin: &Path, args: &[&str], stdin: Option<&[u8]>, dir: &Path) -> Run 
         use std::io::Write;
         let mut i = child.stdin.take().unwrap();
         if let Some(b) = stdin {
-            i.write_all(b).unwrap();
+            // A promtool that stopped reading says why in its output.
+            let _ = i.write_all(b);
         }
     }
     Run::from(child.wait_with_output().unwrap())
@@ -337,7 +338,7 @@ fn compose_metrics_pass_promtool_and_a_container_older_than_its_file_is_drift() 
     }
     assert!(
         text.lines().any(|l| l.starts_with(
-            "xtask_secret_failed_operations_total{environment=\"develop\",command=\"rotate-secrets\"} "
+            "xtask_secret_failed_operations{environment=\"develop\",command=\"rotate-secrets\"} "
         ) && !l.ends_with(" 0")),
         "{text}"
     );
@@ -500,7 +501,9 @@ fn swarm_tasks_on_a_superseded_version_are_drift_and_kept_services_are_not() {
             args.push("--secret".into());
             args.push(format!("source={src},target={target}"));
         }
+        // The probe serves the fingerprints of the secrets it is given.
         args.extend([image, "serve", "--port", "8080"].map(String::from));
+        args.extend(secrets.iter().map(|(_, target)| target.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         support::docker(&args);
     };
@@ -645,4 +648,149 @@ fn swarm_tasks_on_a_superseded_version_are_drift_and_kept_services_are_not() {
             .any(|l| l == "xtask_secret_drift{environment=\"stage\",secret=\"jwt\"} 0"),
         "{m}"
     );
+}
+
+/// Deletes the test's namespace whatever happened.
+struct Namespace(String);
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("kubectl")
+            .args(["delete", "namespace", &self.0, "--wait=false"])
+            .output();
+    }
+}
+
+fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
+    let mut c = Command::new("kubectl");
+    c.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut i = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            i.write_all(s.as_bytes()).unwrap();
+        }
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn kubernetes_pods_on_a_superseded_secret_are_drift_until_the_rollout() {
+    let test = "kubernetes_pods_on_a_superseded_secret_are_drift_until_the_rollout";
+    if !support::cluster_or_skip(test) {
+        return;
+    }
+    let Some(bin) = promtool_or_skip(test) else {
+        return;
+    };
+    let project = format!("xm{}", unique());
+    let ns = format!("{project}-stage");
+    let _ns = Namespace(ns.clone());
+    kubectl_ok(&["create", "namespace", &ns], None);
+    kubectl_ok(&["label", "namespace", &ns, "xtask-test=metrics"], None);
+    let repo = TempRepo::new();
+    std::fs::write(
+        repo.path("deploy/secrets.toml"),
+        format!(
+            "project = \"{project}\"\n\n[environments.stage]\nbackend = \"k8s\"\ngenerate = true\n\n\
+             [secrets.jwt]\nkind = \"key\"\nservices = [\"backend\"]\n"
+        ),
+    )
+    .unwrap();
+    repo.run(&["setup-secrets", "stage"]).ok();
+    // The test cluster's own busybox (.ci/k8s/up.sh loads it), mounting one
+    // version of the Secret the way deploy/k8s does (a projected volume).
+    let deployment = |v: u32| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: backend}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: backend}}}}\n  template:\n    metadata: {{labels: {{app: backend}}}}\n    spec:\n      terminationGracePeriodSeconds: 0\n      automountServiceAccountToken: false\n      containers:\n      - name: backend\n        image: k8stest/busybox:1.35\n        imagePullPolicy: Never\n        command: [sleep, \"3600\"]\n        volumeMounts: [{{name: secrets, mountPath: /run/secrets, readOnly: true}}]\n      volumes:\n      - name: secrets\n        projected:\n          sources:\n          - secret: {{name: {project}-stage-jwt-v{v}}}\n"
+        )
+    };
+    let roll = |v: u32| {
+        kubectl_ok(&["-n", &ns, "apply", "-f", "-"], Some(&deployment(v)));
+        kubectl_ok(
+            &[
+                "-n",
+                &ns,
+                "rollout",
+                "status",
+                "deployment/backend",
+                "--timeout=120s",
+            ],
+            None,
+        );
+    };
+    roll(1);
+    let fresh = repo.run(&["status", "stage", "--check"]).ok();
+    assert!(fresh.stdout.contains("no findings"), "{}", fresh.stdout);
+
+    let new: String = repo
+        .read("secrets/stage.env")
+        .lines()
+        .map(|l| match l.starts_with("JWT=") {
+            true => "JWT=k8sRotated0123456789abcdefghijklmnopqrstuvwxyzABCDEFGH\n".to_string(),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    repo.write("secrets/stage.env", &new);
+    repo.run(&["setup-secrets", "stage"]).ok();
+    let r = repo.run(&["status", "stage", "--check"]).fails();
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("runtime-drift: stage jwt: "))
+        .unwrap_or_else(|| panic!("no runtime-drift finding:\n{}", r.stdout));
+    let pod = kubectl_ok(
+        &["-n", &ns, "get", "pods", "-l", "app=backend", "-o", "name"],
+        None,
+    );
+    let rs = kubectl_ok(&["-n", &ns, "get", "replicasets", "-o", "name"], None);
+    // kubectl names it `replicaset.apps/<name>`.
+    let rs = format!("replicaset/{}", rs.trim().rsplit('/').next().unwrap());
+    for who in ["deployment/backend", pod.trim(), rs.as_str()] {
+        assert!(line.contains(who), "{who} not named: {line}");
+    }
+    assert!(
+        line.ends_with(" run v1, the current version is v2; run `cargo xtask deploy stage`"),
+        "{line}"
+    );
+    let m = repo
+        .run(&["status", "stage", "--format", "openmetrics"])
+        .ok()
+        .stdout;
+    for want in [
+        "xtask_secret_drift{environment=\"stage\",secret=\"jwt\"} 1",
+        "xtask_secret_version_in_use{environment=\"stage\",secret=\"jwt\",service=\"backend\",kept=\"false\"} 1",
+        "xtask_secret_environment_up{environment=\"stage\",part=\"runtime\"} 1",
+    ] {
+        assert!(m.lines().any(|l| l == want), "no {want:?} in\n{m}");
+    }
+    let check = promtool(&bin, &["check", "metrics"], Some(m.as_bytes()), &repo.root);
+    assert_eq!(
+        check.code,
+        0,
+        "promtool check metrics:\n{}\n{m}",
+        check.all()
+    );
+
+    // The rollout to v2: the old ReplicaSet scales to 0, its pod goes.
+    roll(2);
+    let start = Instant::now();
+    let done = loop {
+        let r = repo.run(&["status", "stage", "--check"]);
+        if r.code == 0 || start.elapsed() > Duration::from_secs(90) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let done = done.ok();
+    assert!(done.stdout.contains("no findings"), "{}", done.stdout);
 }
