@@ -172,7 +172,7 @@ pub fn compare(
             };
             let kept = kept_by
                 .get(secret)
-                .is_some_and(|k| k.iter().any(|s| *s == r.service));
+                .is_some_and(|k| k.contains(&r.service));
             let list = if kept {
                 &mut entry.kept
             } else {
