@@ -932,6 +932,8 @@ mod tests {
         let log = [
             entry("develop", "a", "create", at(50, now), "ann"),
             entry("develop", "a", "update", at(40, now), "bob <b@x>"),
+            // The rotation ended: not an unfinished one.
+            entry("develop", "a", "complete", at(40, now), "bob <b@x>"),
             entry("staging", "a", "update", at(1, now), "eve"),
         ];
         let rep = report(&[dev, other], &log, now);
