@@ -170,9 +170,7 @@ pub fn compare(
                 service: r.service.clone(),
                 version,
             };
-            let kept = kept_by
-                .get(secret)
-                .is_some_and(|k| k.contains(&r.service));
+            let kept = kept_by.get(secret).is_some_and(|k| k.contains(&r.service));
             let list = if kept {
                 &mut entry.kept
             } else {
