@@ -8,9 +8,12 @@
 # is left as it is and takes no time; a `promtool` already on PATH is used as it
 # is (PROMTOOL=/path overrides both in the tests).
 #
-# Cold (empty Go caches; modules from the proxy): see docs/testing.md for the
-# measured time. The module downloads and the build cache live under the same
-# folder during the build and are removed after it, so only the binary stays.
+# Cold (empty Go caches, modules from the proxy, GOFLAGS=-mod=mod, the default
+# GOPROXY), measured on 2026-12-04 on two cores that other builds shared:
+# 7 min 14 s (4 min 42 s user) with -tags remove_all_sd, 21 min 26 s (10 min
+# 29 s user) without it. Peak disk about 2.1 GB (module downloads and the build
+# cache, under the same folder, removed after the build); what stays is the
+# 74 MB binary. A second run finds it and takes no time.
 set -euo pipefail
 
 PROMTOOL_VERSION=v0.316.0 # github.com/prometheus/prometheus (Prometheus 3.x's module version)
@@ -40,7 +43,7 @@ if ! command -v promtool >/dev/null 2>&1 && [ ! -x "$PT/bin/promtool" ]; then
       t1=$(date +%s)
       echo "promtool $PROMTOOL_VERSION built in $((t1 - t0))s"
       go clean -modcache >/dev/null 2>&1 || true
-      rm -rf "$PT/gocache" "$PT/gomod" "$PT/gopath"
+      rm -rf "$PT/gocache" "$PT/gomod" "$PT/gopath" "$PT/src"
     fi
   ) 9>"$PT/.build.lock"
 fi
