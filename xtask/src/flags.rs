@@ -22,11 +22,15 @@ pub enum Cmd {
     /// `doctor <env> [--json]`.
     Doctor(EnvArgs, bool),
     Check,
-    /// `status [ENV...] [--check] [--json]`.
+    /// `status [ENV...] [--check] [--json | --format table|json|openmetrics] [--out FILE]`.
     Status {
         envs: Vec<String>,
         check: bool,
         json: bool,
+        /// `--format openmetrics`: metrics for the node_exporter textfile collector.
+        openmetrics: bool,
+        /// Where the metrics go (atomically), else stdout.
+        out: Option<std::path::PathBuf>,
     },
     /// `diff <env-a> <env-b> [--json]`.
     Diff {
@@ -259,7 +263,9 @@ fn base() -> Command {
                         .action(ArgAction::SetTrue)
                         .help("Exit 1 when anything is overdue, missing, drifted, unfinished or unreadable, one line per finding"),
                 )
-                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON for machines (shape in docs/status-and-audit.md)")),
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).conflicts_with("format").help("Print JSON for machines (shape in docs/status-and-audit.md); the same as --format json"))
+                .arg(Arg::new("format").long("format").value_name("FORMAT").value_parser(["table", "json", "openmetrics"]).help("table (default), json, or openmetrics: metrics for the node_exporter textfile collector (docs/monitoring.md)"))
+                .arg(Arg::new("out").long("out").value_name("FILE").value_parser(value_parser!(std::path::PathBuf)).help("With --format openmetrics: write the metrics to FILE atomically (temporary file and rename in its folder; relative to the repository root) instead of stdout")),
         )
         .subcommand(
             Command::new("diff")
@@ -423,11 +429,22 @@ pub fn from_matches(m: ArgMatches) -> Result<Cmd> {
         ),
         "doctor" => Cmd::Doctor(env_args(m), flag(m, "json")),
         "check" => Cmd::Check,
-        "status" => Cmd::Status {
-            envs: names(m, "envs"),
-            check: flag(m, "check"),
-            json: flag(m, "json"),
-        },
+        "status" => {
+            let format = m.get_one::<String>("format").map(String::as_str);
+            let out = m.get_one::<std::path::PathBuf>("out").cloned();
+            if out.is_some() && format != Some("openmetrics") {
+                anyhow::bail!(
+                    "status: --out writes metrics; add `--format openmetrics` (the table and JSON go to stdout)"
+                );
+            }
+            Cmd::Status {
+                envs: names(m, "envs"),
+                check: flag(m, "check"),
+                json: flag(m, "json") || format == Some("json"),
+                openmetrics: format == Some("openmetrics"),
+                out,
+            }
+        }
         "diff" => Cmd::Diff {
             a: m.get_one::<String>("a").cloned().unwrap_or_default(),
             b: m.get_one::<String>("b").cloned().unwrap_or_default(),
@@ -550,15 +567,46 @@ mod tests {
         ])
         .unwrap()
         {
-            Cmd::Status { envs, check, json } => {
+            Cmd::Status {
+                envs, check, json, ..
+            } => {
                 assert_eq!((envs.len(), check, json), (2, true, true))
             }
             c => panic!("{c:?}"),
         }
         match parse_args(&["xtask", "status"]).unwrap() {
-            Cmd::Status { envs, check, json } => assert!(envs.is_empty() && !check && !json),
+            Cmd::Status {
+                envs, check, json, ..
+            } => assert!(envs.is_empty() && !check && !json),
             c => panic!("{c:?}"),
         }
+        match parse_args(&[
+            "xtask",
+            "status",
+            "--format",
+            "openmetrics",
+            "--out",
+            "m.prom",
+        ])
+        .unwrap()
+        {
+            Cmd::Status {
+                json,
+                openmetrics,
+                out,
+                ..
+            } => assert_eq!(
+                (json, openmetrics, out),
+                (false, true, Some("m.prom".into()))
+            ),
+            c => panic!("{c:?}"),
+        }
+        let e = parse_args(&["xtask", "status", "--out", "m.prom"]).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("add `--format openmetrics`"),
+            "{e:#}"
+        );
+        assert!(parse_args(&["xtask", "status", "--json", "--format", "table"]).is_err());
         assert!(parse_args(&["xtask", "rotate-secrets", "staging"]).is_err());
         match parse_args(&["xtask", "run", "develop", "--", "env", "--plain-env", "-0"]).unwrap() {
             Cmd::Run(r) => {

@@ -21,6 +21,7 @@ mod kube;
 mod lock;
 mod manifest;
 mod mask;
+mod metrics;
 mod migrate;
 mod output;
 mod plan;

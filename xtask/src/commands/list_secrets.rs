@@ -120,6 +120,40 @@ pub fn rows(
         .collect()
 }
 
+/// The RUNNING cell: `current`, `drift (...)` in red, `kept (...)`, `-`
+/// when nothing runs it, `?` when the runtime could not be asked.
+pub fn running_cell(r: Option<&crate::runtime::drift::SecretRuntime>) -> String {
+    match r {
+        None => output::paint("31", "?"),
+        Some(r) if r.drift() => output::paint("31", &r.cell()),
+        Some(r) => r.cell(),
+    }
+}
+
+/// The `runtime` object of `--json` (status and list-secrets), null when
+/// the runtime could not be asked.
+pub fn runtime_json(r: Option<&crate::runtime::drift::SecretRuntime>) -> serde_json::Value {
+    let Some(r) = r else {
+        return serde_json::Value::Null;
+    };
+    let list = |l: &[crate::runtime::drift::Behind]| -> Vec<serde_json::Value> {
+        l.iter()
+            .map(|b| serde_json::json!({"who": b.who, "service": b.service, "version": b.version}))
+            .collect()
+    };
+    serde_json::json!({
+        "state": match (r.runners, r.drift()) {
+            (0, _) => "not-running",
+            (_, true) => "drift",
+            (_, false) => "converged",
+        },
+        "current_version": r.current,
+        "in_use": r.in_use,
+        "behind": list(&r.behind),
+        "kept": list(&r.kept),
+    })
+}
+
 pub fn run(root: &Path, e: &EnvArgs, json: bool) -> Result<()> {
     let s = Session::open(root, e)?;
     let r = match s.resolve_read_only() {
@@ -171,7 +205,12 @@ pub fn run(root: &Path, e: &EnvArgs, json: bool) -> Result<()> {
             .map(|d| (d.spec.name.clone(), d.value.fingerprint(&key)))
             .collect()
     });
-    let users = match s.runtime().and_then(|rt| rt.users()) {
+    let runtime = s.runtime();
+    let users = match runtime
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e:#}"))
+        .and_then(|rt| rt.users())
+    {
         Ok(u) => u,
         Err(err) => {
             output::warn(&format!(
@@ -179,6 +218,29 @@ pub fn run(root: &Path, e: &EnvArgs, json: bool) -> Result<()> {
             ));
             None
         }
+    };
+    // Which version each service, task, pod or container runs; a runtime
+    // that cannot be asked shows `?`, never "current".
+    let kept_by: std::collections::BTreeMap<String, Vec<String>> = s
+        .manifest
+        .secrets
+        .iter()
+        .map(|x| (x.name.clone(), x.kept_by.clone()))
+        .collect();
+    let running = match runtime.and_then(|rt| rt.running_versions()) {
+        Ok(r) => Some(crate::runtime::drift::compare(&listed, &kept_by, &r)),
+        Err(err) => {
+            output::warn(&format!(
+                "could not ask the {} runtime which secret versions run: {err:#}",
+                s.env.runtime.name()
+            ));
+            None
+        }
+    };
+    let runtime_of = |name: &str| {
+        running
+            .as_ref()
+            .map(|r| r.get(name).cloned().unwrap_or_default())
     };
     let names: Vec<(String, Vec<String>)> = s
         .manifest
@@ -188,7 +250,7 @@ pub fn run(root: &Path, e: &EnvArgs, json: bool) -> Result<()> {
         .collect();
     let rows = rows(&names, &listed, wanted.as_deref(), users.as_ref());
     if json {
-        return print_json(&s, &rows);
+        return print_json(&s, &rows, &runtime_of);
     }
     let table: Vec<Vec<String>> = rows
         .iter()
@@ -209,18 +271,25 @@ pub fn run(root: &Path, e: &EnvArgs, json: bool) -> Result<()> {
                     Some(k) => format!("{} ({k})", r.location),
                     None => r.location.clone(),
                 },
+                running_cell(runtime_of(&r.name).as_ref()),
             ]
         })
         .collect();
     println!("{}", s.heading());
     output::print_table(
-        &["NAME", "STATE", "VERSION", "AGE", "USED BY", "WHERE"],
+        &[
+            "NAME", "STATE", "VERSION", "AGE", "USED BY", "WHERE", "RUNNING",
+        ],
         &table,
     );
     Ok(())
 }
 
-fn print_json(s: &Session, rows: &[Row]) -> Result<()> {
+fn print_json(
+    s: &Session,
+    rows: &[Row],
+    runtime_of: &dyn Fn(&str) -> Option<crate::runtime::drift::SecretRuntime>,
+) -> Result<()> {
     let items: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| {
@@ -233,6 +302,7 @@ fn print_json(s: &Session, rows: &[Row]) -> Result<()> {
                 "age_seconds": r.age.map(|a| a.as_secs()),
                 "used_by": r.used_by,
                 "kept": r.kept,
+                "runtime": runtime_json(runtime_of(&r.name).as_ref()),
             })
         })
         .collect();

@@ -50,7 +50,22 @@ pub fn run(cmd: Cmd, root: &Path) -> Result<()> {
         Cmd::Deploy(e, a) => deploy::run(root, &e, a),
         Cmd::Doctor(e, json) => doctor::run(root, &e, json),
         Cmd::Check => check::run(root),
-        Cmd::Status { envs, check, json } => status::run(root, &envs, check, json),
+        Cmd::Status {
+            envs,
+            check,
+            json,
+            openmetrics,
+            out,
+        } => status::run(
+            root,
+            &envs,
+            check,
+            match (json, openmetrics) {
+                (_, true) => status::Format::OpenMetrics { out },
+                (true, _) => status::Format::Json,
+                _ => status::Format::Table,
+            },
+        ),
         Cmd::Diff { a, b, json } => diff::run(root, &a, &b, json),
         Cmd::MigrateEnvToSecrets(a) => migrate_env_to_secrets::run(root, a),
         Cmd::AdoptSecrets(e, dry_run) => adopt_secrets::run(root, &e, dry_run),

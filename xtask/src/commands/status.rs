@@ -14,12 +14,14 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use super::{
     Session,
     list_secrets::{self, State},
 };
+use crate::runtime::drift::{self, Running, SecretRuntime};
+
 use crate::{
     audit::{self, Entry},
     envfile::EnvFile,
@@ -40,6 +42,9 @@ pub struct Wanted {
     pub rotate_every_days: Option<u32>,
     /// Whether the env file holds it (derived values are rebuilt, not kept).
     pub in_env_file: bool,
+    /// The services that keep their own copy (`kept_by`): not drift when
+    /// they run an older version.
+    pub kept_by: Vec<String>,
 }
 
 /// What was read about one environment.
@@ -65,6 +70,10 @@ pub struct EnvView {
     /// The secrets whose keys the env file holds, when it exists and reads.
     pub env_keys: Option<BTreeSet<String>>,
     pub users: Option<Users>,
+    /// What the runtime runs and mounts, when it could be asked.
+    pub running: Option<Vec<Running>>,
+    /// Why the runtime could not be asked which versions run: a finding.
+    pub runtime_unreachable: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +102,8 @@ pub struct Row {
     pub last_rotation: Option<Rotation>,
     pub services: Vec<String>,
     pub used_by: Option<Vec<String>>,
+    /// Who runs which version, when the runtime could be asked.
+    pub runtime: Option<SecretRuntime>,
 }
 
 impl Row {
@@ -103,7 +114,8 @@ impl Row {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
-    /// `overdue`, `missing`, `drift`, `unfinished`, `unreachable` or `unreadable`.
+    /// `overdue`, `missing`, `drift`, `runtime-drift`, `unfinished`,
+    /// `unreachable` or `unreadable`.
     pub kind: &'static str,
     pub environment: String,
     pub secret: Option<String>,
@@ -153,6 +165,17 @@ pub fn report(views: &[EnvView], log: &[Entry], now: SystemTime) -> Report {
                 ),
             });
         }
+        if let Some(why) = &v.runtime_unreachable {
+            findings.push(Finding {
+                kind: "unreachable",
+                environment: v.name.clone(),
+                secret: None,
+                message: format!(
+                    "the {} runtime could not be asked which secret versions run ({why}); runtime drift not checked",
+                    v.runtime
+                ),
+            });
+        }
         let (r, f) = env_rows(v, views, log, now);
         rows.extend(r);
         findings.extend(f);
@@ -191,6 +214,15 @@ fn env_rows(
         v.fingerprints.as_deref(),
         v.users.as_ref(),
     );
+    let kept_by: std::collections::BTreeMap<String, Vec<String>> = v
+        .secrets
+        .iter()
+        .map(|s| (s.name.clone(), s.kept_by.clone()))
+        .collect();
+    let running = v
+        .running
+        .as_ref()
+        .map(|r| drift::compare(&v.listed, &kept_by, r));
     let mut rows = Vec::new();
     let mut findings = Vec::new();
     let finding = |kind, secret: &str, message: String| Finding {
@@ -241,6 +273,9 @@ fn env_rows(
             last_rotation,
             services: spec.map(|s| s.services.clone()).unwrap_or_default(),
             used_by: v.users.as_ref().map(|_| b.used_by.clone()),
+            runtime: running
+                .as_ref()
+                .map(|r| r.get(&b.name).cloned().unwrap_or_default()),
         };
         findings.extend(
             row_findings(v, views, &row, spec)
@@ -321,6 +356,9 @@ fn row_findings(
             ),
         ));
     }
+    if let Some(m) = row.runtime.as_ref().and_then(|r| r.message(&v.name)) {
+        out.push(("runtime-drift", m));
+    }
     if row.overdue() {
         out.push((
             "overdue",
@@ -367,6 +405,7 @@ pub fn gather(root: &Path, manifest: &Manifest, name: &str) -> EnvView {
                 services: s.services.clone(),
                 rotate_every_days: s.rotate_every_days(env),
                 in_env_file: s.kind != Kind::Derived,
+                kept_by: s.kept_by.clone(),
             })
             .collect(),
         ..Default::default()
@@ -435,16 +474,37 @@ fn read_store(root: &Path, env_file: &Path, v: &mut EnvView) -> Result<()> {
             .map(|d| (d.spec.name.clone(), d.value.fingerprint(&key)))
             .collect()
     });
-    match s.runtime().and_then(|rt| rt.users()) {
+    let runtime = s.runtime();
+    match runtime
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e:#}"))
+        .and_then(|rt| rt.users())
+    {
         Ok(u) => v.users = u,
         Err(e) => v
             .notes
             .push(format!("cannot tell which services use the secrets: {e:#}")),
     }
+    match runtime.and_then(|rt| rt.running_versions()) {
+        Ok(r) => v.running = Some(r),
+        Err(e) => {
+            v.runtime_unreachable = Some(format!("{e:#}").replace('\n', " "));
+        }
+    }
     Ok(())
 }
 
-pub fn run(root: &Path, envs: &[String], check: bool, json: bool) -> Result<()> {
+/// How `status` prints what it found.
+pub enum Format {
+    Table,
+    Json,
+    /// For the node_exporter textfile collector: to `out` atomically, else stdout.
+    OpenMetrics {
+        out: Option<std::path::PathBuf>,
+    },
+}
+
+pub fn run(root: &Path, envs: &[String], check: bool, format: Format) -> Result<()> {
     let manifest = Manifest::load(root)?;
     for e in envs {
         manifest.env(e)?;
@@ -477,13 +537,37 @@ pub fn run(root: &Path, envs: &[String], check: bool, json: bool) -> Result<()> 
             message: format!("the audit log {}: {why}", audit::PATH),
         });
     }
-    if json {
-        println!(
+    let json = !matches!(format, Format::Table);
+    match format {
+        Format::Table => print_human(&manifest.project, &views, &rep),
+        Format::Json => println!(
             "{}",
             serde_json::to_string_pretty(&to_json(&views, &rep, now))?
-        );
-    } else {
-        print_human(&manifest.project, &views, &rep);
+        ),
+        Format::OpenMetrics { out } => {
+            let text = openmetrics(&views, &rep, &log, now);
+            match out {
+                // 0644: node_exporter reads it as its own user; it holds
+                // names, versions, times and counts, never a value.
+                Some(p) => {
+                    let path = root.join(&p);
+                    crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644, None)
+                        .with_context(|| {
+                            format!(
+                                "cannot write the metrics to {}; point --out at a file in node_exporter's --collector.textfile.directory that this user may write",
+                                p.display()
+                            )
+                        })?;
+                    // The table's findings still matter to whoever runs it.
+                    eprintln!(
+                        "wrote {} metrics to {}",
+                        text.lines().filter(|l| !l.starts_with('#')).count(),
+                        p.display()
+                    );
+                }
+                None => print!("{text}"),
+            }
+        }
     }
     if check && !rep.findings.is_empty() {
         if json {
@@ -492,11 +576,86 @@ pub fn run(root: &Path, envs: &[String], check: bool, json: bool) -> Result<()> 
             }
         }
         bail!(
-            "status --check: {} finding(s): overdue, missing, drifted, unfinished or unreadable secrets (listed above)",
+            "status --check: {} finding(s): overdue, missing, drifted, unfinished or unreadable secrets, or services running a superseded version (listed above)",
             rep.findings.len()
         );
     }
     Ok(())
+}
+
+/// The OpenMetrics text of the report ([`crate::metrics`]).
+fn openmetrics(views: &[EnvView], rep: &Report, log: &[Entry], now: SystemTime) -> String {
+    let unix = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
+    let mut envs = Vec::new();
+    for v in views {
+        let mut findings = std::collections::BTreeMap::new();
+        for f in rep.findings.iter().filter(|f| f.environment == v.name) {
+            *findings.entry(f.kind.to_string()).or_insert(0) += 1;
+        }
+        let mut failed = std::collections::BTreeMap::new();
+        for e in log.iter().filter(|e| e.environment == v.name) {
+            *failed.entry(e.command.clone()).or_insert(0) +=
+                u64::from(e.outcome == audit::Outcome::Failed);
+        }
+        envs.push(crate::metrics::EnvSample {
+            environment: v.name.clone(),
+            store_up: v.unreachable.is_none(),
+            runtime_up: v.unreachable.is_none() && v.running.is_some(),
+            findings,
+            failed,
+        });
+    }
+    let secrets = rep
+        .rows
+        .iter()
+        .filter(|r| r.state != State::Extra)
+        .map(|r| {
+            let last = log
+                .iter()
+                .rfind(|e| {
+                    e.environment == r.environment
+                        && e.secret == r.secret
+                        && e.command == "rotate-secrets"
+                })
+                .map(|e| {
+                    let unfinished =
+                        audit::unfinished_rotations(log, &r.environment).contains_key(&r.secret);
+                    (unix(e.time), e.outcome == audit::Outcome::Ok && !unfinished)
+                });
+            let kept_by = views
+                .iter()
+                .find(|v| v.name == r.environment)
+                .and_then(|v| v.secrets.iter().find(|s| s.name == r.secret))
+                .map(|s| s.kept_by.clone())
+                .unwrap_or_default();
+            crate::metrics::SecretSample {
+                environment: r.environment.clone(),
+                secret: r.secret.clone(),
+                store: r.store.clone(),
+                present: r.state != State::Missing,
+                age_seconds: r.age.map(|a| a.as_secs()),
+                due_in_days: r.due_in_days,
+                version: r.version,
+                drift: r.runtime.as_ref().map(SecretRuntime::drift),
+                in_use: r
+                    .runtime
+                    .as_ref()
+                    .map(|rt| {
+                        rt.in_use
+                            .iter()
+                            .map(|(svc, v)| (svc.clone(), (*v, kept_by.contains(svc))))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                last_rotation: last,
+            }
+        })
+        .collect::<Vec<_>>();
+    crate::metrics::render(&envs, &secrets, unix(now))
 }
 
 fn due_cell(r: &Row) -> String {
@@ -560,6 +719,7 @@ fn print_human(project: &str, views: &[EnvView], rep: &Report) {
                     .map(|l| format!("{} {}", &time::rfc3339(l.time)[..10], l.operator))
                     .unwrap_or_else(|| "-".into()),
                 dash(r.used_by.as_ref().unwrap_or(&r.services).join(",")),
+                list_secrets::running_cell(r.runtime.as_ref()),
             ]
         })
         .collect();
@@ -574,6 +734,7 @@ fn print_human(project: &str, views: &[EnvView], rep: &Report) {
             "DUE",
             "LAST ROTATED",
             "SERVICES",
+            "RUNNING",
         ],
         &table,
     );
@@ -599,6 +760,8 @@ fn to_json(views: &[EnvView], rep: &Report, now: SystemTime) -> serde_json::Valu
                 "env_file": v.env_file,
                 "reachable": v.unreachable.is_none(),
                 "error": v.unreachable,
+                "runtime_reachable": v.running.is_some(),
+                "runtime_error": v.runtime_unreachable,
                 "notes": v.notes,
             })
         })
@@ -627,6 +790,7 @@ fn to_json(views: &[EnvView], rep: &Report, now: SystemTime) -> serde_json::Valu
                 })),
                 "services": r.services,
                 "used_by": r.used_by,
+                "runtime": list_secrets::runtime_json(r.runtime.as_ref()),
             })
         })
         .collect();
@@ -677,6 +841,7 @@ mod tests {
             services: vec!["web".into()],
             rotate_every_days: days,
             in_env_file: true,
+            kept_by: Vec::new(),
         }
     }
 
@@ -767,6 +932,8 @@ mod tests {
         let log = [
             entry("develop", "a", "create", at(50, now), "ann"),
             entry("develop", "a", "update", at(40, now), "bob <b@x>"),
+            // The rotation ended: not an unfinished one.
+            entry("develop", "a", "complete", at(40, now), "bob <b@x>"),
             entry("staging", "a", "update", at(1, now), "eve"),
         ];
         let rep = report(&[dev, other], &log, now);
@@ -827,5 +994,49 @@ mod tests {
             "{}",
             rep.findings[0].line()
         );
+    }
+
+    #[test]
+    fn runtime_drift_is_a_finding_kept_services_are_not_and_a_silent_runtime_is_one_too() {
+        use crate::runtime::drift::{Mounted, Running};
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let mut prod = view("production", true);
+        prod.secrets = vec![wanted("jwt", None), wanted("pw", None)];
+        prod.secrets[1].kept_by = vec!["postgres".into()];
+        prod.listed = vec![
+            stored("jwt", 2, "f", Some(at(1, now))),
+            stored("jwt", 3, "f", Some(at(1, now))),
+            stored("pw", 1, "f", Some(at(1, now))),
+            stored("pw", 2, "f", Some(at(1, now))),
+        ];
+        let run = |who: &str, svc: &str, ids: &[&str]| Running {
+            who: who.into(),
+            service: svc.into(),
+            mounts: ids.iter().map(|i| Mounted::Id(i.to_string())).collect(),
+        };
+        prod.running = Some(vec![
+            run("service/st_backend", "backend", &["jwt_v3", "pw_v2"]),
+            run("task/st_backend.1", "backend", &["jwt_v2", "pw_v2"]),
+            run("task/st_postgres.1", "postgres", &["pw_v1"]),
+        ]);
+        let mut stage = view("staging", true);
+        stage.runtime_unreachable = Some("docker: Cannot connect".into());
+        let rep = report(&[prod, stage], &[], now);
+        let lines: Vec<String> = rep.findings.iter().map(Finding::line).collect();
+        assert_eq!(
+            lines,
+            [
+                "runtime-drift: production jwt: task/st_backend.1 run v2, the current version is v3; run `cargo xtask deploy production`",
+                "unreachable: staging: the swarm runtime could not be asked which secret versions run (docker: Cannot connect); runtime drift not checked",
+            ]
+        );
+        assert_eq!(
+            rep.rows[1].runtime.as_ref().map(|r| r.cell()).as_deref(),
+            Some("current; kept (postgres@v1)")
+        );
+        let j = to_json(&[], &rep, now);
+        assert_eq!(j["secrets"][0]["runtime"]["state"], "drift");
+        assert_eq!(j["secrets"][0]["runtime"]["behind"][0]["version"], 2);
+        assert_eq!(j["secrets"][1]["runtime"]["kept"][0]["service"], "postgres");
     }
 }

@@ -121,6 +121,36 @@ impl Runtime for ComposeRuntime {
         Ok(None)
     }
 
+    fn running_versions(&self) -> Result<Vec<super::drift::Running>> {
+        let docker = Docker::new()?;
+        // The project's running containers, whichever Compose started them
+        // (both name the project in lower case, without other characters).
+        let project: String = self
+            .project()
+            .to_ascii_lowercase()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        let label = format!("label=com.docker.compose.project={project}");
+        let ids = docker
+            .read(&["ps", "-q", "--no-trunc", "--filter", &label], "")
+            .map_err(|e| match docker.ping() {
+                Err(down) => down,
+                Ok(()) => e,
+            })?;
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = vec!["inspect", "--format", CONTAINER_FORMAT];
+        args.extend(&ids);
+        let out = docker.read(&args, "")?;
+        let dir = secrets_dir(&self.root, &self.env);
+        Ok(containers_running(&out, &dir, |p| {
+            std::fs::metadata(p).and_then(|m| m.modified()).ok()
+        }))
+    }
+
     fn stop_hint(&self) -> String {
         format!("docker compose -p {} down", self.project())
     }
@@ -241,6 +271,48 @@ fn compose_ids(
         .map(str::to_string)
         .filter(|l| !l.is_empty())
         .collect())
+}
+
+const CONTAINER_FORMAT: &str = "{{.Name}}|{{.Created}}|{{index .Config.Labels \"com.docker.compose.service\"}}|{{range .Mounts}}{{.Source}},{{end}}";
+
+/// Pure: each container's secret files (the mounts under `dir`, by file
+/// name) from `docker inspect --format CONTAINER_FORMAT` lines, each stale
+/// when `mtime` says the file changed after the container was created.
+pub fn containers_running(
+    out: &str,
+    dir: &Path,
+    mtime: impl Fn(&Path) -> Option<std::time::SystemTime>,
+) -> Vec<super::drift::Running> {
+    use super::drift::{Mounted, Running};
+    let mut running = Vec::new();
+    for line in out.lines() {
+        let mut parts = line.splitn(4, '|');
+        let (Some(name), Some(created), Some(service), Some(mounts)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let created = time::parse_rfc3339(created);
+        let mounts = mounts
+            .split(',')
+            .map(Path::new)
+            .filter(|m| m.starts_with(dir))
+            .filter_map(|m| {
+                let secret = m.file_name()?.to_str()?.to_string();
+                let stale = match (created, mtime(m)) {
+                    (Some(c), Some(t)) => t > c,
+                    _ => false,
+                };
+                Some(Mounted::File { secret, stale })
+            })
+            .collect();
+        running.push(Running {
+            who: format!("container/{}", name.trim_start_matches('/')),
+            service: service.to_string(),
+            mounts,
+        });
+    }
+    running
 }
 
 /// Services whose containers were created before one of their secret files
@@ -396,6 +468,45 @@ environments = ["production"]
         assert!(!p.iter().any(|x| x.contains("tls_key")), "{p:?}");
         let ok = stackfile::parse("services:\n  api:\n    secrets: [db_password]\n  db:\n    secrets: [db_password]\nsecrets:\n  db_password:\n    file: ./s/db_password\n").unwrap();
         assert!(check_file(&m, "f.yml", &ok).is_empty());
+    }
+
+    #[test]
+    fn containers_mount_secret_files_stale_when_changed_after_creation() {
+        let dir = Path::new("/r/secrets/develop");
+        let t = |s: &str| time::parse_rfc3339(s);
+        let out = "/p-develop-backend-1|2026-01-02T00:00:00.5Z|backend|/r/secrets/develop/jwt,/r/secrets/develop/pw,/var/lib/x,\n\
+                   /p-develop-postgres-1|2026-01-03T00:00:00Z|postgres|/r/secrets/develop/pw,\n";
+        let mtime = |p: &Path| match p.file_name()?.to_str()? {
+            "jwt" => t("2026-01-02T12:00:00Z"),
+            _ => t("2026-01-01T00:00:00Z"),
+        };
+        use super::super::drift::Mounted::File;
+        let r = containers_running(out, dir, mtime);
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            (r[0].who.as_str(), r[0].service.as_str()),
+            ("container/p-develop-backend-1", "backend")
+        );
+        assert_eq!(
+            r[0].mounts,
+            [
+                File {
+                    secret: "jwt".into(),
+                    stale: true
+                },
+                File {
+                    secret: "pw".into(),
+                    stale: false
+                }
+            ]
+        );
+        assert_eq!(
+            r[1].mounts,
+            [File {
+                secret: "pw".into(),
+                stale: false
+            }]
+        );
     }
 
     #[test]

@@ -331,6 +331,68 @@ pub fn secret_users(list: &Value) -> Users {
     out
 }
 
+/// Pure: what runs, from one `kubectl get pods,replicasets,deployments,
+/// statefulsets,daemonsets -o json`: each workload's template (what its next
+/// pods get), each ReplicaSet that has pods, and each pod that is not being
+/// deleted nor has ended, with the Secrets it mounts. A pod's service is its
+/// workload (through its ReplicaSet for a Deployment), else its
+/// `app.kubernetes.io/name` label.
+pub fn running_of(list: &Value) -> Vec<super::drift::Running> {
+    use super::drift::{Mounted, Running};
+    let items: Vec<&Value> = list["items"].as_array().into_iter().flatten().collect();
+    let owner = |v: &Value| -> Option<(String, String)> {
+        let o = v
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)?
+            .first()?;
+        Some((text(o, "/kind").to_string(), text(o, "/name").to_string()))
+    };
+    // ReplicaSet → its Deployment.
+    let rs_owner: BTreeMap<String, String> = items
+        .iter()
+        .filter(|i| text(i, "/kind") == "ReplicaSet")
+        .filter_map(|i| Some((text(i, "/metadata/name").to_string(), owner(i)?.1)))
+        .collect();
+    let mut out = Vec::new();
+    for item in items {
+        let kind = text(item, "/kind");
+        let name = text(item, "/metadata/name");
+        let (spec, service) = match kind {
+            "Pod" => {
+                let phase = text(item, "/status/phase");
+                if item.pointer("/metadata/deletionTimestamp").is_some()
+                    || matches!(phase, "Succeeded" | "Failed")
+                {
+                    continue;
+                }
+                let service = match owner(item) {
+                    Some((k, rs)) if k == "ReplicaSet" => rs_owner.get(&rs).cloned().unwrap_or(rs),
+                    Some((_, n)) => n,
+                    None => match text(item, "/metadata/labels/app.kubernetes.io~1name") {
+                        "" => name.to_string(),
+                        l => l.to_string(),
+                    },
+                };
+                (&item["spec"], service)
+            }
+            "ReplicaSet" => {
+                if num(item, "/spec/replicas") == 0 && num(item, "/status/replicas") == 0 {
+                    continue;
+                }
+                let service = rs_owner.get(name).cloned().unwrap_or(name.to_string());
+                (&item["spec"]["template"]["spec"], service)
+            }
+            _ => (&item["spec"]["template"]["spec"], name.to_string()),
+        };
+        out.push(Running {
+            who: format!("{}/{name}", kind.to_ascii_lowercase()),
+            service,
+            mounts: pod_secret_refs(spec).into_iter().map(Mounted::Id).collect(),
+        });
+    }
+    out
+}
+
 impl K8sRuntime {
     pub fn new(s: &Scope) -> Result<K8sRuntime> {
         let settings = kube::settings(&s.manifest.project, s.env)?;
@@ -661,6 +723,17 @@ impl Runtime for K8sRuntime {
         Ok(Some(secret_users(&list)))
     }
 
+    fn running_versions(&self) -> Result<Vec<super::drift::Running>> {
+        let text = self.kubectl.read(&[
+            "get",
+            "pods,replicasets,deployments,statefulsets,daemonsets",
+            "-o",
+            "json",
+        ])?;
+        let list: Value = serde_json::from_str(&text).context("kubectl get gave no JSON")?;
+        Ok(running_of(&list))
+    }
+
     fn stop_hint(&self) -> String {
         format!(
             "kubectl -n {} delete -f {}",
@@ -793,5 +866,46 @@ spec:
             ["pod/web-1", "replicaset/web-b", "deployment/web"]
         );
         assert!(!u.contains_key("s-v1"));
+    }
+
+    #[test]
+    fn running_pods_replica_sets_and_templates_name_their_workload() {
+        let spec = |s: &str| json!({"volumes": [{"name": "x", "projected": {"sources": [{"secret": {"name": s}}]}}]});
+        let owned = |kind: &str, name: &str| json!([{"kind": kind, "name": name}]);
+        let list = json!({"items": [
+            {"kind": "Pod", "metadata": {"name": "backend-b-1", "ownerReferences": owned("ReplicaSet", "backend-b")}, "spec": spec("s-v2"), "status": {"phase": "Running"}},
+            {"kind": "Pod", "metadata": {"name": "backend-a-1", "ownerReferences": owned("ReplicaSet", "backend-a")}, "spec": spec("s-v1"), "status": {"phase": "Running"}},
+            {"kind": "Pod", "metadata": {"name": "backend-a-2", "deletionTimestamp": "x", "ownerReferences": owned("ReplicaSet", "backend-a")}, "spec": spec("s-v1"), "status": {"phase": "Running"}},
+            {"kind": "Pod", "metadata": {"name": "postgres-0", "ownerReferences": owned("StatefulSet", "postgres")}, "spec": spec("p-v1"), "status": {"phase": "Running"}},
+            {"kind": "Pod", "metadata": {"name": "job-x", "labels": {"app.kubernetes.io/name": "tool"}}, "spec": spec("s-v1"), "status": {"phase": "Succeeded"}},
+            {"kind": "ReplicaSet", "metadata": {"name": "backend-a", "ownerReferences": owned("Deployment", "backend")}, "spec": {"replicas": 1, "template": {"spec": spec("s-v1")}}, "status": {"replicas": 1}},
+            {"kind": "ReplicaSet", "metadata": {"name": "backend-0", "ownerReferences": owned("Deployment", "backend")}, "spec": {"replicas": 0, "template": {"spec": spec("s-v0")}}, "status": {"replicas": 0}},
+            {"kind": "Deployment", "metadata": {"name": "backend"}, "spec": {"template": {"spec": spec("s-v2")}}},
+        ]});
+        let r: Vec<(String, String, Vec<String>)> = running_of(&list)
+            .into_iter()
+            .map(|r| {
+                let ids = r
+                    .mounts
+                    .iter()
+                    .map(|m| match m {
+                        super::super::drift::Mounted::Id(i) => i.clone(),
+                        other => format!("{other:?}"),
+                    })
+                    .collect();
+                (r.who, r.service, ids)
+            })
+            .collect();
+        let row = |w: &str, s: &str, id: &str| (w.to_string(), s.to_string(), vec![id.to_string()]);
+        assert_eq!(
+            r,
+            [
+                row("pod/backend-b-1", "backend-b", "s-v2"),
+                row("pod/backend-a-1", "backend", "s-v1"),
+                row("pod/postgres-0", "postgres", "p-v1"),
+                row("replicaset/backend-a", "backend", "s-v1"),
+                row("deployment/backend", "backend", "s-v2"),
+            ]
+        );
     }
 }

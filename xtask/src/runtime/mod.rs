@@ -4,6 +4,7 @@
 //! current versions and wait until converged.
 
 pub mod compose;
+pub mod drift;
 pub mod k8s;
 mod k8s_reader;
 pub mod swarm;
@@ -89,6 +90,12 @@ pub trait Runtime {
     /// Deploys with `current` (secret name → stored identity) and waits until
     /// converged; with `dry_run`, prints exactly what would be applied.
     fn deploy(&self, current: &BTreeMap<String, String>, opts: &DeployOptions) -> Result<()>;
+    /// What runs now and which secret version each mounts, from the
+    /// runtime's own view (Swarm service specs and running tasks, Kubernetes
+    /// workload templates, ReplicaSets with pods and pods, Compose
+    /// containers), for runtime drift ([`drift::compare`]). An error means
+    /// the runtime could not be asked: a finding, never "no drift".
+    fn running_versions(&self) -> Result<Vec<drift::Running>>;
     /// How to stop what uses the secrets, for the refusal to remove them.
     fn stop_hint(&self) -> String;
     /// What a rotate hook needs to reach this runtime's servers the way the

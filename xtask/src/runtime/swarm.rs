@@ -390,6 +390,38 @@ impl Runtime for SwarmRuntime {
         self.service_users().map(Some)
     }
 
+    fn running_versions(&self) -> Result<Vec<super::drift::Running>> {
+        let ids = self.read(&["service", "ls", "-q"], "")?;
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = vec!["service", "inspect"];
+        args.extend(&ids);
+        let services: Vec<Value> = serde_json::from_str(&self.read(&args, "")?)
+            .context("docker service inspect gave no JSON")?;
+        let mut args = vec![
+            "service",
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            "desired-state=running",
+        ];
+        args.extend(&ids);
+        let task_ids = self.read(&args, "")?;
+        let task_ids: Vec<&str> = task_ids.split_whitespace().collect();
+        let tasks: Vec<Value> = if task_ids.is_empty() {
+            Vec::new()
+        } else {
+            let mut args = vec!["inspect", "--type", "task"];
+            args.extend(&task_ids);
+            serde_json::from_str(&self.read(&args, "")?)
+                .context("docker inspect --type task gave no JSON")?
+        };
+        Ok(running_of(&services, &tasks))
+    }
+
     fn stop_hint(&self) -> String {
         format!("docker stack rm {}", self.stack())
     }
@@ -468,6 +500,66 @@ pub fn reader_edit(
         credential: &r.credential,
         definition,
     }
+}
+
+/// Pure: what runs, from `docker service inspect` of every service and
+/// `docker inspect --type task` of the tasks meant to run: each service's spec
+/// (what its next task gets) and each task that has not ended (what its
+/// container mounts now), named `service/<name>` and `task/<name>.<slot>`
+/// (`<name>.<node>` for global services). The service is the stack file's
+/// name (the stack namespace removed).
+pub fn running_of(services: &[Value], tasks: &[Value]) -> Vec<super::drift::Running> {
+    use super::drift::{Mounted, Running};
+    let s = |v: &Value, p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mounts = |v: Option<&Value>| -> Vec<Mounted> {
+        secret_names(v).into_iter().map(Mounted::Id).collect()
+    };
+    let mut out = Vec::new();
+    let mut names: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for svc in services {
+        let name = s(svc, "/Spec/Name");
+        let ns = s(svc, "/Spec/Labels/com.docker.stack.namespace");
+        let short = match ns.is_empty() {
+            true => name.clone(),
+            false => name
+                .strip_prefix(&format!("{ns}_"))
+                .unwrap_or(&name)
+                .to_string(),
+        };
+        names.insert(s(svc, "/ID"), (name.clone(), short.clone()));
+        out.push(Running {
+            who: format!("service/{name}"),
+            service: short,
+            mounts: mounts(svc.pointer("/Spec/TaskTemplate/ContainerSpec/Secrets")),
+        });
+    }
+    for t in tasks {
+        let ended = matches!(
+            s(t, "/Status/State").as_str(),
+            "complete" | "shutdown" | "failed" | "rejected" | "orphaned" | "remove"
+        );
+        if s(t, "/DesiredState") != "running" || ended {
+            continue;
+        }
+        let Some((name, short)) = names.get(&s(t, "/ServiceID")) else {
+            continue;
+        };
+        let slot = match t.pointer("/Slot").and_then(Value::as_u64) {
+            Some(n) if n > 0 => n.to_string(),
+            _ => s(t, "/NodeID").chars().take(12).collect(),
+        };
+        out.push(Running {
+            who: format!("task/{name}.{slot}"),
+            service: short.clone(),
+            mounts: mounts(t.pointer("/Spec/ContainerSpec/Secrets")),
+        });
+    }
+    out
 }
 
 pub struct ServiceStatus {
@@ -662,6 +754,52 @@ mod tests {
             serde_json::json!({"State":"rollback_completed","Message":"update rolled back"});
         let f = service_status(&paused, &[], since).failure.unwrap();
         assert!(f.contains("the update is rollback completed"), "{f}");
+    }
+
+    #[test]
+    fn running_names_services_and_tasks_with_their_secrets() {
+        let svc = serde_json::json!({"ID": "s1", "Spec": {"Name": "raqeem-production_backend",
+            "Labels": {"com.docker.stack.namespace": "raqeem-production"},
+            "TaskTemplate": {"ContainerSpec": {"Secrets": [{"SecretName": "x_v3"}]}}}});
+        let task = |slot: u64, state: &str, desired: &str, secret: &str| {
+            serde_json::json!({"ServiceID": "s1", "Slot": slot, "NodeID": "n1",
+                "DesiredState": desired, "Status": {"State": state},
+                "Spec": {"ContainerSpec": {"Secrets": [{"SecretName": secret}]}}})
+        };
+        let tasks = [
+            task(1, "running", "running", "x_v3"),
+            task(2, "running", "running", "x_v2"),
+            task(2, "shutdown", "shutdown", "x_v1"),
+            task(3, "failed", "running", "x_v1"),
+            // A task of a service that is gone meanwhile.
+            serde_json::json!({"ServiceID": "s9", "DesiredState": "running", "Status": {"State": "running"}}),
+        ];
+        let r = running_of(&[svc], &tasks);
+        let shown: Vec<(String, String, Vec<super::super::drift::Mounted>)> = r
+            .into_iter()
+            .map(|r| (r.who, r.service, r.mounts))
+            .collect();
+        use super::super::drift::Mounted::Id;
+        assert_eq!(
+            shown,
+            [
+                (
+                    "service/raqeem-production_backend".to_string(),
+                    "backend".to_string(),
+                    vec![Id("x_v3".into())]
+                ),
+                (
+                    "task/raqeem-production_backend.1".into(),
+                    "backend".into(),
+                    vec![Id("x_v3".into())]
+                ),
+                (
+                    "task/raqeem-production_backend.2".into(),
+                    "backend".into(),
+                    vec![Id("x_v2".into())]
+                ),
+            ]
+        );
     }
 
     #[test]
