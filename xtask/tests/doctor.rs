@@ -12,17 +12,12 @@ mod support;
 
 use std::{
     io::Write,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Stdio},
 };
 
 use serde_json::Value;
-use support::flows::{StackDown, free_port, own_project};
-use support::{ComposeDown, Run, TempRepo, docker, sha256_hex, skip_note, standin_image, unique};
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
+use support::flows::{StackDown, own_project};
+use support::{ComposeDown, Run, TempRepo, docker, sha256_hex, standin_image, unique};
 
 /// A value that must never be shown, planted in the env file.
 fn canary(tag: &str) -> String {
@@ -579,112 +574,41 @@ fn k8s_pod_on_an_old_version_and_missing_verbs() {
 
 // ------------------------------------------------------------------ vault
 
-const TOKEN: &str = "xtask-doctor-root-token";
+use support::openbao::{DevServer, TOKEN};
 
-/// A dev OpenBao on 127.0.0.1:PORT (it takes PORT+1 too), killed on drop.
-struct Bao {
-    child: Child,
-    addr: String,
-}
-
-impl Bao {
-    fn start() -> Bao {
-        for _ in 0..20 {
-            let port = free_port();
-            if std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_err() {
-                continue;
-            }
-            let addr = format!("http://127.0.0.1:{port}");
-            let child = Command::new("bao")
-                .args([
-                    "server",
-                    "-dev",
-                    &format!("-dev-root-token-id={TOKEN}"),
-                    &format!("-dev-listen-address=127.0.0.1:{port}"),
-                ])
-                .env_remove("BAO_ADDR")
-                .env_remove("VAULT_ADDR")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let mut b = Bao { child, addr };
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(20) {
-                if let Ok(Some(_)) = b.child.try_wait() {
-                    break;
-                }
-                if b.cli(&["status"]).status.success() {
-                    return b;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = b.child.kill();
-            let _ = b.child.wait();
-        }
-        panic!("the OpenBao dev server did not start");
-    }
-
-    fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new("bao")
-            .args(args)
-            .env("VAULT_ADDR", &self.addr)
+/// xtask against the dev server; an empty BAO_TOKEN must not win over VAULT_TOKEN.
+fn vault_xtask(srv: &DevServer, repo: &TempRepo, args: &[&str]) -> Run {
+    Run::from(
+        repo.xtask(args)
+            .env("PATH", support::openbao::path())
+            .env("VAULT_ADDR", &srv.addr)
             .env("VAULT_TOKEN", TOKEN)
-            .env("BAO_ADDR", &self.addr)
-            .env("BAO_TOKEN", TOKEN)
-            .stdin(Stdio::null())
+            .env("BAO_TOKEN", "")
+            .env("BAO_ADDR", "")
+            .env_remove("VAULT_CLI")
+            .env_remove("VAULT_NAMESPACE")
+            .env_remove("BAO_NAMESPACE")
             .output()
-            .unwrap()
-    }
-
-    fn xtask(&self, repo: &TempRepo, args: &[&str]) -> Run {
-        Run::from(
-            repo.xtask(args)
-                .env("VAULT_ADDR", &self.addr)
-                .env("VAULT_TOKEN", TOKEN)
-                .env("BAO_TOKEN", "")
-                .env("BAO_ADDR", "")
-                .env_remove("VAULT_CLI")
-                .env_remove("VAULT_NAMESPACE")
-                .env_remove("BAO_NAMESPACE")
-                .output()
-                .unwrap(),
-        )
-    }
-}
-
-impl Drop for Bao {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+            .unwrap(),
+    )
 }
 
 #[test]
 fn vault_sealed_is_a_finding() {
-    let ok = Command::new("bao")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        if ci() {
-            panic!(
-                "vault_sealed_is_a_finding: CI is set but `bao` is not installed; .ci/run must run .ci/openbao.sh"
-            );
-        }
-        skip_note(format_args!(
-            "\n*** SKIPPED vault_sealed_is_a_finding: the OpenBao CLI `bao` is not installed (bash .ci/openbao.sh) ***\n"
-        ));
+    if !support::openbao::bao_or_skip("vault_sealed_is_a_finding") {
         return;
     }
-    let srv = Bao::start();
+    let srv = DevServer::start();
     let repo = TempRepo::new();
     let first = canary("Vault");
     repo.write("secrets/develop.env", &format!("JWT_SECRET={first}\n"));
-    srv.xtask(&repo, &["setup-secrets", "develop", "--backend", "vault"])
-        .ok();
-    let healthy = srv.xtask(&repo, &["doctor", "develop", "--backend", "vault"]);
+    vault_xtask(
+        &srv,
+        &repo,
+        &["setup-secrets", "develop", "--backend", "vault"],
+    )
+    .ok();
+    let healthy = vault_xtask(&srv, &repo, &["doctor", "develop", "--backend", "vault"]);
     assert_eq!(healthy.code, 0, "{}{}", healthy.stdout, healthy.stderr);
     for l in [
         "ok          access vault status: the Vault server at",
@@ -697,13 +621,13 @@ fn vault_sealed_is_a_finding() {
     assert!(!healthy.all().contains(TOKEN), "the token was printed");
     assert_nothing_shown(&healthy, &[&first]);
 
-    let sealed = srv.cli(&["operator", "seal"]);
+    let sealed = srv.bao(&["operator", "seal"]);
     assert!(
         sealed.status.success(),
         "{}",
         String::from_utf8_lossy(&sealed.stderr)
     );
-    let run = srv.xtask(&repo, &["doctor", "develop", "--backend", "vault"]);
+    let run = vault_xtask(&srv, &repo, &["doctor", "develop", "--backend", "vault"]);
     assert_finding(
         &run,
         &["access vault status", "is sealed"],
