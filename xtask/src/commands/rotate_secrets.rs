@@ -726,9 +726,34 @@ fn check_hooks(
             .collect();
         argvs.dedup();
         for argv in argvs {
-            todo.push((argv, spec, alternates(s, spec, r, updates)?));
+            todo.push(HookRun {
+                argv,
+                name: &spec.name,
+                value: None,
+                alt: alternates(s, spec, r, updates)?,
+            });
         }
     }
+    run_all(s, Phase::Check, &todo, &BTreeMap::new())
+}
+
+/// One hook to run: its argv, its secret, the new value (none in the check
+/// phase) and the alternating roles.
+struct HookRun<'a> {
+    argv: &'a [String],
+    name: &'a str,
+    value: Option<&'a SecretValue>,
+    alt: Option<SecretValue>,
+}
+
+/// Runs `todo` for `phase` all at once (each changes a different server);
+/// fails with the first failure after all finished.
+fn run_all(
+    s: &Session,
+    phase: Phase,
+    todo: &[HookRun],
+    live: &BTreeMap<String, String>,
+) -> Result<()> {
     if todo.is_empty() {
         return Ok(());
     }
@@ -741,14 +766,12 @@ fn check_hooks(
         context: &context,
     };
     let at = &at;
-    let live = BTreeMap::new();
-    let live = &live;
     let results: Vec<Result<()>> = std::thread::scope(|scope| {
         let running: Vec<_> = todo
             .iter()
-            .map(|(argv, spec, alt)| {
+            .map(|h| {
                 scope.spawn(move || {
-                    run_hook(at, argv, Phase::Check, &spec.name, None, alt.as_ref(), live)
+                    run_hook(at, h.argv, phase, h.name, h.value, h.alt.as_ref(), live)
                 })
             })
             .collect();
@@ -784,47 +807,15 @@ fn run_hooks(
             Phase::After => &d.spec.rotated_hook,
         };
         if !argv.is_empty() {
-            todo.push((argv, d, alternates(s, &d.spec, r, &[])?));
+            todo.push(HookRun {
+                argv,
+                name: &d.spec.name,
+                value: Some(&d.value),
+                alt: alternates(s, &d.spec, r, &[])?,
+            });
         }
     }
-    if todo.is_empty() {
-        return Ok(());
-    }
-    let context = hook_context(s)?;
-    let at = Where {
-        root: &s.root,
-        project: &s.manifest.project,
-        env: &s.env.name,
-        runtime: s.env.runtime.name(),
-        context: &context,
-    };
-    let at = &at;
-    let results: Vec<Result<()>> = std::thread::scope(|scope| {
-        let running: Vec<_> = todo
-            .iter()
-            .map(|(argv, d, alt)| {
-                scope.spawn(move || {
-                    run_hook(
-                        at,
-                        argv,
-                        phase,
-                        &d.spec.name,
-                        Some(&d.value),
-                        alt.as_ref(),
-                        live,
-                    )
-                })
-            })
-            .collect();
-        running
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a hook thread panicked")))
-            })
-            .collect()
-    });
-    results.into_iter().collect()
+    run_all(s, phase, &todo, live)
 }
 
 /// Pure: the environment a hook runs with (names and versions, never values).
