@@ -5,7 +5,10 @@
 //! applies them server-side on stdin, and waits: it polls the workloads and
 //! their pods, fails early naming the workload and the pod's reason
 //! (ImagePullBackOff, CrashLoopBackOff, a missing Secret), and confirms the end
-//! with `kubectl rollout status`.
+//! with `kubectl rollout status`. Converged also means that no old pod is still
+//! terminating: through its `preStop` and grace period it keeps serving with
+//! the credentials it started with, so a rotation's after hooks (which revoke
+//! the old credential) wait for it to be gone.
 //!
 //! Versioned Secrets rather than a checksum annotation: the pod template names
 //! the exact Secret it reads, so Kubernetes itself rolls the workload, a failed
@@ -199,6 +202,28 @@ pub fn pods_of<'a>(w: &Value, pods: &'a [Value]) -> Vec<&'a Value> {
             sel.iter()
                 .all(|(k, v)| p["metadata"]["labels"].get(k) == Some(v))
         })
+        .collect()
+}
+
+/// Pure: the workload's pods that are being deleted but still run. A
+/// terminating pod keeps serving through its `preStop` and grace period, with
+/// the credentials it started with, so a rollout has not converged (and an old
+/// credential may not be revoked) until they are gone.
+pub fn terminating_of<'a>(w: &Value, pods: &'a [Value]) -> Vec<&'a str> {
+    let Some(sel) = w
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+    else {
+        return Vec::new();
+    };
+    pods.iter()
+        .filter(|p| p.pointer("/metadata/deletionTimestamp").is_some())
+        .filter(|p| !matches!(text(p, "/status/phase"), "Succeeded" | "Failed"))
+        .filter(|p| {
+            sel.iter()
+                .all(|(k, v)| p["metadata"]["labels"].get(k) == Some(v))
+        })
+        .map(|p| text(p, "/metadata/name"))
         .collect()
 }
 
@@ -588,6 +613,11 @@ impl K8sRuntime {
             .filter(|i| i["kind"] == "Pod" && created(i).is_some_and(|c| c >= since))
             .cloned()
             .collect();
+        let all_pods: Vec<Value> = items
+            .iter()
+            .filter(|i| i["kind"] == "Pod")
+            .cloned()
+            .collect();
         let now = std::time::SystemTime::now();
         let age_of = |p: &Value| {
             created(p)
@@ -620,6 +650,15 @@ impl K8sRuntime {
             }
             if !s.converged {
                 waiting.push(s.progress);
+                continue;
+            }
+            let leaving = terminating_of(w, &all_pods);
+            if !leaving.is_empty() {
+                waiting.push(format!(
+                    "{id}: {} old pod(s) still terminating ({})",
+                    leaving.len(),
+                    leaving.join(", ")
+                ));
             }
         }
         Ok(if waiting.is_empty() {
@@ -849,6 +888,23 @@ spec:
             Duration::from_secs(30)
         });
         assert_eq!((s.failure, s.stuck_pod.as_deref()), (None, Some("web-2")));
+    }
+
+    #[test]
+    fn terminating_pods_hold_the_rollout_until_they_are_gone() {
+        let mut old = pod("web-old", "Running", None);
+        old["metadata"]["deletionTimestamp"] = json!("2026-12-04T21:00:00Z");
+        let mut done = pod("web-done", "Succeeded", None);
+        done["metadata"]["deletionTimestamp"] = json!("2026-12-04T21:00:00Z");
+        let mut other = old.clone();
+        other["metadata"]["name"] = json!("db-old");
+        other["metadata"]["labels"] = json!({"app": "db"});
+        let pods = [pod("web-new", "Running", None), old, done, other];
+        assert_eq!(
+            terminating_of(&deployment(2, 2, 2, 2, 2), &pods),
+            ["web-old"]
+        );
+        assert!(terminating_of(&deployment(2, 2, 2, 2, 2), &pods[..1]).is_empty());
     }
 
     #[test]
