@@ -31,15 +31,15 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{
-    docker::Docker,
-    manifest::Manifest,
-    output,
+use crate::output;
+use secrets_engine::{
+    model::manifest::Manifest,
+    model::secret,
+    plan::resolve::{self, FINGERPRINT_KEY, Options},
     plan::{self, Action},
-    resolve::{self, FINGERPRINT_KEY, Options},
-    runner::Tool,
-    secret,
     store::{self, Item, SecretStore},
+    tools::docker::Docker,
+    tools::runner::Tool,
 };
 
 const RUNS: usize = 3;
@@ -275,10 +275,11 @@ fn setup_once(f: &Fixture, store: &dyn SecretStore) -> Result<Vec<Action>> {
 }
 
 fn open_store(f: &Fixture) -> Result<Box<dyn SecretStore>> {
-    store::open(&store::Scope {
+    store::open(&secrets_engine::Scope {
         root: &f.root,
         manifest: &f.manifest,
         env: f.manifest.env(ENV)?,
+        sink: &(std::sync::Arc::new(secrets_engine::sink::Silent) as secrets_engine::sink::Shared),
     })
 }
 
@@ -729,7 +730,7 @@ fn counting_wrapper(dir: &Path, name: &str, real: &Path) -> Result<PathBuf> {
 }
 
 fn write_private(path: &Path, text: &str) -> Result<()> {
-    crate::fsutil::write_atomic(path, text.as_bytes(), 0o600, None)
+    secrets_engine::disk::fsutil::write_atomic(path, text.as_bytes(), 0o600, None)
 }
 
 /// Removes every secret of the bench project (ours carry the label, the

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 
-use crate::manifest::BackendKind;
+use secrets_engine::model::manifest::BackendKind;
 
 #[derive(Debug)]
 pub enum Cmd {
@@ -85,15 +85,8 @@ pub struct RunArgs {
     pub command: Vec<std::ffi::OsString>,
 }
 
-#[derive(Debug, Clone)]
-pub struct EnvArgs {
-    pub env: String,
-    pub backend: Option<BackendKind>,
-    /// `--namespace`: the Kubernetes namespace for this run.
-    pub namespace: Option<String>,
-    /// `--lock-timeout`: how long to wait for another run on the environment.
-    pub lock_timeout: Duration,
-}
+/// Which environment a command works on, and this run's overrides.
+pub type EnvArgs = secrets_engine::session::Target;
 
 #[derive(Debug, Clone, Copy)]
 pub struct SetupArgs {

@@ -3,42 +3,12 @@
 //! `main` parses the command line, moves to the repository root and hands the
 //! work to one module per command.
 
-mod age;
-mod archive;
-mod audit;
 mod bench;
 mod commands;
-mod compose_edit;
-mod docker;
-mod engine_api;
-mod envfile;
 mod flags;
-mod forms;
-mod fsutil;
-mod git;
-mod keypair;
-mod kube;
-mod lock;
-mod manifest;
-mod mask;
-mod metrics;
-mod migrate;
 mod output;
-mod plan;
 mod progress;
-mod resolve;
-mod runner;
-mod runtime;
-mod secret;
-mod stackfile;
-mod store;
-mod time;
-mod validate;
 
-#[cfg(test)]
-mod proptests;
-#[cfg(test)]
-mod testutil;
 #[cfg(test)]
 mod tidy;
 
@@ -77,15 +47,15 @@ fn project_root() -> Result<PathBuf> {
         return Ok(dir.parent().map(PathBuf::from).unwrap_or(dir));
     }
     let cwd = std::env::current_dir()?;
-    match cwd
-        .ancestors()
-        .find(|d| d.join(manifest::MANIFEST_PATH).is_file())
-    {
+    match cwd.ancestors().find(|d| {
+        d.join(secrets_engine::model::manifest::MANIFEST_PATH)
+            .is_file()
+    }) {
         Some(root) => Ok(root.to_path_buf()),
         None => anyhow::bail!(
             "{} is not inside a repository of this tool (no {} in it or above it); cd into the repository whose secrets you mean, or run `cargo xtask` there",
             cwd.display(),
-            manifest::MANIFEST_PATH
+            secrets_engine::model::manifest::MANIFEST_PATH
         ),
     }
 }

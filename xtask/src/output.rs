@@ -1,9 +1,17 @@
-//! Terminal output: plans, tables and warnings. Colour only on a terminal and
-//! never when `NO_COLOR` is set.
+//! Terminal output: plans, tables and warnings, and [`Terminal`], the sink
+//! that renders the engine's events. Colour only on a terminal and never
+//! when `NO_COLOR` is set.
 
-use std::io::IsTerminal;
+use std::{
+    io::{IsTerminal, Write},
+    sync::{Arc, Mutex},
+};
 
-use crate::plan::{Action, Step};
+use secrets_engine::sink::{Event, Shared, Sink};
+
+use crate::progress::Progress;
+
+use secrets_engine::plan::{Action, Step};
 
 pub fn color() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
@@ -51,6 +59,53 @@ pub fn print_plan<S: std::borrow::Borrow<Step>>(title: &str, steps: &[S]) {
             format!("{} ({})", s.id, s.detail)
         };
         println!("  {word} {:<width$}  {detail}", s.secret);
+    }
+}
+
+/// Renders the engine's events on standard output (warnings on standard
+/// error), long waits as [`Progress`] lines.
+pub struct Terminal {
+    progress: Mutex<Option<Progress>>,
+}
+
+/// The sink for one run of a command.
+pub fn terminal() -> Shared {
+    Arc::new(Terminal {
+        progress: Mutex::new(None),
+    })
+}
+
+fn show(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+}
+
+impl Sink for Terminal {
+    fn event(&self, e: Event<'_>) {
+        let mut progress = match self.progress.lock() {
+            Ok(p) => p,
+            Err(p) => p.into_inner(),
+        };
+        match e {
+            Event::Line(t) => println!("{t}"),
+            Event::Warning(t) => warn(t),
+            Event::Plan { title, steps } => print_plan(title, steps),
+            Event::Waiting { what, now, elapsed } => {
+                let p = progress.get_or_insert_with(Progress::stdout);
+                if let Some(text) = p.waiting(what, now, elapsed) {
+                    show(&text);
+                }
+            }
+            Event::Converged(line) => {
+                let p = progress.take().unwrap_or_else(Progress::stdout);
+                show(&p.done(line));
+            }
+            Event::Abandoned => {
+                if let Some(p) = progress.take() {
+                    show(p.abandon());
+                }
+            }
+        }
     }
 }
 

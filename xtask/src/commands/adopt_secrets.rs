@@ -7,7 +7,7 @@
 //! the only source of their values: each secret gets this tool's labels as
 //! version 0 with the keyed fingerprint of the env file's value. The Engine
 //! API allows exactly this change (labels only) on a live secret; the docker
-//! CLI has no command for it, hence [`crate::engine_api`]. The labels live
+//! CLI has no command for it, hence [`secrets_engine::tools::engine_api`]. The labels live
 //! with the secret, so every operator's listing sees the adoption at once.
 //! The next setup-secrets or rotate-secrets moves each to `_v1`.
 
@@ -16,17 +16,18 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use super::Session;
-use crate::{
-    audit::Change,
-    docker::Docker,
-    engine_api,
-    envfile::EnvFile,
-    flags::EnvArgs,
-    manifest::{BackendKind, Kind, SecretSpec},
-    resolve::{self, FINGERPRINT_KEY},
-    secret::{self, SecretValue},
-    store, time,
+use crate::{flags::EnvArgs, output};
+use secrets_engine::session::Session;
+use secrets_engine::{
+    disk::audit::Change,
+    model::envfile::EnvFile,
+    model::manifest::{BackendKind, Kind, SecretSpec},
+    model::secret::{self, SecretValue},
+    model::time,
+    plan::resolve::{self, FINGERPRINT_KEY},
+    store,
+    tools::docker::Docker,
+    tools::engine_api,
 };
 
 /// One secret found under its old name.
@@ -39,7 +40,7 @@ struct Found {
 }
 
 pub fn run(root: &Path, e: &EnvArgs, dry_run: bool) -> Result<()> {
-    let s = Session::open(root, e)?;
+    let s = Session::open(root, e, output::terminal())?;
     if s.env.store != BackendKind::Swarm {
         bail!(
             "adopt-secrets takes over Docker Swarm secrets; {} keeps its secrets in the {} store (use --backend swarm if they are in Swarm)",

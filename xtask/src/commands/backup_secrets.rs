@@ -12,15 +12,15 @@ use std::{
 use anyhow::{Context, Result, bail};
 use zeroize::Zeroizing;
 
-use crate::{
-    age::{self, Seal},
-    archive::{Archive, Entry, Role},
-    flags::BackupArgs,
-    fsutil,
-    manifest::{Environment, Kind, Manifest},
-    output, resolve,
-    secret::SecretValue,
-    time,
+use crate::{flags::BackupArgs, output};
+use secrets_engine::{
+    disk::archive::{Archive, Entry, Role},
+    disk::fsutil,
+    model::manifest::{Environment, Kind, Manifest},
+    model::secret::SecretValue,
+    model::time,
+    plan::resolve,
+    tools::age::{self, Seal},
 };
 
 pub fn run(root: &Path, a: BackupArgs) -> Result<()> {
@@ -117,7 +117,7 @@ fn collect(root: &Path, manifest: &Manifest, env: &Environment) -> Result<(Archi
                 let data = std::fs::read(&p).map_err(|e| {
                     anyhow::anyhow!(
                         "{shown}: {key} names {}, which cannot be read ({e}); fix the path or the file, then back up again",
-                        crate::resolve::shown_file(rel, &p)
+                        secrets_engine::plan::resolve::shown_file(rel, &p)
                     )
                 })?;
                 entries.push(Entry {
@@ -178,9 +178,9 @@ pub fn file_targets(
             // no path names no file.
             let p = values
                 .get(&key)
-                .filter(|v| !crate::resolve::inline_pem(v.expose()))
+                .filter(|v| !secrets_engine::plan::resolve::inline_pem(v.expose()))
                 .and_then(|v| v.expose_str())
-                .filter(|v| crate::resolve::plausible_path(v))
+                .filter(|v| secrets_engine::plan::resolve::plausible_path(v))
                 .map(|v| base.join(v));
             (key, p)
         })

@@ -6,11 +6,12 @@ use std::{collections::BTreeSet, path::Path};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{
-    kube,
-    manifest::{BackendKind, Environment, Manifest},
-    runtime, stackfile,
+use secrets_engine::{
+    edit::stackfile,
+    model::manifest::{BackendKind, Environment, Manifest},
+    runtime,
     store::compose,
+    tools::kube,
 };
 
 pub fn run(root: &Path) -> Result<()> {

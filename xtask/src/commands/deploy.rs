@@ -1,21 +1,21 @@
 //! `deploy <env>`: deploy the stack with the current secrets and wait until it
 //! has converged. Replaces `deploy-<env>.sh` and `kubectl apply -f k8s/`.
 //! With a Vault or AWS store, the store's delivery decides how the services
-//! get the values (see [`super::deliver`]).
+//! get the values (see [`secrets_engine::deliver`]).
 
 use std::path::Path;
 
 use anyhow::Result;
 
-use super::Session;
 use crate::{
     flags::{DeployArgs, EnvArgs},
-    plan,
-    runtime::DeployOptions,
+    output,
 };
+use secrets_engine::session::Session;
+use secrets_engine::{plan, runtime::DeployOptions};
 
 pub fn run(root: &Path, e: &EnvArgs, a: DeployArgs) -> Result<()> {
-    let s = Session::open(root, e)?;
+    let s = Session::open(root, e, output::terminal())?;
     let _lock = match a.dry_run {
         false => Some(s.lock(&format!("deploy {}", e.env), e.lock_timeout)?),
         true => None,
@@ -30,7 +30,7 @@ pub fn run(root: &Path, e: &EnvArgs, a: DeployArgs) -> Result<()> {
         timeout: a.timeout,
         reader: None,
     };
-    super::deliver::deploy(&s, &r, &plan, &opts)?;
+    secrets_engine::deliver::deploy(&s, &r, &plan, &opts)?;
     if a.dry_run {
         return Ok(());
     }
@@ -40,7 +40,7 @@ pub fn run(root: &Path, e: &EnvArgs, a: DeployArgs) -> Result<()> {
 /// Removes adopted unversioned secrets (version 0, see `adopt-secrets`) that
 /// a newer version replaced and that nothing uses any more, now that the
 /// services run with the newer one. Costs nothing when there are none.
-fn retire_adopted(s: &Session, p: &super::Planned) -> Result<()> {
+fn retire_adopted(s: &Session, p: &secrets_engine::session::Planned) -> Result<()> {
     let mut names: Vec<String> = p
         .listed
         .iter()

@@ -15,14 +15,15 @@ use std::{path::Path, time::SystemTime};
 use anyhow::{Result, bail};
 
 use super::status::{self, EnvView, Finding, Row};
-use crate::{
-    audit,
-    envfile::EnvFile,
-    manifest::{BackendKind, Environment, Kind, Manifest, SecretSpec},
-    output,
-    resolve::{self, Reuse},
-    secret::SecretValue,
-    time, validate,
+use crate::output;
+use secrets_engine::{
+    disk::audit,
+    model::envfile::EnvFile,
+    model::manifest::{BackendKind, Environment, Kind, Manifest, SecretSpec},
+    model::secret::SecretValue,
+    model::time,
+    model::validate,
+    plan::resolve::{self, Reuse},
 };
 
 /// One setting or policy field that may differ: its name and both values.
@@ -77,7 +78,7 @@ fn delivery(env: &Environment) -> String {
             .get(env.store.name())
             .and_then(|t| t.get("delivery"))
             .and_then(|v| v.as_str())
-            .unwrap_or(crate::store::DELIVERY_FETCH)
+            .unwrap_or(secrets_engine::store::DELIVERY_FETCH)
             .to_string(),
         _ => "runtime".into(),
     }
@@ -109,7 +110,10 @@ pub fn settings(envs: [&Environment; 2], views: &[EnvView; 2]) -> Vec<Field> {
             each(&|i| match envs[i].rotate_every_days {
                 Some(0) => "none".into(),
                 Some(d) => d.to_string(),
-                None => format!("{} (default)", crate::manifest::DEFAULT_ROTATE_EVERY_DAYS),
+                None => format!(
+                    "{} (default)",
+                    secrets_engine::model::manifest::DEFAULT_ROTATE_EVERY_DAYS
+                ),
             }),
         ),
         ("env_file", each(&|i| views[i].env_file.clone())),
@@ -593,7 +597,7 @@ fn to_json(views: &[EnvView; 2], d: &Diff, now: SystemTime) -> serde_json::Value
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::Stored;
+    use secrets_engine::plan::Stored;
 
     const MANIFEST: &str = r#"
 project = "demo"

@@ -21,19 +21,20 @@ use anyhow::{Result, bail};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
-use super::Session;
-use crate::{
-    docker::Docker,
-    flags::EnvArgs,
-    fsutil, git,
-    kube::{self, Kubectl},
-    manifest::{BackendKind, Kind},
-    output,
+use crate::{flags::EnvArgs, output};
+use secrets_engine::session::Session;
+use secrets_engine::{
+    disk::fsutil,
+    edit::stackfile,
+    model::manifest::{BackendKind, Kind},
+    model::secret::SecretValue,
+    plan::resolve,
     plan::{Action, Step},
-    resolve, runner,
-    secret::SecretValue,
-    stackfile,
     store::{Delivery, Probe},
+    tools::docker::Docker,
+    tools::git,
+    tools::kube::{self, Kubectl},
+    tools::runner,
 };
 
 /// How many execs (and `kubectl auth can-i` calls) run at once.
@@ -642,7 +643,7 @@ fn unreadable_fix(env: &str, rt: &str) -> String {
 // ---------------------------------------------------------------- the command
 
 pub fn run(root: &Path, e: &EnvArgs, json: bool) -> Result<()> {
-    let s = Session::open(root, e)?;
+    let s = Session::open(root, e, output::terminal())?;
     let env = s.env.name.clone();
     let mut checks = Vec::new();
     checks.extend(evaluate_files(&gather_files(&s)));
@@ -1020,9 +1021,9 @@ fn docker_containers(
     facts: &mut RuntimeFacts,
 ) -> Result<()> {
     let file = if swarm {
-        crate::runtime::swarm::stack_file(&s.env)?
+        secrets_engine::runtime::swarm::stack_file(&s.env)?
     } else {
-        crate::store::compose::settings(&s.env)?.file
+        secrets_engine::store::compose::settings(&s.env)?.file
     };
     let expect = stack_expectations(s, &file)?;
     let docker = Docker::new()?;
@@ -1213,7 +1214,7 @@ fn k8s_pods(s: &Session, facts: &mut RuntimeFacts) -> Result<()> {
         let p = e?.path();
         if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
             let text = std::fs::read_to_string(&p)?;
-            for w in crate::runtime::k8s::workloads(&text)? {
+            for w in secrets_engine::runtime::k8s::workloads(&text)? {
                 wanted.insert((w.kind, w.name));
             }
         }
@@ -1241,7 +1242,7 @@ fn k8s_pods(s: &Session, facts: &mut RuntimeFacts) -> Result<()> {
         specs
             .iter()
             .find(|sp| {
-                let n = crate::store::k8s::object_name(&project, &env, &sp.name, 0);
+                let n = secrets_engine::store::k8s::object_name(&project, &env, &sp.name, 0);
                 n.strip_suffix("-v0") == Some(base)
             })
             .map(|sp| sp.name.clone())
@@ -1256,7 +1257,7 @@ fn k8s_pods(s: &Session, facts: &mut RuntimeFacts) -> Result<()> {
         if !wanted.contains(&(kind.to_string(), name.to_string())) {
             continue;
         }
-        for p in crate::runtime::k8s::pods_of(w, &pods) {
+        for p in secrets_engine::runtime::k8s::pods_of(w, &pods) {
             if p.pointer("/status/phase").and_then(Value::as_str) != Some("Running") {
                 continue;
             }

@@ -6,7 +6,7 @@ use std::io::Write;
 use anyhow::Result;
 
 pub fn run(length: usize) -> Result<()> {
-    let v = crate::secret::generate(length)?;
+    let v = secrets_engine::model::secret::generate(length)?;
     let mut out = std::io::stdout().lock();
     out.write_all(v.expose())?;
     out.write_all(b"\n")?;

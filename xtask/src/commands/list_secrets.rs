@@ -7,12 +7,11 @@ use std::{path::Path, time::Duration};
 
 use anyhow::Result;
 
-use super::Session;
-use crate::{
-    flags::EnvArgs,
-    output,
+use crate::{flags::EnvArgs, output};
+use secrets_engine::session::Session;
+use secrets_engine::{
+    model::time,
     plan::{self, Stored, Users},
-    time,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +121,7 @@ pub fn rows(
 
 /// The RUNNING cell: `current`, `drift (...)` in red, `kept (...)`, `-`
 /// when nothing runs it, `?` when the runtime could not be asked.
-pub fn running_cell(r: Option<&crate::runtime::drift::SecretRuntime>) -> String {
+pub fn running_cell(r: Option<&secrets_engine::runtime::drift::SecretRuntime>) -> String {
     match r {
         None => output::paint("31", "?"),
         Some(r) if r.drift() => output::paint("31", &r.cell()),
@@ -132,11 +131,13 @@ pub fn running_cell(r: Option<&crate::runtime::drift::SecretRuntime>) -> String 
 
 /// The `runtime` object of `--json` (status and list-secrets), null when
 /// the runtime could not be asked.
-pub fn runtime_json(r: Option<&crate::runtime::drift::SecretRuntime>) -> serde_json::Value {
+pub fn runtime_json(
+    r: Option<&secrets_engine::runtime::drift::SecretRuntime>,
+) -> serde_json::Value {
     let Some(r) = r else {
         return serde_json::Value::Null;
     };
-    let list = |l: &[crate::runtime::drift::Behind]| -> Vec<serde_json::Value> {
+    let list = |l: &[secrets_engine::runtime::drift::Behind]| -> Vec<serde_json::Value> {
         l.iter()
             .map(|b| serde_json::json!({"who": b.who, "service": b.service, "version": b.version}))
             .collect()
@@ -155,7 +156,7 @@ pub fn runtime_json(r: Option<&crate::runtime::drift::SecretRuntime>) -> serde_j
 }
 
 pub fn run(root: &Path, e: &EnvArgs, json: bool) -> Result<()> {
-    let s = Session::open(root, e)?;
+    let s = Session::open(root, e, output::terminal())?;
     let r = match s.resolve_read_only() {
         Ok(r) => Some(r),
         Err(err) => {
@@ -169,9 +170,9 @@ pub fn run(root: &Path, e: &EnvArgs, json: bool) -> Result<()> {
         Some(Ok((r, k))) => (Some(r), k),
         Some(Err(err)) => {
             output::warn(&format!("not comparing with the env file: {err:#}"));
-            (None, crate::secret::generate(64)?)
+            (None, secrets_engine::model::secret::generate(64)?)
         }
-        None => (None, crate::secret::generate(64)?),
+        None => (None, secrets_engine::model::secret::generate(64)?),
     };
     let mut listed = s.store.list(&key)?;
     s.print_notes();
@@ -186,7 +187,7 @@ pub fn run(root: &Path, e: &EnvArgs, json: bool) -> Result<()> {
     }
     if !s.store.dates_values() {
         // The audit log knows when a value was set; a file's time may not.
-        let log = crate::audit::read(&s.root)
+        let log = secrets_engine::disk::audit::read(&s.root)
             .map(|(log, _)| log)
             .unwrap_or_else(|e| {
                 output::warn(&format!("{e:#}; ages are the files' own times"));
@@ -194,7 +195,9 @@ pub fn run(root: &Path, e: &EnvArgs, json: bool) -> Result<()> {
             });
         for l in &mut listed {
             let kind = s.store.kind();
-            if let Some(t) = crate::audit::last_set(&log, &s.env.name, &l.secret, kind.name()) {
+            if let Some(t) =
+                secrets_engine::disk::audit::last_set(&log, &s.env.name, &l.secret, kind.name())
+            {
                 l.created = Some(t);
             }
         }
@@ -228,7 +231,9 @@ pub fn run(root: &Path, e: &EnvArgs, json: bool) -> Result<()> {
         .map(|x| (x.name.clone(), x.kept_by.clone()))
         .collect();
     let running = match runtime.and_then(|rt| rt.running_versions()) {
-        Ok(r) => Some(crate::runtime::drift::compare(&listed, &kept_by, &r)),
+        Ok(r) => Some(secrets_engine::runtime::drift::compare(
+            &listed, &kept_by, &r,
+        )),
         Err(err) => {
             output::warn(&format!(
                 "could not ask the {} runtime which secret versions run: {err:#}",
@@ -288,7 +293,7 @@ pub fn run(root: &Path, e: &EnvArgs, json: bool) -> Result<()> {
 fn print_json(
     s: &Session,
     rows: &[Row],
-    runtime_of: &dyn Fn(&str) -> Option<crate::runtime::drift::SecretRuntime>,
+    runtime_of: &dyn Fn(&str) -> Option<secrets_engine::runtime::drift::SecretRuntime>,
 ) -> Result<()> {
     let items: Vec<serde_json::Value> = rows
         .iter()

@@ -21,16 +21,22 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    audit::{self, Change, Outcome},
-    compose_edit,
-    envfile::EnvFile,
     flags::{EnvArgs, MigrateArgs, SetupArgs},
-    fsutil, git, lock,
-    manifest::{BackendKind, Environment, Manifest},
-    migrate::{self, Migration},
-    output, resolve,
-    secret::SecretValue,
-    store, time,
+    output,
+};
+use secrets_engine::{
+    disk::audit::{self, Change, Outcome},
+    disk::fsutil,
+    disk::lock,
+    edit::compose as compose_edit,
+    model::envfile::EnvFile,
+    model::manifest::{BackendKind, Environment, Manifest},
+    model::secret::SecretValue,
+    model::time,
+    plan::migrate::{self, Migration},
+    plan::resolve,
+    store,
+    tools::git,
 };
 
 pub fn run(root: &Path, a: MigrateArgs) -> Result<()> {
@@ -49,6 +55,7 @@ pub fn run(root: &Path, a: MigrateArgs) -> Result<()> {
             &env.name,
             &format!("migrate-env-to-secrets --to {}", env.name),
             Duration::from_secs(300),
+            &*output::terminal(),
         )?),
         true => None,
     };
@@ -152,7 +159,8 @@ fn check_pairs(
     for spec in manifest.secrets_for(&env.name) {
         let Some(cert) = &spec.key_of else { continue };
         if let (Some(c), Some(k)) = (value(cert), value(&spec.name)) {
-            crate::keypair::check(&c, &k, (cert, &spec.name)).context("nothing was written")?;
+            secrets_engine::model::keypair::check(&c, &k, (cert, &spec.name))
+                .context("nothing was written")?;
         }
     }
     Ok(())
@@ -378,7 +386,7 @@ fn check_writable_dir(dir: &Path) -> Result<()> {
     let probe = d.join(format!(
         ".xtask-probe.tmp-{}-{:x}",
         std::process::id(),
-        crate::secret::random_u64()
+        secrets_engine::model::secret::random_u64()
     ));
     std::fs::OpenOptions::new()
         .write(true)

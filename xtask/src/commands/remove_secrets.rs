@@ -9,21 +9,25 @@ use std::{
 
 use anyhow::{Result, bail};
 
-use super::Session;
 use crate::{
     flags::{EnvArgs, RemoveArgs},
-    output, plan,
-    secret::SecretValue,
+    output,
 };
+use secrets_engine::session::Session;
+use secrets_engine::{model::secret::SecretValue, plan};
 
 pub fn run(root: &Path, e: &EnvArgs, a: RemoveArgs) -> Result<()> {
-    let s = Session::open_with(root, e, |env| {
+    let s = Session::open_with(root, e, output::terminal(), |env| {
         if a.force {
             env.settings
-                .entry(crate::manifest::BackendKind::Aws.name().into())
+                .entry(
+                    secrets_engine::model::manifest::BackendKind::Aws
+                        .name()
+                        .into(),
+                )
                 .or_default()
                 .insert(
-                    crate::store::aws::FORCE_KEY.into(),
+                    secrets_engine::store::aws::FORCE_KEY.into(),
                     toml::Value::Boolean(true),
                 );
         }

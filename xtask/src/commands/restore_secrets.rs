@@ -14,17 +14,19 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::{
-    Session,
-    backup_secrets::{file_targets, parse_env, shown_path},
-};
+use super::backup_secrets::{file_targets, parse_env, shown_path};
 use crate::{
-    age,
-    archive::{self, Archive, Role},
-    audit::Change,
     flags::{EnvArgs, RestoreArgs},
-    fsutil, output, resolve,
-    secret::SecretValue,
+    output,
+};
+use secrets_engine::session::Session;
+use secrets_engine::{
+    disk::archive::{self, Archive, Role},
+    disk::audit::Change,
+    disk::fsutil,
+    model::secret::SecretValue,
+    plan::resolve,
+    tools::age,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +48,7 @@ struct Target {
 }
 
 pub fn run(root: &Path, e: &EnvArgs, a: RestoreArgs) -> Result<()> {
-    let s = Session::open(root, e)?;
+    let s = Session::open(root, e, output::terminal())?;
     let from = a.from.display().to_string();
     let age = age::find()?;
     let plain = age::decrypt(&age, &root.join(&a.from), &from, a.identity.as_deref())?;
@@ -170,7 +172,7 @@ fn check_pairs(s: &Session, archive: &Archive) -> Result<()> {
     for spec in s.manifest.secrets_for(&s.env.name) {
         let Some(cert) = &spec.key_of else { continue };
         if let (Some(c), Some(k)) = (value(cert), value(&spec.name)) {
-            crate::keypair::check(&c, &k, (cert, &spec.name))?;
+            secrets_engine::model::keypair::check(&c, &k, (cert, &spec.name))?;
         }
     }
     Ok(())

@@ -9,16 +9,18 @@ use std::{collections::BTreeMap, io::Write, path::Path};
 
 use anyhow::{Context, Result, bail};
 
-use super::Session;
 use crate::{
-    audit::{self, Change},
     flags::{EnvArgs, RotateArgs},
-    manifest::{Kind, SecretSpec},
     output,
+};
+use secrets_engine::session::Session;
+use secrets_engine::{
+    disk::audit::{self, Change},
+    model::manifest::{Kind, SecretSpec},
+    model::secret::SecretValue,
+    plan::resolve,
     plan::{self, Action, Naming, Step, Stored},
-    resolve,
     runtime::DeployOptions,
-    secret::SecretValue,
     store::Delivery,
 };
 
@@ -163,7 +165,7 @@ fn chosen_specs<'a>(s: &'a Session, a: &RotateArgs) -> Result<Vec<&'a SecretSpec
 }
 
 pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
-    let s = Session::open(root, e)?;
+    let s = Session::open(root, e, output::terminal())?;
     let _lock = match a.dry_run {
         false => Some(s.lock(&format!("{COMMAND} {}", e.env), e.lock_timeout)?),
         true => None,
@@ -258,7 +260,10 @@ pub fn run(root: &Path, e: &EnvArgs, a: RotateArgs) -> Result<()> {
 /// The rotations of this environment that wrote a new version and stopped
 /// before they completed (the audit log says so, and the store still holds
 /// that version as the env file's value): a re-run finishes them.
-fn unfinished(s: &Session, before: &super::Planned) -> Result<Vec<(String, Option<u32>)>> {
+fn unfinished(
+    s: &Session,
+    before: &secrets_engine::session::Planned,
+) -> Result<Vec<(String, Option<u32>)>> {
     let (log, _) = audit::read(&s.root)?;
     let mut out = Vec::new();
     for (name, (version, when)) in audit::unfinished_rotations(&log, &s.env.name) {
@@ -271,7 +276,7 @@ fn unfinished(s: &Session, before: &super::Planned) -> Result<Vec<(String, Optio
         let to = version.map(|v| format!(" to v{v}")).unwrap_or_default();
         println!(
             "{name}: finishing its rotation{to}, which stopped before it completed (logged {}); no new value",
-            crate::time::rfc3339(when)
+            secrets_engine::model::time::rfc3339(when)
         );
         out.push((name, version));
     }
@@ -390,7 +395,7 @@ type Choices = (Vec<String>, Vec<(String, SecretValue)>);
 fn choose_all(
     s: &Session,
     a: &RotateArgs,
-    before: &super::Planned,
+    before: &secrets_engine::session::Planned,
     r: &resolve::Resolved,
     resumed: &[(String, Option<u32>)],
 ) -> Result<Choices> {
@@ -472,7 +477,7 @@ fn check_pairs(
                 .map(|d| &d.value)
                 .with_context(|| format!("{n} has no value in {}", r.file.shown))
         };
-        crate::keypair::check(value(cert)?, value(&key.name)?, (cert, &key.name))?;
+        secrets_engine::model::keypair::check(value(cert)?, value(&key.name)?, (cert, &key.name))?;
     }
     Ok(())
 }
@@ -558,7 +563,7 @@ fn execute(s: &Session, plan: &[Step], resumed: &[String], a: &RotateArgs) -> Re
             // The new versions are in the store: deliver them like a deploy.
             let planned = s.plan(&r)?;
             s.audited(COMMAND, &deployed, || {
-                super::deliver::deploy(s, &r, &planned, &opts)
+                secrets_engine::deliver::deploy(s, &r, &planned, &opts)
             })
             .map_err(stalled)?;
             after(&current)?;
@@ -684,9 +689,9 @@ impl HookFile {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("xtask-hook-{}-{n}", std::process::id()));
-        crate::fsutil::private_dir(&dir, 0o700)?;
+        secrets_engine::disk::fsutil::private_dir(&dir, 0o700)?;
         let path = dir.join("alternate");
-        crate::fsutil::write_atomic(&path, value.expose(), 0o600, None)?;
+        secrets_engine::disk::fsutil::write_atomic(&path, value.expose(), 0o600, None)?;
         Ok(HookFile { dir, path })
     }
 }
@@ -945,7 +950,7 @@ fn run_hook(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::Manifest;
+    use secrets_engine::model::manifest::Manifest;
 
     const M: &str = r#"
 project = "demo"

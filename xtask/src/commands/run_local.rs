@@ -11,7 +11,7 @@
 //! for `rand` and `which`, so it costs no build time): std has no signal API.
 //!
 //! Masking (unless `--no-mask`): the child's stdout and stderr, when they are
-//! not a terminal, go through a pipe and [`crate::mask`] replaces every form of
+//! not a terminal, go through a pipe and [`secrets_engine::model::mask`] replaces every form of
 //! every value by `<redacted:NAME>` before they are passed on, one read at a
 //! time. A stream that is a terminal stays the child's own (line editing,
 //! colours, `isatty` checks keep working) and is not masked; a note says so.
@@ -30,11 +30,11 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{
-    flags::RunArgs,
-    manifest::Manifest,
-    mask::{self, Masker, Needles},
-    output, resolve,
+use crate::{flags::RunArgs, output};
+use secrets_engine::{
+    model::manifest::Manifest,
+    model::mask::{self, Masker, Needles},
+    plan::resolve,
 };
 
 /// How long a child may take to exit after a forwarded SIGTERM before it is killed.
@@ -278,12 +278,12 @@ impl SecretsDir {
         let dir = base.join(format!(
             "{PREFIX}{env}-{}-{:x}",
             std::process::id(),
-            crate::secret::random_u64()
+            secrets_engine::model::secret::random_u64()
         ));
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
-            .map_err(|e| crate::fsutil::io_error(e, "create", &dir))?;
+            .map_err(|e| secrets_engine::disk::fsutil::io_error(e, "create", &dir))?;
         let made = SecretsDir(dir);
         std::fs::set_permissions(&made.0, std::fs::Permissions::from_mode(0o700))?;
         Ok(made)
@@ -297,9 +297,9 @@ impl SecretsDir {
             .create_new(true)
             .mode(0o600)
             .open(&p)
-            .map_err(|e| crate::fsutil::io_error(e, "create", &p))?;
+            .map_err(|e| secrets_engine::disk::fsutil::io_error(e, "create", &p))?;
         f.write_all(value)
-            .map_err(|e| crate::fsutil::io_error(e, "write", &p))?;
+            .map_err(|e| secrets_engine::disk::fsutil::io_error(e, "write", &p))?;
         Ok(p)
     }
 }

@@ -22,13 +22,13 @@ use std::{
 use anyhow::{Context, Result, bail};
 use zeroize::Zeroizing;
 
-use crate::{
-    envfile::EnvFile,
-    flags::ScanArgs,
-    forms::forms,
-    manifest::{Kind, Manifest},
-    output, resolve,
-    runner::Tool,
+use crate::{flags::ScanArgs, output};
+use secrets_engine::{
+    model::envfile::EnvFile,
+    model::forms::forms,
+    model::manifest::{Kind, Manifest},
+    plan::resolve,
+    tools::runner::Tool,
 };
 
 /// Values shorter than this are not searched: a short value (a user name, a
@@ -551,7 +551,7 @@ fn install_hook(git: &Tool, root: &Path) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    crate::fsutil::write_atomic(&path, HOOK.as_bytes(), 0o755, None)?;
+    secrets_engine::disk::fsutil::write_atomic(&path, HOOK.as_bytes(), 0o755, None)?;
     println!(
         "installed the pre-commit hook at {}: each commit runs `cargo xtask scan --staged`",
         path.display()

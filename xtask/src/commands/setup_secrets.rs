@@ -10,14 +10,12 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::Session;
 use crate::{
-    audit::Change,
     flags::{EnvArgs, SetupArgs},
     output,
-    plan::Action,
-    resolve::Options,
 };
+use secrets_engine::session::Session;
+use secrets_engine::{disk::audit::Change, plan::Action, plan::resolve::Options};
 
 const COMMAND: &str = "setup-secrets";
 
@@ -32,7 +30,7 @@ fn secret_of(s: &Session, key: &str) -> String {
 }
 
 pub fn run(root: &Path, e: &EnvArgs, a: SetupArgs) -> Result<()> {
-    let s = Session::open(root, e)?;
+    let s = Session::open(root, e, output::terminal())?;
     let _lock = match a.dry_run {
         false => Some(s.lock(&format!("{COMMAND} {}", e.env), e.lock_timeout)?),
         true => None,

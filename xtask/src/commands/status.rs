@@ -16,20 +16,18 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::{
-    Session,
-    list_secrets::{self, State},
-};
-use crate::runtime::drift::{self, Running, SecretRuntime};
+use super::list_secrets::{self, State};
+use secrets_engine::runtime::drift::{self, Running, SecretRuntime};
+use secrets_engine::session::Session;
 
-use crate::{
-    audit::{self, Entry},
-    envfile::EnvFile,
-    flags::EnvArgs,
-    manifest::{Kind, Manifest},
-    output,
+use crate::{flags::EnvArgs, output};
+use secrets_engine::{
+    disk::audit::{self, Entry},
+    model::envfile::EnvFile,
+    model::manifest::{Kind, Manifest},
+    model::time,
+    plan::resolve,
     plan::{self, Stored, Users},
-    resolve, time,
 };
 
 const DAY: u64 = 86_400;
@@ -437,7 +435,7 @@ fn read_store(root: &Path, env_file: &Path, v: &mut EnvView) -> Result<()> {
         namespace: None,
         lock_timeout: Duration::ZERO,
     };
-    let s = Session::open(root, &args)?;
+    let s = Session::open(root, &args, output::terminal())?;
     v.store_dates_values = s.store.dates_values();
     let compared = match env_file.exists() {
         true => resolve::resolve(root, &s.manifest, &s.env, resolve::Options::read_only())
@@ -454,7 +452,7 @@ fn read_store(root: &Path, env_file: &Path, v: &mut EnvView) -> Result<()> {
             v.notes.push(format!(
                 "the store is not compared with the env file: {why}"
             ));
-            (crate::secret::generate(64)?, None)
+            (secrets_engine::model::secret::generate(64)?, None)
         }
     };
     v.listed = s.store.list(&key)?;
@@ -551,7 +549,7 @@ pub fn run(root: &Path, envs: &[String], check: bool, format: Format) -> Result<
                 // names, versions, times and counts, never a value.
                 Some(p) => {
                     let path = root.join(&p);
-                    crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644, None)
+                    secrets_engine::disk::fsutil::write_atomic(&path, text.as_bytes(), 0o644, None)
                         .with_context(|| {
                             format!(
                                 "cannot write the metrics to {}; point --out at a file in node_exporter's --collector.textfile.directory that this user may write",
@@ -583,7 +581,7 @@ pub fn run(root: &Path, envs: &[String], check: bool, format: Format) -> Result<
     Ok(())
 }
 
-/// The OpenMetrics text of the report ([`crate::metrics`]).
+/// The OpenMetrics text of the report ([`secrets_engine::plan::metrics`]).
 fn openmetrics(views: &[EnvView], rep: &Report, log: &[Entry], now: SystemTime) -> String {
     let unix = |t: SystemTime| {
         t.duration_since(SystemTime::UNIX_EPOCH)
@@ -601,7 +599,7 @@ fn openmetrics(views: &[EnvView], rep: &Report, log: &[Entry], now: SystemTime) 
             *failed.entry(e.command.clone()).or_insert(0) +=
                 u64::from(e.outcome == audit::Outcome::Failed);
         }
-        envs.push(crate::metrics::EnvSample {
+        envs.push(secrets_engine::plan::metrics::EnvSample {
             environment: v.name.clone(),
             store_up: v.unreachable.is_none(),
             runtime_up: v.unreachable.is_none() && v.running.is_some(),
@@ -632,7 +630,7 @@ fn openmetrics(views: &[EnvView], rep: &Report, log: &[Entry], now: SystemTime) 
                 .and_then(|v| v.secrets.iter().find(|s| s.name == r.secret))
                 .map(|s| s.kept_by.clone())
                 .unwrap_or_default();
-            crate::metrics::SecretSample {
+            secrets_engine::plan::metrics::SecretSample {
                 environment: r.environment.clone(),
                 secret: r.secret.clone(),
                 store: r.store.clone(),
@@ -655,7 +653,7 @@ fn openmetrics(views: &[EnvView], rep: &Report, log: &[Entry], now: SystemTime) 
             }
         })
         .collect::<Vec<_>>();
-    crate::metrics::render(&envs, &secrets, unix(now))
+    secrets_engine::plan::metrics::render(&envs, &secrets, unix(now))
 }
 
 fn due_cell(r: &Row) -> String {
@@ -817,7 +815,7 @@ fn to_json(views: &[EnvView], rep: &Report, now: SystemTime) -> serde_json::Valu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::Outcome;
+    use secrets_engine::disk::audit::Outcome;
 
     fn at(days_ago: u64, now: SystemTime) -> SystemTime {
         now - Duration::from_secs(days_ago * DAY)
@@ -998,7 +996,7 @@ mod tests {
 
     #[test]
     fn runtime_drift_is_a_finding_kept_services_are_not_and_a_silent_runtime_is_one_too() {
-        use crate::runtime::drift::{Mounted, Running};
+        use secrets_engine::runtime::drift::{Mounted, Running};
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
         let mut prod = view("production", true);
         prod.secrets = vec![wanted("jwt", None), wanted("pw", None)];

@@ -4,11 +4,11 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 
-use super::Session;
 use crate::{flags::EnvArgs, output};
+use secrets_engine::session::Session;
 
 pub fn run(root: &Path, e: &EnvArgs) -> Result<()> {
-    let s = Session::open(root, e)?;
+    let s = Session::open(root, e, output::terminal())?;
     let r = s.resolve_read_only()?;
     let plan = s.plan(&r)?;
     let bad: Vec<_> = plan.writes().into_iter().cloned().collect();
