@@ -3,7 +3,6 @@
 //! `main` parses the command line, moves to the repository root and hands the
 //! work to one module per command.
 
-mod bench;
 mod commands;
 mod flags;
 mod output;

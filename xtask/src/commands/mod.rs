@@ -5,6 +5,7 @@
 
 mod adopt_secrets;
 mod backup_secrets;
+mod bench;
 mod check;
 mod completions;
 mod deploy;
@@ -58,7 +59,7 @@ pub fn run(cmd: Cmd, root: &Path) -> Result<()> {
         Cmd::Diff { a, b, json } => diff::run(root, &a, &b, json),
         Cmd::MigrateEnvToSecrets(a) => migrate_env_to_secrets::run(root, a),
         Cmd::AdoptSecrets(e, dry_run) => adopt_secrets::run(root, &e, dry_run),
-        Cmd::Bench { what, sizes } => crate::bench::run(root, &what, &sizes),
+        Cmd::Bench { what, sizes } => bench::run(root, &what, &sizes),
         Cmd::BackupSecrets(a) => backup_secrets::run(root, a),
         Cmd::RestoreSecrets(e, a) => restore_secrets::run(root, &e, a),
         Cmd::Scan(a) => scan::run(root, a),

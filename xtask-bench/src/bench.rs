@@ -1,7 +1,7 @@
 //! Benchmarks that print figures against real servers.
 //!
 //! `bench swarm`: for each size N, in a throwaway project with a unique prefix,
-//! the baseline shell script (`xtask/bench/swarm-setup-baseline.sh`,
+//! the baseline shell script (`xtask-bench/swarm-setup-baseline.sh`,
 //! sequential `docker secret create`) against our setup (one `docker secret
 //! ls`, then creates in parallel), the no-change re-run (time and docker
 //! calls), and one rotation of one secret (new value, new version, prune; no
@@ -31,7 +31,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::output;
+use crate::table;
 use secrets_engine::{
     model::manifest::Manifest,
     model::secret,
@@ -45,6 +45,7 @@ use secrets_engine::{
 const RUNS: usize = 3;
 const ENV: &str = "bench";
 
+/// Runs the benchmarks `what` names at each size and prints one table.
 pub fn run(root: &Path, what: &str, sizes: &[usize]) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("xtask-bench-{:x}", secret::random_u64()));
     std::fs::create_dir_all(&dir)?;
@@ -81,7 +82,7 @@ pub fn run(root: &Path, what: &str, sizes: &[usize]) -> Result<()> {
     );
     if !rows.is_empty() {
         let table: Vec<Vec<String>> = rows.iter().map(Row::cells).collect();
-        output::print_table(
+        table::print(
             &[
                 "STORE", "SECRETS", "BASELINE", "SETUP", "RATIO", "RE-RUN", "CALLS", "ROTATE",
                 "RESTART", "DIFF",
@@ -159,7 +160,7 @@ fn build(root: &Path) -> Result<String> {
     if !st.success() || !out.is_ok_and(|o| o.status.success()) {
         bail!("the cold build failed");
     }
-    let exe = std::env::current_exe()?;
+    let exe = xtask_bin()?;
     let mut warm = Vec::new();
     for _ in 0..5 {
         let start = Instant::now();
@@ -302,9 +303,17 @@ fn counted_rerun(f: &Fixture, dir: &Path, var: &str, real: &str) -> Result<(Dura
     Ok((took, calls))
 }
 
-/// Runs this binary in the fixture's root and returns its stdout.
+/// The operator's binary that `cargo xtask bench` ran this from
+/// (`XTASK_BIN`): the runs it times are the real tool's.
+fn xtask_bin() -> Result<PathBuf> {
+    std::env::var_os("XTASK_BIN")
+        .map(PathBuf::from)
+        .context("XTASK_BIN is not set: run the benchmarks as `cargo xtask bench`")
+}
+
+/// Runs the operator's binary in the fixture's root and returns its stdout.
 fn xtask(f: &Fixture, envs: &[(&str, &std::ffi::OsStr)], args: &[&str]) -> Result<String> {
-    let mut c = Command::new(std::env::current_exe()?);
+    let mut c = Command::new(xtask_bin()?);
     c.args(args)
         .current_dir(&f.root)
         .env("CARGO_MANIFEST_DIR", f.root.join("xtask"))
@@ -325,7 +334,7 @@ fn xtask(f: &Fixture, envs: &[(&str, &std::ffi::OsStr)], args: &[&str]) -> Resul
 fn swarm(root: &Path, dir: &Path, sizes: &[usize]) -> Result<Vec<Row>> {
     let docker = Docker::new()?;
     docker.ping()?;
-    let baseline = root.join("xtask/bench/swarm-setup-baseline.sh");
+    let baseline = root.join("xtask-bench/swarm-setup-baseline.sh");
     let project = format!("xb{:08x}", secret::random_u64() as u32);
     let mut rows = Vec::new();
     let result = (|| -> Result<()> {
