@@ -8,6 +8,8 @@
 //! [`sink::Event`]s that the caller renders. See `ARCHITECTURE.md` for the
 //! flow and the invariants.
 
+#![warn(missing_docs)]
+
 pub mod deliver;
 pub mod disk;
 pub mod edit;

@@ -32,7 +32,7 @@ use crate::{
 pub const PATH: &str = "deploy/audit-log.tsv";
 /// The rotation log of earlier versions: read, never written.
 pub const OLD_PATH: &str = "deploy/rotation-log.tsv";
-pub const HEADER: &str =
+pub(crate) const HEADER: &str =
     "time\tenvironment\tcommand\taction\tsecret\tversion\toperator\tstore\toutcome\n";
 const OLD_HEADER: &str = "time\tenvironment\tsecret\tversion\toperator\tbackend";
 

@@ -23,7 +23,7 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 5] = [
+    pub(crate) const ALL: [BackendKind; 5] = [
         Self::Compose,
         Self::Swarm,
         Self::K8s,
@@ -682,7 +682,7 @@ pub struct Reader {
 }
 
 impl Reader {
-    pub fn new(table: Table, at: String) -> Reader {
+    pub(crate) fn new(table: Table, at: String) -> Reader {
         Reader { table, at }
     }
 
@@ -702,14 +702,14 @@ impl Reader {
         }
     }
 
-    pub fn req_str(&mut self, key: &str) -> Result<String> {
+    pub(crate) fn req_str(&mut self, key: &str) -> Result<String> {
         match self.opt_str(key)? {
             Some(s) => Ok(s),
             None => bail!("in {}: `{key}` is missing", self.at),
         }
     }
 
-    pub fn opt_bool(&mut self, key: &str) -> Result<Option<bool>> {
+    pub(crate) fn opt_bool(&mut self, key: &str) -> Result<Option<bool>> {
         match self.take(key) {
             None => Ok(None),
             Some(Value::Boolean(b)) => Ok(Some(b)),
@@ -717,7 +717,7 @@ impl Reader {
         }
     }
 
-    pub fn opt_usize(&mut self, key: &str) -> Result<Option<usize>> {
+    pub(crate) fn opt_usize(&mut self, key: &str) -> Result<Option<usize>> {
         match self.take(key) {
             None => Ok(None),
             Some(Value::Integer(i)) if (1..=1_000_000).contains(&i) => Ok(Some(i as usize)),
@@ -737,7 +737,7 @@ impl Reader {
         }
     }
 
-    pub fn opt_str_list(&mut self, key: &str) -> Result<Vec<String>> {
+    pub(crate) fn opt_str_list(&mut self, key: &str) -> Result<Vec<String>> {
         match self.take(key) {
             None => Ok(Vec::new()),
             Some(Value::Array(items)) => items
@@ -751,7 +751,7 @@ impl Reader {
         }
     }
 
-    pub fn opt_owner(&mut self, key: &str) -> Result<Option<(u32, u32)>> {
+    pub(crate) fn opt_owner(&mut self, key: &str) -> Result<Option<(u32, u32)>> {
         let Some(s) = self.opt_str(key)? else {
             return Ok(None);
         };
@@ -786,7 +786,7 @@ impl Reader {
         }
     }
 
-    pub fn finish(self) -> Result<()> {
+    pub(crate) fn finish(self) -> Result<()> {
         if let Some(k) = self.table.keys().next() {
             bail!(
                 "in {}: unknown key `{k}`; check its spelling against the manifest reference in docs/configuration.md",

@@ -65,8 +65,8 @@ impl fmt::Debug for SecretValue {
 /// symbol with no bias.
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-pub const MIN_GENERATED: usize = 16;
-pub const MAX_GENERATED: usize = 4096;
+pub(crate) const MIN_GENERATED: usize = 16;
+pub(crate) const MAX_GENERATED: usize = 4096;
 
 /// Fills `buf` from the operating system's generator (`getrandom`).
 pub fn os_random(buf: &mut [u8]) -> Result<()> {

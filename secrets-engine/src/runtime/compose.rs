@@ -24,7 +24,7 @@ use crate::{
     tools::docker::{Compose, Docker},
 };
 
-pub struct ComposeRuntime {
+pub(crate) struct ComposeRuntime {
     sink: crate::sink::Shared,
     root: PathBuf,
     manifest: Manifest,
@@ -60,7 +60,7 @@ pub fn check_file(manifest: &Manifest, file: &str, stack: &StackFile) -> Vec<Str
 }
 
 impl ComposeRuntime {
-    pub fn new(s: &Scope) -> Result<ComposeRuntime> {
+    pub(crate) fn new(s: &Scope) -> Result<ComposeRuntime> {
         let settings = crate::store::compose::settings(s.env)?;
         Ok(ComposeRuntime {
             sink: s.sink.clone(),

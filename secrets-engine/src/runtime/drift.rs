@@ -123,7 +123,7 @@ impl SecretRuntime {
     }
 }
 
-pub fn version_word(v: Option<u32>) -> String {
+pub(crate) fn version_word(v: Option<u32>) -> String {
     match v {
         Some(v) => format!("v{v}"),
         None => "old-file".into(),

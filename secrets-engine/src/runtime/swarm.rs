@@ -22,7 +22,7 @@ use crate::{
     tools::docker::Docker,
 };
 
-pub struct SwarmRuntime {
+pub(crate) struct SwarmRuntime {
     sink: crate::sink::Shared,
     docker: Docker,
     root: PathBuf,
@@ -196,7 +196,7 @@ pub fn stack_file(env: &crate::model::manifest::Environment) -> Result<PathBuf> 
 }
 
 impl SwarmRuntime {
-    pub fn new(s: &Scope) -> Result<SwarmRuntime> {
+    pub(crate) fn new(s: &Scope) -> Result<SwarmRuntime> {
         let mut t = s.env.settings_for(BackendKind::Swarm);
         let stack_file = PathBuf::from(
             t.opt_str("stack_file")?

@@ -380,7 +380,7 @@ pub fn diagnose(what: &str, id: &str, stderr: &str) -> anyhow::Error {
     anyhow!("`aws secretsmanager {what}` failed for {id}: {first}")
 }
 
-pub struct AwsStore {
+pub(crate) struct AwsStore {
     sink: crate::sink::Shared,
     tool: Tool,
     project: String,
@@ -392,7 +392,7 @@ pub struct AwsStore {
 }
 
 impl AwsStore {
-    pub fn new(s: &Scope) -> Result<AwsStore> {
+    pub(crate) fn new(s: &Scope) -> Result<AwsStore> {
         let var = |n: &str| std::env::var(n).ok();
         let settings = settings(&s.manifest.project, s.env, &var)?;
         let mut tool = Tool::find_later(

@@ -25,7 +25,7 @@ use crate::{
     plan::{Naming, Step, Stored},
 };
 
-pub struct FileStore {
+pub(crate) struct FileStore {
     root: PathBuf,
     dir: PathBuf,
     /// `owner` per secret (the secret's own, else the environment's).
@@ -57,7 +57,7 @@ pub fn settings(env: &crate::model::manifest::Environment) -> Result<Settings> {
 }
 
 impl FileStore {
-    pub fn new(s: &Scope) -> Result<FileStore> {
+    pub(crate) fn new(s: &Scope) -> Result<FileStore> {
         let set = settings(s.env)?;
         let owners = s
             .manifest

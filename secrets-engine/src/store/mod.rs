@@ -147,7 +147,7 @@ pub struct Access {
 
 /// The delivery keys of a Vault or AWS table, shared by both.
 pub const DELIVERY_FETCH: &str = "fetch";
-pub const DELIVERY_READER: &str = "reader";
+pub(crate) const DELIVERY_READER: &str = "reader";
 
 /// Reads `delivery` (default `fetch`) from a store's table.
 pub fn delivery_mode(t: &mut crate::model::manifest::Settings, at: &str) -> Result<bool> {

@@ -34,7 +34,7 @@ use crate::{
     tools::kube::{self, Kubectl},
 };
 
-pub struct K8sRuntime {
+pub(crate) struct K8sRuntime {
     sink: crate::sink::Shared,
     kubectl: Kubectl,
     root: PathBuf,
@@ -422,7 +422,7 @@ pub fn running_of(list: &Value) -> Vec<super::drift::Running> {
 }
 
 impl K8sRuntime {
-    pub fn new(s: &Scope) -> Result<K8sRuntime> {
+    pub(crate) fn new(s: &Scope) -> Result<K8sRuntime> {
         let settings = kube::settings(&s.manifest.project, s.env)?;
         Ok(K8sRuntime {
             sink: s.sink.clone(),
