@@ -8,7 +8,7 @@
 //! [`sink::Event`]s that the caller renders. See `ARCHITECTURE.md` for the
 //! flow and the invariants.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod deliver;
 pub mod disk;

@@ -14,14 +14,17 @@ use zeroize::Zeroizing;
 pub struct SecretValue(Zeroizing<Vec<u8>>);
 
 impl SecretValue {
+    /// Takes ownership of `bytes` as a secret.
     pub fn new(bytes: Vec<u8>) -> SecretValue {
         SecretValue(Zeroizing::new(bytes))
     }
 
+    /// Takes ownership of text as a secret.
     pub fn from_string(s: String) -> SecretValue {
         SecretValue::new(s.into_bytes())
     }
 
+    /// The bytes: the one way to the value. Never print, log or pass them on argv.
     pub fn expose(&self) -> &[u8] {
         &self.0
     }
@@ -31,6 +34,7 @@ impl SecretValue {
         std::str::from_utf8(&self.0).ok()
     }
 
+    /// Whether the value has no bytes.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

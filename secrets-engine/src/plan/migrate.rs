@@ -18,7 +18,9 @@ use crate::{
 /// One line of the plan, as printed (never a value).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Move {
+    /// The env-file key moved.
     pub key: String,
+    /// The manifest's secret it becomes.
     pub secret: String,
     /// `file:line` of the value in the source.
     pub from: String,
@@ -26,10 +28,13 @@ pub struct Move {
     pub how: String,
 }
 
+/// The plan of `migrate-env-to-secrets`: what moves from a plain env file into
+/// the environment's secrets file, and what stops it.
 #[derive(Debug, Default)]
 pub struct Migration {
     /// Keys and values to add to the target env file, in source order.
     pub writes: Vec<(String, SecretValue)>,
+    /// One line per key, for the printed plan.
     pub moves: Vec<Move>,
     /// Source lines to remove (moved values and recognised derived URLs).
     pub remove: Vec<Span>,
@@ -42,6 +47,7 @@ pub struct Migration {
     pub conflicts: Vec<String>,
     /// Inconsistencies within the source: nothing may be written.
     pub problems: Vec<String>,
+    /// What the operator should know but need not stop for.
     pub warnings: Vec<String>,
 }
 
