@@ -24,7 +24,7 @@ pub struct Move {
     pub secret: String,
     /// `file:line` of the value in the source.
     pub from: String,
-    /// What happens: "moved", "already in <target>", "taken from DATABASE_URL".
+    /// What happens: "moved", "already in `<target>`", "taken from DATABASE_URL".
     pub how: String,
 }
 
@@ -71,7 +71,7 @@ impl Migration {
 const SUFFIXES: [&str; 5] = ["_PASSWORD", "_PASS", "_SECRET", "_KEY", "_TOKEN"];
 
 /// Whether a key or its value looks like a credential: a suffix from
-/// [`SUFFIXES`], or a URL with a password in it.
+/// `SUFFIXES`, or a URL with a password in it.
 pub fn looks_like_credential(key: &str, value: &[u8]) -> bool {
     let k = key.to_ascii_uppercase();
     SUFFIXES.iter().any(|s| k.ends_with(s)) || url_has_password(value)

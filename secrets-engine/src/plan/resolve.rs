@@ -314,7 +314,7 @@ pub fn plausible_path(v: &str) -> bool {
 }
 
 /// How a message names the file a file secret's value points at: the path
-/// when it is safe to print ([`shows_as_path`]), else just "a file".
+/// when it is safe to print (`shows_as_path`), else just "a file".
 pub fn shown_file(rel: &str, p: &Path) -> String {
     if shows_as_path(rel) {
         format!("the file {}", p.display())

@@ -30,7 +30,7 @@
 //! Deleting without recovery is not reachable from the manifest on purpose: a
 //! `--force` flag of `remove-secrets` sets [`FORCE_KEY`] in the environment's
 //! `aws` settings table for that one run (as `--namespace` does for k8s), and
-//! [`AwsStore::delete`] then passes `--force-delete-without-recovery`.
+//! `AwsStore::delete` then passes `--force-delete-without-recovery`.
 //!
 //! IAM permissions the tool needs: `secretsmanager:ListSecrets`,
 //! `CreateSecret`, `PutSecretValue`, `TagResource`, `DeleteSecret`, and for

@@ -120,7 +120,7 @@ pub fn secret_object(
     })
 }
 
-/// Parses the output of [`LIST_JSONPATH`]:
+/// Parses the output of `LIST_JSONPATH`:
 /// `name|env|secret|version|fingerprint|rotated-at|created` lines.
 pub fn parse_listing(text: &str, env: &str) -> Vec<Stored> {
     text.lines()

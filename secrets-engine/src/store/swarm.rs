@@ -74,7 +74,7 @@ pub fn check_size(secret: &str, origin: &str, len: usize) -> Result<()> {
     Ok(())
 }
 
-/// Parses the output of [`LS_FORMAT`]: `name|project|env|secret|version|fingerprint`
+/// Parses the output of `LS_FORMAT`: `name|project|env|secret|version|fingerprint`
 /// lines, keeping this project's and environment's. Version 0 is a secret the
 /// old scripts created under its unversioned name, adopted by `adopt-secrets`.
 pub fn parse_listing(text: &str, project: &str, env: &str) -> Vec<Stored> {

@@ -522,7 +522,7 @@ impl VaultStore {
     }
 }
 
-/// Pure: see [`VaultStore::needed_paths`].
+/// Pure: see `VaultStore::needed_paths`.
 pub fn needed_paths(
     mount: &str,
     prefix: &str,
