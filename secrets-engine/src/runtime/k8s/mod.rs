@@ -250,7 +250,11 @@ const FATAL: [&str; 8] = [
 /// Pure: one workload's rollout state, by the rules `kubectl rollout status`
 /// uses, plus the first pod whose containers cannot start. `age_of` gives how
 /// long a pod has existed.
-pub(crate) fn workload_status(w: &Value, pods: &[Value], age_of: &dyn Fn(&Value) -> Duration) -> Status {
+pub(crate) fn workload_status(
+    w: &Value,
+    pods: &[Value],
+    age_of: &dyn Fn(&Value) -> Duration,
+) -> Status {
     let kind = text(w, "/kind").to_ascii_lowercase();
     let id = format!("{kind}/{}", text(w, "/metadata/name"));
     let want = w
