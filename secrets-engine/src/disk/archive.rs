@@ -64,7 +64,7 @@ pub struct Archive {
     pub created: String,
     /// The tool and its version that made it (`xtask 0.1.0`).
     pub tool: String,
-    /// The files, the env file first.
+    /// The files in archive order; one is the env file.
     pub entries: Vec<Entry>,
 }
 

@@ -63,7 +63,7 @@ impl Outcome {
 pub struct Change {
     /// The manifest's name of the secret.
     pub secret: String,
-    /// What happened (`create`, `update`, `fix`, `remove`, `generate`, `deploy`).
+    /// What happened (`create`, `update`, `fix`, `remove`, `generate`, `deploy`, ...).
     pub action: String,
     /// The version concerned, in a versioned store.
     pub version: Option<u32>,

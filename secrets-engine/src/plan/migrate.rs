@@ -28,8 +28,8 @@ pub struct Move {
     pub how: String,
 }
 
-/// The plan of `migrate-env-to-secrets`: what moves from a plain env file into
-/// the environment's secrets file, and what stops it.
+/// The plan of `migrate-env-to-secrets`: what moves from a plain `.env` into
+/// the target environment's env file, and what stops it.
 #[derive(Debug, Default)]
 pub struct Migration {
     /// Keys and values to add to the target env file, in source order.
