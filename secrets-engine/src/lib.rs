@@ -8,6 +8,8 @@
 //! [`sink::Event`]s that the caller renders. See `ARCHITECTURE.md` for the
 //! flow and the invariants.
 
+#![deny(missing_docs)]
+
 pub mod deliver;
 pub mod disk;
 pub mod edit;

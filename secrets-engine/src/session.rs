@@ -47,8 +47,11 @@ pub struct Target {
 pub struct Session {
     /// The repository root.
     pub root: PathBuf,
+    /// The project's manifest.
     pub manifest: Manifest,
+    /// The environment, with this run's overrides applied.
     pub env: Environment,
+    /// The environment's store, opened.
     pub store: Box<dyn SecretStore>,
     /// Where the session, its store and its runtime report what happens.
     pub sink: Shared,
@@ -56,21 +59,27 @@ pub struct Session {
 
 /// What setup would do: the store's listing and the plan made from it.
 pub struct Planned {
+    /// Every stored version, as the store listed it.
     pub listed: Vec<Stored>,
+    /// The plan's steps.
     pub steps: Vec<Step>,
 }
 
 impl Planned {
+    /// How many steps do `a`.
     pub fn count(&self, a: plan::Action) -> usize {
         self.steps.iter().filter(|s| s.action == a).count()
     }
 
+    /// The steps that write a value.
     pub fn writes(&self) -> Vec<&Step> {
         self.steps.iter().filter(|s| s.action.writes()).collect()
     }
 }
 
 impl Session {
+    /// Loads the manifest under `root`, picks the environment `e` names,
+    /// applies its overrides and opens its store; progress goes to `sink`.
     pub fn open(root: &Path, e: &Target, sink: Shared) -> Result<Session> {
         Session::open_with(root, e, sink, |_| {})
     }

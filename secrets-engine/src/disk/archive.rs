@@ -26,16 +26,20 @@ const MAGIC: &str = "xtask-secrets-backup 1";
 /// What one entry is: the env file, or the file a file secret names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
+    /// The environment's env file.
     EnvFile,
     /// The env-file key that names the file (`SSL_CERTIFICATE`).
     File(String),
 }
 
+/// One file in a backup, with its bytes (kept out of `Debug`, wiped on drop).
 #[derive(Clone)]
 pub struct Entry {
+    /// What the file is.
     pub role: Role,
     /// Where it was, relative to the repository root (or absolute outside it).
     pub path: String,
+    /// The file's content.
     pub bytes: Zeroizing<Vec<u8>>,
 }
 
@@ -49,15 +53,22 @@ impl std::fmt::Debug for Entry {
     }
 }
 
+/// A backup's plaintext: whose it is, when and by what it was made, and its files.
 #[derive(Debug, Clone)]
 pub struct Archive {
+    /// The manifest's project.
     pub project: String,
+    /// The environment backed up.
     pub environment: String,
+    /// When, as RFC 3339 UTC (`2026-11-26T01:00:00Z`).
     pub created: String,
+    /// The tool and its version that made it (`xtask 0.1.0`).
     pub tool: String,
+    /// The files in archive order; one is the env file.
     pub entries: Vec<Entry>,
 }
 
+/// The SHA-256 of `bytes` in lower-case hex (64 characters).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()

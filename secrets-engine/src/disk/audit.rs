@@ -29,20 +29,25 @@ use crate::{
     plan::{Action, Step},
 };
 
+/// The audit log, relative to the repository root.
 pub const PATH: &str = "deploy/audit-log.tsv";
 /// The rotation log of earlier versions: read, never written.
 pub const OLD_PATH: &str = "deploy/rotation-log.tsv";
-pub const HEADER: &str =
+pub(crate) const HEADER: &str =
     "time\tenvironment\tcommand\taction\tsecret\tversion\toperator\tstore\toutcome\n";
 const OLD_HEADER: &str = "time\tenvironment\tsecret\tversion\toperator\tbackend";
 
+/// Whether the logged changes took effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// They did.
     Ok,
+    /// The command failed while making them: they may be partly done.
     Failed,
 }
 
 impl Outcome {
+    /// The log's spelling: `ok` or `failed`.
     pub fn word(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
@@ -56,12 +61,16 @@ impl Outcome {
 /// was pointed at the new versions).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
+    /// The manifest's name of the secret.
     pub secret: String,
+    /// What happened (`create`, `update`, `fix`, `remove`, `generate`, `deploy`, ...).
     pub action: String,
+    /// The version concerned, in a versioned store.
     pub version: Option<u32>,
 }
 
 impl Change {
+    /// A change of `secret` by `action` at `version`.
     pub fn new(secret: &str, action: &str, version: Option<u32>) -> Change {
         Change {
             secret: secret.into(),
@@ -97,14 +106,23 @@ impl Change {
 /// One line of the log, as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// When it was logged.
     pub time: SystemTime,
+    /// The environment changed.
     pub environment: String,
+    /// The command that changed it (`setup-secrets`, ...).
     pub command: String,
+    /// What happened (see [`Change::action`]).
     pub action: String,
+    /// The secret changed.
     pub secret: String,
+    /// Its version, where the store is versioned.
     pub version: Option<u32>,
+    /// Who ran the command (see [`operator`]).
     pub operator: String,
+    /// The store's kind (`swarm`, `vault`, ...).
     pub store: String,
+    /// Whether it took effect.
     pub outcome: Outcome,
 }
 

@@ -14,7 +14,9 @@ use crate::edit::stackfile;
 /// The edited text and each change, in words (never a value).
 #[derive(Debug, Default)]
 pub struct Edit {
+    /// The whole file's new text.
     pub text: String,
+    /// What changed, one line each (empty when nothing did).
     pub changes: Vec<String>,
 }
 

@@ -7,13 +7,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{Result, bail};
 use serde_norway::Value;
 
+/// One top-level `secrets:` definition of a compose file.
 #[derive(Debug, Default, Clone)]
 pub struct SecretDef {
+    /// `file:`: the file compose mounts, as written.
     pub file: Option<String>,
+    /// `name:`: the Docker name it stands for, as written.
     pub name: Option<String>,
+    /// `external:`: the secret is made outside the file (by the store).
     pub external: bool,
 }
 
+/// What a compose or stack file says about secrets.
 #[derive(Debug, Default, Clone)]
 pub struct StackFile {
     /// Top-level `secrets:` by key.
@@ -25,6 +30,8 @@ pub struct StackFile {
     pub targets: BTreeMap<String, BTreeMap<String, String>>,
 }
 
+/// Reads a compose file's secrets and each service's; an error means the
+/// text is not YAML or not a compose file.
 pub fn parse(text: &str) -> Result<StackFile> {
     let doc: Value =
         serde_norway::from_str(text).map_err(|e| anyhow::anyhow!("not valid YAML ({e}); fix the file (for example `docker compose -f FILE config` points at the line)"))?;
@@ -146,10 +153,14 @@ pub fn interpolate_checked(text: &str, vars: &BTreeMap<String, String>) -> Resul
 /// What the reader delivery changes in a compose-format file: the stored
 /// secrets it stops mounting, the variables each reading service gets, and
 /// the credential's file secret with its top-level definition.
-pub struct ReaderEdit<'a> {
+pub(crate) struct ReaderEdit<'a> {
+    /// The stored secrets the services stop mounting.
     pub secrets: &'a [String],
+    /// The variables each reading service gets (name, value).
     pub vars: &'a [(String, String)],
+    /// The credential's file secret name.
     pub credential: &'a str,
+    /// The credential's top-level `secrets:` definition.
     pub definition: Value,
 }
 
@@ -157,7 +168,7 @@ pub struct ReaderEdit<'a> {
 /// of `secrets` mounts the credential instead and gets `vars` (values with
 /// `$` escaped, so Compose does not interpolate them); `secrets` leave the
 /// top-level `secrets:` and the credential joins it. The rest is unchanged.
-pub fn for_reader(text: &str, edit: &ReaderEdit) -> Result<String> {
+pub(crate) fn for_reader(text: &str, edit: &ReaderEdit) -> Result<String> {
     let mut doc: Value =
         serde_norway::from_str(text).map_err(|e| anyhow::anyhow!("not valid YAML ({e})"))?;
     let stored = |v: &Value| {

@@ -14,11 +14,16 @@ use anyhow::{Context, Result, bail};
 
 use crate::{disk::fsutil, model::secret::SecretValue};
 
+/// One environment's env file as read: its values by key, where each sits,
+/// and what a reader of the file should be warned about.
 pub struct EnvFile {
+    /// The file's path on disk.
     pub path: PathBuf,
     /// Display path, relative to the repository root where possible.
     pub shown: String,
+    /// Whether the file was there ([`EnvFile::empty`] makes one that is not).
     pub exists: bool,
+    /// The values by key; for a duplicated key, its last assignment.
     pub entries: BTreeMap<String, Entry>,
     /// Keys that appear more than once, with their lines.
     pub duplicates: Vec<(String, Vec<usize>)>,
@@ -39,9 +44,12 @@ impl std::fmt::Debug for EnvFile {
     }
 }
 
+/// One key's value in an env file.
 #[derive(Debug, Clone)]
 pub struct Entry {
+    /// The value as dotenv reads it (quotes removed, `$` substituted).
     pub value: SecretValue,
+    /// Its 1-based line in the file, 0 when unknown.
     pub line: usize,
 }
 
@@ -59,6 +67,8 @@ impl EnvFile {
         }
     }
 
+    /// Reads and parses the file at `path`; `shown` is its name in messages.
+    /// An error means it is missing, unreadable, not UTF-8 or not dotenv.
     pub fn load(path: &Path, shown: String) -> Result<EnvFile> {
         let bytes = zeroize::Zeroizing::new(std::fs::read(path).with_context(|| {
             format!("cannot read {shown}; check that it exists and is readable by you")
@@ -108,6 +118,7 @@ impl EnvFile {
         self.exists && self.raw.is_empty()
     }
 
+    /// The entry for `key`, `None` when it is absent or empty.
     pub fn get(&self, key: &str) -> Option<&Entry> {
         self.entries.get(key).filter(|e| !e.value.is_empty())
     }
@@ -215,9 +226,13 @@ fn push_assignment(out: &mut String, key: &str, value: &SecretValue) -> Result<(
 /// line endings included.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Span {
+    /// The assignment's key.
     pub key: String,
+    /// Its first line, 1-based.
     pub first_line: usize,
+    /// Its last line, 1-based (the first, unless a quoted value spans lines).
     pub last_line: usize,
+    /// Its byte range in the raw text, line ending included.
     pub bytes: std::ops::Range<usize>,
 }
 
@@ -312,7 +327,7 @@ fn dollar_lines(raw: &str) -> Vec<(String, usize)> {
 
 /// The value's text of an assignment's span: everything after the first `=`,
 /// leading blanks removed (quotes, escapes and a trailing comment kept).
-pub fn value_text(span: &str) -> &str {
+pub(crate) fn value_text(span: &str) -> &str {
     span.split_once('=')
         .map(|x| x.1)
         .unwrap_or("")
@@ -321,13 +336,15 @@ pub fn value_text(span: &str) -> &str {
 
 /// What a `$` in a value stands for, by compose's interpolation rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Expansion {
+pub(crate) enum Expansion {
     /// `$$`: a literal `$` for compose (dotenvy reads it otherwise).
     Dollar,
     /// `$NAME` or `${NAME}`, or `${NAME<op><word>}` with `op` one of
     /// `:-` `-` `:?` `?` `:+` `+`.
     Var {
+        /// The variable's name.
         name: String,
+        /// The operator and its word, when there is one.
         op: Option<(String, String)>,
     },
     /// A `$` compose cannot read (`$` before anything but a name, `$` or `{`,
@@ -338,9 +355,12 @@ pub enum Expansion {
 /// One `$` that expands, its byte range in the value's text and whether it
 /// sits inside double quotes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dollar {
+pub(crate) struct Dollar {
+    /// Its byte range in the value's text.
     pub range: std::ops::Range<usize>,
+    /// Whether it sits inside double quotes.
     pub quoted: bool,
+    /// What it stands for.
     pub what: Expansion,
 }
 
@@ -348,7 +368,7 @@ pub struct Dollar {
 /// expand, reading quotes and escapes as dotenvy does: nothing in single
 /// quotes, nothing escaped by a backslash, and an unquoted value ends at a
 /// blank (what follows is a comment).
-pub fn dollars(text: &str) -> Vec<Dollar> {
+pub(crate) fn dollars(text: &str) -> Vec<Dollar> {
     let mut out = Vec::new();
     let (mut strong, mut weak, mut escaped) = (false, false, false);
     let mut it = text.char_indices().peekable();

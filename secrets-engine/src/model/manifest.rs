@@ -9,21 +9,29 @@ use std::{collections::BTreeMap, fmt, path::PathBuf};
 use anyhow::{Context, Result, bail};
 use toml::{Table, Value};
 
+/// Where the manifest sits, relative to the repository root.
 pub const MANIFEST_PATH: &str = "deploy/secrets.toml";
 /// The rotation policy when the manifest names none (the guides' 90 days).
 pub const DEFAULT_ROTATE_EVERY_DAYS: u32 = 90;
 
+/// A store or runtime the manifest can name in `backend`, `store` or `runtime`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum BackendKind {
+    /// Docker Compose: values in files under the secrets folder, mounted by compose.
     Compose,
+    /// Docker Swarm: values as versioned swarm secrets, read by stack services.
     Swarm,
+    /// Kubernetes: values as versioned Secret objects, mounted by pods.
     K8s,
+    /// OpenBao or Vault KV v2: a store only; another backend runs the services.
     Vault,
+    /// AWS Secrets Manager: a store only; another backend runs the services.
     Aws,
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 5] = [
+    /// Every kind, compose first.
+    pub(crate) const ALL: [BackendKind; 5] = [
         Self::Compose,
         Self::Swarm,
         Self::K8s,
@@ -31,6 +39,7 @@ impl BackendKind {
         Self::Aws,
     ];
 
+    /// The manifest's spelling (`compose`, `swarm`, `k8s`, `vault`, `aws`).
     pub fn name(self) -> &'static str {
         match self {
             Self::Compose => "compose",
@@ -41,6 +50,7 @@ impl BackendKind {
         }
     }
 
+    /// The kind spelled `s` as in the manifest, `None` for an unknown name.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|b| b.name() == s)
     }
@@ -52,6 +62,7 @@ impl fmt::Display for BackendKind {
     }
 }
 
+/// What sort of value a secret holds: decides how it is checked and generated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// A random password; strength rules apply.
@@ -78,6 +89,7 @@ impl Kind {
         })
     }
 
+    /// The manifest's spelling (`password`, `key`, `username`, `derived`, `file`).
     pub fn name(self) -> &'static str {
         match self {
             Self::Password => "password",
@@ -94,10 +106,12 @@ impl Kind {
     }
 }
 
+/// How a derived secret's template substitutes its parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
     /// Percent-encode every substituted part (for URLs).
     Url,
+    /// Substitute the parts as they are.
     None,
 }
 
@@ -108,13 +122,17 @@ impl BackendKind {
     }
 }
 
+/// One `[environments.<name>]` table: where its values are stored, what runs
+/// its services, and its policies.
 #[derive(Debug, Clone)]
 pub struct Environment {
+    /// The environment's name (`develop`, `production`).
     pub name: String,
     /// Where the values are kept.
     pub store: BackendKind,
     /// What runs the services that read them (compose, swarm or k8s).
     pub runtime: BackendKind,
+    /// The shortest value a password or key may have here, in characters.
     pub min_length: usize,
     /// Generate missing values without `--generate-missing` (develop's default).
     pub generate: bool,
@@ -161,18 +179,24 @@ impl Environment {
     }
 }
 
+/// One `[secrets.<name>]` table: what the secret is and who reads it.
 #[derive(Debug, Clone)]
 pub struct SecretSpec {
+    /// The secret's name in lower case (`postgres_password`).
     pub name: String,
+    /// What sort of value it holds.
     pub kind: Kind,
+    /// What the secret is for, for the operator (may be empty).
     pub description: String,
     /// Overrides the environment's minimum length.
     pub min_length: Option<usize>,
     /// Length of generated values (defaults to the minimum, at least 32).
     pub length: Option<usize>,
+    /// The services that read the secret.
     pub services: Vec<String>,
     /// Derived: the template, with `{secret}`, `{env}` and `{project}` placeholders.
     pub template: Option<String>,
+    /// Derived: how the template substitutes its parts.
     pub encoding: Encoding,
     /// Username: the value used when generating (`{env}`, `{project}` expand).
     pub default: Option<String>,
@@ -182,6 +206,7 @@ pub struct SecretSpec {
     pub generate: bool,
     /// File: require PEM content.
     pub pem: bool,
+    /// `owner = "UID:GID"`: who owns the file a compose store writes for it.
     pub owner: Option<(u32, u32)>,
     /// Rotation hook: an argument vector run with the new value on stdin.
     pub rotate_hook: Vec<String>,
@@ -204,6 +229,7 @@ pub struct SecretSpec {
 }
 
 impl SecretSpec {
+    /// Whether the secret exists in the environment named `env`.
     pub fn applies_to(&self, env: &str) -> bool {
         self.environments.is_empty() || self.environments.iter().any(|e| e == env)
     }
@@ -237,15 +263,19 @@ impl SecretSpec {
     }
 }
 
+/// The parsed `deploy/secrets.toml`.
 #[derive(Debug, Clone)]
 pub struct Manifest {
+    /// The project's name: a prefix of store object names.
     pub project: String,
+    /// The environments by name.
     pub environments: BTreeMap<String, Environment>,
     /// In manifest order: derived secrets come after their parts once sorted by [`Manifest::parse`].
     pub secrets: Vec<SecretSpec>,
 }
 
 impl Manifest {
+    /// Reads and parses `root/deploy/secrets.toml`; the error names the file.
     pub fn load(root: &std::path::Path) -> Result<Manifest> {
         let path = root.join(MANIFEST_PATH);
         let text = std::fs::read_to_string(&path).with_context(|| {
@@ -254,6 +284,7 @@ impl Manifest {
         Manifest::parse(&text).with_context(|| format!("in {MANIFEST_PATH}"))
     }
 
+    /// The environment `name`; the error lists the defined ones.
     pub fn env(&self, name: &str) -> Result<&Environment> {
         match self.environments.get(name) {
             Some(e) => Ok(e),
@@ -269,6 +300,7 @@ impl Manifest {
         }
     }
 
+    /// The secret `name`; the error lists the defined ones.
     pub fn secret(&self, name: &str) -> Result<&SecretSpec> {
         match self.secrets.iter().find(|s| s.name == name) {
             Some(s) => Ok(s),
@@ -302,6 +334,7 @@ impl Manifest {
         self.secrets.iter().filter(|s| s.applies_to(env)).collect()
     }
 
+    /// Parses and checks manifest text; derived secrets come after their parts.
     pub fn parse(text: &str) -> Result<Manifest> {
         let table: Table = text
             .parse()
@@ -682,7 +715,8 @@ pub struct Reader {
 }
 
 impl Reader {
-    pub fn new(table: Table, at: String) -> Reader {
+    /// Reads `table`; errors name it as `at` (e.g. `[environments.develop]`).
+    pub(crate) fn new(table: Table, at: String) -> Reader {
         Reader { table, at }
     }
 
@@ -694,6 +728,7 @@ impl Reader {
         anyhow::anyhow!("in {}: `{key}` must be {want}", self.at)
     }
 
+    /// Takes the string `key`, `None` when absent; an error if it is not a string.
     pub fn opt_str(&mut self, key: &str) -> Result<Option<String>> {
         match self.take(key) {
             None => Ok(None),
@@ -702,14 +737,16 @@ impl Reader {
         }
     }
 
-    pub fn req_str(&mut self, key: &str) -> Result<String> {
+    /// Takes the string `key`; an error if it is absent or not a string.
+    pub(crate) fn req_str(&mut self, key: &str) -> Result<String> {
         match self.opt_str(key)? {
             Some(s) => Ok(s),
             None => bail!("in {}: `{key}` is missing", self.at),
         }
     }
 
-    pub fn opt_bool(&mut self, key: &str) -> Result<Option<bool>> {
+    /// Takes the boolean `key`, `None` when absent.
+    pub(crate) fn opt_bool(&mut self, key: &str) -> Result<Option<bool>> {
         match self.take(key) {
             None => Ok(None),
             Some(Value::Boolean(b)) => Ok(Some(b)),
@@ -717,7 +754,8 @@ impl Reader {
         }
     }
 
-    pub fn opt_usize(&mut self, key: &str) -> Result<Option<usize>> {
+    /// Takes the whole number `key` (1 to 1000000), `None` when absent.
+    pub(crate) fn opt_usize(&mut self, key: &str) -> Result<Option<usize>> {
         match self.take(key) {
             None => Ok(None),
             Some(Value::Integer(i)) if (1..=1_000_000).contains(&i) => Ok(Some(i as usize)),
@@ -737,7 +775,8 @@ impl Reader {
         }
     }
 
-    pub fn opt_str_list(&mut self, key: &str) -> Result<Vec<String>> {
+    /// Takes the list of strings `key`, empty when absent.
+    pub(crate) fn opt_str_list(&mut self, key: &str) -> Result<Vec<String>> {
         match self.take(key) {
             None => Ok(Vec::new()),
             Some(Value::Array(items)) => items
@@ -751,7 +790,8 @@ impl Reader {
         }
     }
 
-    pub fn opt_owner(&mut self, key: &str) -> Result<Option<(u32, u32)>> {
+    /// Takes `key` as `"UID:GID"` in numbers, `None` when absent.
+    pub(crate) fn opt_owner(&mut self, key: &str) -> Result<Option<(u32, u32)>> {
         let Some(s) = self.opt_str(key)? else {
             return Ok(None);
         };
@@ -786,7 +826,8 @@ impl Reader {
         }
     }
 
-    pub fn finish(self) -> Result<()> {
+    /// Ends the reading: an error names the first key nobody took (a typo).
+    pub(crate) fn finish(self) -> Result<()> {
         if let Some(k) = self.table.keys().next() {
             bail!(
                 "in {}: unknown key `{k}`; check its spelling against the manifest reference in docs/configuration.md",

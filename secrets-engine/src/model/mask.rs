@@ -67,6 +67,7 @@ impl Needles {
         )
     }
 
+    /// Whether there is nothing to mask (no value long enough to look for).
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
     }
@@ -107,6 +108,7 @@ pub struct Masker<'a> {
 }
 
 impl<'a> Masker<'a> {
+    /// A stream that masks `needles`, holding nothing back yet.
     pub fn new(needles: &'a Needles) -> Masker<'a> {
         Masker {
             needles,

@@ -14,14 +14,17 @@ use zeroize::Zeroizing;
 pub struct SecretValue(Zeroizing<Vec<u8>>);
 
 impl SecretValue {
+    /// Takes ownership of `bytes` as a secret.
     pub fn new(bytes: Vec<u8>) -> SecretValue {
         SecretValue(Zeroizing::new(bytes))
     }
 
+    /// Takes ownership of text as a secret.
     pub fn from_string(s: String) -> SecretValue {
         SecretValue::new(s.into_bytes())
     }
 
+    /// The bytes: the one way to the value. Never print, log or pass them on argv.
     pub fn expose(&self) -> &[u8] {
         &self.0
     }
@@ -31,6 +34,7 @@ impl SecretValue {
         std::str::from_utf8(&self.0).ok()
     }
 
+    /// Whether the value has no bytes.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -65,8 +69,8 @@ impl fmt::Debug for SecretValue {
 /// symbol with no bias.
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-pub const MIN_GENERATED: usize = 16;
-pub const MAX_GENERATED: usize = 4096;
+pub(crate) const MIN_GENERATED: usize = 16;
+pub(crate) const MAX_GENERATED: usize = 4096;
 
 /// Fills `buf` from the operating system's generator (`getrandom`).
 pub fn os_random(buf: &mut [u8]) -> Result<()> {

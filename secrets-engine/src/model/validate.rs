@@ -60,7 +60,7 @@ pub fn strength_problem(v: &[u8]) -> Option<String> {
     None
 }
 
-pub fn is_placeholder(v: &[u8]) -> bool {
+pub(crate) fn is_placeholder(v: &[u8]) -> bool {
     let Ok(s) = std::str::from_utf8(v) else {
         return false;
     };

@@ -14,12 +14,18 @@ use std::{collections::BTreeMap, fmt::Write as _};
 /// One manifest secret of one environment.
 #[derive(Debug, Clone, Default)]
 pub struct SecretSample {
+    /// The environment's name.
     pub environment: String,
+    /// The manifest's name of the secret.
     pub secret: String,
+    /// The store's kind (`swarm`, `vault`, ...).
     pub store: String,
     /// In the store (false: missing there).
     pub present: bool,
+    /// Age of the current value in seconds (from the store, else the audit log).
     pub age_seconds: Option<u64>,
+    /// Whole days until rotation is due (0: today, negative: overdue);
+    /// `None` without a policy.
     pub due_in_days: Option<i64>,
     /// The store's current version (versioned stores).
     pub version: Option<u32>,
@@ -34,8 +40,11 @@ pub struct SecretSample {
 /// What is known of one environment as a whole.
 #[derive(Debug, Clone, Default)]
 pub struct EnvSample {
+    /// The environment's name.
     pub environment: String,
+    /// Whether its store answered.
     pub store_up: bool,
+    /// Whether its runtime answered.
     pub runtime_up: bool,
     /// Finding kind → how many.
     pub findings: BTreeMap<String, usize>,

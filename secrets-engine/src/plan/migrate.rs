@@ -18,18 +18,23 @@ use crate::{
 /// One line of the plan, as printed (never a value).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Move {
+    /// The env-file key moved.
     pub key: String,
+    /// The manifest's secret it becomes.
     pub secret: String,
     /// `file:line` of the value in the source.
     pub from: String,
-    /// What happens: "moved", "already in <target>", "taken from DATABASE_URL".
+    /// What happens: "moved", "already in `<target>`", "taken from DATABASE_URL".
     pub how: String,
 }
 
+/// The plan of `migrate-env-to-secrets`: what moves from a plain `.env` into
+/// the target environment's env file, and what stops it.
 #[derive(Debug, Default)]
 pub struct Migration {
     /// Keys and values to add to the target env file, in source order.
     pub writes: Vec<(String, SecretValue)>,
+    /// One line per key, for the printed plan.
     pub moves: Vec<Move>,
     /// Source lines to remove (moved values and recognised derived URLs).
     pub remove: Vec<Span>,
@@ -42,6 +47,7 @@ pub struct Migration {
     pub conflicts: Vec<String>,
     /// Inconsistencies within the source: nothing may be written.
     pub problems: Vec<String>,
+    /// What the operator should know but need not stop for.
     pub warnings: Vec<String>,
 }
 
@@ -65,7 +71,7 @@ impl Migration {
 const SUFFIXES: [&str; 5] = ["_PASSWORD", "_PASS", "_SECRET", "_KEY", "_TOKEN"];
 
 /// Whether a key or its value looks like a credential: a suffix from
-/// [`SUFFIXES`], or a URL with a password in it.
+/// `SUFFIXES`, or a URL with a password in it.
 pub fn looks_like_credential(key: &str, value: &[u8]) -> bool {
     let k = key.to_ascii_uppercase();
     SUFFIXES.iter().any(|s| k.ends_with(s)) || url_has_password(value)

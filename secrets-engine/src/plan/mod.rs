@@ -14,17 +14,23 @@ use std::{
 
 use anyhow::{Result, bail};
 
+/// What a plan step does to one stored value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// Store a value that is not there yet.
     Create,
+    /// Replace a stored value (a new version where the store is versioned).
     Update,
+    /// The stored value already matches: nothing to do.
     Unchanged,
+    /// Delete the stored value.
     Remove,
     /// Present in the store but not in the manifest: reported, never touched by setup.
     Extra,
 }
 
 impl Action {
+    /// The word plans print for it (`create`, `update`, ...).
     pub fn word(self) -> &'static str {
         match self {
             Action::Create => "create",
@@ -46,21 +52,28 @@ impl Action {
 pub struct Step {
     /// The manifest's name of the secret.
     pub secret: String,
+    /// What happens to it.
     pub action: Action,
     /// The store's identity of what the step creates, keeps or removes.
     pub id: String,
+    /// The version the step makes or keeps, in a versioned store.
     pub version: Option<u32>,
+    /// Why, for the printed plan (a reason, a version; never a value).
     pub detail: String,
 }
 
 /// One stored value (one version of a secret) as a store lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
+    /// The store's identity of the value (a path, a versioned name).
     pub id: String,
+    /// The manifest's name of the secret.
     pub secret: String,
+    /// Its version, in a versioned store.
     pub version: Option<u32>,
     /// Keyed fingerprint of the content (HMAC-SHA-256 with the env file's key).
     pub fingerprint: String,
+    /// When the value was stored, where the store says.
     pub created: Option<SystemTime>,
     /// Something other than the content that setup must put right (a file's mode).
     pub fix: Option<String>,
@@ -72,7 +85,11 @@ pub struct Stored {
 /// How a store names things: versioned stores give each value a new identity,
 /// the others replace the value in place.
 pub trait Naming {
+    /// Whether each new value gets its own identity (a versioned name) instead
+    /// of replacing the old one in place.
     fn versioned(&self) -> bool;
+    /// The store's identity of `secret` at `version` (the version is ignored
+    /// where the store is not versioned).
     fn identity(&self, secret: &str, version: u32) -> String;
 }
 

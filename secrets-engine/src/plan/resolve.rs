@@ -27,19 +27,29 @@ const URL_PART: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// One secret of the environment with the value it must have.
 #[derive(Debug, Clone)]
 pub struct Desired {
+    /// The secret as the manifest describes it.
     pub spec: SecretSpec,
+    /// Its value: from the env file, generated, or built from a template.
     pub value: SecretValue,
     /// Where the value came from, for messages: `file:line`, a path, or "built from …".
     pub origin: String,
 }
 
+/// An environment's secrets read from its env file and checked: what
+/// [`resolve`] returns, and what a plan is made from.
 #[derive(Debug)]
 pub struct Resolved {
+    /// The environment resolved.
     pub env: Environment,
+    /// Its env file as read.
     pub file: EnvFile,
+    /// Every secret of the environment with its value, parts before the
+    /// values derived from them.
     pub desired: Vec<Desired>,
+    /// What the operator should know but need not stop for, to print.
     pub warnings: Vec<String>,
     /// Keys generated in this run.
     pub generated: Vec<String>,
@@ -47,10 +57,11 @@ pub struct Resolved {
     /// puts them there once everything has been checked and the store answered.
     pending: Vec<(String, SecretValue)>,
     /// File secrets given inline as PEM: the files to write before
-    /// [`Resolved::pending`] names them in the env file.
+    /// `pending` names them in the env file.
     pending_files: Vec<(PathBuf, SecretValue)>,
     /// Keys whose inline PEM moves into its own file in this run.
     pub moved: Vec<String>,
+    /// The env file's [`FINGERPRINT_KEY`], when it has one (or one was generated).
     pub fingerprint_key: Option<SecretValue>,
     /// Of [`Options::replacing`]: the secrets whose env-file value is too
     /// weak to keep, so it must be generated anew.
@@ -83,10 +94,13 @@ impl Resolved {
         Ok(())
     }
 
+    /// The secret `name` with its value, `None` when it is not in this environment.
     pub fn get(&self, name: &str) -> Option<&Desired> {
         self.desired.iter().find(|d| d.spec.name == name)
     }
 
+    /// The key that fingerprints this environment's values; an error, saying
+    /// how to add one, when the env file has none.
     pub fn fingerprint_key(&self) -> Result<&SecretValue> {
         match &self.fingerprint_key {
             Some(k) => Ok(k),
@@ -108,6 +122,7 @@ impl Resolved {
     }
 }
 
+/// What a command lets [`resolve`] do: generate, write, accept.
 #[derive(Debug, Default, Clone)]
 pub struct Options {
     /// `--generate-missing`.
@@ -153,6 +168,9 @@ pub fn locate(root: &Path, env: &Environment) -> Result<(PathBuf, String)> {
     }
 }
 
+/// Reads `env`'s env file under `root`, checks every value against the
+/// manifest, and generates the missing ones when `opts` allow (kept in memory
+/// until [`Resolved::write_generated`]). An error lists every problem found.
 pub fn resolve(
     root: &Path,
     manifest: &Manifest,
@@ -296,7 +314,7 @@ pub fn plausible_path(v: &str) -> bool {
 }
 
 /// How a message names the file a file secret's value points at: the path
-/// when it is safe to print ([`shows_as_path`]), else just "a file".
+/// when it is safe to print (`shows_as_path`), else just "a file".
 pub fn shown_file(rel: &str, p: &Path) -> String {
     if shows_as_path(rel) {
         format!("the file {}", p.display())
@@ -620,6 +638,8 @@ fn plural(n: usize, word: &str) -> String {
     }
 }
 
+/// A new value for `spec` in `env`: a user name from its `default` template,
+/// else random characters: `length` of them, or the minimum length but at least 32.
 pub fn generate_for(spec: &SecretSpec, env: &Environment, project: &str) -> Result<SecretValue> {
     if spec.kind == Kind::Username {
         let template = spec.default.as_deref().unwrap_or("{project}_{env}");
@@ -687,14 +707,17 @@ pub fn render_template(
 /// production environment. Names and places only, never the value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reuse {
+    /// The secret's name.
     pub secret: String,
     /// The env-file key (`POSTGRES_PASSWORD`).
     pub key: String,
-    /// The other environment, and where its env file holds the value (`file:line`).
+    /// The other environment.
     pub other: String,
+    /// Where the other environment's env file holds the value (`file:line`).
     pub other_at: String,
-    /// The production environment of the pair, and the one that must get a new value.
+    /// The production environment of the pair.
     pub production: String,
+    /// The environment that must get a new value.
     pub renew_in: String,
 }
 

@@ -24,7 +24,7 @@ use crate::{
     tools::docker::{Compose, Docker},
 };
 
-pub struct ComposeRuntime {
+pub(crate) struct ComposeRuntime {
     sink: crate::sink::Shared,
     root: PathBuf,
     manifest: Manifest,
@@ -60,7 +60,7 @@ pub fn check_file(manifest: &Manifest, file: &str, stack: &StackFile) -> Vec<Str
 }
 
 impl ComposeRuntime {
-    pub fn new(s: &Scope) -> Result<ComposeRuntime> {
+    pub(crate) fn new(s: &Scope) -> Result<ComposeRuntime> {
         let settings = crate::store::compose::settings(s.env)?;
         Ok(ComposeRuntime {
             sink: s.sink.clone(),
@@ -191,9 +191,9 @@ impl Runtime for ComposeRuntime {
                 self.env, self.manifest.project
             ));
             match looked {
-                Ok((_, stale)) if stale.is_empty() => self.sink.line(&format!(
-                    "would recreate no container for its secrets (none running started before its secret files changed)"
-                )),
+                Ok((_, stale)) if stale.is_empty() => self.sink.line(
+                    "would recreate no container for its secrets (none running started before its secret files changed)",
+                ),
                 Ok((_, stale)) => self.sink.line(&format!(
                     "would then recreate {} (their secrets changed after they started)",
                     stale.join(", ")
@@ -370,6 +370,7 @@ fn services_with_newer_secrets(
 
 /// Polls the project's containers until every one is running (and healthy where
 /// it has a health check), or fails naming the container that is not.
+#[allow(clippy::too_many_arguments)]
 fn wait_converged(
     sink: &dyn crate::sink::Sink,
     docker: &Docker,

@@ -24,9 +24,11 @@ pub struct Running {
     /// The service it belongs to, as the manifest's `services` and `kept_by`
     /// name it (`backend`).
     pub service: String,
+    /// What it mounts.
     pub mounts: Vec<Mounted>,
 }
 
+/// One secret a runner mounts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mounted {
     /// The store's identity of the version it mounts (a Swarm secret's or a
@@ -35,13 +37,20 @@ pub enum Mounted {
     /// A secret file by the manifest's name (Compose bind-mounts it): `stale`
     /// when the file changed after the container was created, so the
     /// container still reads the old inode.
-    File { secret: String, stale: bool },
+    File {
+        /// The manifest's name of the secret.
+        secret: String,
+        /// The file changed after the container was created.
+        stale: bool,
+    },
 }
 
 /// One runner that is behind (or, for kept secrets, keeps an older version).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Behind {
+    /// The runner (as [`Running::who`]).
     pub who: String,
+    /// Its service (as [`Running::service`]).
     pub service: String,
     /// The version it mounts; `None` for an older file content (Compose).
     pub version: Option<u32>,
@@ -64,6 +73,7 @@ pub struct SecretRuntime {
 }
 
 impl SecretRuntime {
+    /// Whether a runner is on a superseded version.
     pub fn drift(&self) -> bool {
         !self.behind.is_empty()
     }
@@ -123,7 +133,7 @@ impl SecretRuntime {
     }
 }
 
-pub fn version_word(v: Option<u32>) -> String {
+pub(crate) fn version_word(v: Option<u32>) -> String {
     match v {
         Some(v) => format!("v{v}"),
         None => "old-file".into(),

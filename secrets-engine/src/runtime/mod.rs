@@ -23,9 +23,12 @@ use crate::{
     sink::{Event, Sink},
 };
 
+/// How [`Runtime::deploy`] runs.
 #[derive(Debug, Clone, Default)]
 pub struct DeployOptions {
+    /// Show what would be applied; change nothing.
     pub dry_run: bool,
+    /// How long to wait for the rollout to converge.
     pub timeout: Duration,
     /// `delivery = "reader"`: services read the store at run time instead of
     /// mounting these secrets.
@@ -45,13 +48,15 @@ pub struct ReaderDeploy {
 
 /// A deploy file written for one run next to the original (so relative
 /// paths keep their meaning), 0600, removed when dropped.
-pub struct RenderedFile {
+pub(crate) struct RenderedFile {
+    /// Where it is written.
     pub path: std::path::PathBuf,
     /// As the runtime's command line names it (relative to the root).
     pub shown: String,
 }
 
 impl RenderedFile {
+    /// Writes `text` beside `original` (relative to `root`) under a random name.
     pub fn write(root: &Path, original: &Path, text: &str) -> Result<RenderedFile> {
         let name = original
             .file_name()
@@ -76,6 +81,7 @@ impl Drop for RenderedFile {
     }
 }
 
+/// What runs an environment's services (compose, swarm, k8s), opened by [`open`].
 pub trait Runtime {
     /// Disagreements between the runtime's deploy files and the manifest.
     fn check(&self) -> Result<Vec<String>>;
@@ -104,6 +110,8 @@ pub trait Runtime {
     fn hook_env(&self) -> Vec<(String, String)>;
 }
 
+/// Opens the environment's runtime (`s.env.runtime`); an error for a
+/// store-only kind or wrong settings.
 pub fn open(s: &Scope) -> Result<Box<dyn Runtime>> {
     match s.env.runtime {
         BackendKind::Compose => Ok(Box::new(compose::ComposeRuntime::new(s)?)),

@@ -22,7 +22,7 @@ use crate::{
     tools::docker::Docker,
 };
 
-pub struct SwarmRuntime {
+pub(crate) struct SwarmRuntime {
     sink: crate::sink::Shared,
     docker: Docker,
     root: PathBuf,
@@ -196,7 +196,7 @@ pub fn stack_file(env: &crate::model::manifest::Environment) -> Result<PathBuf> 
 }
 
 impl SwarmRuntime {
-    pub fn new(s: &Scope) -> Result<SwarmRuntime> {
+    pub(crate) fn new(s: &Scope) -> Result<SwarmRuntime> {
         let mut t = s.env.settings_for(BackendKind::Swarm);
         let stack_file = PathBuf::from(
             t.opt_str("stack_file")?
@@ -504,7 +504,7 @@ impl Runtime for SwarmRuntime {
 }
 
 /// The edit of a compose-format file for `delivery = "reader"`.
-pub fn reader_edit(
+pub(crate) fn reader_edit(
     r: &super::ReaderDeploy,
     definition: serde_norway::Value,
 ) -> stackfile::ReaderEdit<'_> {
@@ -576,9 +576,13 @@ pub fn running_of(services: &[Value], tasks: &[Value]) -> Vec<super::drift::Runn
     out
 }
 
-pub struct ServiceStatus {
+/// Where one Swarm service stands in a rollout.
+pub(crate) struct ServiceStatus {
+    /// The update is done and the desired tasks run the current spec.
     pub converged: bool,
+    /// Where the update is, for progress lines.
     pub progress: String,
+    /// Why it is failing, when it is (three failed tasks).
     pub failure: Option<String>,
 }
 
@@ -586,7 +590,7 @@ pub struct ServiceStatus {
 /// task's `docker inspect` JSON. Converged means: no update in progress or
 /// paused, and the desired number of tasks running with the service's current
 /// secrets and image. Three failed tasks since `since` count as failing.
-pub fn service_status(svc: &Value, tasks: &[Value], since: SystemTime) -> ServiceStatus {
+pub(crate) fn service_status(svc: &Value, tasks: &[Value], since: SystemTime) -> ServiceStatus {
     let s = |v: &Value, p: &str| {
         v.pointer(p)
             .and_then(Value::as_str)

@@ -30,7 +30,7 @@
 //! Deleting without recovery is not reachable from the manifest on purpose: a
 //! `--force` flag of `remove-secrets` sets [`FORCE_KEY`] in the environment's
 //! `aws` settings table for that one run (as `--namespace` does for k8s), and
-//! [`AwsStore::delete`] then passes `--force-delete-without-recovery`.
+//! `AwsStore::delete` then passes `--force-delete-without-recovery`.
 //!
 //! IAM permissions the tool needs: `secretsmanager:ListSecrets`,
 //! `CreateSecret`, `PutSecretValue`, `TagResource`, `DeleteSecret`, and for
@@ -75,16 +75,24 @@ const RESTORE: &str = "aws secretsmanager restore-secret --secret-id";
 /// `[environments.<env>.aws]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
+    /// Names start with it (`<project>/<env>` by default), no leading or trailing `/`.
     pub prefix: String,
+    /// `region`, else `$AWS_REGION` or `$AWS_DEFAULT_REGION`.
     pub region: Option<String>,
+    /// `profile`, else `$AWS_PROFILE`.
     pub profile: Option<String>,
+    /// `endpoint_url`, else `$AWS_ENDPOINT_URL` (a stand-in such as moto).
     pub endpoint_url: Option<String>,
+    /// Days a deleted secret can be restored, 7 to 30 (default 30).
     pub recovery_days: usize,
+    /// [`FORCE_KEY`]: delete at once, without a recovery window.
     pub force_delete: bool,
     /// `delivery = "reader"`, with `service_credentials_file` and
     /// `service_endpoint_url` (what the services use, if not `endpoint_url`).
     pub reader: bool,
+    /// The services' own credentials file, for `delivery = "reader"`.
     pub service_credentials_file: Option<String>,
+    /// The endpoint the services use, for `delivery = "reader"`.
     pub service_endpoint_url: Option<String>,
 }
 
@@ -195,6 +203,7 @@ pub fn tags(
 /// One secret as `list-secrets` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
+    /// The current value as any store lists it.
     pub stored: Stored,
     /// `AWSPREVIOUS` exists: the value before the last change is still there.
     pub has_previous: bool,
@@ -380,7 +389,7 @@ pub fn diagnose(what: &str, id: &str, stderr: &str) -> anyhow::Error {
     anyhow!("`aws secretsmanager {what}` failed for {id}: {first}")
 }
 
-pub struct AwsStore {
+pub(crate) struct AwsStore {
     sink: crate::sink::Shared,
     tool: Tool,
     project: String,
@@ -392,7 +401,7 @@ pub struct AwsStore {
 }
 
 impl AwsStore {
-    pub fn new(s: &Scope) -> Result<AwsStore> {
+    pub(crate) fn new(s: &Scope) -> Result<AwsStore> {
         let var = |n: &str| std::env::var(n).ok();
         let settings = settings(&s.manifest.project, s.env, &var)?;
         let mut tool = Tool::find_later(

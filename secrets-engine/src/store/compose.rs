@@ -25,7 +25,7 @@ use crate::{
     plan::{Naming, Step, Stored},
 };
 
-pub struct FileStore {
+pub(crate) struct FileStore {
     root: PathBuf,
     dir: PathBuf,
     /// `owner` per secret (the secret's own, else the environment's).
@@ -39,10 +39,13 @@ pub fn secrets_dir(root: &Path, env: &str) -> PathBuf {
 
 /// The compose table: `file` (the compose file, read by the runtime) and `owner`.
 pub struct Settings {
+    /// The compose file, relative to the root (default `docker-compose.prod.yml`).
     pub file: PathBuf,
+    /// `owner = "UID:GID"`: who owns the secret files, unless a secret names its own.
     pub owner: Option<(u32, u32)>,
 }
 
+/// Reads the environment's compose table; an error names a wrong or unknown key.
 pub fn settings(env: &crate::model::manifest::Environment) -> Result<Settings> {
     let mut t = env.settings_for(BackendKind::Compose);
     let s = Settings {
@@ -57,7 +60,7 @@ pub fn settings(env: &crate::model::manifest::Environment) -> Result<Settings> {
 }
 
 impl FileStore {
-    pub fn new(s: &Scope) -> Result<FileStore> {
+    pub(crate) fn new(s: &Scope) -> Result<FileStore> {
         let set = settings(s.env)?;
         let owners = s
             .manifest

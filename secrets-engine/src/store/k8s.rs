@@ -26,7 +26,7 @@ use crate::{
 /// The API server refuses Secrets larger than 1 MiB.
 pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
 
-pub struct K8sStore {
+pub(crate) struct K8sStore {
     kubectl: Kubectl,
     project: String,
     env: String,
@@ -120,7 +120,7 @@ pub fn secret_object(
     })
 }
 
-/// Parses the output of [`LIST_JSONPATH`]:
+/// Parses the output of `LIST_JSONPATH`:
 /// `name|env|secret|version|fingerprint|rotated-at|created` lines.
 pub fn parse_listing(text: &str, env: &str) -> Vec<Stored> {
     text.lines()
@@ -149,7 +149,7 @@ pub fn parse_listing(text: &str, env: &str) -> Vec<Stored> {
 const LIST_JSONPATH: &str = r#"jsonpath={range .items[*]}{.metadata.name}{"|"}{.metadata.labels.xtask\.environment}{"|"}{.metadata.labels.xtask\.secret}{"|"}{.metadata.labels.xtask\.version}{"|"}{.metadata.annotations.xtask\.fingerprint}{"|"}{.metadata.annotations.xtask\.rotated-at}{"|"}{.metadata.creationTimestamp}{"\n"}{end}"#;
 
 impl K8sStore {
-    pub fn new(s: &Scope) -> Result<K8sStore> {
+    pub(crate) fn new(s: &Scope) -> Result<K8sStore> {
         let settings = kube::settings(&s.manifest.project, s.env)?;
         Ok(K8sStore {
             kubectl: Kubectl::new(&settings)?,

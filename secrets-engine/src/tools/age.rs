@@ -19,7 +19,9 @@ use crate::tools::runner::Tool;
 /// the terminal (age reads it from the terminal itself, never from us).
 #[derive(Debug, Clone)]
 pub enum Seal {
+    /// To these age public keys (`age1...`).
     Recipients(Vec<String>),
+    /// With a passphrase age asks for on the terminal.
     Passphrase,
 }
 

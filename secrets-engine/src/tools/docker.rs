@@ -7,7 +7,9 @@ use anyhow::{Result, bail};
 
 use crate::tools::runner::Tool;
 
+/// The docker CLI.
 pub struct Docker {
+    /// The runner that calls it.
     pub tool: Tool,
 }
 
@@ -23,6 +25,7 @@ impl Docker {
         Ok(Docker { tool })
     }
 
+    /// Runs `docker ARGS` quietly and returns stdout (see [`Tool::read`]).
     pub fn read(&self, args: &[&str], next_step: &str) -> Result<String> {
         self.tool.read(args, next_step)
     }

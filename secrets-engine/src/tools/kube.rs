@@ -36,12 +36,15 @@ pub const NEEDED: [(&str, &[&str]); 10] = [
 /// `[environments.<env>.k8s]`.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The namespace (default `<project>-<env>`), a DNS label.
     pub namespace: String,
+    /// The kubeconfig context, when not the current one.
     pub context: Option<String>,
     /// The folder of manifests `deploy` applies.
     pub manifests: String,
 }
 
+/// Reads the environment's k8s table; an error names a wrong key or namespace.
 pub fn settings(project: &str, env: &Environment) -> Result<Settings> {
     let mut t = env.settings_for(BackendKind::K8s);
     let s = Settings {
@@ -76,8 +79,11 @@ pub fn check_namespace(ns: &str) -> Result<()> {
     Ok(())
 }
 
+/// kubectl bound to one namespace and context.
 pub struct Kubectl {
+    /// The runner that calls it.
     pub tool: Tool,
+    /// The namespace every call names.
     pub namespace: String,
     context: Option<String>,
 }

@@ -18,11 +18,14 @@ use anyhow::{Context, Result, bail};
 /// otherwise. `XTASK_CLI_TIMEOUT` (seconds) overrides it.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// One external program and how to call it.
 #[derive(Debug, Clone)]
 pub struct Tool {
     /// The name shown in messages: `docker`, `kubectl`.
     pub name: &'static str,
+    /// The program run: a path or a name looked up on PATH.
     pub bin: OsString,
+    /// How long one call may take before it is killed.
     pub timeout: Duration,
     /// What a call that never answers means, for the timeout's message.
     pub silent: &'static str,
@@ -34,8 +37,11 @@ pub struct Tool {
 
 /// What a finished call gave back.
 pub struct Output {
+    /// How it exited.
     pub status: ExitStatus,
+    /// What it printed, as text (invalid UTF-8 replaced).
     pub stdout: String,
+    /// What it printed on stderr, as text.
     pub stderr: String,
 }
 
@@ -98,6 +104,8 @@ impl Tool {
         }
     }
 
+    /// The program `bin`, called `name` in messages, with the default timeout
+    /// (`$XTASK_CLI_TIMEOUT` seconds, else 120).
     pub fn at(name: &'static str, bin: impl Into<OsString>) -> Tool {
         let timeout = std::env::var("XTASK_CLI_TIMEOUT")
             .ok()

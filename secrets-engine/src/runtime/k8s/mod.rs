@@ -34,7 +34,7 @@ use crate::{
     tools::kube::{self, Kubectl},
 };
 
-pub struct K8sRuntime {
+pub(crate) struct K8sRuntime {
     sink: crate::sink::Shared,
     kubectl: Kubectl,
     root: PathBuf,
@@ -46,7 +46,9 @@ pub struct K8sRuntime {
 /// A workload in the manifests and the secrets its pods mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workload {
+    /// `Deployment`, `StatefulSet` or `DaemonSet`.
     pub kind: String,
+    /// Its `metadata.name`.
     pub name: String,
     /// Manifest names, from `${XTASK_SECRET_<NAME>...}` references.
     pub secrets: Vec<String>,
@@ -175,9 +177,12 @@ pub fn check_workloads(
 
 /// Where one workload stands, from its object and the namespace's pods.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Status {
+pub(crate) struct Status {
+    /// The rollout is done, by the rules of `kubectl rollout status`.
     pub converged: bool,
+    /// Where the rollout is, for progress lines.
     pub progress: String,
+    /// Why it cannot converge, when it cannot.
     pub failure: Option<String>,
     /// A pod that has been creating for long: its events may say why.
     pub stuck_pod: Option<String>,
@@ -245,7 +250,11 @@ const FATAL: [&str; 8] = [
 /// Pure: one workload's rollout state, by the rules `kubectl rollout status`
 /// uses, plus the first pod whose containers cannot start. `age_of` gives how
 /// long a pod has existed.
-pub fn workload_status(w: &Value, pods: &[Value], age_of: &dyn Fn(&Value) -> Duration) -> Status {
+pub(crate) fn workload_status(
+    w: &Value,
+    pods: &[Value],
+    age_of: &dyn Fn(&Value) -> Duration,
+) -> Status {
     let kind = text(w, "/kind").to_ascii_lowercase();
     let id = format!("{kind}/{}", text(w, "/metadata/name"));
     let want = w
@@ -422,7 +431,7 @@ pub fn running_of(list: &Value) -> Vec<super::drift::Running> {
 }
 
 impl K8sRuntime {
-    pub fn new(s: &Scope) -> Result<K8sRuntime> {
+    pub(crate) fn new(s: &Scope) -> Result<K8sRuntime> {
         let settings = kube::settings(&s.manifest.project, s.env)?;
         Ok(K8sRuntime {
             sink: s.sink.clone(),
