@@ -14,6 +14,7 @@ pub mod edit;
 pub mod model;
 pub mod plan;
 pub mod runtime;
+pub mod scan;
 pub mod session;
 pub mod sink;
 pub mod store;
