@@ -4,6 +4,7 @@
 //! values on stdin, errors that never quote a value.
 
 pub mod age;
+pub mod child;
 pub mod docker;
 pub mod engine_api;
 pub mod git;
