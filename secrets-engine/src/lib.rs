@@ -13,6 +13,7 @@ pub mod disk;
 pub mod edit;
 pub mod model;
 pub mod plan;
+pub mod rotate;
 pub mod runtime;
 pub mod scan;
 pub mod session;

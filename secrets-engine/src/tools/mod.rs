@@ -8,5 +8,6 @@ pub mod child;
 pub mod docker;
 pub mod engine_api;
 pub mod git;
+pub mod hooks;
 pub mod kube;
 pub mod runner;

@@ -49,11 +49,7 @@ pub fn run(root: &Path, a: RunArgs) -> Result<()> {
     let needles = (!a.no_mask).then(|| needles(&r));
     let code = match child::caught() {
         // Interrupted before the command started: it never runs.
-        0 => child::exit_code(child::supervise(
-            c,
-            program,
-            needles.as_ref().map(masking),
-        )?),
+        0 => child::exit_code(child::supervise(c, program, needles.as_ref().map(masking))?),
         sig => 128 + sig,
     };
     drop(dir);

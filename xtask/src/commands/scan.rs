@@ -20,7 +20,10 @@ pub fn run(root: &Path, a: ScanArgs) -> Result<()> {
     if a.install_hook {
         match scan::install_hook(&git, root)? {
             Installed::Already(p) => {
-                println!("the pre-commit hook is already installed at {}", p.display())
+                println!(
+                    "the pre-commit hook is already installed at {}",
+                    p.display()
+                )
             }
             Installed::Now(p) => println!(
                 "installed the pre-commit hook at {}: each commit runs `cargo xtask scan --staged`",
