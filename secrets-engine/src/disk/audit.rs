@@ -151,16 +151,17 @@ fn find_operator() -> String {
     {
         return v;
     }
-    let sh = xshell::Shell::new().ok();
+    let read = |program: &str, args: &[&str]| {
+        let out = crate::tools::runner::Spawn::new(program)
+            .args(args)
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && !text.is_empty()).then_some(text)
+    };
     let git = |key: &str| {
-        let sh = sh.as_ref()?;
         which::which("git").ok()?;
-        xshell::cmd!(sh, "git config --get {key}")
-            .quiet()
-            .ignore_stderr()
-            .read()
-            .ok()
-            .filter(|s| !s.trim().is_empty())
+        read("git", &["config", "--get", key])
     };
     match (git("user.name"), git("user.email")) {
         (Some(n), Some(e)) => return format!("{n} <{e}>"),
@@ -175,8 +176,7 @@ fn find_operator() -> String {
             return v;
         }
     }
-    sh.and_then(|sh| xshell::cmd!(sh, "id -un").quiet().read().ok())
-        .unwrap_or_else(|| "unknown".into())
+    read("id", &["-un"]).unwrap_or_else(|| "unknown".into())
 }
 
 /// A field never holds a tab or a line break (they would break the columns).

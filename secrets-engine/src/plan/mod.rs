@@ -6,6 +6,7 @@
 pub mod metrics;
 pub mod migrate;
 pub mod resolve;
+pub mod rotate;
 
 use std::{
     collections::{BTreeMap, BTreeSet},

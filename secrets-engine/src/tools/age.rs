@@ -7,7 +7,7 @@ use std::{
     ffi::OsString,
     io::{Read, Write},
     path::Path,
-    process::{Command, Stdio},
+    process::Stdio,
 };
 
 use anyhow::{Context, Result, bail};
@@ -129,12 +129,10 @@ struct Piped {
 /// blocks on a full stdout pipe) and collects stdout and stderr. age asks for
 /// a passphrase on `/dev/tty` itself, so its prompt needs neither stream.
 fn pipe(age: &Tool, args: &[OsString], input: &[u8]) -> Result<Piped> {
-    let mut child = Command::new(&age.bin)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let mut child = age
+        .spawn(args)?
+        .streams(Stdio::piped(), Stdio::piped(), Stdio::piped())
+        .start()
         .with_context(|| format!("cannot start {}", Path::new(&age.bin).display()))?;
     let mut stdin = child.stdin.take().context("age's stdin")?;
     let mut stdout = child.stdout.take().context("age's stdout")?;

@@ -4,8 +4,10 @@
 //! values on stdin, errors that never quote a value.
 
 pub mod age;
+pub mod child;
 pub mod docker;
 pub mod engine_api;
 pub mod git;
+pub mod hooks;
 pub mod kube;
 pub mod runner;

@@ -2,12 +2,17 @@
 //! and the vault/bao and aws CLIs): found with `which` (or an override
 //! variable, so tests can count calls through a wrapper), run with argument
 //! vectors, values on stdin only, a timeout, and errors that name the next step.
+//!
+//! It is also the only module that builds a [`std::process::Command`]: a
+//! child whose streams its caller drives (git's `cat-file --batch` pipe, age,
+//! the rotate hooks, the child of `run`) is started through a [`Spawn`], so
+//! every process of the tool starts here (the `one process spawner` tidy rule).
 
 use std::{
-    ffi::OsString,
+    ffi::{OsStr, OsString},
     io::{Read, Write},
     path::Path,
-    process::{Command, ExitStatus, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -257,6 +262,98 @@ impl Tool {
             stdout: text(stdout),
             stderr: text(stderr),
         })
+    }
+}
+
+impl Tool {
+    /// A child of this tool with `args`, whose streams the caller drives
+    /// (a pipe kept open while it runs); no timeout applies.
+    pub fn spawn<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<Spawn> {
+        self.present()?;
+        Ok(Spawn::new(&self.bin).args(args))
+    }
+}
+
+/// A process to start, built from an argument vector: program, arguments,
+/// folder, environment (names and paths; values only through
+/// [`Spawn::plain_env`]) and where its three streams go. Streams default to
+/// the tool's own (inherited).
+pub struct Spawn(Command);
+
+impl Spawn {
+    /// Runs `program` (a path, or a name looked up on PATH).
+    pub fn new(program: impl AsRef<OsStr>) -> Spawn {
+        Spawn(Command::new(program))
+    }
+
+    /// Adds arguments, each its own element of argv.
+    pub fn args<S: AsRef<OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Spawn {
+        self.0.args(args);
+        self
+    }
+
+    /// Runs in `dir`.
+    pub fn dir(mut self, dir: &Path) -> Spawn {
+        self.0.current_dir(dir);
+        self
+    }
+
+    /// Sets a variable to a name or a path (never a secret value).
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Spawn {
+        self.0.env(key, value);
+        self
+    }
+
+    /// Sets each `(name, value)` of `vars` (names, versions, paths).
+    pub fn envs<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+        mut self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Spawn {
+        self.0.envs(vars);
+        self
+    }
+
+    /// Removes a variable the child would inherit.
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Spawn {
+        self.0.env_remove(key);
+        self
+    }
+
+    /// Sets a variable to a secret value: the one way a value enters a
+    /// child's environment, for `run --plain-env`, where the operator asked
+    /// for exactly that.
+    pub fn plain_env(mut self, key: impl AsRef<OsStr>, value: &[u8]) -> Spawn {
+        use std::os::unix::ffi::OsStrExt;
+        self.0.env(key, OsStr::from_bytes(value));
+        self
+    }
+
+    /// Where stdin, stdout and stderr come from and go to.
+    pub fn streams(mut self, stdin: Stdio, stdout: Stdio, stderr: Stdio) -> Spawn {
+        self.0.stdin(stdin).stdout(stdout).stderr(stderr);
+        self
+    }
+
+    /// Where stdout goes (the others unchanged).
+    pub fn stdout(mut self, s: Stdio) -> Spawn {
+        self.0.stdout(s);
+        self
+    }
+
+    /// Where stderr goes (the others unchanged).
+    pub fn stderr(mut self, s: Stdio) -> Spawn {
+        self.0.stderr(s);
+        self
+    }
+
+    /// Starts it; the caller drives its streams and waits for it.
+    pub fn start(mut self) -> std::io::Result<Child> {
+        self.0.spawn()
+    }
+
+    /// Runs it to its end with stdin closed, capturing stdout and stderr.
+    pub fn output(mut self) -> std::io::Result<std::process::Output> {
+        self.0.stdin(Stdio::null()).output()
     }
 }
 

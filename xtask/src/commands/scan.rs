@@ -1,125 +1,52 @@
 //! `scan [--history] [--staged] [--install-hook]`: looks for every current
-//! secret value of every environment in what git holds, so a value committed
-//! by mistake is found before it is pushed (the pre-commit hook) or after
-//! (history). Values are read in this process and compared in memory: git is
-//! asked only for file names and blob contents, through pipes, so no value
-//! ever reaches an argument vector; findings name the place, the environment
-//! and the secret, never the value, with the command that rotates it.
-//!
-//! Only the values the env files hold now are searched, so every finding is
-//! "current now": the tool keeps no superseded value on this machine (an env
-//! file is rewritten in place, the compose store has no versions, swarm
-//! secrets cannot be read back, backups are encrypted), and the audit log
-//! records when a value changed, never the value.
+//! secret value of every environment in what git holds, through the engine's
+//! scanner ([`secrets_engine::scan`]), and renders its findings: the place,
+//! the environment and the secret, never the value, with the command that
+//! rotates it. Any finding, or any value that could not be read, fails the
+//! command (the pre-commit hook refuses the commit).
 
-use std::{
-    collections::BTreeSet,
-    io::{BufRead, BufReader, Read, Write},
-    path::Path,
-    process::{Command, Stdio},
-};
+use std::path::Path;
 
-use anyhow::{Context, Result, bail};
-use zeroize::Zeroizing;
+use anyhow::{Result, bail};
 
 use crate::{flags::ScanArgs, output};
 use secrets_engine::{
-    model::envfile::EnvFile,
-    model::forms::forms,
-    model::manifest::{Kind, Manifest},
-    plan::resolve,
-    tools::runner::Tool,
+    model::manifest::Manifest,
+    scan::{self, Installed, MIN_SCANNED, Range},
 };
 
-/// Values shorter than this are not searched: a short value (a user name, a
-/// port) turns up by chance in ordinary text, and every finding would be
-/// noise. The tool's own minimum for passwords and keys is 16.
-pub const MIN_SCANNED: usize = 8;
-
-/// One form of one value to look for.
-pub struct Needle {
-    pub env: String,
-    pub key: String,
-    /// The manifest's name of the secret (what `rotate-secrets --secret`
-    /// takes); `None` for the fingerprint key, which no command rotates.
-    pub secret: Option<String>,
-    pub form: &'static str,
-    bytes: Zeroizing<Vec<u8>>,
-}
-
-/// One place a needle was found: `file:line` or `commit X file:line`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Finding {
-    pub place: String,
-    pub env: String,
-    pub key: String,
-    pub form: &'static str,
-    pub secret: Option<String>,
-}
-
-impl Finding {
-    fn of(place: String, n: &Needle) -> Finding {
-        Finding {
-            place,
-            env: n.env.clone(),
-            key: n.key.clone(),
-            form: n.form,
-            secret: n.secret.clone(),
-        }
-    }
-
-    /// Pure: the finding's line. Every value searched is an env file's value
-    /// now, so each is "current now"; the line names what rotates it.
-    pub fn line(&self) -> String {
-        let fix = match &self.secret {
-            Some(name) => format!(
-                "rotate: `cargo xtask rotate-secrets {} --secret {name}`",
-                self.env
-            ),
-            None => format!(
-                "the key of {}'s fingerprints (no service reads it; nothing rotates it: see docs/operations.md)",
-                self.env
-            ),
-        };
-        format!(
-            "{}: {} {} ({}), current now; {fix}",
-            self.place, self.env, self.key, self.form
-        )
-    }
-}
-
-/// Pure: one `rotate-secrets` command per environment for every secret found.
-pub fn rotate_commands(findings: &BTreeSet<Finding>) -> Vec<String> {
-    let mut by_env: std::collections::BTreeMap<&str, BTreeSet<&str>> = Default::default();
-    for f in findings {
-        if let Some(s) = &f.secret {
-            by_env.entry(&f.env).or_default().insert(s);
-        }
-    }
-    by_env
-        .into_iter()
-        .map(|(env, names)| {
-            let args: Vec<String> = names.iter().map(|n| format!("--secret {n}")).collect();
-            format!("cargo xtask rotate-secrets {env} {}", args.join(" "))
-        })
-        .collect()
-}
-
 pub fn run(root: &Path, a: ScanArgs) -> Result<()> {
-    let git = Tool::find("git", "GIT", "install it (Debian: `apt-get install git`)")?;
+    let git = scan::git()?;
     if a.install_hook {
-        return install_hook(&git, root);
+        match scan::install_hook(&git, root)? {
+            Installed::Already(p) => {
+                println!(
+                    "the pre-commit hook is already installed at {}",
+                    p.display()
+                )
+            }
+            Installed::Now(p) => println!(
+                "installed the pre-commit hook at {}: each commit runs `cargo xtask scan --staged`",
+                p.display()
+            ),
+        }
+        return Ok(());
     }
     let manifest = Manifest::load(root)?;
-    let (needles, values, skipped, unread) = needles(root, &manifest)?;
-    for u in &unread {
+    let range = match (a.staged, a.history) {
+        (true, _) => Range::Staged,
+        (false, true) => Range::History,
+        (false, false) => Range::Tracked,
+    };
+    let report = scan::scan(&git, root, &manifest, range)?;
+    for u in &report.unread {
         output::warn(u);
     }
     // A value that could not be read was not looked for: never "all clear".
     let could_not_look = |found: usize| {
         anyhow::anyhow!(
             "{} value(s) could not be read, so they were not searched (named above){}; fix what the warnings name and scan again",
-            unread.len(),
+            report.unread.len(),
             if found > 0 {
                 format!(", and {found} finding(s) of the others")
             } else {
@@ -127,45 +54,36 @@ pub fn run(root: &Path, a: ScanArgs) -> Result<()> {
             }
         )
     };
-    if values == 0 {
-        if !unread.is_empty() {
+    if report.values == 0 {
+        if !report.unread.is_empty() {
             return Err(could_not_look(0));
         }
         println!("scan: no env file holds a value to look for; nothing to do");
         return Ok(());
     }
-    let matcher = Matcher::new(&needles);
-    let (findings, what) = if a.staged {
-        (staged(&git, root, &matcher)?, "the staged changes")
-    } else if a.history {
-        let mut f = tracked(&git, root, &matcher)?;
-        f.extend(history(&git, root, &matcher)?);
-        (f, "the tracked files and every commit")
-    } else {
-        (tracked(&git, root, &matcher)?, "the tracked files")
-    };
-    let findings: BTreeSet<Finding> = findings.into_iter().collect();
-    let note = match skipped {
-        0 => String::new(),
-        n => format!("; {n} shorter than {MIN_SCANNED} bytes not searched"),
-    };
+    let what = range.what();
+    let findings = &report.findings;
     if findings.is_empty() {
+        let note = match report.skipped {
+            0 => String::new(),
+            n => format!("; {n} shorter than {MIN_SCANNED} bytes not searched"),
+        };
         println!(
-            "scan: no current secret value found in {what} ({values} values in {} forms searched{note})",
-            needles.len()
+            "scan: no current secret value found in {what} ({} values in {} forms searched{note})",
+            report.values, report.forms
         );
-        if !unread.is_empty() {
+        if !report.unread.is_empty() {
             return Err(could_not_look(0));
         }
         return Ok(());
     }
-    for f in &findings {
+    for f in findings {
         println!("{}", f.line());
     }
-    if !unread.is_empty() {
+    if !report.unread.is_empty() {
         return Err(could_not_look(findings.len()));
     }
-    let commands = rotate_commands(&findings);
+    let commands = scan::rotate_commands(findings);
     bail!(
         "{} finding(s) of current secret values in {what}: each named secret is exposed. Rotate {} ({}), remove the value from the files, and if it was committed, from history too",
         findings.len(),
@@ -176,553 +94,4 @@ pub fn run(root: &Path, a: ScanArgs) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     )
-}
-
-/// Every value of every environment whose env file exists here, in each form.
-/// Returns the needles, the number of values, the number skipped as short,
-/// and what could not be read (each a message naming the key and place).
-fn needles(root: &Path, manifest: &Manifest) -> Result<(Vec<Needle>, usize, usize, Vec<String>)> {
-    let mut out = Vec::new();
-    let (mut values, mut skipped) = (0, 0);
-    let mut unread = Vec::new();
-    for env in manifest.environments.values() {
-        let (path, shown) = resolve::locate(root, env)?;
-        if !path.is_file() {
-            continue;
-        }
-        let file = EnvFile::load(&path, shown.clone())?;
-        let base = path.parent().unwrap_or(root);
-        let mut add = |key: String, secret: Option<&str>, value: &[u8]| {
-            if value.len() < MIN_SCANNED {
-                skipped += 1;
-                return;
-            }
-            values += 1;
-            for (form, bytes) in forms(value) {
-                out.push(Needle {
-                    env: env.name.clone(),
-                    key: key.clone(),
-                    secret: secret.map(str::to_string),
-                    form,
-                    bytes,
-                });
-            }
-        };
-        if let Some(e) = file.get(resolve::FINGERPRINT_KEY) {
-            add(resolve::FINGERPRINT_KEY.into(), None, e.value.expose());
-        }
-        for spec in manifest.secrets_for(&env.name) {
-            let key = spec.env_key();
-            let Some(e) = file.get(&key) else { continue };
-            match spec.kind {
-                // User names are not secret, and derived values are built
-                // from parts that are searched themselves.
-                Kind::Username | Kind::Derived => {}
-                // An inline PEM is the value itself.
-                Kind::File if resolve::inline_pem(e.value.expose()) => {
-                    add(key, Some(&spec.name), e.value.expose())
-                }
-                Kind::File => {
-                    let rel = e.value.expose_str().filter(|v| resolve::plausible_path(v));
-                    let Some(rel) = rel else {
-                        unread.push(format!(
-                            "{}: {key} is neither a path nor a whole PEM block (the value is not shown); it is not searched",
-                            file.at(&key)
-                        ));
-                        continue;
-                    };
-                    let p = base.join(rel);
-                    match std::fs::read(&p) {
-                        Ok(bytes) => add(key, Some(&spec.name), &Zeroizing::new(bytes)),
-                        Err(err) => unread.push(format!(
-                            "{}: {key} names {}, which cannot be read ({err}); it is not searched",
-                            file.at(&key),
-                            resolve::shown_file(rel, &p)
-                        )),
-                    }
-                }
-                _ => add(key, Some(&spec.name), e.value.expose()),
-            }
-        }
-    }
-    Ok((out, values, skipped, unread))
-}
-
-/// Finds needles in text, Wu-Manber style (std only): every needle is at
-/// least `m` bytes long, so a window of `m` bytes is judged by its last two:
-/// when that pair occurs in no needle's first `m` bytes, the window moves on
-/// by up to `m - 1` bytes at once; only where a pair could end a needle's
-/// start are the needles with that first byte compared. Line numbers are
-/// counted only up to a match. Ordinary text moves several bytes a step, which
-/// matters most in the unoptimised build `cargo xtask` runs.
-pub struct Matcher<'a> {
-    by_first: Vec<Vec<&'a Needle>>,
-    /// The shortest needle's length (0: no needle).
-    m: usize,
-    /// How far a window may move when its last two bytes are `a`, `b`
-    /// (index `a << 8 | b`); 0 means "compare here".
-    shift: Vec<u8>,
-}
-
-impl<'a> Matcher<'a> {
-    pub fn new(needles: &'a [Needle]) -> Matcher<'a> {
-        let mut by_first: Vec<Vec<&Needle>> = vec![Vec::new(); 256];
-        let live: Vec<&Needle> = needles.iter().filter(|n| !n.bytes.is_empty()).collect();
-        for n in &live {
-            by_first[n.bytes[0] as usize].push(n);
-        }
-        let m = live.iter().map(|n| n.bytes.len()).min().unwrap_or(0);
-        // Pairs need two bytes; a shorter needle is compared at every byte.
-        let most = m.saturating_sub(1).min(u8::MAX as usize) as u8;
-        let mut shift = vec![most; 1 << 16];
-        if m >= 2 {
-            for n in &live {
-                for j in 0..m - 1 {
-                    let pair = (n.bytes[j] as usize) << 8 | n.bytes[j + 1] as usize;
-                    let s = (m - 2 - j).min(most as usize) as u8;
-                    shift[pair] = shift[pair].min(s);
-                }
-            }
-        }
-        Matcher { by_first, m, shift }
-    }
-
-    /// Each needle found in `text`, with the 1-based line of its first match.
-    pub fn find(&self, text: &[u8]) -> Vec<(usize, &'a Needle)> {
-        let mut out: Vec<(usize, &Needle)> = Vec::new();
-        let (mut line, mut counted) = (1, 0);
-        let mut i = 0;
-        while self.m > 0 && i + self.m <= text.len() {
-            if self.m >= 2 {
-                let end = i + self.m;
-                let s = self.shift[(text[end - 2] as usize) << 8 | text[end - 1] as usize];
-                if s > 0 {
-                    i += s as usize;
-                    continue;
-                }
-            }
-            for n in &self.by_first[text[i] as usize] {
-                if text[i..].starts_with(&n.bytes) && !out.iter().any(|(_, m)| std::ptr::eq(*m, *n))
-                {
-                    line += text[counted..i].iter().filter(|&&b| b == b'\n').count();
-                    counted = i;
-                    out.push((line, n));
-                }
-            }
-            i += 1;
-        }
-        out
-    }
-}
-
-fn record(out: &mut Vec<Finding>, place: impl Fn(usize) -> String, hits: Vec<(usize, &Needle)>) {
-    for (line, n) in hits {
-        out.push(Finding::of(place(line), n));
-    }
-}
-
-/// The working-tree content of every tracked file.
-fn tracked(git: &Tool, root: &Path, m: &Matcher) -> Result<Vec<Finding>> {
-    let list = git.read(
-        &["ls-files", "-z"],
-        "run the scan inside the git repository",
-    )?;
-    let mut out = Vec::new();
-    for rel in list.split('\0').filter(|p| !p.is_empty()) {
-        let p = root.join(rel);
-        // A tracked link holds only its target's name (git stores no more);
-        // following it could read files outside the repository.
-        if !std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()) {
-            continue;
-        }
-        let bytes =
-            Zeroizing::new(std::fs::read(&p).with_context(|| format!("cannot read {rel}"))?);
-        record(&mut out, |l| format!("{rel}:{l}"), m.find(&bytes));
-    }
-    Ok(out)
-}
-
-/// The staged version of every added, copied, modified or renamed file.
-fn staged(git: &Tool, root: &Path, m: &Matcher) -> Result<Vec<Finding>> {
-    let raw = git.read(
-        &[
-            "diff",
-            "--cached",
-            "--raw",
-            "-z",
-            "--no-abbrev",
-            "--diff-filter=ACMRT",
-        ],
-        "run the scan inside the git repository",
-    )?;
-    let mut blobs: Vec<(String, String)> = Vec::new();
-    let mut it = raw.split('\0').filter(|s| !s.is_empty());
-    while let Some(meta) = it.next() {
-        let fields: Vec<&str> = meta.trim_start_matches(':').split(' ').collect();
-        let (Some(sha), Some(status)) = (fields.get(3), fields.get(4)) else {
-            bail!("unexpected `git diff --cached --raw` output");
-        };
-        if status.starts_with('R') || status.starts_with('C') {
-            it.next();
-        }
-        let path = it.next().context("`git diff --raw` gave no path")?;
-        blobs.push((sha.to_string(), path.to_string()));
-    }
-    let mut out = Vec::new();
-    cat_blobs(git, root, &blobs, |(_, path), bytes| {
-        record(&mut out, |l| format!("{path}:{l} (staged)"), m.find(bytes));
-    })?;
-    Ok(out)
-}
-
-/// Every blob of every commit reachable from any ref, each read once, and
-/// for each finding the commit that first added that blob.
-fn history(git: &Tool, root: &Path, m: &Matcher) -> Result<Vec<Finding>> {
-    let list = git.read(
-        &[
-            "rev-list",
-            "--all",
-            "--objects",
-            "--filter=object:type=blob",
-        ],
-        "run the scan inside a git repository with at least one commit",
-    )?;
-    let blobs: Vec<(String, String)> = list
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(sha, path)| (sha.to_string(), path.to_string()))
-        .collect();
-    let mut hits: Vec<(String, String, usize, &Needle)> = Vec::new();
-    cat_blobs(git, root, &blobs, |(sha, path), bytes| {
-        for (line, n) in m.find(bytes) {
-            hits.push((sha.clone(), path.clone(), line, n));
-        }
-    })?;
-    if hits.is_empty() {
-        return Ok(Vec::new());
-    }
-    let wanted: BTreeSet<&str> = hits.iter().map(|h| h.0.as_str()).collect();
-    let log = git.read(
-        &[
-            "log",
-            "--all",
-            "--reverse",
-            "--format=%H",
-            "--raw",
-            "--no-abbrev",
-            "--no-renames",
-        ],
-        "run the scan inside a git repository with at least one commit",
-    )?;
-    let added = additions(&log, &wanted);
-    // `--no-abbrev` gives full commit ids too: git's own short forms, in one
-    // call with the ids on stdin.
-    let full: BTreeSet<&str> = added.values().flatten().map(|(c, _)| *c).collect();
-    let ids: String = full.iter().map(|c| format!("{c}\n")).collect();
-    let pairs = git.run_with_stdin(
-        &["log", "--stdin", "--no-walk=unsorted", "--format=%H %h"],
-        ids.as_bytes(),
-        "",
-    )?;
-    let short: std::collections::HashMap<&str, &str> =
-        pairs.lines().filter_map(|l| l.split_once(' ')).collect();
-    let mut out = Vec::new();
-    for (sha, path, line, n) in hits {
-        match added.get(sha.as_str()) {
-            Some(places) => {
-                for (commit, path) in places {
-                    let commit = short.get(commit).copied().unwrap_or(commit);
-                    out.push(Finding::of(format!("commit {commit} {path}:{line}"), n));
-                }
-            }
-            // Reachable, but no commit's own diff adds it (a merge's
-            // resolution): the place is known, the commit is not.
-            None => out.push(Finding::of(format!("commit ? {path}:{line}"), n)),
-        }
-    }
-    Ok(out)
-}
-
-/// Pure: for each wanted blob, every commit and path in `git log --reverse
-/// --format=%H --raw --no-abbrev` output whose diff adds a file with that
-/// content or changes one to it, oldest first: each place a value entered
-/// history (as `git log --find-object` names them, for every blob in one pass).
-fn additions<'a>(
-    log: &'a str,
-    wanted: &BTreeSet<&str>,
-) -> std::collections::HashMap<&'a str, Vec<(&'a str, &'a str)>> {
-    let mut added: std::collections::HashMap<&str, Vec<(&str, &str)>> = Default::default();
-    let mut commit = "?";
-    for l in log.lines() {
-        if let Some(raw) = l.strip_prefix(':') {
-            // `:old-mode new-mode old-sha new-sha status\tpath`
-            let Some((meta, path)) = raw.split_once('\t') else {
-                continue;
-            };
-            let mut f = meta.split(' ');
-            let (new, status) = (f.nth(3), f.next());
-            if let Some(new) = new
-                && wanted.contains(new)
-                && status != Some("D")
-            {
-                added.entry(new).or_default().push((commit, path));
-            }
-        } else if !l.is_empty() {
-            commit = l;
-        }
-    }
-    added
-}
-
-/// Reads blobs through one `git cat-file --batch` pipe: ids on its stdin,
-/// contents from its stdout, never a value on argv or in a file.
-fn cat_blobs<T>(
-    git: &Tool,
-    root: &Path,
-    blobs: &[(String, T)],
-    mut each: impl FnMut(&(String, T), &[u8]),
-) -> Result<()> {
-    if blobs.is_empty() {
-        return Ok(());
-    }
-    let mut child = Command::new(&git.bin)
-        .args(["cat-file", "--batch"])
-        .current_dir(root)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("cannot start `git cat-file --batch`")?;
-    let mut stdin = child.stdin.take().context("git's stdin")?;
-    let ids: String = blobs.iter().map(|(s, _)| format!("{s}\n")).collect();
-    let writer = std::thread::spawn(move || stdin.write_all(ids.as_bytes()));
-    let mut r = BufReader::new(child.stdout.take().context("git's stdout")?);
-    let mut body = Zeroizing::new(Vec::new());
-    for b in blobs {
-        let mut header = String::new();
-        r.read_line(&mut header)?;
-        let mut f = header.split_whitespace();
-        let (_, kind, size) = (f.next(), f.next(), f.next());
-        let Some(size) = size.and_then(|s| s.parse::<usize>().ok()) else {
-            bail!(
-                "`git cat-file --batch` gave no content for {} ({})",
-                b.0,
-                header.trim()
-            );
-        };
-        // One buffer for every blob, zeroed once at the end (and when it is
-        // replaced by a larger one), not once per blob.
-        if body.len() < size + 1 {
-            body = Zeroizing::new(vec![0u8; (size + 1).next_power_of_two()]);
-        }
-        r.read_exact(&mut body[..size + 1])?;
-        if kind == Some("blob") {
-            each(b, &body[..size]);
-        }
-    }
-    let _ = writer.join();
-    child.wait()?;
-    Ok(())
-}
-
-const HOOK: &str = "#!/bin/sh\n# Installed by `cargo xtask scan --install-hook`: refuses a commit whose\n# staged changes hold a current secret value (never printed).\nexec cargo xtask scan --staged\n";
-
-/// Writes the pre-commit hook; an existing different hook is left alone.
-fn install_hook(git: &Tool, root: &Path) -> Result<()> {
-    let rel = git.read(
-        &["rev-parse", "--git-path", "hooks/pre-commit"],
-        "run it inside the git repository",
-    )?;
-    let path = root.join(rel.trim());
-    match std::fs::read_to_string(&path) {
-        Ok(t) if t == HOOK => {
-            println!(
-                "the pre-commit hook is already installed at {}",
-                path.display()
-            );
-            return Ok(());
-        }
-        Ok(_) => bail!(
-            "{} already exists and is a different hook; it was left as it is. Add the line `cargo xtask scan --staged` to it, or move it away and run `cargo xtask scan --install-hook` again",
-            path.display()
-        ),
-        Err(_) => {}
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    secrets_engine::disk::fsutil::write_atomic(&path, HOOK.as_bytes(), 0o755, None)?;
-    println!(
-        "installed the pre-commit hook at {}: each commit runs `cargo xtask scan --staged`",
-        path.display()
-    );
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use base64::Engine;
-
-    use super::*;
-
-    fn needle(v: &[u8]) -> Vec<Needle> {
-        forms(v)
-            .into_iter()
-            .map(|(form, bytes)| Needle {
-                env: "e".into(),
-                key: "K".into(),
-                secret: Some("k".into()),
-                form,
-                bytes,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn base64_is_found_at_every_alignment_inside_longer_text() {
-        use base64::engine::general_purpose::{STANDARD, URL_SAFE};
-        let v = b"s3cr3t/value+with?odd>bytes~~";
-        let ns = needle(v);
-        let m = Matcher::new(&ns);
-        for prefix in 0..6 {
-            let mut data = b"prefix-bytes".to_vec()[..prefix].to_vec();
-            data.extend_from_slice(v);
-            data.extend_from_slice(b" and more after it");
-            for e in [STANDARD, URL_SAFE] {
-                let text = format!("data: {}\n", e.encode(&data));
-                let hits = m.find(text.as_bytes());
-                assert!(
-                    hits.iter().any(|(_, n)| n.form == "base64"),
-                    "prefix {prefix}: {text}"
-                );
-            }
-        }
-        let hits = m.find(b"line1\nurl=postgres://u:s3cr3t%2Fvalue%2Bwith%3Fodd%3Ebytes~~@h\n");
-        assert_eq!(hits.len(), 1);
-        assert_eq!((hits[0].0, hits[0].1.form), (2, "percent-encoded"));
-        let hits = m.find(b"a\nb\nc s3cr3t/value+with?odd>bytes~~\n");
-        assert_eq!((hits[0].0, hits[0].1.form), (3, "plain"));
-        assert!(m.find(b"s3cr3t/value+with?odd>bytes~").is_empty());
-        // Lower-case hex escapes are the same URL.
-        let hits = m.find(b"url=postgres://u:s3cr3t%2fvalue%2bwith%3fodd%3ebytes~~@h\n");
-        assert_eq!(hits.len(), 1);
-        assert_eq!(hits[0].1.form, "percent-encoded");
-    }
-
-    /// The skipping search finds exactly what comparing at every byte finds,
-    /// with the same lines, on seeded random text over a small alphabet (so
-    /// needles' pairs are common and partial matches abound).
-    #[test]
-    fn the_skipping_search_agrees_with_comparing_at_every_byte() {
-        let mut seed: u64 = 0x5eed_2026;
-        let mut next = |n: u64| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) % n
-        };
-        for round in 0..300 {
-            let alphabet = b"ab\ncd";
-            let mut word = |len: usize| -> Vec<u8> {
-                (0..len)
-                    .map(|_| alphabet[next(alphabet.len() as u64) as usize])
-                    .collect()
-            };
-            let ns: Vec<Needle> = (0..1 + round % 4)
-                .map(|k| Needle {
-                    env: "e".into(),
-                    key: format!("K{k}"),
-                    secret: None,
-                    form: "plain",
-                    bytes: Zeroizing::new(word(1 + (round + k * 3) % 9)),
-                })
-                .collect();
-            let text = word(round % 97);
-            let mut naive: Vec<(usize, &str)> = Vec::new();
-            for n in &ns {
-                if let Some(at) = text.windows(n.bytes.len()).position(|w| w == &n.bytes[..]) {
-                    let line = 1 + text[..at].iter().filter(|&&b| b == b'\n').count();
-                    naive.push((line, &n.key));
-                }
-            }
-            let m = Matcher::new(&ns);
-            let mut got: Vec<(usize, &str)> = m
-                .find(&text)
-                .into_iter()
-                .map(|(l, n)| (l, n.key.as_str()))
-                .collect();
-            naive.sort();
-            got.sort();
-            assert_eq!(got, naive, "round {round}");
-        }
-    }
-
-    #[test]
-    fn every_commit_that_adds_a_blob_comes_from_one_log() {
-        let a = "a".repeat(40);
-        let b = "b".repeat(40);
-        let z = "0".repeat(40);
-        let log = format!(
-            "1111111\n\n:000000 100644 {z} {a} A\tx.env\n2222222\n\n:100644 100644 {a} {b} M\tx.env\n:000000 100644 {z} {a} A\tcopy.env\n3333333\n"
-        );
-        let wanted: BTreeSet<&str> = [a.as_str(), b.as_str(), "c"].into();
-        let added = additions(&log, &wanted);
-        assert_eq!(
-            added[a.as_str()],
-            [("1111111", "x.env"), ("2222222", "copy.env")]
-        );
-        assert_eq!(added[b.as_str()], [("2222222", "x.env")]);
-        assert_eq!(added.get("c"), None);
-    }
-
-    #[test]
-    fn a_finding_names_the_command_that_rotates_it() {
-        let f = |env: &str, key: &str, secret: Option<&str>| Finding {
-            place: "a.txt:1".into(),
-            env: env.into(),
-            key: key.into(),
-            form: "plain",
-            secret: secret.map(str::to_string),
-        };
-        assert_eq!(
-            f("develop", "JWT_SECRET", Some("jwt_secret")).line(),
-            "a.txt:1: develop JWT_SECRET (plain), current now; rotate: `cargo xtask rotate-secrets develop --secret jwt_secret`"
-        );
-        assert!(
-            f("develop", "XTASK_FINGERPRINT_KEY", None)
-                .line()
-                .contains("nothing rotates it")
-        );
-        let all: BTreeSet<Finding> = [
-            f("develop", "JWT_SECRET", Some("jwt_secret")),
-            f("develop", "REDIS_PASSWORD", Some("redis_password")),
-            f("staging", "JWT_SECRET", Some("jwt_secret")),
-            f("staging", "XTASK_FINGERPRINT_KEY", None),
-        ]
-        .into();
-        assert_eq!(
-            rotate_commands(&all),
-            [
-                "cargo xtask rotate-secrets develop --secret jwt_secret --secret redis_password",
-                "cargo xtask rotate-secrets staging --secret jwt_secret",
-            ]
-        );
-    }
-
-    #[test]
-    fn a_multi_line_value_is_found_under_either_line_ending() {
-        let pem = b"-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49\n-----END PRIVATE KEY-----\n";
-        let ns = needle(pem);
-        let m = Matcher::new(&ns);
-        let crlf = b"x\r\n-----BEGIN PRIVATE KEY-----\r\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49\r\n-----END PRIVATE KEY-----\r\n";
-        let hits = m.find(crlf);
-        assert_eq!(hits.len(), 1, "CRLF copy not found");
-        assert_eq!((hits[0].0, hits[0].1.form), (2, "line endings changed"));
-        // And a value written with CRLF is found where it was committed with LF.
-        let ns = needle(&crlf[3..]);
-        let m = Matcher::new(&ns);
-        let mut lf = b"a\n".to_vec();
-        lf.extend_from_slice(pem);
-        assert_eq!(m.find(&lf).len(), 1, "LF copy not found");
-    }
 }
