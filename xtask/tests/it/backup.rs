@@ -4,7 +4,7 @@
 //! environment or project, and differing values without `--force` are refused
 //! with nothing changed.
 
-mod support;
+use crate::support;
 
 use std::{
     collections::BTreeMap,

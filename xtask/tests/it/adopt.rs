@@ -8,7 +8,7 @@
 //! No IPVS here: the service uses `endpoint_mode: dnsrr` on an attachable
 //! overlay network and a client container on it sends the requests.
 
-mod support;
+use crate::support;
 
 use std::{
     process::{Command, Stdio},

@@ -12,7 +12,7 @@
 //! Each scenario stops at the first N the run completes without reaching, and
 //! at most at [`CAP`] kill points per kind.
 
-mod support;
+use crate::support;
 
 use std::{
     collections::BTreeMap,

@@ -5,7 +5,7 @@
 //! No IPVS here, so the service uses `endpoint_mode: dnsrr` on an attachable
 //! overlay network, and a client container on that network sends the requests.
 
-mod support;
+use crate::support;
 
 use std::{
     os::unix::fs::PermissionsExt,

@@ -14,7 +14,7 @@
 //!   metrics, a `kept_by` service on the old version is "kept", not drift, and
 //!   once the service runs the current version it has converged.
 
-mod support;
+use crate::support;
 
 use std::{
     collections::BTreeSet,

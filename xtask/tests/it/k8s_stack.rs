@@ -20,7 +20,7 @@
 //! The second test breaks a rotation half-way (new backend pods that cannot
 //! start) and shows that the same command, run again, finishes it.
 
-mod support;
+use crate::support;
 
 use std::{
     collections::BTreeMap,

@@ -16,7 +16,7 @@
 //! recreates containers (never before the first container stops, never after
 //! the rotation returned), and the load ends with successes.
 
-mod support;
+use crate::support;
 
 use std::{
     collections::BTreeMap,

@@ -6,7 +6,7 @@
 //! operator's errors name the next step, remove deletes the metadata, and no
 //! value reaches any argv. Needs `bao` (`.ci/openbao.sh` installs it).
 
-mod support;
+use crate::support;
 
 use std::{
     process::Command,

@@ -10,7 +10,7 @@
 //! compares each with the bytes the tool stored and with what the probe (the
 //! Rust reader) serves, after every deploy.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::process::Command;

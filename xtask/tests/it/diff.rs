@@ -6,7 +6,7 @@
 //! a store that cannot be read and an env file that is not here are findings,
 //! never "same"; on the machine's swarm, versions and ages come from the store.
 
-mod support;
+use crate::support;
 
 use support::{Run, TempRepo, swarm_or_skip, unique};
 

@@ -2,7 +2,7 @@
 //! real binary runs under `strace -f -e trace=execve -v`, which records every
 //! argv and envp of every child process, and no secret value may appear there.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

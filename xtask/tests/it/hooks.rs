@@ -7,7 +7,7 @@
 //! and in the stack tests' stand-in (Grafana is not packaged in Debian, so it
 //! does not run here).
 
-mod support;
+use crate::support;
 
 use std::{io::Write, path::Path, process::Command};
 

@@ -4,7 +4,7 @@
 //! given (Kubernetes' `..data` link layout included) on several ports, and stops
 //! cleanly on SIGTERM.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};

@@ -2,7 +2,7 @@
 //! compose backend (no server needed): files, modes, plans, refusals, messages,
 //! and that no secret value ever reaches the output.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 

@@ -5,7 +5,7 @@
 //! secret folders (the rotation log, the lock). Kubernetes runs the same check
 //! in `k8s.rs`. The checker itself is tested against a deliberately leaky command.
 
-mod support;
+use crate::support;
 
 use std::{
     path::{Path, PathBuf},

@@ -17,7 +17,7 @@
 //! kube-proxy), and a rollout that moves its endpoints under a bounded client
 //! loop with no failed request.
 
-mod support;
+use crate::support;
 
 use std::{
     collections::BTreeMap,

@@ -4,7 +4,7 @@
 //! never printed; a clean tree passes; the hook is installed without
 //! clobbering another.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 

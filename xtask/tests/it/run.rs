@@ -6,7 +6,7 @@
 //! across two writes included, lines pass before the child ends, and
 //! `--no-mask` shows the values.
 
-mod support;
+use crate::support;
 
 use std::{
     io::{BufRead, BufReader},

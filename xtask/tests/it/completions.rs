@@ -1,7 +1,7 @@
 //! `completions`: each shell's script is printed, names the commands, and the
 //! bash (and, where installed, zsh and fish) script parses.
 
-mod support;
+use crate::support;
 
 use std::{io::Write, process::Command};
 

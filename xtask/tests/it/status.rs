@@ -5,7 +5,7 @@
 //! its outcome and no value, and dry runs leave none. Compose store throughout
 //! (no server needed); on a swarm, the age comes from the secret's creation time.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, SystemTime};
 

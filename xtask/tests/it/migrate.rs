@@ -5,7 +5,7 @@
 //! holds the original, a second run changes nothing, and a conflict writes
 //! nothing. Also the compose changes, printed and written.
 
-mod support;
+use crate::support;
 
 use std::{
     collections::BTreeMap,

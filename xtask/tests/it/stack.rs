@@ -13,7 +13,7 @@
 //! No IPVS here: clients reach the tasks through Docker's DNS (`tasks.nginx`)
 //! on the overlay network; the ingress mesh and VIPs are not exercised.
 
-mod support;
+use crate::support;
 
 use std::{
     collections::BTreeMap,

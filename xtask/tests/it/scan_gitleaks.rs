@@ -15,7 +15,7 @@
 //! `--redact`, so its report holds no value either; the report sits in a
 //! private temporary folder removed on drop.
 
-mod support;
+use crate::support;
 
 use std::{
     io::Write,

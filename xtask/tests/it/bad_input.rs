@@ -11,7 +11,7 @@
 //! The format is in `tests/data/bad-inputs/README.md`. All failing cases are
 //! reported together at the end, each with its exit code and output.
 
-mod support;
+use crate::support;
 
 use std::{
     collections::{BTreeMap, VecDeque},

@@ -8,7 +8,7 @@
 //! and `kubectl auth can-i` as a service account that may only read. Vault:
 //! a sealed OpenBao. No planted value, nor its SHA-256, is ever printed.
 
-mod support;
+use crate::support;
 
 use std::{
     io::Write,

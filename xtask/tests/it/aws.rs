@@ -9,7 +9,7 @@
 //! Needs `moto_server` and `aws` (`bash .ci/moto.sh` installs both): without
 //! them the tests fail under `CI=true` and are skipped loudly elsewhere.
 
-mod support;
+use crate::support;
 
 use std::{
     net::TcpStream,
