@@ -11,130 +11,13 @@
 
 use crate::support;
 
-use std::{
-    net::TcpStream,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{process::Command, time::Instant};
 
 use serde_json::Value;
-use support::flows::{Places, assert_shown, free_port, ok_with_nothing_on_argv, own_project};
-use support::{DEVELOP_SECRETS, Run, TempRepo};
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-/// True when `moto_server` and `aws` are on PATH; same CI rule as Docker.
-fn moto_or_skip(test: &str) -> bool {
-    let missing: Vec<&str> = ["moto_server", "aws"]
-        .into_iter()
-        .filter(|p| which(p).is_none())
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if ci() {
-        panic!(
-            "{test}: CI is set but {} is not installed; .ci/run must run `bash .ci/moto.sh`",
-            missing.join(" and ")
-        );
-    }
-    support::skip_note(format_args!(
-        "\n*** SKIPPED {test}: {} not installed (`bash .ci/moto.sh`, or `pip install 'moto[server]' awscli`) ***\n",
-        missing.join(" and ")
-    ));
-    false
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
-}
-
-/// A moto server on a free port, killed on drop.
-struct Moto {
-    child: Child,
-    url: String,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let port = free_port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        let moto = Moto {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "moto_server did not listen on port {port} within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        moto
-    }
-
-    /// Dummy credentials and the endpoint, isolated from any real AWS set-up.
-    fn env(&self, c: &mut Command, repo: &TempRepo) {
-        c.env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_ENDPOINT_URL", &self.url)
-            .env("AWS_CONFIG_FILE", repo.path("no-aws-config"))
-            .env(
-                "AWS_SHARED_CREDENTIALS_FILE",
-                repo.path("no-aws-credentials"),
-            )
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_SESSION_TOKEN")
-            .env_remove("AWS_REGION")
-            .env_remove("AWS_CLI");
-    }
-
-    /// `aws secretsmanager ARGS` against this server, parsed JSON.
-    fn aws(&self, repo: &TempRepo, args: &[&str]) -> Value {
-        let mut c = Command::new("aws");
-        c.args(["--output", "json", "secretsmanager"]).args(args);
-        self.env(&mut c, repo);
-        let out = c.output().unwrap();
-        assert!(
-            out.status.success(),
-            "aws secretsmanager {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-    }
-
-    fn xtask(&self, repo: &TempRepo, args: &[&str]) -> Command {
-        let mut c = repo.xtask(args);
-        self.env(&mut c, repo);
-        c
-    }
-
-    fn run(&self, repo: &TempRepo, args: &[&str]) -> Run {
-        Run::from(self.xtask(repo, args).output().unwrap())
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::flows::{Places, assert_shown, ok_with_nothing_on_argv, own_project};
+use support::servers::free_port;
+use support::servers::moto::{Moto, moto_or_skip};
+use support::{DEVELOP_SECRETS, Run, TempRepo, env_value};
 
 /// The shipped manifest with develop on the aws store and the compose runtime.
 fn repo_on_aws() -> TempRepo {
@@ -153,25 +36,16 @@ fn repo_on_aws() -> TempRepo {
     repo
 }
 
-fn env_value(repo: &TempRepo, key: &str) -> String {
-    repo.read("secrets/develop.env")
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("{key} is not in secrets/develop.env"))
-        .trim_matches('\'')
-        .to_string()
-}
-
 /// What each develop secret must hold, from the env file.
 fn expected(repo: &TempRepo, name: &str) -> String {
     if name == "database_url" {
         return format!(
             "postgresql://{}:{}@postgres:5432/raqeem_develop",
-            env_value(repo, "POSTGRES_USER"),
-            env_value(repo, "POSTGRES_PASSWORD")
+            env_value(repo, "develop", "POSTGRES_USER"),
+            env_value(repo, "develop", "POSTGRES_PASSWORD")
         );
     }
-    env_value(repo, &name.to_ascii_uppercase())
+    env_value(repo, "develop", &name.to_ascii_uppercase())
 }
 
 fn current(moto: &Moto, repo: &TempRepo, name: &str) -> String {
@@ -230,7 +104,7 @@ fn setup_rerun_rotate_and_remove_on_moto() {
     // A no-change re-run: exactly one aws call, counted through AWS_CLI.
     let count = repo.path("aws-calls");
     let wrapper = repo.path("aws-wrapper");
-    let real = which("aws").unwrap();
+    let real = which::which("aws").unwrap();
     std::fs::write(
         &wrapper,
         format!(
@@ -255,7 +129,7 @@ fn setup_rerun_rotate_and_remove_on_moto() {
     assert!(calls.contains("list-secrets"), "{calls}");
 
     // A changed value: a new version, the old one kept as AWSPREVIOUS.
-    let old = env_value(&repo, "POSTGRES_PASSWORD");
+    let old = env_value(&repo, "develop", "POSTGRES_PASSWORD");
     let new = "Rotated-Passw0rd-4711-xyzzy-QWERTY";
     let text = repo.read("secrets/develop.env").replace(
         &format!("POSTGRES_PASSWORD={old}"),

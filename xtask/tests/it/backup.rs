@@ -24,7 +24,7 @@ fn age_or_skip(test: &str) -> bool {
             .output()
             .is_ok_and(|o| o.status.success())
     });
-    if !ok && std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
+    if !ok && support::ci() {
         panic!("{test}: CI is set but age is not installed; .ci/age.sh must install it");
     }
     if !ok {

@@ -12,6 +12,7 @@
 //! reported together at the end, each with its exit code and output.
 
 use crate::support;
+use support::ci;
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -898,10 +899,6 @@ exec "$@""#,
 
 fn indent(s: &str) -> String {
     s.lines().map(|l| format!("      | {l}\n")).collect()
-}
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
 /// Whether every need of a case is met; prints a loud skip when not.

@@ -53,21 +53,10 @@ fn now() -> f64 {
         .as_secs_f64()
 }
 
-/// The tag `.ci/images.sh` builds (its `XTASK_IMAGE_TAG` default).
-fn image_tag() -> String {
-    let script = std::fs::read_to_string(source_root().join(".ci/images.sh")).unwrap();
-    script
-        .lines()
-        .find_map(|l| l.strip_prefix("XTASK_IMAGE_TAG=${XTASK_IMAGE_TAG:-"))
-        .and_then(|r| r.strip_suffix('}'))
-        .expect("XTASK_IMAGE_TAG default in .ci/images.sh")
-        .to_string()
-}
-
 /// (base, postgres, backend) images; built with `.ci/images.sh` when one is
 /// missing (CI builds them before the tests).
 fn images() -> (String, String, String) {
-    let t = image_tag();
+    let t = support::images::stack_image_tag();
     let all = (
         BASE.to_string(),
         format!("xtask-stack-postgres:{t}"),
@@ -148,14 +137,6 @@ fn random_value(len: usize) -> String {
         .collect()
 }
 
-fn env_map(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-        .collect()
-}
-
 fn sha256(v: &str) -> String {
     support::sha256_hex(v.as_bytes())
 }
@@ -232,7 +213,7 @@ impl Stack {
     }
 
     fn env(&self) -> BTreeMap<String, String> {
-        env_map(&self.repo.read(&format!("secrets/{ENV}.env")))
+        support::env_map(&self.repo.read(&format!("secrets/{ENV}.env")))
     }
 
     /// Adds the env file's current values to those never to be shown.
@@ -242,7 +223,7 @@ impl Stack {
             return;
         };
         let mut seen = self.seen.borrow_mut();
-        for (k, v) in env_map(&text) {
+        for (k, v) in support::env_map(&text) {
             // PostgreSQL names the role in its messages; the user name is not secret.
             if k != "POSTGRES_USER" && v.len() >= 8 && !seen.contains(&v) {
                 seen.push(v);
@@ -711,6 +692,7 @@ fn shipped_compose_stack_rotates_kept_secrets_and_keeps_the_data() {
     if !support::docker_or_skip(TEST) {
         return;
     }
+    let _one = support::heavy_lock();
     let started = Instant::now();
     let s = Stack::new();
     s.write_env();

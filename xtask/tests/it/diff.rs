@@ -7,6 +7,7 @@
 //! never "same"; on the machine's swarm, versions and ages come from the store.
 
 use crate::support;
+use support::{env_value, set_env_value};
 
 use support::{Run, TempRepo, swarm_or_skip, unique};
 
@@ -51,30 +52,6 @@ fn cols(line: &str) -> Vec<String> {
         cells.pop();
     }
     cells
-}
-
-fn get(repo: &TempRepo, env: &str, key: &str) -> String {
-    repo.read(&format!("secrets/{env}.env"))
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("no {key} in {env}"))
-        .trim_matches('\'')
-        .to_string()
-}
-
-/// Replaces (or with `None` removes) `key`'s line in an env file.
-fn set(repo: &TempRepo, env: &str, key: &str, value: Option<&str>) {
-    let rel = format!("secrets/{env}.env");
-    let text: String = repo
-        .read(&rel)
-        .lines()
-        .filter_map(|l| match (l.starts_with(&format!("{key}=")), value) {
-            (true, Some(v)) => Some(format!("{key}={v}\n")),
-            (true, None) => None,
-            (false, _) => Some(format!("{l}\n")),
-        })
-        .collect();
-    repo.write(&rel, &text);
 }
 
 /// No value of either env file (8 bytes or more), nor its base64, nor
@@ -154,10 +131,10 @@ fn planted_differences_and_a_reused_value_are_found_never_printed_and_json_has_i
 
     // The plants: a key gone from develop's env file, a secret gone from its
     // store, and live's (production) JWT secret copied into develop.
-    set(&repo, "develop", "API_SECRET_KEY", None);
+    set_env_value(&repo, "develop", "API_SECRET_KEY", None);
     std::fs::remove_file(repo.path("secrets/develop/redis_password")).unwrap();
-    let prod_jwt = get(&repo, "live", "JWT_SECRET");
-    set(&repo, "develop", "JWT_SECRET", Some(&prod_jwt));
+    let prod_jwt = env_value(&repo, "live", "JWT_SECRET");
+    set_env_value(&repo, "develop", "JWT_SECRET", Some(&prod_jwt));
     let r = repo.run(&["diff", "develop", "live"]).fails();
     let jwt_line = repo
         .read("secrets/live.env")
@@ -442,8 +419,8 @@ fn swarm_against_compose_versions_ages_and_a_reuse() {
     );
 
     // develop takes stage's password: found, never printed.
-    let prod = get(&repo, "stage", "DB_PASSWORD");
-    set(&repo, "develop", "DB_PASSWORD", Some(&prod));
+    let prod = env_value(&repo, "stage", "DB_PASSWORD");
+    set_env_value(&repo, "develop", "DB_PASSWORD", Some(&prod));
     let r = repo.run(&["diff", "stage", "develop"]).fails();
     assert!(
         r.stdout.lines().any(|l| l.starts_with("reused: develop db_password: DB_PASSWORD holds the same value in stage and develop (secrets/develop.env:")),

@@ -9,6 +9,8 @@
 //! a sealed OpenBao. No planted value, nor its SHA-256, is ever printed.
 
 use crate::support;
+use support::servers::cluster::{kubectl, kubectl_ok};
+use support::set_env_value;
 
 use std::{
     io::Write,
@@ -64,21 +66,6 @@ fn assert_finding(run: &Run, needles: &[&str], fix: &str) {
         "the finding {:?} has no fix naming {fix:?} (next line {next:?})",
         all[at]
     );
-}
-
-fn set_env_value(repo: &TempRepo, key: &str, value: &str) {
-    let text: String = repo
-        .read("secrets/develop.env")
-        .lines()
-        .map(|l| {
-            if l.starts_with(&format!("{key}=")) {
-                format!("{key}={value}\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    repo.write("secrets/develop.env", &text);
 }
 
 // ------------------------------------------------------------------ compose
@@ -183,7 +170,7 @@ fn compose_healthy_then_each_planted_fault() {
 
     // An old version: a new value in the store, not deployed.
     let second = canary("Jwt2");
-    set_env_value(&repo, "JWT_SECRET", &second);
+    set_env_value(&repo, "develop", "JWT_SECRET", Some(&second));
     repo.run(&["setup-secrets", "develop"]).ok();
     let old = repo.run(&["doctor", "develop"]);
     assert_finding(
@@ -324,7 +311,7 @@ fn swarm_task_on_an_old_version() {
     assert_nothing_shown(&healthy, &[&first]);
 
     let second = canary("Swarm2");
-    set_env_value(&repo, "API_KEY", &second);
+    set_env_value(&repo, "develop", "API_KEY", Some(&second));
     repo.run(&["setup-secrets", "develop"]).ok();
     let old = repo.run(&["doctor", "develop"]);
     assert_finding(
@@ -337,20 +324,6 @@ fn swarm_task_on_an_old_version() {
 }
 
 // ------------------------------------------------------------------ k8s
-
-fn kubectl(args: &[&str]) -> std::process::Output {
-    Command::new("kubectl").args(args).output().unwrap()
-}
-
-fn kubectl_ok(args: &[&str]) -> String {
-    let o = kubectl(args);
-    assert!(
-        o.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 fn kubectl_apply(doc: &str) {
     let mut c = Command::new("kubectl")
@@ -497,7 +470,7 @@ fn k8s_pod_on_an_old_version_and_missing_verbs() {
 
     // A pod on the old version: v2 in the store, the pod still mounts v1.
     let second = canary("Pod2");
-    set_env_value(&repo, "API_KEY", &second);
+    set_env_value(&repo, "develop", "API_KEY", Some(&second));
     repo.run(&["setup-secrets", "develop"]).ok();
     let old = repo.run(&["doctor", "develop"]);
     assert_finding(
@@ -574,13 +547,13 @@ fn k8s_pod_on_an_old_version_and_missing_verbs() {
 
 // ------------------------------------------------------------------ vault
 
-use support::openbao::{DevServer, TOKEN};
+use support::servers::openbao::{DevServer, TOKEN};
 
 /// xtask against the dev server; an empty BAO_TOKEN must not win over VAULT_TOKEN.
 fn vault_xtask(srv: &DevServer, repo: &TempRepo, args: &[&str]) -> Run {
     Run::from(
         repo.xtask(args)
-            .env("PATH", support::openbao::path())
+            .env("PATH", support::servers::openbao::path())
             .env("VAULT_ADDR", &srv.addr)
             .env("VAULT_TOKEN", TOKEN)
             .env("BAO_TOKEN", "")
@@ -595,7 +568,7 @@ fn vault_xtask(srv: &DevServer, repo: &TempRepo, args: &[&str]) -> Run {
 
 #[test]
 fn vault_sealed_is_a_finding() {
-    if !support::openbao::bao_or_skip("vault_sealed_is_a_finding") {
+    if !support::servers::openbao::bao_or_skip("vault_sealed_is_a_finding") {
         return;
     }
     let srv = DevServer::start();

@@ -18,12 +18,15 @@
 //! loop with no failed request.
 
 use crate::support;
+use support::env_value;
+use support::servers::cluster::{kubectl, kubectl_ok};
+use support::servers::moto::{Moto, moto_or_skip};
 
 use std::{
     collections::BTreeMap,
     io::{Read, Write},
     net::TcpStream,
-    process::{Command, Output},
+    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -54,20 +57,6 @@ const MOUNTS: [(&str, &[&str]); 5] = [
     ("grafana", &["grafana_admin_password"]),
     ("nginx", &["ssl_certificate", "ssl_private_key"]),
 ];
-
-fn kubectl(args: &[&str]) -> Output {
-    Command::new("kubectl").args(args).output().unwrap()
-}
-
-fn kubectl_ok(args: &[&str]) -> String {
-    let o = kubectl(args);
-    assert!(
-        o.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// Removes the namespace and the volume whatever happened.
 struct Cleanup {
@@ -158,14 +147,6 @@ fn sweep() {
     }
 }
 
-fn env_value(repo: &TempRepo, key: &str) -> String {
-    let text = repo.read(&format!("secrets/{ENV}.env"));
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .map(|v| v.trim_matches('\'').to_string())
-        .unwrap_or_else(|| panic!("{key} not in the env file"))
-}
-
 /// Every value the pods should see, by secret name.
 fn expected(repo: &TempRepo) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
@@ -174,13 +155,13 @@ fn expected(repo: &TempRepo) -> BTreeMap<String, Vec<u8>> {
             let v = match *n {
                 "database_url" => format!(
                     "postgresql://{}:{}@postgres:5432/raqeem_{ENV}",
-                    env_value(repo, "POSTGRES_USER"),
-                    env_value(repo, "POSTGRES_PASSWORD")
+                    env_value(repo, ENV, "POSTGRES_USER"),
+                    env_value(repo, ENV, "POSTGRES_PASSWORD")
                 )
                 .into_bytes(),
                 "ssl_certificate" => repo.read("secrets/tls/cert.pem").into_bytes(),
                 "ssl_private_key" => repo.read("secrets/tls/key.pem").into_bytes(),
-                _ => env_value(repo, &n.to_uppercase()).into_bytes(),
+                _ => env_value(repo, ENV, &n.to_uppercase()).into_bytes(),
             };
             out.insert(n.to_string(), v);
         }
@@ -417,7 +398,7 @@ fn setup_labels_and_one_call_rerun(e: &Env) {
     let value = s["data"]["jwt_secret"].as_str().unwrap();
     assert_eq!(
         decode64(value),
-        env_value(e.repo, "JWT_SECRET").into_bytes()
+        env_value(e.repo, ENV, "JWT_SECRET").into_bytes()
     );
 
     // A re-run with nothing changed: exactly one kubectl call.
@@ -512,7 +493,7 @@ fn rotation_under_load(e: &Env) {
         (ok, failed, last)
     });
     std::thread::sleep(Duration::from_secs(2));
-    let old = env_value(e.repo, "JWT_SECRET");
+    let old = env_value(e.repo, ENV, "JWT_SECRET");
     let (run, trace) = traced(
         e,
         &e.args(
@@ -522,7 +503,7 @@ fn rotation_under_load(e: &Env) {
     );
     let run = run.ok();
     assert_no_values(e.repo, &trace, &run);
-    let new = env_value(e.repo, "JWT_SECRET");
+    let new = env_value(e.repo, ENV, "JWT_SECRET");
     assert_ne!(old, new);
     assert!(!run.all().contains(&new) && !run.all().contains(&old));
     std::thread::sleep(Duration::from_secs(2));
@@ -789,53 +770,6 @@ fn decode64(s: &str) -> Vec<u8> {
     out
 }
 
-/// A moto server on a free loopback port, killed on drop.
-struct Moto(std::process::Child, String);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn moto() -> Option<Moto> {
-    let installed = ["moto_server", "aws"]
-        .iter()
-        .all(|t| which::which(t).is_ok());
-    if !installed {
-        if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
-            panic!("CI is set but moto_server or aws is missing; .ci/run must run .ci/moto.sh");
-        }
-        support::skip_note(format_args!(
-            "\n*** SKIPPED aws_store_delivered_into_kubernetes_secrets: moto_server or aws is not installed ***\n"
-        ));
-        return None;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let m = Moto(child, format!("http://127.0.0.1:{port}"));
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "moto_server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Some(m)
-}
-
 /// `store = "aws"`, `runtime = "k8s"`, `delivery = "fetch"`: deploy copies
 /// the values from Secrets Manager into versioned Kubernetes Secrets, and
 /// every pod reads every secret with the right bytes.
@@ -845,7 +779,10 @@ fn aws_store_delivered_into_kubernetes_secrets() {
     if !support::cluster_or_skip(test) || !support::docker_or_skip(test) {
         return;
     }
-    let Some(moto) = moto() else { return };
+    if !moto_or_skip(test) {
+        return;
+    }
+    let moto = Moto::start();
     let image = support::standin_image().to_string();
     support::load_into_cluster(&image);
     let id = unique();
@@ -892,19 +829,8 @@ fn aws_store_delivered_into_kubernetes_secrets() {
         ] {
             c.env(img, &image);
         }
-        c.env("XTASK_IMAGE_PULL_POLICY", "Never")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_ENDPOINT_URL", &moto.1)
-            .env("AWS_CONFIG_FILE", repo.path("no-aws-config"))
-            .env(
-                "AWS_SHARED_CREDENTIALS_FILE",
-                repo.path("no-aws-credentials"),
-            )
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_REGION")
-            .env_remove("AWS_CLI");
+        c.env("XTASK_IMAGE_PULL_POLICY", "Never");
+        moto.env(&mut c, &repo);
         Run::from(c.output().unwrap())
     };
     let setup = run(&["setup-secrets", ENV, "--generate-missing"]).ok();
@@ -939,7 +865,7 @@ fn aws_store_delivered_into_kubernetes_secrets() {
     .unwrap();
     assert_eq!(
         decode64(s["data"]["jwt_secret"].as_str().unwrap()),
-        env_value(&repo, "JWT_SECRET").into_bytes()
+        env_value(&repo, ENV, "JWT_SECRET").into_bytes()
     );
     // A no-change redeploy writes no copy.
     let again = run(&["deploy", ENV, "--timeout", "240"]).ok();

@@ -19,6 +19,8 @@ use std::{
 
 use serde_norway::Value;
 
+use crate::support::ci;
+
 const PROJECT: &str = "raqeem";
 const ENV: &str = "production";
 /// The test cluster's Kubernetes version (`.ci/k8s/up.sh`).
@@ -29,10 +31,6 @@ fn repo_root() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
-}
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
 /// The services of docker-compose.swarm.yml and the secrets each mounts.

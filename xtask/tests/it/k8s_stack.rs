@@ -21,6 +21,7 @@
 //! start) and shows that the same command, run again, finishes it.
 
 use crate::support;
+use support::servers::cluster::{kubectl, kubectl_ok};
 
 use std::{
     collections::BTreeMap,
@@ -43,24 +44,6 @@ const BASE: &str = "xtask-stack-base:bookworm";
 /// backend, so its pods crash-loop.
 const CRASHING: &str = "k8stest/busybox:1.35";
 
-/// One stack at a time: the figures mean something only on a machine that
-/// runs one rotation at once (2 cores).
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn kubectl(args: &[&str]) -> Output {
-    Command::new("kubectl").args(args).output().unwrap()
-}
-
-fn kubectl_ok(args: &[&str]) -> String {
-    let o = kubectl(args);
-    assert!(
-        o.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// `kubectl ARGS` with `input` on its stdin.
 fn kubectl_stdin(args: &[&str], input: &[u8]) -> Output {
     let mut c = Command::new("kubectl")
@@ -76,23 +59,15 @@ fn kubectl_stdin(args: &[&str], input: &[u8]) -> Output {
     c.wait_with_output().unwrap()
 }
 
-/// The tag `.ci/images.sh` builds (its `XTASK_IMAGE_TAG` default).
-fn image_tag() -> String {
-    let script = std::fs::read_to_string(source_root().join(".ci/images.sh")).unwrap();
-    script
-        .lines()
-        .find_map(|l| l.strip_prefix("XTASK_IMAGE_TAG=${XTASK_IMAGE_TAG:-"))
-        .and_then(|r| r.strip_suffix('}'))
-        .expect("XTASK_IMAGE_TAG default in .ci/images.sh")
-        .to_string()
-}
-
 fn postgres_image() -> String {
-    format!("xtask-stack-postgres:{}", image_tag())
+    format!(
+        "xtask-stack-postgres:{}",
+        support::images::stack_image_tag()
+    )
 }
 
 fn backend_image() -> String {
-    format!("xtask-stack-backend:{}", image_tag())
+    format!("xtask-stack-backend:{}", support::images::stack_image_tag())
 }
 
 /// Builds the images with `.ci/images.sh` when one is missing, and loads them
@@ -139,14 +114,6 @@ fn needles_of(env: &BTreeMap<String, String>, secrets_dir: &Path) -> Vec<String>
         }
     }
     out
-}
-
-fn env_map(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-        .collect()
 }
 
 fn random_value(len: usize) -> String {
@@ -387,7 +354,7 @@ impl Stack {
     }
 
     fn env(&self) -> BTreeMap<String, String> {
-        env_map(&self.repo.read(&format!("secrets/{ENV}.env")))
+        support::env_map(&self.repo.read(&format!("secrets/{ENV}.env")))
     }
 
     fn set_env(&self, key: &str, value: &str) {
@@ -674,7 +641,7 @@ impl Scanner {
         let (s2, f2) = (stop.clone(), found.clone());
         let handle = thread::spawn(move || {
             while !s2.load(Ordering::Relaxed) {
-                let env = env_map(&std::fs::read_to_string(&env_path).unwrap_or_default());
+                let env = support::env_map(&std::fs::read_to_string(&env_path).unwrap_or_default());
                 let (n, bad, _) = scan_host(&needles_of(&env, &dir));
                 let mut f = f2.lock().unwrap();
                 f.0 += 1;
@@ -916,7 +883,7 @@ fn shipped_k8s_stack_rotates_every_secret_with_no_failed_request() {
     if !gate("shipped_k8s_stack_rotates_every_secret_with_no_failed_request") {
         return;
     }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = support::heavy_lock();
     ensure_images();
     let s = Stack::new();
     s.deploy();
@@ -1051,7 +1018,7 @@ fn a_failed_rollout_during_rotation_is_finished_by_a_re_run() {
     if !gate("a_failed_rollout_during_rotation_is_finished_by_a_re_run") {
         return;
     }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = support::heavy_lock();
     ensure_images();
     support::load_into_cluster(CRASHING);
     let s = Stack::new();
@@ -1131,19 +1098,24 @@ fn a_failed_rollout_during_rotation_is_finished_by_a_re_run() {
 #[test]
 fn openbao_store_on_k8s_rotates_postgres_password_under_load() {
     let test = "openbao_store_on_k8s_rotates_postgres_password_under_load";
-    if !gate(test) || !support::openbao::bao_or_skip(test) {
+    if !gate(test) || !support::servers::openbao::bao_or_skip(test) {
         return;
     }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = support::heavy_lock();
     ensure_images();
-    let srv = support::openbao::DevServer::start();
-    let path = support::openbao::path().to_string_lossy().into_owned();
+    let srv = support::servers::openbao::DevServer::start();
+    let path = support::servers::openbao::path()
+        .to_string_lossy()
+        .into_owned();
     let s = Stack::new_on(
         "store = \"vault\"\nruntime = \"k8s\"",
         vec![
             ("PATH".into(), path),
             ("VAULT_ADDR".into(), srv.addr.clone()),
-            ("VAULT_TOKEN".into(), support::openbao::TOKEN.into()),
+            (
+                "VAULT_TOKEN".into(),
+                support::servers::openbao::TOKEN.into(),
+            ),
             ("BAO_ADDR".into(), String::new()),
             ("BAO_TOKEN".into(), String::new()),
         ],

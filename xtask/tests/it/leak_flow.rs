@@ -487,7 +487,7 @@ fn migrate_backup_and_restore_leak_nothing() {
             .is_ok_and(|o| o.status.success())
     };
     if !(have("age") && have("age-keygen")) {
-        if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
+        if support::ci() {
             panic!("{test}: CI is set but age is not installed; .ci/run must run .ci/age.sh");
         }
         support::skip_note(format_args!(

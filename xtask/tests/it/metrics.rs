@@ -47,7 +47,7 @@ fn promtool_or_skip(test: &str) -> Option<PathBuf> {
     if let Some(p) = candidates.into_iter().flatten().find(|p| answers(p)) {
         return Some(p);
     }
-    if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
+    if support::ci() {
         panic!("{test}: CI is set but there is no promtool; .ci/run must source .ci/promtool.sh");
     }
     skip_note(format_args!(

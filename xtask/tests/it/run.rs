@@ -7,6 +7,7 @@
 //! `--no-mask` shows the values.
 
 use crate::support;
+use support::env_value;
 
 use std::{
     io::{BufRead, BufReader},
@@ -16,15 +17,6 @@ use std::{
 };
 
 use support::TempRepo;
-
-fn value(repo: &TempRepo, key: &str) -> String {
-    repo.read("secrets/develop.env")
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .unwrap()
-        .trim_matches('\'')
-        .to_string()
-}
 
 fn ready() -> TempRepo {
     let repo = TempRepo::new();
@@ -47,7 +39,10 @@ fn files_in_a_private_folder_removed_after_success_and_failure() {
     assert_eq!(&lines[1..3], ["700", "600"], "{}", r.stdout);
     assert_eq!(lines[3], "<redacted:JWT_SECRET>", "masked by default");
     assert_eq!(lines[4], "no-plain-var");
-    assert!(!r.stdout.contains(&value(&repo, "JWT_SECRET")));
+    assert!(
+        !r.stdout
+            .contains(&env_value(&repo, "develop", "JWT_SECRET"))
+    );
     assert!(!Path::new(&dir).exists(), "{dir} left behind after success");
     let url = repo
         .run(&[
@@ -103,7 +98,7 @@ fn plain_env_passes_variables_with_a_warning() {
             r#"printf %s "$JWT_SECRET"; test -z "$SECRETS_DIR""#,
         ])
         .ok();
-    assert_eq!(r.stdout, value(&repo, "JWT_SECRET"));
+    assert_eq!(r.stdout, env_value(&repo, "develop", "JWT_SECRET"));
     assert!(r.stderr.contains("warning: --plain-env"), "{}", r.stderr);
 }
 
@@ -313,7 +308,7 @@ fn every_form_of_a_value_is_masked_on_stdout_and_stderr_and_no_mask_shows_them()
             r.all()
         );
     }
-    let jwt = value(&repo, "JWT_SECRET");
+    let jwt = env_value(&repo, "develop", "JWT_SECRET");
     let r = repo
         .run(&[
             "run",

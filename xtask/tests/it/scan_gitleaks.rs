@@ -16,6 +16,7 @@
 //! private temporary folder removed on drop.
 
 use crate::support;
+use support::ci;
 
 use std::{
     io::Write,
@@ -26,10 +27,6 @@ use std::{
 
 use base64::Engine;
 use support::{Run, TempRepo};
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
 
 /// The gitleaks binary: `$GITLEAKS`, else `gitleaks` on PATH, else the newest
 /// build `.ci/gitleaks.sh` left under /var/tmp.

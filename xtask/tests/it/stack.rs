@@ -62,21 +62,10 @@ impl Engine {
     }
 }
 
-/// The tag `.ci/images.sh` builds (its `XTASK_IMAGE_TAG` default).
-fn image_tag() -> String {
-    let script = std::fs::read_to_string(source_root().join(".ci/images.sh")).unwrap();
-    script
-        .lines()
-        .find_map(|l| l.strip_prefix("XTASK_IMAGE_TAG=${XTASK_IMAGE_TAG:-"))
-        .and_then(|r| r.strip_suffix('}'))
-        .expect("XTASK_IMAGE_TAG default in .ci/images.sh")
-        .to_string()
-}
-
 const BASE: &str = "xtask-stack-base:bookworm";
 
 fn images() -> [String; 3] {
-    let t = image_tag();
+    let t = support::images::stack_image_tag();
     [
         BASE.to_string(),
         format!("xtask-stack-postgres:{t}"),
@@ -246,7 +235,7 @@ impl Stack {
     }
 
     fn env(&self) -> BTreeMap<String, String> {
-        env_map(&self.repo.read(&format!("secrets/{ENV}.env")))
+        support::env_map(&self.repo.read(&format!("secrets/{ENV}.env")))
     }
 
     fn set_env(&self, key: &str, value: &str) {
@@ -372,14 +361,6 @@ fn random_value(len: usize) -> String {
         .collect()
 }
 
-fn env_map(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-        .collect()
-}
-
 /// A new self-signed EC pair `NAME.crt`/`NAME.key` in `dir`, written by openssl.
 fn new_pair(dir: &Path, name: &str) {
     let key = dir.join(format!("{name}.key"));
@@ -488,7 +469,7 @@ impl Scanner {
         let handle = thread::spawn(move || {
             let view = StackName { project };
             while !s2.load(Ordering::Relaxed) {
-                let env = env_map(&std::fs::read_to_string(&env_path).unwrap_or_default());
+                let env = support::env_map(&std::fs::read_to_string(&env_path).unwrap_or_default());
                 let needles = needles_of(&env, &tls);
                 let (n, bad) = view.scan(&engines, &needles);
                 let mut f = f2.lock().unwrap();
@@ -947,19 +928,7 @@ fn check_pruned(s: &Stack) {
 }
 
 fn sha256(v: &str) -> String {
-    let mut c = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    c.stdin.take().unwrap().write_all(v.as_bytes()).unwrap();
-    let o = c.wait_with_output().unwrap();
-    String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
+    support::sha256_hex(v.as_bytes())
 }
 
 fn figures(title: &str, e: &Engine, cases: &[Case]) {
@@ -1013,6 +982,7 @@ fn shipped_stack_rotates_every_secret_with_no_failed_request() {
     if !swarm_or_skip("shipped_stack_rotates_every_secret_with_no_failed_request") {
         return;
     }
+    let _one = support::heavy_lock();
     let engine = Engine { host: None };
     ensure_images(&engine);
     let s = Stack::new(engine.clone(), false);
@@ -1185,6 +1155,7 @@ fn shipped_stack_rotates_on_a_two_node_swarm() {
     if !swarm_or_skip("shipped_stack_rotates_on_a_two_node_swarm") {
         return;
     }
+    let _one = support::heavy_lock();
     let host = Engine { host: None };
     ensure_images(&host);
     let start = Instant::now();

@@ -6,27 +6,13 @@
 //! (no server needed); on a swarm, the age comes from the secret's creation time.
 
 use crate::support;
+use support::set_env_value;
 
 use std::time::{Duration, SystemTime};
 
 use support::{Run, TempRepo, swarm_or_skip, unique};
 
 const LOG: &str = "deploy/audit-log.tsv";
-
-/// Replaces `key`'s line in an env file (0600 kept).
-fn set_env(repo: &TempRepo, env: &str, key: &str, value: Option<&str>) {
-    let rel = format!("secrets/{env}.env");
-    let text: String = repo
-        .read(&rel)
-        .lines()
-        .filter_map(|l| match (l.starts_with(&format!("{key}=")), value) {
-            (true, Some(v)) => Some(format!("{key}={v}\n")),
-            (true, None) => None,
-            (false, _) => Some(format!("{l}\n")),
-        })
-        .collect();
-    repo.write(&rel, &text);
-}
 
 /// RFC 3339 for a time `days` ago (the log's own format), via the binary's
 /// neighbour: GNU date.
@@ -176,7 +162,7 @@ fn a_key_missing_in_one_environment_is_reported_and_json_has_the_documented_shap
     std::fs::write(repo.path("deploy/secrets.toml"), m).unwrap();
     repo.run(&["setup-secrets", "develop"]).ok();
     repo.run(&["setup-secrets", "qa"]).ok();
-    set_env(&repo, "qa", "JWT_SECRET", None);
+    set_env_value(&repo, "qa", "JWT_SECRET", None);
     std::fs::remove_file(repo.path("secrets/qa/jwt_secret")).unwrap();
     let r = repo.run(&["status", "--check"]).fails();
     for want in [
@@ -193,7 +179,7 @@ fn a_key_missing_in_one_environment_is_reported_and_json_has_the_documented_shap
     );
 
     // Drift: develop's env file and store disagree on one key.
-    set_env(
+    set_env_value(
         &repo,
         "develop",
         "API_SECRET_KEY",
@@ -356,7 +342,7 @@ fn every_changing_command_leaves_audit_lines_and_no_value() {
     run(&["setup-secrets", "develop"]).ok();
     collect(&repo, &mut values);
     let replaced = "Replaced-Value-0123456789abcdefXYZ";
-    set_env(&repo, "develop", "JWT_SECRET", Some(replaced));
+    set_env_value(&repo, "develop", "JWT_SECRET", Some(replaced));
     values.push(replaced.into());
     run(&["setup-secrets", "develop"]).ok();
     let before = repo.read(LOG);

@@ -6,6 +6,7 @@
 //! overlay network, and a client container on that network sends the requests.
 
 use crate::support;
+use support::env_value;
 
 use std::{
     os::unix::fs::PermissionsExt,
@@ -113,20 +114,11 @@ fn load_once(net: &str, image: &str, count: &str) -> String {
     ])
 }
 
-fn env_value(repo: &TempRepo, key: &str) -> String {
-    let text = repo.read(&format!("secrets/{ENV}.env"));
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("{key} not in env file"))
-        .trim_matches('\'')
-        .to_string()
-}
-
 fn url(repo: &TempRepo, project: &str) -> String {
     format!(
         "postgresql://{}:{}@db/{project}_{ENV}",
-        env_value(repo, "APP_USER"),
-        env_value(repo, "APP_PASSWORD")
+        env_value(repo, ENV, "APP_USER"),
+        env_value(repo, ENV, "APP_PASSWORD")
     )
 }
 
@@ -184,8 +176,8 @@ fn swarm_setup_deploy_rotate_remove() {
     let client = load_once(&net, image, "5");
     assert!(client.contains("failed=0"), "{client}");
     for (name, value) in [
-        ("app_password", env_value(&repo, "APP_PASSWORD")),
-        ("api_key", env_value(&repo, "API_KEY")),
+        ("app_password", env_value(&repo, ENV, "APP_PASSWORD")),
+        ("api_key", env_value(&repo, ENV, "API_KEY")),
         ("app_url", url(&repo, &project)),
     ] {
         assert!(
@@ -236,11 +228,11 @@ fn swarm_setup_deploy_rotate_remove() {
     );
 
     // 3. rotation under continuous load: no failed request, new value served.
-    let old_password = env_value(&repo, "APP_PASSWORD");
+    let old_password = env_value(&repo, ENV, "APP_PASSWORD");
     let load_name = format!("{project}-load");
     start_load(&load_name, &net, image);
     let rot = run(&ROTATE_PASSWORD).ok();
-    let new_password = env_value(&repo, "APP_PASSWORD");
+    let new_password = env_value(&repo, ENV, "APP_PASSWORD");
     assert_ne!(old_password, new_password);
     // The hook ran before the swap with the new value, and only it, on stdin.
     assert_eq!(
@@ -297,7 +289,10 @@ fn swarm_setup_deploy_rotate_remove() {
     );
     let client = load_once(&net, image, "3");
     assert!(
-        client.contains(&served("app_password", &env_value(&repo, "APP_PASSWORD"))),
+        client.contains(&served(
+            "app_password",
+            &env_value(&repo, ENV, "APP_PASSWORD")
+        )),
         "{client}"
     );
 

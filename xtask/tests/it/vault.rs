@@ -7,6 +7,9 @@
 //! value reaches any argv. Needs `bao` (`.ci/openbao.sh` installs it).
 
 use crate::support;
+use support::servers::cluster::kubectl_ok;
+use support::servers::free_port;
+use support::{env_value, set_env_value};
 
 use std::{
     process::Command,
@@ -14,10 +17,8 @@ use std::{
 };
 
 use serde_json::Value;
-use support::flows::{
-    Places, StackDown, assert_shown, free_port, ok_with_nothing_on_argv, own_project,
-};
-use support::openbao::{DevServer, TOKEN, bao_or_skip, path};
+use support::flows::{Places, StackDown, assert_shown, ok_with_nothing_on_argv, own_project};
+use support::servers::openbao::{DevServer, TOKEN, bao_or_skip, path};
 use support::{
     BACKEND, ComposeDown, DEVELOP_SECRETS, Run, TempRepo, host_compose, show_in_backend,
 };
@@ -83,30 +84,6 @@ fn run(repo: &TempRepo, srv: &DevServer, args: &[&str]) -> Run {
     Run::from(xtask(repo, srv, args).output().unwrap())
 }
 
-fn env_value(repo: &TempRepo, key: &str) -> String {
-    repo.read("secrets/develop.env")
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("{key} not in the env file"))
-        .trim_matches('\'')
-        .to_string()
-}
-
-fn set_env_value(repo: &TempRepo, key: &str, value: &str) {
-    let text: String = repo
-        .read("secrets/develop.env")
-        .lines()
-        .map(|l| {
-            if l.starts_with(&format!("{key}=")) {
-                format!("{key}={value}\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    repo.write("secrets/develop.env", &text);
-}
-
 fn new_value(repo: &TempRepo) -> String {
     repo.run(&["generate-secret", "--length", "40"])
         .ok()
@@ -137,7 +114,7 @@ fn vault_store_end_to_end() {
         let want = if s == "database_url" {
             None // derived; checked below
         } else {
-            Some(env_value(&repo, &s.to_ascii_uppercase()))
+            Some(env_value(&repo, "develop", &s.to_ascii_uppercase()))
         };
         let got = srv.value(s);
         if let Some(w) = want {
@@ -158,7 +135,8 @@ fn vault_store_end_to_end() {
     }
     let url = srv.value("database_url");
     assert!(
-        url.starts_with("postgresql://") && url.contains(&env_value(&repo, "POSTGRES_USER")),
+        url.starts_with("postgresql://")
+            && url.contains(&env_value(&repo, "develop", "POSTGRES_USER")),
         "database_url is not built from its parts"
     );
 
@@ -185,7 +163,7 @@ fn vault_store_end_to_end() {
 
     // A changed value becomes version 2 of the same path, through CAS.
     let v2 = new_value(&repo);
-    set_env_value(&repo, "JWT_SECRET", &v2);
+    set_env_value(&repo, "develop", "JWT_SECRET", Some(&v2));
     let dry = run(&repo, &srv, &["setup-secrets", "develop", "--dry-run"]).ok();
     assert!(dry.all().contains("-cas=1"), "{}", dry.all());
     assert!(!dry.all().contains(&v2), "dry-run printed a value");
@@ -242,7 +220,7 @@ fn vault_store_end_to_end() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     let v3 = new_value(&repo);
-    set_env_value(&repo, "JWT_SECRET", &v3);
+    set_env_value(&repo, "develop", "JWT_SECRET", Some(&v3));
     let raced = Run::from(
         xtask(&repo, &srv, &["setup-secrets", "develop"])
             .env("VAULT_CLI", &wrapper)
@@ -271,7 +249,7 @@ fn vault_store_end_to_end() {
     // strace over setup (one changed value): no value on any argv.
     if support::strace_or_skip("vault_store_end_to_end (strace)") {
         let v5 = new_value(&repo);
-        set_env_value(&repo, "API_SECRET_KEY", &v5);
+        set_env_value(&repo, "develop", "API_SECRET_KEY", Some(&v5));
         let log = repo.path("strace.log");
         let inner = xtask(&repo, &srv, &["setup-secrets", "develop"]);
         let mut c = support::under_strace(&inner, false, &log);
@@ -681,7 +659,10 @@ fn kv_v1_mount_setup_rerun_update_list_remove() {
     let first = run(&repo, &srv, &["setup-secrets", "develop"]).ok();
     assert!(first.stdout.contains("8 created"), "{}", first.all());
     let jwt = get("raqeem/develop/jwt_secret").unwrap();
-    assert_eq!(jwt["jwt_secret"], env_value(&repo, "JWT_SECRET").as_str());
+    assert_eq!(
+        jwt["jwt_secret"],
+        env_value(&repo, "develop", "JWT_SECRET").as_str()
+    );
     let meta = get("raqeem/develop/.xtask/jwt_secret").unwrap();
     assert_eq!(meta["xtask.version"], "1");
     assert!(meta["xtask.fingerprint"].as_str().unwrap().len() >= 16);
@@ -689,7 +670,7 @@ fn kv_v1_mount_setup_rerun_update_list_remove() {
     assert!(again.stdout.contains("nothing to do"), "{}", again.all());
 
     let v2 = new_value(&repo);
-    set_env_value(&repo, "JWT_SECRET", &v2);
+    set_env_value(&repo, "develop", "JWT_SECRET", Some(&v2));
     let dry = run(&repo, &srv, &["setup-secrets", "develop", "--dry-run"]).ok();
     assert!(!dry.all().contains("-cas"), "{}", dry.all());
     let upd = run(&repo, &srv, &["setup-secrets", "develop"]).ok();
@@ -885,16 +866,6 @@ impl Drop for NamespaceDown {
     }
 }
 
-fn kubectl(args: &[&str]) -> String {
-    let o = Command::new("kubectl").args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// One Deployment of the reader image on the host network (so it reaches
 /// the dev server on 127.0.0.1), mounting the backend's secrets as the
 /// shipped manifests do. `Recreate`: two pods cannot share the host port.
@@ -945,12 +916,12 @@ fn vault_deploy_fetch_then_reader_on_kubernetes() {
     );
     support::load_into_cluster(support::reader_image());
     let _down = NamespaceDown(ns.clone());
-    kubectl(&["create", "namespace", &ns]);
-    kubectl(&["label", "namespace", &ns, "xtask-test=vault-k8s"]);
+    kubectl_ok(&["create", "namespace", &ns]);
+    kubectl_ok(&["label", "namespace", &ns, "xtask-test=vault-k8s"]);
     run(&repo, &srv, &["setup-secrets", "develop"]).ok();
     let in_vault = |s: &str| srv.value_of(&name, s);
     let ours = format!("xtask.project={name}");
-    let secrets = || kubectl(&["-n", &ns, "get", "secrets", "-l", &ours, "-o", "name"]);
+    let secrets = || kubectl_ok(&["-n", &ns, "get", "secrets", "-l", &ours, "-o", "name"]);
 
     // Fetch: versioned Kubernetes Secrets, mounted as files.
     let d = run(&repo, &srv, &["deploy", "develop", "--timeout", "180"]).ok();
@@ -1017,7 +988,7 @@ fn vault_deploy_fetch_then_reader_on_kubernetes() {
         format!("secret/{name}-develop-vault-token-v1"),
         "only the token is left"
     );
-    let pod = kubectl(&["-n", &ns, "get", "pods", "-o", "json"]);
+    let pod = kubectl_ok(&["-n", &ns, "get", "pods", "-o", "json"]);
     assert!(
         !pod.contains(token) && !pod.contains(TOKEN),
         "a token in the pod spec"
@@ -1040,7 +1011,7 @@ fn vault_deploy_fetch_then_reader_on_kubernetes() {
 
     // A rotation in reader mode writes Vault; the pod sees it within the
     // cache time, without a restart.
-    let before = kubectl(&["-n", &ns, "get", "pods", "-o", "name"]);
+    let before = kubectl_ok(&["-n", &ns, "get", "pods", "-o", "name"]);
     let rot = run(
         &repo,
         &srv,
@@ -1058,7 +1029,7 @@ fn vault_deploy_fetch_then_reader_on_kubernetes() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert_eq!(
-        kubectl(&["-n", &ns, "get", "pods", "-o", "name"]),
+        kubectl_ok(&["-n", &ns, "get", "pods", "-o", "name"]),
         before,
         "a pod restarted"
     );

