@@ -100,7 +100,7 @@ fn override_file(pin: bool) -> String {
         ""
     };
     format!(
-        r#"# Test override (xtask/tests/stack.rs): local images built by .ci/images.sh.
+        r#"# Test override (xtask/tests/it/stack.rs): local images built by .ci/images.sh.
 version: "3.8"
 services:
   postgres: {{ image: "{pg}"{at} }}
