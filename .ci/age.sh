@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the age CLI for the encrypted backups (`backup-secrets`,
-# `restore-secrets`; xtask/tests/backup.rs) when it is missing, and prints its
+# `restore-secrets`; xtask/tests/it/backup.rs) when it is missing, and prints its
 # version. Idempotent: a machine that has `age` and `age-keygen` is left as it
 # is. Source it (`. .ci/age.sh`) from .ci/run.
 set -euo pipefail

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds gitleaks from the Go module proxy for the scan comparison
-# (xtask/tests/scan_gitleaks.rs), once per machine and version, into
+# (xtask/tests/it/scan_gitleaks.rs), once per machine and version, into
 # /var/tmp/gitleaks-<version>/bin, and puts it on PATH. The module and build
 # caches of that build are removed afterwards, so only the binary stays; a
 # second run finds it and costs nothing. Cold: 194 s on two cores (downloads

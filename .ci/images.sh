@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Builds the local images the stack tests run (xtask/tests/stack.rs): no
+# Builds the local images the stack tests run (xtask/tests/it/stack.rs): no
 # registry can be reached, so a minimal Debian bookworm root filesystem with the
 # real PostgreSQL, Redis and nginx (plus curl and openssl for the load client)
 # is made with debootstrap from the mirror in apt's own sources list, imported
 # once as a base image, and the stack's test images are built from it with the
 # small entrypoints in .ci/images/. A second base, with Debian's nodejs and
-# python3, is what the compose end-to-end test (xtask/tests/compose_e2e.rs)
+# python3, is what the compose end-to-end test (xtask/tests/it/compose_e2e.rs)
 # builds its TypeScript and Python reader services from. Idempotent: an image
 # that exists is kept (bump TAG when .ci/images/ changes). Source it from
 # .ci/run, or run it; `images.sh readers-base` builds only the readers' base.

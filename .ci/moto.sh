@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs moto's server and the AWS CLI for the AWS Secrets Manager store's
-# tests (xtask/tests/aws.rs) when either is missing, and prints their versions.
+# tests (xtask/tests/it/aws.rs) when either is missing, and prints their versions.
 # Idempotent and quiet: a machine that has `moto_server` and `aws` is left as
 # it is. Source it (`. .ci/moto.sh`) to keep the PATH it may extend.
 set -euo pipefail

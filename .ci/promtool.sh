@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds Prometheus's `promtool` from the Go module proxy for the monitoring
-# tests (xtask/tests/metrics.rs: `promtool check metrics` on the tool's
+# tests (xtask/tests/it/metrics.rs: `promtool check metrics` on the tool's
 # OpenMetrics output, `promtool check rules` and `promtool test rules` on
 # deploy/prometheus/secrets-alerts.yml), once per machine and version, into
 # /var/tmp/promtool-<version>/bin, and puts it first on PATH. Source it

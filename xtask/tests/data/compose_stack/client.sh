@@ -1,5 +1,5 @@
 #!/bin/bash
-# Checks of xtask/tests/compose_stack.rs, run in a container on the compose
+# Checks of xtask/tests/it/compose_stack.rs, run in a container on the compose
 # project's network with the values in /creds (0600 files, never argv).
 #   sql:   runs /creds/sql in PostgreSQL as /creds/user with /creds/password
 #          on database /creds/db; prints psql's output (errors included);

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The load client of xtask/tests/compose_stack.rs, run in a container on the
+# The load client of xtask/tests/it/compose_stack.rs, run in a container on the
 # compose project's network. Each request is a new HTTP connection to the
 # backend (busybox httpd on :3000, through compose's DNS name), whose CGI opens
 # a new PostgreSQL and a new Redis connection with the credentials in its

@@ -1,4 +1,4 @@
-// The TypeScript reader's live service for xtask/tests/compose_e2e.rs, run as
+// The TypeScript reader's live service for xtask/tests/it/compose_e2e.rs, run as
 // `node server.mjs PORT NAME...` with the package installed under
 // node_modules/@raqeem/secrets-reader. `GET /health` answers `ok`; any other
 // GET reads every NAME through the package's public API (a fresh read per

@@ -1,4 +1,4 @@
-"""The Python reader's live service for xtask/tests/compose_e2e.rs, run as
+"""The Python reader's live service for xtask/tests/it/compose_e2e.rs, run as
 ``python3 server.py PORT NAME...`` with the package beside it. ``GET /health``
 answers ``ok``; any other GET reads every NAME through the package's public
 API (a fresh read per request) and answers one line per secret,

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Credential and certificate checks of xtask/tests/stack.rs, run in a container
+# Credential and certificate checks of xtask/tests/it/stack.rs, run in a container
 # on the stack's network with the values in /creds (0600 files, never argv).
 # k8s_stack.rs runs it in a pod with CREDS (another folder) and NGINX (the
 # nginx Service's name) set.

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The load client of xtask/tests/stack.rs, run in a container on the stack's
+# The load client of xtask/tests/it/stack.rs, run in a container on the stack's
 # network (and of k8s_stack.rs, in a pod of the stack's namespace, with URL set
 # to the nginx Service). Each request is a new TLS connection to nginx (any
 # task, through Docker's DNS), which proxies to a backend task that opens a new
