@@ -38,11 +38,14 @@ pub const MIN_SCANNED: usize = 8;
 
 /// One form of one value to look for.
 pub struct Needle {
+    /// The environment whose env file holds the value.
     pub env: String,
+    /// The env file's key (`JWT_SECRET`).
     pub key: String,
     /// The manifest's name of the secret (what `rotate-secrets --secret`
     /// takes); `None` for the fingerprint key, which no command rotates.
     pub secret: Option<String>,
+    /// The form looked for: `plain`, `base64` or `percent-encoded`.
     pub form: &'static str,
     bytes: Zeroizing<Vec<u8>>,
 }
@@ -50,10 +53,15 @@ pub struct Needle {
 /// One place a needle was found: `file:line` or `commit X file:line`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Finding {
+    /// Where: `path:line`, or the commit and path that added it.
     pub place: String,
+    /// The environment whose current value was found.
     pub env: String,
+    /// The env file's key of the value.
     pub key: String,
+    /// The form it was found in (see [`Needle::form`]).
     pub form: &'static str,
+    /// The manifest's secret, for the rotate command; `None` for the fingerprint key.
     pub secret: Option<String>,
 }
 
@@ -192,6 +200,7 @@ pub struct Matcher<'a> {
 }
 
 impl<'a> Matcher<'a> {
+    /// A matcher for every form of every needle, built once per scan.
     pub fn new(needles: &'a [Needle]) -> Matcher<'a> {
         let mut by_first: Vec<Vec<&Needle>> = vec![Vec::new(); 256];
         let live: Vec<&Needle> = needles.iter().filter(|n| !n.bytes.is_empty()).collect();

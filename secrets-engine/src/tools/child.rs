@@ -85,8 +85,11 @@ pub type Dest = Box<dyn Write + Send>;
 /// What to mask the child's output with, and where each masked stream goes
 /// (`None`: the stream stays the child's own, unmasked).
 pub struct Masking<'a> {
+    /// The values (in every form) to replace with `<redacted:NAME>`.
     pub needles: &'a Needles,
+    /// Where the child's masked stdout goes.
     pub stdout: Option<Dest>,
+    /// Where the child's masked stderr goes.
     pub stderr: Option<Dest>,
 }
 

@@ -31,8 +31,11 @@ use crate::{
 /// the rollout converged (`rotated_hook`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// Asked whether it can work on this runtime and store; changes nothing.
     Check,
+    /// Before the swap: the server learns the new value (`rotate_hook`).
     Before,
+    /// Once the rollout converged: the old value is revoked (`rotated_hook`).
     After,
 }
 
