@@ -14,7 +14,6 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::backup_secrets::{file_targets, parse_env, shown_path};
 use crate::{
     flags::{EnvArgs, RestoreArgs},
     output,
@@ -22,6 +21,7 @@ use crate::{
 use secrets_engine::session::Session;
 use secrets_engine::{
     disk::archive::{self, Archive, Role},
+    disk::backup::{file_targets, parse_env, shown_path},
     disk::audit::Change,
     disk::fsutil,
     model::secret::SecretValue,
