@@ -8,6 +8,7 @@
 //! [`sink::Event`]s that the caller renders. See `ARCHITECTURE.md` for the
 //! flow and the invariants.
 
+pub mod check;
 pub mod deliver;
 pub mod disk;
 pub mod edit;
@@ -15,6 +16,7 @@ pub mod model;
 pub mod plan;
 pub mod runtime;
 pub mod session;
+pub mod setup;
 pub mod sink;
 pub mod store;
 pub mod tools;

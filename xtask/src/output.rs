@@ -109,6 +109,19 @@ impl Sink for Terminal {
     }
 }
 
+/// The line `check` (and migrate after its compose edit) prints when the
+/// manifest and the deploy files agree.
+pub fn print_agreement(
+    c: &secrets_engine::check::Checked,
+    m: &secrets_engine::model::manifest::Manifest,
+) {
+    println!(
+        "deploy/secrets.toml and {} agree on {} secrets",
+        c.files.join(", "),
+        m.secrets.len()
+    );
+}
+
 /// The width of `s` on a terminal: characters, colour codes not counted.
 fn visible_len(s: &str) -> usize {
     let mut n = 0;

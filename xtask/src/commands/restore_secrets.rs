@@ -21,8 +21,8 @@ use crate::{
 use secrets_engine::session::Session;
 use secrets_engine::{
     disk::archive::{self, Archive, Role},
-    disk::backup::{file_targets, parse_env, shown_path},
     disk::audit::Change,
+    disk::backup::{file_targets, parse_env, shown_path},
     disk::fsutil,
     model::secret::SecretValue,
     plan::resolve,
