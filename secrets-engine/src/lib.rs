@@ -12,6 +12,7 @@ pub mod check;
 pub mod deliver;
 pub mod disk;
 pub mod edit;
+pub mod inspect;
 pub mod model;
 pub mod plan;
 pub mod runtime;
