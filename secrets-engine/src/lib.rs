@@ -11,6 +11,7 @@
 pub mod check;
 pub mod deliver;
 pub mod disk;
+pub mod doctor;
 pub mod edit;
 pub mod inspect;
 pub mod model;

@@ -18,11 +18,14 @@ use crate::plan::resolve;
 /// One setting or policy field that may differ: its name and both values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Field {
+    /// The setting or policy field (`store`, `min_length`, ...).
     pub name: &'static str,
+    /// Its value in the first environment, then in the second.
     pub values: [String; 2],
 }
 
 impl Field {
+    /// Whether the two values differ.
     pub fn differs(&self) -> bool {
         self.values[0] != self.values[1]
     }
@@ -31,6 +34,7 @@ impl Field {
 /// One secret as one environment has it.
 #[derive(Debug, Clone)]
 pub struct Side {
+    /// Whether the manifest gives the secret to the environment.
     pub in_manifest: bool,
     /// Whether the env file holds its key; `None` when the env file could not
     /// be read, or the secret is not kept there (derived).
@@ -43,18 +47,26 @@ pub struct Side {
     pub policy: Vec<(&'static str, String)>,
 }
 
+/// One secret in both environments.
 #[derive(Debug, Clone)]
 pub struct SecretDiff {
+    /// The secret's name.
     pub name: String,
+    /// How the first and the second environment have it.
     pub sides: [Side; 2],
     /// What differs: presence and policy, `(field, a, b)`.
     pub differences: Vec<Field>,
+    /// Whether the reuse rule found the same value in both.
     pub reused: bool,
 }
 
+/// What `diff` reports: settings side by side, each secret, and the findings.
 pub struct Diff {
+    /// The environment-wide settings of both, in a fixed order.
     pub settings: Vec<Field>,
+    /// Manifest order, then what a store holds that the manifest does not name.
     pub secrets: Vec<SecretDiff>,
+    /// Missing keys or secrets, reused production values, what could not be read.
     pub findings: Vec<Finding>,
 }
 

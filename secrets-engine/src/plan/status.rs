@@ -140,8 +140,11 @@ pub const DAY: u64 = 86_400;
 /// One manifest secret of one environment, as the policy sees it.
 #[derive(Debug, Clone)]
 pub struct Wanted {
+    /// The secret's name.
     pub name: String,
+    /// The services the manifest gives it to.
     pub services: Vec<String>,
+    /// Its rotation policy here, in days (`None`: never due).
     pub rotate_every_days: Option<u32>,
     /// Whether the env file holds it (derived values are rebuilt, not kept).
     pub in_env_file: bool,
@@ -153,8 +156,11 @@ pub struct Wanted {
 /// What was read about one environment.
 #[derive(Debug, Clone, Default)]
 pub struct EnvView {
+    /// The environment's name.
     pub name: String,
+    /// Its store's name (`swarm`, `vault`, ...).
     pub store: String,
+    /// Its runtime's name.
     pub runtime: String,
     /// The env file, for messages.
     pub env_file: String,
@@ -163,15 +169,19 @@ pub struct EnvView {
     /// Why the env file, which exists, could not be read or validated: its
     /// values were not compared with the store (a finding: "could not look").
     pub env_unreadable: Option<String>,
+    /// What could not be read but does not stop the report (shown as notes).
     pub notes: Vec<String>,
     /// Whether the store's creation times date the values (see `SecretStore::dates_values`).
     pub store_dates_values: bool,
+    /// The manifest secrets of the environment.
     pub secrets: Vec<Wanted>,
+    /// What the store lists.
     pub listed: Vec<Stored>,
     /// Secret → fingerprint of the env file's value, when it could be read.
     pub fingerprints: Option<Vec<(String, String)>>,
     /// The secrets whose keys the env file holds, when it exists and reads.
     pub env_keys: Option<BTreeSet<String>>,
+    /// Which services use which stored identity, when the runtime says.
     pub users: Option<Users>,
     /// What the runtime runs and mounts, when it could be asked.
     pub running: Option<Vec<Running>>,
@@ -179,49 +189,71 @@ pub struct EnvView {
     pub runtime_unreachable: Option<String>,
 }
 
+/// The last rotation of a secret, from the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rotation {
+    /// When it ran.
     pub time: SystemTime,
+    /// Who ran it.
     pub operator: String,
+    /// The command that rotated it.
     pub command: String,
 }
 
+/// One secret of one environment as `status` shows it.
 #[derive(Debug, Clone)]
 pub struct Row {
+    /// The environment.
     pub environment: String,
+    /// The secret.
     pub secret: String,
+    /// The store's name.
     pub store: String,
+    /// Against the env file.
     pub state: State,
+    /// The newest version, where the store numbers them.
     pub version: Option<u32>,
+    /// Where it lives: the store's identity of the newest version.
     pub location: String,
     /// When the current value was set, and who says so.
     pub created: Option<SystemTime>,
+    /// Where the age comes from: `store`, `audit-log` or `file-time`.
     pub age_source: Option<&'static str>,
+    /// How old the current value is.
     pub age: Option<Duration>,
+    /// The rotation policy, in days.
     pub rotate_every_days: Option<u32>,
     /// Whole days until due (the policy less the age in whole days; 0 is due
     /// today, negative overdue), when a policy and an age are known.
     pub due_in_days: Option<i64>,
+    /// The last rotation the audit log records.
     pub last_rotation: Option<Rotation>,
+    /// The services the manifest gives it to.
     pub services: Vec<String>,
+    /// The services that use it, when the runtime says.
     pub used_by: Option<Vec<String>>,
     /// Who runs which version, when the runtime could be asked.
     pub runtime: Option<SecretRuntime>,
 }
 
 impl Row {
+    /// Whether the policy says it is past due.
     pub fn overdue(&self) -> bool {
         self.due_in_days.is_some_and(|d| d < 0)
     }
 }
 
+/// Something `status --check` fails on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     /// `overdue`, `missing`, `drift`, `runtime-drift`, `unfinished`,
     /// `unreachable` or `unreadable`.
     pub kind: &'static str,
+    /// The environment (`all` for the audit log).
     pub environment: String,
+    /// The secret, when the finding is about one.
     pub secret: Option<String>,
+    /// What is wrong and how to fix it.
     pub message: String,
 }
 
@@ -235,8 +267,11 @@ impl Finding {
     }
 }
 
+/// The rows and findings of a report.
 pub struct Report {
+    /// One row per secret and environment.
     pub rows: Vec<Row>,
+    /// What is overdue, missing, drifted, unfinished or unreadable.
     pub findings: Vec<Finding>,
 }
 
