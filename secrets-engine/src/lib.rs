@@ -10,15 +10,19 @@
 
 #![deny(missing_docs)]
 
+pub mod check;
 pub mod deliver;
 pub mod disk;
+pub mod doctor;
 pub mod edit;
+pub mod inspect;
 pub mod model;
 pub mod plan;
 pub mod rotate;
 pub mod runtime;
 pub mod scan;
 pub mod session;
+pub mod setup;
 pub mod sink;
 pub mod store;
 pub mod tools;

@@ -109,6 +109,55 @@ impl Sink for Terminal {
     }
 }
 
+/// The RUNNING cell: `current`, `drift (...)` in red, `kept (...)`, `-`
+/// when nothing runs it, `?` when the runtime could not be asked.
+pub fn running_cell(r: Option<&secrets_engine::runtime::drift::SecretRuntime>) -> String {
+    match r {
+        None => paint("31", "?"),
+        Some(r) if r.drift() => paint("31", &r.cell()),
+        Some(r) => r.cell(),
+    }
+}
+
+/// The `runtime` object of `--json` (status and list-secrets), null when
+/// the runtime could not be asked.
+pub fn runtime_json(
+    r: Option<&secrets_engine::runtime::drift::SecretRuntime>,
+) -> serde_json::Value {
+    let Some(r) = r else {
+        return serde_json::Value::Null;
+    };
+    let list = |l: &[secrets_engine::runtime::drift::Behind]| -> Vec<serde_json::Value> {
+        l.iter()
+            .map(|b| serde_json::json!({"who": b.who, "service": b.service, "version": b.version}))
+            .collect()
+    };
+    serde_json::json!({
+        "state": match (r.runners, r.drift()) {
+            (0, _) => "not-running",
+            (_, true) => "drift",
+            (_, false) => "converged",
+        },
+        "current_version": r.current,
+        "in_use": r.in_use,
+        "behind": list(&r.behind),
+        "kept": list(&r.kept),
+    })
+}
+
+/// The line `check` (and migrate after its compose edit) prints when the
+/// manifest and the deploy files agree.
+pub fn print_agreement(
+    c: &secrets_engine::check::Checked,
+    m: &secrets_engine::model::manifest::Manifest,
+) {
+    println!(
+        "deploy/secrets.toml and {} agree on {} secrets",
+        c.files.join(", "),
+        m.secrets.len()
+    );
+}
+
 /// The width of `s` on a terminal: characters, colour codes not counted.
 fn visible_len(s: &str) -> usize {
     let mut n = 0;

@@ -3,5 +3,6 @@
 
 pub mod archive;
 pub mod audit;
+pub mod backup;
 pub mod fsutil;
 pub mod lock;

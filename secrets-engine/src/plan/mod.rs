@@ -3,10 +3,12 @@
 //! Commands build a plan here, print it, and hand exactly it to the store, so
 //! `--dry-run` prints what the real run carries out. Everything here is pure.
 
+pub mod diff;
 pub mod metrics;
 pub mod migrate;
 pub mod resolve;
 pub mod rotate;
+pub mod status;
 
 use std::{
     collections::{BTreeMap, BTreeSet},

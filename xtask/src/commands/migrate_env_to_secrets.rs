@@ -20,10 +20,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{
-    flags::{EnvArgs, MigrateArgs, SetupArgs},
-    output,
-};
+use crate::{flags::MigrateArgs, output};
 use secrets_engine::{
     disk::audit::{self, Change, Outcome},
     disk::fsutil,
@@ -35,6 +32,8 @@ use secrets_engine::{
     model::time,
     plan::migrate::{self, Migration},
     plan::resolve,
+    session::{Session, Target},
+    setup::SetupOptions,
     store,
     tools::git,
 };
@@ -125,7 +124,7 @@ pub fn run(root: &Path, a: MigrateArgs) -> Result<()> {
     )?;
     drop(lock);
     if a.write_compose {
-        super::check::run(root).context("the compose changes are written, but check found disagreements; fix them and run `cargo xtask check`")?;
+        check(root, &manifest).context("the compose changes are written, but check found disagreements; fix them and run `cargo xtask check`")?;
     }
     setup(root, &env.name)
 }
@@ -194,16 +193,35 @@ fn read_both(
     Ok((source, target))
 }
 
-/// `setup-secrets <env>`, so the migrated values exist in the store.
+/// The manifest against the deploy files, as `check` does, after the
+/// compose file was edited.
+fn check(root: &Path, manifest: &Manifest) -> Result<()> {
+    let c = secrets_engine::check::check(root, manifest)?;
+    c.agree()?;
+    output::print_agreement(&c, manifest);
+    Ok(())
+}
+
+/// Setup ([`Session::setup`], as `setup-secrets <env>` runs it), so the
+/// migrated values exist in the store. Their strength is not refused: they
+/// are the values in use, rotated afterwards.
 fn setup(root: &Path, env: &str) -> Result<()> {
-    let e = EnvArgs {
+    let target = Target {
         env: env.to_string(),
         backend: None,
         namespace: None,
         lock_timeout: Duration::from_secs(300),
     };
     println!("running setup-secrets {env}:");
-    super::setup_secrets::run(root, &e, SetupArgs { generate_missing: false, dry_run: false, accept_weak: true })
+    let options = SetupOptions {
+        generate_missing: false,
+        dry_run: false,
+        accept_weak: true,
+        lock_timeout: target.lock_timeout,
+    };
+    Session::open(root, &target, output::terminal())
+        .and_then(|s| s.setup(options))
+        .map(|_| ())
         .with_context(|| format!("the values were migrated, but `cargo xtask setup-secrets {env}` failed; fix what it says and run it"))
 }
 

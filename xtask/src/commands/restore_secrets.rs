@@ -14,7 +14,6 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::backup_secrets::{file_targets, parse_env, shown_path};
 use crate::{
     flags::{EnvArgs, RestoreArgs},
     output,
@@ -23,6 +22,7 @@ use secrets_engine::session::Session;
 use secrets_engine::{
     disk::archive::{self, Archive, Role},
     disk::audit::Change,
+    disk::backup::{file_targets, parse_env, shown_path},
     disk::fsutil,
     model::secret::SecretValue,
     plan::resolve,
