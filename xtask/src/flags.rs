@@ -92,8 +92,6 @@ pub type EnvArgs = secrets_engine::session::Target;
 pub struct SetupArgs {
     pub generate_missing: bool,
     pub dry_run: bool,
-    /// Not a flag: set by `migrate-env-to-secrets` (see `resolve::Options::accept_weak`).
-    pub accept_weak: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -383,7 +381,6 @@ pub fn from_matches(m: ArgMatches) -> Result<Cmd> {
             SetupArgs {
                 generate_missing: flag(m, "generate-missing"),
                 dry_run: flag(m, "dry-run"),
-                accept_weak: false,
             },
         ),
         "list-secrets" => Cmd::ListSecrets(env_args(m), flag(m, "json")),

@@ -241,7 +241,6 @@ fn the_engine_is_quiet_and_runner_spawns() {
 }
 
 #[test]
-#[ignore = "enabled once the reports branch lands"]
 fn no_command_imports_another() {
     path_rules(&PATH_RULES[2..]);
 }

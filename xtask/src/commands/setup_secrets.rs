@@ -18,7 +18,7 @@ pub fn run(root: &Path, e: &EnvArgs, a: SetupArgs) -> Result<()> {
     s.setup(SetupOptions {
         generate_missing: a.generate_missing,
         dry_run: a.dry_run,
-        accept_weak: a.accept_weak,
+        accept_weak: false,
         lock_timeout: e.lock_timeout,
     })?;
     Ok(())
