@@ -18,6 +18,9 @@ pub enum Event<'a> {
     Line(&'a str),
     /// Something to know that does not stop the run.
     Warning(&'a str),
+    /// A line a child process (a rotate hook) wrote on its standard error,
+    /// shown as it is, where the operator expects errors.
+    Diagnostic(&'a str),
     /// A plan under a title, one step per line.
     Plan {
         /// What the plan is for, e.g. `raqeem secrets for develop (compose backend):`.
@@ -95,6 +98,7 @@ impl Sink for Collect {
         match e {
             Event::Line(t) => out.push(t.to_string()),
             Event::Warning(t) => out.push(format!("warning: {t}")),
+            Event::Diagnostic(t) => out.push(t.to_string()),
             Event::Plan { title, steps } => {
                 out.push(title.to_string());
                 for s in steps {

@@ -89,6 +89,7 @@ impl Sink for Terminal {
         match e {
             Event::Line(t) => println!("{t}"),
             Event::Warning(t) => warn(t),
+            Event::Diagnostic(t) => eprintln!("{t}"),
             Event::Plan { title, steps } => print_plan(title, steps),
             Event::Waiting { what, now, elapsed } => {
                 let p = progress.get_or_insert_with(Progress::stdout);

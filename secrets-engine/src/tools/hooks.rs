@@ -21,7 +21,7 @@ use crate::{
     model::secret::SecretValue,
     plan::{Step, resolve, rotate::other_user},
     session::Session,
-    sink::Sink,
+    sink::{Event, Sink},
     store::Delivery,
     tools::runner::Spawn,
 };
@@ -343,8 +343,8 @@ fn run_hook(
         .map_err(|e| fail(format!("cannot start {prog}: {e}")))?;
     let (out, err) = (child.stdout.take(), child.stderr.take());
     let status = std::thread::scope(|scope| {
-        scope.spawn(|| forward(out, s.sink));
-        scope.spawn(|| forward(err, s.sink));
+        scope.spawn(|| forward(out, |l| s.sink.line(l)));
+        scope.spawn(|| forward(err, |l| s.sink.event(Event::Diagnostic(l))));
         // A hook may ignore its stdin: a broken pipe then is not a failure;
         // only its exit status is.
         if let (Some(mut stdin), Some(value)) = (child.stdin.take(), value) {
@@ -369,9 +369,10 @@ fn run_hook(
     Ok(())
 }
 
-/// Passes what a hook prints on one stream to `sink`, a line at a time, as
-/// it comes (a long hook shows its progress).
-fn forward(stream: Option<impl Read>, sink: &dyn Sink) {
+/// Passes what a hook prints on one stream to `show`, a line at a time, as
+/// it comes (a long hook shows its progress): stdout as lines, stderr as
+/// diagnostics.
+fn forward(stream: Option<impl Read>, show: impl Fn(&str)) {
     let Some(stream) = stream else { return };
     let mut r = BufReader::new(stream);
     let mut line = Vec::new();
@@ -381,7 +382,7 @@ fn forward(stream: Option<impl Read>, sink: &dyn Sink) {
             Ok(0) | Err(_) => break,
             Ok(_) => {
                 let text = String::from_utf8_lossy(&line);
-                sink.line(text.trim_end_matches(['\n', '\r']));
+                show(text.trim_end_matches(['\n', '\r']));
             }
         }
     }
