@@ -16,6 +16,7 @@ pub mod disk;
 pub mod doctor;
 pub mod edit;
 pub mod inspect;
+pub mod migrate;
 pub mod model;
 pub mod plan;
 pub mod rotate;
