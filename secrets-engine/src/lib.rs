@@ -19,6 +19,7 @@ pub mod inspect;
 pub mod migrate;
 pub mod model;
 pub mod plan;
+pub mod restore;
 pub mod rotate;
 pub mod runtime;
 pub mod scan;
