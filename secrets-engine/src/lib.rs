@@ -10,6 +10,7 @@
 
 #![deny(missing_docs)]
 
+pub mod adopt;
 pub mod check;
 pub mod deliver;
 pub mod disk;
