@@ -20,6 +20,7 @@ pub mod inspect;
 pub mod migrate;
 pub mod model;
 pub mod plan;
+pub mod remove;
 pub mod restore;
 pub mod rotate;
 pub mod runtime;
