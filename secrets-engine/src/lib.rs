@@ -10,14 +10,18 @@
 
 #![deny(missing_docs)]
 
+pub mod adopt;
 pub mod check;
 pub mod deliver;
 pub mod disk;
 pub mod doctor;
 pub mod edit;
 pub mod inspect;
+pub mod migrate;
 pub mod model;
 pub mod plan;
+pub mod remove;
+pub mod restore;
 pub mod rotate;
 pub mod runtime;
 pub mod scan;

@@ -11,8 +11,8 @@ use crate::{
     flags::{DeployArgs, EnvArgs},
     output,
 };
+use secrets_engine::runtime::DeployOptions;
 use secrets_engine::session::Session;
-use secrets_engine::{plan, runtime::DeployOptions};
 
 pub fn run(root: &Path, e: &EnvArgs, a: DeployArgs) -> Result<()> {
     let s = Session::open(root, e, output::terminal())?;
@@ -34,33 +34,12 @@ pub fn run(root: &Path, e: &EnvArgs, a: DeployArgs) -> Result<()> {
     if a.dry_run {
         return Ok(());
     }
-    retire_adopted(&s, &plan)
-}
-
-/// Removes adopted unversioned secrets (version 0, see `adopt-secrets`) that
-/// a newer version replaced and that nothing uses any more, now that the
-/// services run with the newer one. Costs nothing when there are none.
-fn retire_adopted(s: &Session, p: &secrets_engine::session::Planned) -> Result<()> {
-    let mut names: Vec<String> = p
-        .listed
-        .iter()
-        .filter(|l| l.version == Some(0))
-        .map(|l| l.secret.clone())
-        .collect();
-    names.dedup();
-    if names.is_empty() {
-        return Ok(());
-    }
-    let Some(users) = s.runtime()?.users()? else {
-        return Ok(());
-    };
-    let gone = plan::prune(&p.listed, &names, usize::MAX, &users);
+    // Adopted unversioned secrets a newer version replaced, now unused.
+    let gone = secrets_engine::adopt::retire(&s, &plan)?;
     if !gone.is_empty() {
-        s.store.delete(&gone)?;
-        let ids: Vec<&str> = gone.iter().map(|g| g.id.as_str()).collect();
         println!(
             "removed adopted secrets nothing uses any more: {}",
-            ids.join(", ")
+            gone.join(", ")
         );
     }
     Ok(())

@@ -13,65 +13,23 @@ use crate::{
     flags::{EnvArgs, RemoveArgs},
     output,
 };
+use secrets_engine::remove;
 use secrets_engine::session::Session;
-use secrets_engine::{model::secret::SecretValue, plan};
 
 pub fn run(root: &Path, e: &EnvArgs, a: RemoveArgs) -> Result<()> {
     let s = Session::open_with(root, e, output::terminal(), |env| {
         if a.force {
-            env.settings
-                .entry(
-                    secrets_engine::model::manifest::BackendKind::Aws
-                        .name()
-                        .into(),
-                )
-                .or_default()
-                .insert(
-                    secrets_engine::store::aws::FORCE_KEY.into(),
-                    toml::Value::Boolean(true),
-                );
+            remove::force(env);
         }
     })?;
     let _lock = match a.dry_run {
-        false => Some(s.lock(&format!("remove-secrets {}", e.env), e.lock_timeout)?),
+        false => Some(s.lock(&format!("{} {}", remove::COMMAND, e.env), e.lock_timeout)?),
         true => None,
     };
     if _lock.is_some() {
         s.sweep_hook_leftovers();
     }
-    // Removal compares nothing, so any key lists the store.
-    let listed = s.store.list(&SecretValue::new(b"list".to_vec()))?;
-    let (users, hint) = if listed.is_empty() {
-        (None, String::new())
-    } else {
-        let rt = s.runtime()?;
-        (rt.users()?, rt.stop_hint())
-    };
-    let known: Vec<&str> = s
-        .manifest
-        .secrets_for(&s.env.name)
-        .iter()
-        .map(|x| x.name.as_str())
-        .collect();
-    // A secret's env-file key (`JWT_SECRET`) names it too.
-    let named: Vec<String> = a
-        .secrets
-        .iter()
-        .map(|n| {
-            s.manifest
-                .secret_named(n)
-                .map(|sp| sp.name.clone())
-                .unwrap_or_else(|_| n.clone())
-        })
-        .collect();
-    let steps = plan::remove(
-        &listed,
-        &named,
-        &known,
-        &users.unwrap_or_default(),
-        &s.env.name,
-        &hint,
-    )?;
+    let steps = remove::plan(&s, &a.secrets)?;
     if steps.is_empty() {
         println!("nothing to remove for {}", s.env.name);
         return Ok(());
@@ -87,7 +45,7 @@ pub fn run(root: &Path, e: &EnvArgs, a: RemoveArgs) -> Result<()> {
     if !a.yes {
         confirm(steps.len(), &s.env.name)?;
     }
-    s.delete_audited("remove-secrets", &steps)?;
+    s.delete_audited(remove::COMMAND, &steps)?;
     println!("removed {} secret(s) from {}", steps.len(), s.env.name);
     Ok(())
 }
