@@ -671,7 +671,7 @@ fn fix_of<'a>(run: &'a Run, name: &str) -> &'a str {
 
 /// Findings other than the containers' (Docker may be out of reach: then
 /// that is a finding of its own, and not this test's).
-fn store_findings<'a>(run: &'a Run) -> Vec<&'a str> {
+fn store_findings(run: &Run) -> Vec<&str> {
     lines(run, "finding")
         .into_iter()
         .filter(|l| !l.contains(" compose containers: "))

@@ -49,11 +49,10 @@ fn commit(repo: &TempRepo, msg: &str) {
 fn logged(repo: &TempRepo, secret: &str, action: &str) -> String {
     repo.read("deploy/audit-log.tsv")
         .lines()
-        .filter(|l| {
+        .rfind(|l| {
             let f: Vec<&str> = l.split('\t').collect();
             f.len() == 9 && f[1] == "develop" && f[3] == action && f[4] == secret && f[8] == "ok"
         })
-        .last()
         .and_then(|l| l.split('\t').next())
         .unwrap_or_else(|| panic!("no {action} of {secret} in the audit log"))
         .to_string()
