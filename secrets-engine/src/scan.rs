@@ -7,26 +7,36 @@
 //! never the value, with the command that rotates it. The findings come back
 //! as values; the command renders them.
 //!
-//! Only the values the env files hold now are searched, so every finding is
-//! "current now": the tool keeps no superseded value on this machine (an env
-//! file is rewritten in place, the compose store has no versions, swarm
-//! secrets cannot be read back, backups are encrypted), and the audit log
-//! records when a value changed, never the value.
+//! Every finding says how current its value is ([`Currency`]). A value an
+//! env file holds now is "current now", since the audit log's last
+//! successful store write of that secret in that environment (or "since when
+//! is unknown" when the log has none). The tool keeps no superseded value on
+//! this machine (an env file is rewritten in place, the compose store has no
+//! versions, swarm secrets cannot be read back, backups are encrypted, and
+//! the audit log records when a value changed, never the value); the one
+//! place earlier values can be is git history, when an env file was
+//! committed. So `--history` also reads every version of each env file that
+//! history holds, and searches each earlier value as "superseded", last
+//! current until the next version that changed it (or the audit log's next
+//! store write of it, whichever came first).
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     io::{BufRead, BufReader, Read, Write},
     path::{Path, PathBuf},
     process::Stdio,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::{Context, Result, bail};
 use zeroize::Zeroizing;
 
 use crate::{
+    disk::audit::{self, Entry},
     model::envfile::EnvFile,
     model::forms::forms,
     model::manifest::{Kind, Manifest},
+    model::time,
     plan::resolve,
     tools::runner::Tool,
 };
@@ -35,6 +45,46 @@ use crate::{
 /// port) turns up by chance in ordinary text, and every finding would be
 /// noise. The tool's own minimum for passwords and keys is 16.
 pub const MIN_SCANNED: usize = 8;
+
+/// How current a searched value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Currency {
+    /// The env file holds it now; `since`: the audit log's last successful
+    /// store write of the secret in the environment, when it has one.
+    Current {
+        /// When the store last received it, if logged.
+        since: Option<SystemTime>,
+    },
+    /// An earlier value, from a version of the env file that git history
+    /// holds; `until`: when it stopped being current, if known.
+    Superseded {
+        /// The next version's commit time, or the next logged store write.
+        until: Option<SystemTime>,
+    },
+}
+
+impl Currency {
+    /// Pure: the words of a finding's line.
+    pub fn words(self) -> String {
+        match self {
+            Currency::Current { since: Some(t) } => {
+                format!("current now (since {})", time::rfc3339(t))
+            }
+            Currency::Current { since: None } => "current now (since when is unknown)".into(),
+            Currency::Superseded { until: Some(t) } => {
+                format!("superseded (last current until {})", time::rfc3339(t))
+            }
+            Currency::Superseded { until: None } => {
+                "superseded (until when it was current is unknown)".into()
+            }
+        }
+    }
+
+    /// Whether the env file holds the value now.
+    pub fn is_current(self) -> bool {
+        matches!(self, Currency::Current { .. })
+    }
+}
 
 /// One form of one value to look for.
 pub struct Needle {
@@ -47,6 +97,8 @@ pub struct Needle {
     pub secret: Option<String>,
     /// The form looked for: `plain`, `base64` or `percent-encoded`.
     pub form: &'static str,
+    /// Whether the value is the env file's now, or an earlier one.
+    pub currency: Currency,
     bytes: Zeroizing<Vec<u8>>,
 }
 
@@ -63,6 +115,8 @@ pub struct Finding {
     pub form: &'static str,
     /// The manifest's secret, for the rotate command; `None` for the fingerprint key.
     pub secret: Option<String>,
+    /// Whether the value found is current, or was superseded (and until when).
+    pub currency: Currency,
 }
 
 impl Finding {
@@ -73,33 +127,43 @@ impl Finding {
             key: n.key.clone(),
             form: n.form,
             secret: n.secret.clone(),
+            currency: n.currency,
         }
     }
 
-    /// Pure: the finding's line. Every value searched is an env file's value
-    /// now, so each is "current now"; the line names what rotates it.
+    /// Pure: the finding's line: how current the value is (since or until
+    /// when), and for a current one what rotates it.
     pub fn line(&self) -> String {
-        let fix = match &self.secret {
-            Some(name) => format!(
+        let fix = match (&self.secret, self.currency.is_current()) {
+            (_, false) => format!(
+                "already rotated: {}'s env file holds another value now (remove it from history if your policy asks)",
+                self.env
+            ),
+            (Some(name), true) => format!(
                 "rotate: `cargo xtask rotate-secrets {} --secret {name}`",
                 self.env
             ),
-            None => format!(
+            (None, true) => format!(
                 "the key of {}'s fingerprints (no service reads it; nothing rotates it: see docs/operations.md)",
                 self.env
             ),
         };
         format!(
-            "{}: {} {} ({}), current now; {fix}",
-            self.place, self.env, self.key, self.form
+            "{}: {} {} ({}), {}; {fix}",
+            self.place,
+            self.env,
+            self.key,
+            self.form,
+            self.currency.words()
         )
     }
 }
 
-/// Pure: one `rotate-secrets` command per environment for every secret found.
+/// Pure: one `rotate-secrets` command per environment for every current
+/// secret found (a superseded value is already rotated).
 pub fn rotate_commands(findings: &BTreeSet<Finding>) -> Vec<String> {
     let mut by_env: std::collections::BTreeMap<&str, BTreeSet<&str>> = Default::default();
-    for f in findings {
+    for f in findings.iter().filter(|f| f.currency.is_current()) {
         if let Some(s) = &f.secret {
             by_env.entry(&f.env).or_default().insert(s);
         }
@@ -113,10 +177,33 @@ pub fn rotate_commands(findings: &BTreeSet<Finding>) -> Vec<String> {
         .collect()
 }
 
+/// Pure: when the audit log last saw `secret`'s value written to a store of
+/// `env` (created or replaced, successfully), whichever store.
+pub fn last_written(log: &[Entry], env: &str, secret: &str) -> Option<SystemTime> {
+    log.iter()
+        .filter(|e| e.environment == env && e.secret == secret && e.sets_value())
+        .map(|e| e.time)
+        .max()
+}
+
+/// Pure: the audit log's first successful store write of `secret` in `env`
+/// after `t`: when a value current at `t` was replaced.
+pub fn next_written(log: &[Entry], env: &str, secret: &str, t: SystemTime) -> Option<SystemTime> {
+    log.iter()
+        .filter(|e| e.environment == env && e.secret == secret && e.sets_value())
+        .map(|e| e.time)
+        .filter(|w| *w > t)
+        .min()
+}
+
 /// Every value of every environment whose env file exists here, in each form.
 /// Returns the needles, the number of values, the number skipped as short,
 /// and what could not be read (each a message naming the key and place).
-fn needles(root: &Path, manifest: &Manifest) -> Result<(Vec<Needle>, usize, usize, Vec<String>)> {
+fn needles(
+    root: &Path,
+    manifest: &Manifest,
+    log: &[Entry],
+) -> Result<(Vec<Needle>, usize, usize, Vec<String>)> {
     let mut out = Vec::new();
     let (mut values, mut skipped) = (0, 0);
     let mut unread = Vec::new();
@@ -133,12 +220,14 @@ fn needles(root: &Path, manifest: &Manifest) -> Result<(Vec<Needle>, usize, usiz
                 return;
             }
             values += 1;
+            let since = secret.and_then(|s| last_written(log, &env.name, s));
             for (form, bytes) in forms(value) {
                 out.push(Needle {
                     env: env.name.clone(),
                     key: key.clone(),
                     secret: secret.map(str::to_string),
                     form,
+                    currency: Currency::Current { since },
                     bytes,
                 });
             }
@@ -181,6 +270,190 @@ fn needles(root: &Path, manifest: &Manifest) -> Result<(Vec<Needle>, usize, usiz
         }
     }
     Ok((out, values, skipped, unread))
+}
+
+/// The values of one version of an env file, by key.
+type Values = BTreeMap<String, Zeroizing<Vec<u8>>>;
+
+/// Pure: a version of an env file read as dotenv, as [`EnvFile`] reads one
+/// (a line that does not parse ends it).
+fn parse_values(bytes: &[u8]) -> Values {
+    dotenvy::from_read_iter(bytes)
+        .map_while(|kv| kv.ok())
+        .map(|(k, v)| (k, Zeroizing::new(v.into_bytes())))
+        .collect()
+}
+
+/// Pure: `git log --format='%H %ct' --raw --no-abbrev -- PATH` output (one
+/// path) as each commit that changed the path, oldest first: its commit
+/// time and the path's new blob (`None` where the commit deleted it).
+fn path_versions(log: &str) -> Vec<(SystemTime, Option<String>)> {
+    let mut out: Vec<(SystemTime, Option<String>)> = Vec::new();
+    let mut at = None;
+    for l in log.lines() {
+        if let Some(raw) = l.strip_prefix(':') {
+            let meta = raw.split('\t').next().unwrap_or_default();
+            let mut f = meta.split(' ');
+            let (new, status) = (f.nth(3), f.next());
+            if let Some(t) = at.take() {
+                let blob = (status != Some("D")).then(|| new.unwrap_or_default().to_string());
+                out.push((t, blob));
+            }
+        } else if let Some((_, secs)) = l.split_once(' ') {
+            at = secs
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        }
+    }
+    // git lists newest first; equal times keep git's order, reversed.
+    out.reverse();
+    out.sort_by_key(|(t, _)| *t);
+    out
+}
+
+/// One key an env file may hold, as searched.
+struct Key {
+    key: String,
+    secret: Option<String>,
+    /// A file secret: its value is a path, searched only when it is a whole PEM.
+    file: bool,
+}
+
+/// Pure: each earlier value of each key over an env file's versions
+/// (oldest first) that differs from the current one, with until when it was
+/// current: the next version that holds another value for the key, or the
+/// audit log's next store write of the secret, whichever came first; `None`
+/// when neither is known. A value current more than once counts its last time.
+fn superseded_values(
+    env: &str,
+    versions: &[(SystemTime, Values)],
+    keys: &[Key],
+    current: &Values,
+    log: &[Entry],
+) -> Vec<(usize, Option<SystemTime>, Zeroizing<Vec<u8>>)> {
+    let mut out: Vec<(usize, Option<SystemTime>, Zeroizing<Vec<u8>>)> = Vec::new();
+    for (k, key) in keys.iter().enumerate() {
+        for (i, (t, values)) in versions.iter().enumerate() {
+            let Some(v) = values.get(&key.key) else {
+                continue;
+            };
+            if v.len() < MIN_SCANNED
+                || current.get(&key.key) == Some(v)
+                || (key.file && !resolve::inline_pem(v))
+            {
+                continue;
+            }
+            let next_version = versions[i + 1..]
+                .iter()
+                .find(|(_, later)| later.get(&key.key).is_some_and(|w| w != v))
+                .map(|(t, _)| *t);
+            let next_write = key
+                .secret
+                .as_deref()
+                .and_then(|s| next_written(log, env, s, *t));
+            let until = match (next_version, next_write) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match out.iter_mut().find(|(kk, _, val)| *kk == k && val == v) {
+                Some(seen) => {
+                    seen.1 = match (seen.1, until) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        _ => None,
+                    }
+                }
+                None => out.push((k, until, v.clone())),
+            }
+        }
+    }
+    out
+}
+
+/// The earlier values of every environment whose env file exists here, from
+/// the versions of it that git history holds (if it was ever committed), in
+/// each form, as superseded needles.
+fn superseded(git: &Tool, root: &Path, manifest: &Manifest, log: &[Entry]) -> Result<Vec<Needle>> {
+    let mut out = Vec::new();
+    for env in manifest.environments.values() {
+        let (path, shown) = resolve::locate(root, env)?;
+        if !path.is_file() {
+            continue;
+        }
+        let now = EnvFile::load(&path, shown)?;
+        let current: Values = now
+            .entries
+            .iter()
+            .map(|(k, e)| (k.clone(), Zeroizing::new(e.value.expose().to_vec())))
+            .collect();
+        let mut keys = vec![Key {
+            key: resolve::FINGERPRINT_KEY.into(),
+            secret: None,
+            file: false,
+        }];
+        for spec in manifest.secrets_for(&env.name) {
+            if !matches!(spec.kind, Kind::Username | Kind::Derived) {
+                keys.push(Key {
+                    key: spec.env_key(),
+                    secret: Some(spec.name.clone()),
+                    file: spec.kind == Kind::File,
+                });
+            }
+        }
+        let paths: Vec<String> = match &env.env_file {
+            // Outside the repository, git holds no version of it.
+            Some(p)
+                if p.is_relative()
+                    && !p.components().any(|c| c == std::path::Component::ParentDir) =>
+            {
+                vec![p.display().to_string()]
+            }
+            Some(_) => continue,
+            None => vec![
+                format!("secrets/{}.env", env.name),
+                format!("secrets-{}.env", env.name),
+            ],
+        };
+        for rel in paths {
+            let listed = git.read(
+                &[
+                    "log",
+                    "--all",
+                    "--format=%H %ct",
+                    "--raw",
+                    "--no-abbrev",
+                    "--no-renames",
+                    "--",
+                    &rel,
+                ],
+                "run the scan inside a git repository with at least one commit",
+            )?;
+            let changes = path_versions(&listed);
+            let blobs: Vec<(String, usize)> = changes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (_, b))| b.clone().map(|b| (b, i)))
+                .collect();
+            let mut versions: Vec<(SystemTime, Values)> = Vec::new();
+            cat_blobs(git, root, &blobs, |(_, i), bytes| {
+                versions.push((changes[*i].0, parse_values(bytes)));
+            })?;
+            for (k, until, value) in superseded_values(&env.name, &versions, &keys, &current, log) {
+                for (form, bytes) in forms(&value) {
+                    out.push(Needle {
+                        env: env.name.clone(),
+                        key: keys[k].key.clone(),
+                        secret: keys[k].secret.clone(),
+                        form,
+                        currency: Currency::Superseded { until },
+                        bytes,
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Finds needles in text, Wu-Manber style (std only): every needle is at
@@ -525,6 +798,9 @@ pub struct Report {
     pub forms: usize,
     /// How many values were too short to search.
     pub skipped: usize,
+    /// How many earlier values, from env files' versions in history, were
+    /// searched too (`--history` only).
+    pub superseded: usize,
     /// What could not be read, so was not searched (a message each).
     pub unread: Vec<String>,
 }
@@ -535,10 +811,13 @@ pub fn git() -> Result<Tool> {
 }
 
 /// Searches `range` of the repository at `root` for every current value of
-/// every environment whose env file is here. With no value to search, git is
-/// not asked and the report holds no findings.
+/// every environment whose env file is here (and under [`Range::History`],
+/// every earlier value its versions in history hold). With no value to
+/// search, git is not asked and the report holds no findings.
 pub fn scan(git: &Tool, root: &Path, manifest: &Manifest, range: Range) -> Result<Report> {
-    let (needles, values, skipped, unread) = needles(root, manifest)?;
+    // The log dates values; one that cannot be read leaves them undated.
+    let (log, _) = audit::read(root).unwrap_or_default();
+    let (mut needles, values, skipped, unread) = needles(root, manifest, &log)?;
     let mut report = Report {
         values,
         forms: needles.len(),
@@ -548,6 +827,11 @@ pub fn scan(git: &Tool, root: &Path, manifest: &Manifest, range: Range) -> Resul
     };
     if values == 0 {
         return Ok(report);
+    }
+    if range == Range::History {
+        let old = superseded(git, root, manifest, &log)?;
+        report.superseded = old.iter().filter(|n| n.form == "plain").count();
+        needles.extend(old);
     }
     let matcher = Matcher::new(&needles);
     let findings = match range {
@@ -577,6 +861,7 @@ mod tests {
                 key: "K".into(),
                 secret: Some("k".into()),
                 form,
+                currency: Currency::Current { since: None },
                 bytes,
             })
             .collect()
@@ -638,6 +923,7 @@ mod tests {
                     key: format!("K{k}"),
                     secret: None,
                     form: "plain",
+                    currency: Currency::Current { since: None },
                     bytes: Zeroizing::new(word(1 + (round + k * 3) % 9)),
                 })
                 .collect();
@@ -687,11 +973,27 @@ mod tests {
             key: key.into(),
             form: "plain",
             secret: secret.map(str::to_string),
+            currency: Currency::Current { since: None },
         };
         assert_eq!(
             f("develop", "JWT_SECRET", Some("jwt_secret")).line(),
-            "a.txt:1: develop JWT_SECRET (plain), current now; rotate: `cargo xtask rotate-secrets develop --secret jwt_secret`"
+            "a.txt:1: develop JWT_SECRET (plain), current now (since when is unknown); rotate: `cargo xtask rotate-secrets develop --secret jwt_secret`"
         );
+        let t = time::parse_rfc3339("2026-03-01T10:00:00Z").unwrap();
+        let mut since = f("develop", "JWT_SECRET", Some("jwt_secret"));
+        since.currency = Currency::Current { since: Some(t) };
+        assert_eq!(
+            since.line(),
+            "a.txt:1: develop JWT_SECRET (plain), current now (since 2026-03-01T10:00:00Z); rotate: `cargo xtask rotate-secrets develop --secret jwt_secret`"
+        );
+        let mut old = f("develop", "JWT_SECRET", Some("jwt_secret"));
+        old.currency = Currency::Superseded { until: Some(t) };
+        assert_eq!(
+            old.line(),
+            "a.txt:1: develop JWT_SECRET (plain), superseded (last current until 2026-03-01T10:00:00Z); already rotated: develop's env file holds another value now (remove it from history if your policy asks)"
+        );
+        // A superseded value needs no rotation: no command for it.
+        assert!(rotate_commands(&[old].into()).is_empty());
         assert!(
             f("develop", "XTASK_FINGERPRINT_KEY", None)
                 .line()
@@ -711,6 +1013,111 @@ mod tests {
                 "cargo xtask rotate-secrets staging --secret jwt_secret",
             ]
         );
+    }
+
+    fn at(s: &str) -> SystemTime {
+        time::parse_rfc3339(s).unwrap()
+    }
+
+    fn entry(t: &str, secret: &str, action: &str) -> Entry {
+        audit::parse(&format!(
+            "{t}\tdevelop\tsetup-secrets\t{action}\t{secret}\t\top\tcompose\tok\n"
+        ))
+        .0
+        .remove(0)
+    }
+
+    #[test]
+    fn versions_of_a_path_come_oldest_first_with_their_times() {
+        let (a, b, z) = ("a".repeat(40), "b".repeat(40), "0".repeat(40));
+        // git log: newest first.
+        let log = format!(
+            "3333 300\n\n:100644 000000 {b} {z} D\tsecrets/develop.env\n2222 200\n\n:100644 100644 {a} {b} M\tsecrets/develop.env\n1111 100\n\n:000000 100644 {z} {a} A\tsecrets/develop.env\n"
+        );
+        let v = path_versions(&log);
+        let secs = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        let got: Vec<(u64, Option<String>)> = v.into_iter().map(|(t, b)| (secs(t), b)).collect();
+        assert_eq!(got, [(100, Some(a)), (200, Some(b)), (300, None)]);
+        let vals = parse_values(b"# c\nJWT_SECRET='old-jwt-value-1'\nX=1\n");
+        assert_eq!(&vals["JWT_SECRET"][..], b"old-jwt-value-1");
+    }
+
+    #[test]
+    fn an_earlier_value_is_dated_until_the_next_change_or_store_write() {
+        let v = |pairs: &[(&str, &str)]| -> Values {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), Zeroizing::new(v.as_bytes().to_vec())))
+                .collect()
+        };
+        let versions = vec![
+            (
+                at("2026-01-01T00:00:00Z"),
+                v(&[
+                    ("JWT_SECRET", "jwt-first-value"),
+                    ("REDIS_PASSWORD", "redis-old-value"),
+                ]),
+            ),
+            (
+                at("2026-02-01T00:00:00Z"),
+                v(&[
+                    ("JWT_SECRET", "jwt-second-value"),
+                    ("REDIS_PASSWORD", "redis-old-value"),
+                ]),
+            ),
+        ];
+        let keys = vec![
+            Key {
+                key: "JWT_SECRET".into(),
+                secret: Some("jwt_secret".into()),
+                file: false,
+            },
+            Key {
+                key: "REDIS_PASSWORD".into(),
+                secret: Some("redis_password".into()),
+                file: false,
+            },
+        ];
+        let current = v(&[
+            ("JWT_SECRET", "jwt-second-value"),
+            ("REDIS_PASSWORD", "redis-new-value"),
+        ]);
+        let log = vec![
+            entry("2025-12-31T00:00:00Z", "redis_password", "create"),
+            entry("2026-03-01T00:00:00Z", "redis_password", "update"),
+            entry("2026-02-15T00:00:00Z", "jwt_secret", "update"),
+        ];
+        let got: Vec<(usize, Option<String>, Vec<u8>)> =
+            superseded_values("develop", &versions, &keys, &current, &log)
+                .into_iter()
+                .map(|(k, t, val)| (k, t.map(time::rfc3339), val.to_vec()))
+                .collect();
+        assert_eq!(
+            got,
+            [
+                // The next version changed it (before the logged write).
+                (
+                    0,
+                    Some("2026-02-01T00:00:00Z".into()),
+                    b"jwt-first-value".to_vec()
+                ),
+                // No version changed it: the logged write after it did.
+                (
+                    1,
+                    Some("2026-03-01T00:00:00Z".into()),
+                    b"redis-old-value".to_vec()
+                ),
+            ]
+        );
+        // No log, no later version: unknown.
+        let got = superseded_values("develop", &versions[1..], &keys, &current, &[]);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1, None);
+        assert_eq!(
+            last_written(&log, "develop", "redis_password").map(time::rfc3339),
+            Some("2026-03-01T00:00:00Z".into())
+        );
+        assert_eq!(last_written(&log, "staging", "redis_password"), None);
     }
 
     #[test]

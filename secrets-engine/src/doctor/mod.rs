@@ -243,7 +243,10 @@ pub fn evaluate_store(
         Err(e) => {
             return vec![finding(
                 "store",
-                format!("the {store} store could not be read: {e}"),
+                format!(
+                    "the {store} store could not be read, so no secret in it was checked: {}",
+                    name_env(env, e)
+                ),
                 "do what the message says, then run `cargo xtask doctor` again",
             )];
         }
@@ -328,7 +331,7 @@ pub fn evaluate_probes(env: &str, kind: BackendKind, probes: &[Probe]) -> Vec<Ch
                 match has {
                     Err(e) => finding(
                         name,
-                        format!("could not be asked: {e}"),
+                        format!("could not be asked: {}", name_env(env, e)),
                         "do what the message says, then run doctor again",
                     ),
                     Ok(has) => {
@@ -357,8 +360,8 @@ pub fn evaluate_probes(env: &str, kind: BackendKind, probes: &[Probe]) -> Vec<Ch
                     Ok(arn) => ok("access identity", format!("the AWS credentials are {arn}")),
                     Err(e) => finding(
                         "access identity",
-                        format!("`aws sts get-caller-identity` failed: {e}"),
-                        "set AWS credentials (AWS_PROFILE, `profile` in the manifest, or `aws configure`)",
+                        format!("`aws sts get-caller-identity` failed: {}", name_env(env, e)),
+                        aws_identity_fix(env, aws_identity_cause(e, region.is_some())),
                     ),
                 };
                 out.push(id);
@@ -376,6 +379,62 @@ pub fn evaluate_probes(env: &str, kind: BackendKind, probes: &[Probe]) -> Vec<Ch
         out.push(c);
     }
     out
+}
+
+/// What an AWS identity lookup failed on, for the fix that follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwsCause {
+    /// The endpoint did not answer (refused, timed out, unknown host).
+    Endpoint,
+    /// No region is set.
+    Region,
+    /// The credentials are missing, unknown, expired or refused.
+    Credentials,
+}
+
+/// Pure: the cause of a failed `aws sts get-caller-identity`, from its
+/// message (as the store words it) and whether a region is set.
+pub fn aws_identity_cause(err: &str, region_set: bool) -> AwsCause {
+    let low = err.to_ascii_lowercase();
+    let has = |s: &[&str]| s.iter().any(|x| low.contains(x));
+    if has(&["no aws region", "must specify a region", "noregionerror"]) {
+        return AwsCause::Region;
+    }
+    if has(&[
+        "endpoint does not answer",
+        "could not connect",
+        "connection refused",
+        "connect timeout",
+        "endpointconnectionerror",
+        "name or service not known",
+        "read timeout",
+    ]) {
+        return AwsCause::Endpoint;
+    }
+    if !region_set && !has(&["credentials", "profile", "token", "signature", "access"]) {
+        return AwsCause::Region;
+    }
+    AwsCause::Credentials
+}
+
+/// Pure: the identity finding's fix for its cause.
+pub fn aws_identity_fix(env: &str, cause: AwsCause) -> String {
+    match cause {
+        AwsCause::Endpoint => format!(
+            "point `endpoint_url` in [environments.{env}.aws] (or AWS_ENDPOINT_URL) at a Secrets Manager endpoint that answers, or unset it to use AWS's own; then check the network (proxy, firewall, DNS)"
+        ),
+        AwsCause::Region => {
+            format!("set `region` in [environments.{env}.aws], or AWS_REGION")
+        }
+        AwsCause::Credentials => format!(
+            "set AWS credentials (AWS_PROFILE, `profile` in [environments.{env}.aws], AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or `aws configure` / `aws sso login`)"
+        ),
+    }
+}
+
+/// The store's messages name `[environments.<env>.aws]`: the real one here.
+fn name_env(env: &str, msg: &str) -> String {
+    msg.replace("[environments.<env>.", &format!("[environments.{env}."))
 }
 
 fn access_fix(env: &str, kind: BackendKind, missing: &str) -> String {
@@ -882,6 +941,81 @@ mod tests {
             c[4].message.contains("not allowed: create")
                 && c[4].fix.as_deref().unwrap().contains("vault-policy.hcl")
         );
+    }
+
+    #[test]
+    fn aws_identity_fix_follows_the_cause() {
+        use AwsCause::*;
+        let cases = [
+            // store/aws.rs's words for each cause, then the CLI's own.
+            (
+                "the Secrets Manager endpoint does not answer (Could not connect to the endpoint URL: \"http://127.0.0.1:1/\"); check `endpoint_url` / `region` in [environments.<env>.aws] (or AWS_ENDPOINT_URL, AWS_REGION) and the network",
+                true,
+                Endpoint,
+            ),
+            (
+                "Could not connect to the endpoint URL: \"http://127.0.0.1:9/\"",
+                true,
+                Endpoint,
+            ),
+            ("[Errno 111] Connection refused", false, Endpoint),
+            (
+                "no AWS region (You must specify a region.); set `region` in [environments.<env>.aws], or AWS_REGION",
+                false,
+                Region,
+            ),
+            ("You must specify a region.", true, Region),
+            ("`aws sts get-caller-identity` gave no Arn", false, Region),
+            (
+                "no AWS credentials (Unable to locate credentials); set AWS_PROFILE",
+                true,
+                Credentials,
+            ),
+            (
+                "no AWS credentials (Unable to locate credentials); set AWS_PROFILE",
+                false,
+                Credentials,
+            ),
+            (
+                "AWS refused access (An error occurred (InvalidClientTokenId))",
+                true,
+                Credentials,
+            ),
+            (
+                "the AWS credentials have expired (ExpiredToken)",
+                true,
+                Credentials,
+            ),
+        ];
+        for (err, region, want) in cases {
+            assert_eq!(aws_identity_cause(err, region), want, "{err}");
+        }
+        let fix = |c| aws_identity_fix("staging", c);
+        assert!(fix(Endpoint).contains("`endpoint_url` in [environments.staging.aws]"));
+        assert!(fix(Endpoint).contains("AWS_ENDPOINT_URL") && fix(Endpoint).contains("network"));
+        assert!(!fix(Endpoint).contains("credentials"));
+        assert!(fix(Region).contains("`region` in [environments.staging.aws]"));
+        assert!(fix(Region).contains("AWS_REGION") && !fix(Region).contains("credentials"));
+        assert!(
+            fix(Credentials).contains("AWS credentials") && !fix(Credentials).contains("region")
+        );
+        // Through the probe: the finding's fix, and the real environment named.
+        let c = evaluate_probes(
+            "staging",
+            BackendKind::Aws,
+            &[Probe::Identity {
+                who: Err(cases[0].0.into()),
+                region: Some("eu-west-1".into()),
+            }],
+        );
+        assert_eq!(c[0].status, Status::Finding);
+        assert!(c[0].message.contains("[environments.staging.aws]"), "{c:?}");
+        assert!(!c[0].message.contains("<env>"), "{c:?}");
+        assert!(
+            c[0].fix.as_deref().unwrap().contains("endpoint_url"),
+            "{c:?}"
+        );
+        assert_eq!(c[1].status, Status::Ok);
     }
 
     fn exec(stdout: String, stderr: &str, code: i32) -> std::result::Result<ExecResult, String> {

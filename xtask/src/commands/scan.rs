@@ -2,8 +2,11 @@
 //! secret value of every environment in what git holds, through the engine's
 //! scanner ([`secrets_engine::scan`]), and renders its findings: the place,
 //! the environment and the secret, never the value, with the command that
-//! rotates it. Any finding, or any value that could not be read, fails the
-//! command (the pre-commit hook refuses the commit).
+//! rotates it, and how current the value is (since when; or, for an earlier
+//! value `--history` finds, until when). Any finding of a current value, or
+//! any value that could not be read, fails the command (the pre-commit hook
+//! refuses the commit); a superseded value is listed, and fails nothing: it
+//! was rotated already.
 
 use std::path::Path;
 
@@ -63,30 +66,44 @@ pub fn run(root: &Path, a: ScanArgs) -> Result<()> {
     }
     let what = range.what();
     let findings = &report.findings;
-    if findings.is_empty() {
+    for f in findings {
+        println!("{}", f.line());
+    }
+    let current = findings.iter().filter(|f| f.currency.is_current()).count();
+    let superseded = findings.len() - current;
+    if current == 0 {
         let note = match report.skipped {
             0 => String::new(),
             n => format!("; {n} shorter than {MIN_SCANNED} bytes not searched"),
         };
+        let earlier = match report.superseded {
+            0 => String::new(),
+            n => format!(", and {n} earlier value(s) from the env files' versions in history"),
+        };
         println!(
-            "scan: no current secret value found in {what} ({} values in {} forms searched{note})",
+            "scan: no current secret value found in {what} ({} values in {} forms searched{earlier}{note})",
             report.values, report.forms
         );
+        if superseded > 0 {
+            println!(
+                "scan: {superseded} place(s) above hold superseded values: each was rotated since, so nothing needs rotating for them"
+            );
+        }
         if !report.unread.is_empty() {
             return Err(could_not_look(0));
         }
         return Ok(());
     }
-    for f in findings {
-        println!("{}", f.line());
-    }
     if !report.unread.is_empty() {
-        return Err(could_not_look(findings.len()));
+        return Err(could_not_look(current));
     }
     let commands = scan::rotate_commands(findings);
     bail!(
-        "{} finding(s) of current secret values in {what}: each named secret is exposed. Rotate {} ({}), remove the value from the files, and if it was committed, from history too",
-        findings.len(),
+        "{current} finding(s) of current secret values in {what}{}: each named secret is exposed. Rotate {} ({}), remove the value from the files, and if it was committed, from history too",
+        match superseded {
+            0 => String::new(),
+            n => format!(" (and {n} of superseded ones, already rotated)"),
+        },
         if commands.len() == 1 { "it" } else { "them" },
         commands
             .iter()

@@ -6,7 +6,11 @@
 //! after `setup-secrets` without `deploy`, an image with no `sha256sum`.
 //! Swarm: a task on the old version. Kubernetes: a pod on the old version,
 //! and `kubectl auth can-i` as a service account that may only read. Vault:
-//! a sealed OpenBao. No planted value, nor its SHA-256, is ever printed.
+//! a sealed OpenBao. AWS (a moto server of the test's own): the identity,
+//! region and store checks answer `ok` after setup; no region, a secret
+//! deleted from the store and an endpoint that does not answer each give
+//! their finding, with the fix that follows the cause. No planted value, nor
+//! its SHA-256, is ever printed.
 
 use crate::support;
 use support::servers::cluster::{kubectl, kubectl_ok};
@@ -616,4 +620,226 @@ fn vault_sealed_is_a_finding() {
     );
     assert!(!run.all().contains(TOKEN), "the token was printed");
     assert_nothing_shown(&run, &[&first]);
+}
+
+// ------------------------------------------------------------------ aws
+
+use support::servers::moto::{Moto, moto_or_skip};
+
+/// The shipped manifest under a project of the test's own, with develop on
+/// the aws store and the compose runtime (as `aws.rs` sets it up).
+fn repo_on_aws() -> (TempRepo, String) {
+    let repo = TempRepo::new();
+    let project = own_project(&repo);
+    let m = repo.read("deploy/secrets.toml").replacen(
+        "[environments.develop]\nbackend = \"compose\"\n",
+        "[environments.develop]\nstore = \"aws\"\nruntime = \"compose\"\n",
+        1,
+    );
+    assert!(m.contains("store = \"aws\""), "the manifest changed shape");
+    repo.write(
+        "deploy/secrets.toml",
+        &format!("{m}\n[environments.develop.aws]\nrecovery_days = 7\n"),
+    );
+    (repo, project)
+}
+
+/// The line of the check `name` (`access region`, `store jwt_secret`, ...).
+fn check<'a>(run: &'a Run, name: &str) -> &'a str {
+    run.stdout
+        .lines()
+        .find(|l| {
+            l.split_once(": ")
+                .is_some_and(|(h, _)| h.ends_with(&format!(" {name}")))
+        })
+        .unwrap_or_else(|| panic!("no check {name:?}:\n{}{}", run.stdout, run.stderr))
+}
+
+/// The `fix:` line right after the check `name`.
+fn fix_of<'a>(run: &'a Run, name: &str) -> &'a str {
+    let line = check(run, name);
+    let all: Vec<&str> = run.stdout.lines().collect();
+    let at = all.iter().position(|l| *l == line).unwrap();
+    let next = all.get(at + 1).copied().unwrap_or_default();
+    assert!(
+        next.trim_start().starts_with("fix:"),
+        "{name} has no fix:\n{}",
+        run.stdout
+    );
+    next
+}
+
+/// Findings other than the containers' (Docker may be out of reach: then
+/// that is a finding of its own, and not this test's).
+fn store_findings(run: &Run) -> Vec<&str> {
+    lines(run, "finding")
+        .into_iter()
+        .filter(|l| !l.contains(" compose containers: "))
+        .collect()
+}
+
+#[test]
+fn aws_healthy_then_each_planted_fault() {
+    if !moto_or_skip("aws_healthy_then_each_planted_fault") {
+        return;
+    }
+    let moto = Moto::start();
+    let (repo, project) = repo_on_aws();
+    moto.run(&repo, &["setup-secrets", "develop"]).ok();
+    let values: Vec<String> = ["JWT_SECRET", "REDIS_PASSWORD", "POSTGRES_PASSWORD"]
+        .iter()
+        .map(|k| support::env_value(&repo, "develop", k))
+        .collect();
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+
+    // Healthy: identity, region, store and every secret `ok`.
+    let healthy = moto.run(&repo, &["doctor", "develop"]);
+    assert!(
+        store_findings(&healthy).is_empty(),
+        "{}{}",
+        healthy.stdout,
+        healthy.stderr
+    );
+    let is_ok = |run: &Run, name: &str, has: &str| {
+        let l = check(run, name);
+        assert!(
+            l.starts_with("ok ") && l.contains(has),
+            "{name}: {l}\n{}",
+            run.stdout
+        );
+    };
+    is_ok(
+        &healthy,
+        "access identity",
+        "the AWS credentials are arn:aws:",
+    );
+    is_ok(&healthy, "access region", "region us-east-1");
+    is_ok(&healthy, "store", "the aws store answers");
+    is_ok(
+        &healthy,
+        &format!("access ListSecrets (names {project}/develop/*)"),
+        "allowed: secretsmanager:ListSecrets",
+    );
+    for n in support::DEVELOP_SECRETS {
+        is_ok(
+            &healthy,
+            &format!("store {n}"),
+            &format!("current in the aws store ({project}/develop/{n})"),
+        );
+    }
+    if lines(&healthy, "finding").is_empty() {
+        assert_eq!(healthy.code, 0, "{}", healthy.stderr);
+    }
+    assert_nothing_shown(&healthy, &values);
+
+    // No region: its own finding, and the identity's fix names the region.
+    let run = Run::from(
+        moto.xtask(&repo, &["doctor", "develop"])
+            .env_remove("AWS_DEFAULT_REGION")
+            .output()
+            .unwrap(),
+    );
+    assert_finding(
+        &run,
+        &["access region", "no AWS region is set"],
+        "AWS_REGION",
+    );
+    assert!(
+        fix_of(&run, "access region").contains("`region` in [environments.develop.aws]"),
+        "{}",
+        run.stdout
+    );
+    // The CLI cannot sign a request without a region: the identity fails too.
+    let id = check(&run, "access identity");
+    let fix = fix_of(&run, "access identity");
+    assert!(
+        id.starts_with("finding")
+            && fix.contains("`region` in [environments.develop.aws]")
+            && !fix.contains("credentials"),
+        "the identity's fix does not follow the cause: {id}\n{fix}"
+    );
+    assert!(
+        check(&run, "store").starts_with("finding"),
+        "a store that cannot be read without a region is a finding:\n{}",
+        run.stdout
+    );
+    assert_nothing_shown(&run, &values);
+
+    // A secret missing from the store: deleted by name, as listed.
+    let listed = moto.aws(&repo, &["list-secrets"]);
+    let name = listed["SecretList"][0]["Name"]
+        .as_str()
+        .expect("moto lists the secrets")
+        .to_string();
+    let secret = name.rsplit('/').next().unwrap().to_string();
+    moto.aws(
+        &repo,
+        &[
+            "delete-secret",
+            "--secret-id",
+            &name,
+            "--force-delete-without-recovery",
+        ],
+    );
+    let missing = moto.run(&repo, &["doctor", "develop"]);
+    assert_finding(
+        &missing,
+        &[&format!("store {secret}"), "not in the aws store"],
+        "cargo xtask setup-secrets develop",
+    );
+    assert_eq!(store_findings(&missing).len(), 1, "{}", missing.stdout);
+    is_ok(&missing, "access identity", "arn:aws:");
+    is_ok(&missing, "store", "the aws store answers");
+    moto.run(&repo, &["setup-secrets", "develop"]).ok();
+    assert!(store_findings(&moto.run(&repo, &["doctor", "develop"])).is_empty());
+
+    // A store that does not answer: it could not look, never `ok`.
+    let closed = format!("http://127.0.0.1:{}", support::servers::free_port());
+    let down = Run::from(
+        moto.xtask(&repo, &["doctor", "develop"])
+            .env("AWS_ENDPOINT_URL", &closed)
+            .env("AWS_MAX_ATTEMPTS", "1")
+            .output()
+            .unwrap(),
+    );
+    assert_finding(
+        &down,
+        &[
+            "store:",
+            "could not be read, so no secret in it was checked",
+        ],
+        "cargo xtask doctor",
+    );
+    assert!(
+        check(&down, "store").contains("endpoint does not answer"),
+        "{}",
+        down.stdout
+    );
+    assert!(
+        !down
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("ok ") && l.contains(" store")),
+        "a store that does not answer is never ok:\n{}",
+        down.stdout
+    );
+    assert_finding(
+        &down,
+        &["access identity", "endpoint does not answer"],
+        "endpoint_url",
+    );
+    let fix = fix_of(&down, "access identity");
+    assert!(
+        fix.contains("`endpoint_url` in [environments.develop.aws]")
+            && fix.contains("AWS_ENDPOINT_URL")
+            && fix.contains("network")
+            && !fix.contains("credentials"),
+        "{fix}"
+    );
+    assert!(
+        !down.stdout.contains("[environments.<env>"),
+        "a message names no real environment:\n{}",
+        down.stdout
+    );
+    assert_nothing_shown(&down, &values);
 }

@@ -2,7 +2,10 @@
 //! value planted in a tracked file, in staged changes and in history, plainly
 //! and in base64, is found and reported by place, environment and name, and
 //! never printed; a clean tree passes; the hook is installed without
-//! clobbering another.
+//! clobbering another. Each finding says how current its value is: since the
+//! audit log's last store write of it (or "since when is unknown"), and for
+//! an earlier value that a committed env file's history holds, "superseded"
+//! until the next version that changed it or the next logged store write.
 
 use crate::support;
 
@@ -40,6 +43,42 @@ fn commit_args(msg: &str) -> [&str; 7] {
 
 fn commit(repo: &TempRepo, msg: &str) {
     repo.git(&commit_args(msg));
+}
+
+/// The time of the last `ok` audit-log line of `secret` in develop with `action`.
+fn logged(repo: &TempRepo, secret: &str, action: &str) -> String {
+    repo.read("deploy/audit-log.tsv")
+        .lines()
+        .rfind(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            f.len() == 9 && f[1] == "develop" && f[3] == action && f[4] == secret && f[8] == "ok"
+        })
+        .and_then(|l| l.split('\t').next())
+        .unwrap_or_else(|| panic!("no {action} of {secret} in the audit log"))
+        .to_string()
+}
+
+/// HEAD's commit time (RFC 3339, UTC) and short id.
+fn head(repo: &TempRepo) -> (String, String) {
+    let out = std::process::Command::new("git")
+        .args([
+            "log",
+            "-1",
+            "--date=format-local:%Y-%m-%dT%H:%M:%SZ",
+            "--format=%cd %h",
+        ])
+        .current_dir(&repo.root)
+        .env("TZ", "UTC")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (t, h) = text.trim().split_once(' ').unwrap();
+    (t.to_string(), h.to_string())
+}
+
+/// Past the current second: log and commit times are to the second.
+fn tick() {
+    std::thread::sleep(std::time::Duration::from_millis(1100));
 }
 
 fn never_printed(r: &Run, v: &str) {
@@ -84,6 +123,145 @@ fn a_clean_tree_passes_and_a_planted_value_is_found() {
     );
     assert!(r.stderr.contains("2 finding(s)"), "{}", r.stderr);
     never_printed(&r, &jwt);
+
+    // Each says since when the value is current: setup's store write.
+    let since = logged(&repo, "jwt_secret", "create");
+    assert!(
+        r.stdout.contains(&format!(
+            "docs/notes.md:3: develop JWT_SECRET (plain), current now (since {since}); rotate: `cargo xtask rotate-secrets develop --secret jwt_secret`"
+        )),
+        "{}",
+        r.stdout
+    );
+    // With no audit log, that is unknown, and said so.
+    std::fs::remove_file(repo.path("deploy/audit-log.tsv")).unwrap();
+    let r = repo.run(&["scan"]).fails();
+    assert!(
+        r.stdout.contains(
+            "docs/notes.md:3: develop JWT_SECRET (plain), current now (since when is unknown); rotate:"
+        ),
+        "{}",
+        r.stdout
+    );
+}
+
+/// An env file committed by mistake, then rotated: `--history` finds its
+/// earlier values in the commits that hold them, as superseded and until
+/// when, with no rotate command; the current ones as current since when.
+#[test]
+fn an_earlier_value_in_history_is_superseded_until_it_changed() {
+    let (repo, old_jwt) = with_values("JWT_SECRET");
+    let old_redis = support::env_value(&repo, "develop", "REDIS_PASSWORD");
+    tick();
+    // v1: committed by mistake.
+    repo.git(&["add", "-f", "secrets/develop.env"]);
+    commit(&repo, "v1: add the env file");
+    let (_, v1) = head(&repo);
+    tick();
+    // v2: JWT_SECRET changed in the file and committed; then the file is
+    // untracked at last (setup refuses a tracked one), and set up.
+    let new_jwt = format!("Rotated-Jwt-{}-Qz7xLm3Pw9kR", support::unique());
+    support::set_env_value(&repo, "develop", "JWT_SECRET", Some(&new_jwt));
+    repo.git(&["add", "-f", "secrets/develop.env"]);
+    commit(&repo, "v2: rotate the jwt");
+    let (v2_time, v2) = head(&repo);
+    repo.git(&["rm", "-q", "--cached", "secrets/develop.env"]);
+    commit(&repo, "v3: stop tracking it");
+    repo.run(&["setup-secrets", "develop"]).ok();
+    tick();
+    // Then REDIS_PASSWORD rotated outside git.
+    let new_redis = format!("Rotated-Redis-{}-Wm4Tz8Kp", support::unique());
+    support::set_env_value(&repo, "develop", "REDIS_PASSWORD", Some(&new_redis));
+    repo.run(&["setup-secrets", "develop"]).ok();
+    let redis_rotated = logged(&repo, "redis_password", "update");
+    let jwt_since = logged(&repo, "jwt_secret", "update");
+
+    // The work tree holds none of them any more.
+    repo.run(&["scan"]).ok();
+    let r = repo.run(&["scan", "--history"]).fails();
+    let line = |commit: &str, key: &str, rest: &str| {
+        r.stdout
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!("commit {commit} secrets/develop.env:"))
+                    && l.contains(&format!(": develop {key} (plain), {rest}"))
+            })
+            .unwrap_or_else(|| panic!("no {key} in {commit} with {rest:?}:\n{}", r.stdout))
+            .to_string()
+    };
+    // The first JWT value: until the commit of v2, which changed it.
+    let l = line(
+        &v1,
+        "JWT_SECRET",
+        &format!("superseded (last current until {v2_time}); already rotated"),
+    );
+    assert!(!l.contains("rotate-secrets"), "{l}");
+    // The first REDIS value, in v1 and v2: until the logged store write
+    // that replaced it (no version in history changed it).
+    for c in [&v1, &v2] {
+        line(
+            c,
+            "REDIS_PASSWORD",
+            &format!("superseded (last current until {redis_rotated}); already rotated"),
+        );
+    }
+    // The current JWT value, in v2: since its store write.
+    line(
+        &v2,
+        "JWT_SECRET",
+        &format!(
+            "current now (since {jwt_since}); rotate: `cargo xtask rotate-secrets develop --secret jwt_secret`"
+        ),
+    );
+    // Only current values are to rotate; the superseded ones are counted apart.
+    assert!(
+        r.stderr.contains("--secret jwt_secret") && !r.stderr.contains("--secret redis_password"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("of superseded ones, already rotated"),
+        "{}",
+        r.stderr
+    );
+    for v in [&old_jwt, &new_jwt, &old_redis, &new_redis] {
+        never_printed(&r, v);
+    }
+}
+
+/// History holding superseded values only: each is listed, dated as far as
+/// anything tells (here nothing does: no later version, no logged write), and
+/// the scan passes, for nothing needs rotating.
+#[test]
+fn superseded_values_alone_are_listed_and_fail_nothing() {
+    let repo = TempRepo::new();
+    let first = format!("First-Jwt-{}-Qz7xLm3Pw9kR", support::unique());
+    repo.write("secrets/develop.env", &format!("JWT_SECRET={first}\n"));
+    repo.git(&["add", "-f", "secrets/develop.env"]);
+    commit(&repo, "add the env file by mistake");
+    let (_, c) = head(&repo);
+    repo.git(&["rm", "-q", "--cached", "secrets/develop.env"]);
+    commit(&repo, "stop tracking it");
+    let second = format!("Second-Jwt-{}-Wm4Tz8Kp", support::unique());
+    repo.write("secrets/develop.env", &format!("JWT_SECRET={second}\n"));
+    let r = repo.run(&["scan", "--history"]).ok();
+    assert!(
+        r.stdout.contains(&format!(
+            "commit {c} secrets/develop.env:1: develop JWT_SECRET (plain), superseded (until when it was current is unknown); already rotated"
+        )),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("no current secret value found")
+            && r.stdout
+                .contains("1 earlier value(s) from the env files' versions in history")
+            && r.stdout.contains("1 place(s) above hold superseded values"),
+        "{}",
+        r.stdout
+    );
+    never_printed(&r, &first);
+    never_printed(&r, &second);
 }
 
 #[test]

@@ -466,9 +466,11 @@ fn scan_finds_what_gitleaks_finds_and_the_encoded_values_it_misses() {
             p.form
         );
     }
-    // Each finding names the command that rotates it, and says it is current now.
+    // Each finding names the command that rotates it, and says it is current
+    // now and since when (unknown here: the values were written without
+    // setup-secrets, so the audit log has no store write of them).
     assert!(
-        tree.stdout.contains("config/urls.env:1: develop REDIS_PASSWORD (percent-encoded), current now; rotate: `cargo xtask rotate-secrets develop --secret redis_password`"),
+        tree.stdout.contains("config/urls.env:1: develop REDIS_PASSWORD (percent-encoded), current now (since when is unknown); rotate: `cargo xtask rotate-secrets develop --secret redis_password`"),
         "{}",
         tree.stdout
     );
