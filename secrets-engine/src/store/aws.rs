@@ -138,20 +138,20 @@ pub fn settings(
             env.name
         );
     }
-    check_name(&s.prefix)?;
+    check_name(&s.prefix, &env.name)?;
     Ok(s)
 }
 
 /// Secrets Manager's rule for names: 1 to 512 of ASCII letters, digits and
 /// `/_+=.@-`.
-pub fn check_name(name: &str) -> Result<()> {
+pub fn check_name(name: &str, env: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || b"/_+=.@-".contains(&c));
     if !ok {
         bail!(
-            "{name:?} is not a valid AWS Secrets Manager name (letters, digits and `/_+=.@-`); change `prefix` in [environments.<env>.aws] or rename the secret in deploy/secrets.toml"
+            "{name:?} is not a valid AWS Secrets Manager name (letters, digits and `/_+=.@-`); change `prefix` in [environments.{env}.aws] or rename the secret in deploy/secrets.toml"
         );
     }
     if name.len() > MAX_NAME_LEN {
@@ -331,7 +331,7 @@ pub fn parse_batch(text: &str) -> Result<(Named, Vec<String>)> {
 }
 
 /// The CLI's failure in the operator's terms: what is wrong and what to do.
-pub fn diagnose(what: &str, id: &str, stderr: &str) -> anyhow::Error {
+pub fn diagnose(env: &str, what: &str, id: &str, stderr: &str) -> anyhow::Error {
     let err = stderr.trim();
     let last = err.lines().rev().find(|l| !l.trim().is_empty());
     let first = last.unwrap_or("no output").trim();
@@ -339,17 +339,17 @@ pub fn diagnose(what: &str, id: &str, stderr: &str) -> anyhow::Error {
     let has = |s: &[&str]| s.iter().any(|x| low.contains(x));
     if has(&["unable to locate credentials", "nocredentialserror"]) {
         return anyhow!(
-            "no AWS credentials ({first}); set AWS_PROFILE (or `profile` in [environments.<env>.aws]), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run `aws configure` / `aws sso login`"
+            "no AWS credentials ({first}); set AWS_PROFILE (or `profile` in [environments.{env}.aws]), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run `aws configure` / `aws sso login`"
         );
     }
     if has(&["could not be found"]) && has(&["profile"]) {
         return anyhow!(
-            "{first}; fix `profile` in [environments.<env>.aws] or AWS_PROFILE, or add the profile with `aws configure --profile NAME`"
+            "{first}; fix `profile` in [environments.{env}.aws] or AWS_PROFILE, or add the profile with `aws configure --profile NAME`"
         );
     }
     if has(&["you must specify a region", "noregionerror"]) {
         return anyhow!(
-            "no AWS region ({first}); set `region` in [environments.<env>.aws], or AWS_REGION"
+            "no AWS region ({first}); set `region` in [environments.{env}.aws], or AWS_REGION"
         );
     }
     if has(&[
@@ -361,7 +361,7 @@ pub fn diagnose(what: &str, id: &str, stderr: &str) -> anyhow::Error {
         "read timeout",
     ]) {
         return anyhow!(
-            "the Secrets Manager endpoint does not answer ({first}); check `endpoint_url` / `region` in [environments.<env>.aws] (or AWS_ENDPOINT_URL, AWS_REGION) and the network"
+            "the Secrets Manager endpoint does not answer ({first}); check `endpoint_url` / `region` in [environments.{env}.aws] (or AWS_ENDPOINT_URL, AWS_REGION) and the network"
         );
     }
     if has(&["expiredtoken", "token has expired", "token is expired"]) {
@@ -409,7 +409,7 @@ impl AwsStore {
             "AWS_CLI",
             "install the AWS CLI (`pip install awscli`, or AWS CLI v2 from https://aws.amazon.com/cli/)",
         );
-        tool.silent = "the Secrets Manager endpoint does not answer; check `endpoint_url` / `region` in [environments.<env>.aws] (or AWS_ENDPOINT_URL) and the network";
+        tool.silent = format!("the Secrets Manager endpoint does not answer; check `endpoint_url` / `region` in [environments.{}.aws] (or AWS_ENDPOINT_URL) and the network", s.env.name).into();
         Ok(AwsStore {
             sink: s.sink.clone(),
             tool,
@@ -496,7 +496,7 @@ impl AwsStore {
                 self.env
             );
         }
-        Err(diagnose(what, id, &out.stderr))
+        Err(diagnose(&self.env, what, id, &out.stderr))
     }
 
     fn write_one(&self, it: &Item, rotated_at: &str) -> Result<()> {
@@ -598,7 +598,7 @@ impl SecretStore for AwsStore {
     }
 
     fn check(&self, secret: &str, origin: &str, value: &[u8]) -> Result<()> {
-        check_name(&self.identity(secret, 1))?;
+        check_name(&self.identity(secret, 1), &self.env)?;
         if value.is_empty() {
             bail!("{origin}: {secret} is empty; AWS Secrets Manager needs at least one byte");
         }
@@ -772,7 +772,7 @@ impl SecretStore for AwsStore {
             return Ok(());
         }
         for it in items {
-            check_name(&it.step.id)?;
+            check_name(&it.step.id, &self.env)?;
         }
         let doomed: Vec<&str> = {
             let d = self
@@ -897,9 +897,9 @@ mod tests {
 
     #[test]
     fn names_values_and_tokens() {
-        assert!(check_name("raqeem/develop/jwt_secret").is_ok());
-        assert!(check_name("a b").is_err());
-        assert!(check_name(&"a".repeat(513)).is_err());
+        assert!(check_name("raqeem/develop/jwt_secret", "develop").is_ok());
+        assert!(check_name("a b", "develop").is_err());
+        assert!(check_name(&"a".repeat(513), "develop").is_err());
         assert!(!needs_binary(b"plain"));
         assert!(needs_binary(b"a\r\nb"));
         assert!(needs_binary(&[0xff, 0xfe]));
@@ -949,7 +949,7 @@ mod tests {
 
     #[test]
     fn failures_name_the_next_step() {
-        let d = |s: &str| format!("{}", diagnose("list-secrets", "p/dev/*", s));
+        let d = |s: &str| format!("{}", diagnose("dev", "list-secrets", "p/dev/*", s));
         assert!(d("Unable to locate credentials. You can configure").contains("aws configure"));
         assert!(
             d("Could not connect to the endpoint URL: \"http://127.0.0.1:1/\"")
@@ -963,6 +963,7 @@ mod tests {
         let e = format!(
             "{}",
             diagnose(
+                "dev",
                 "put-secret-value",
                 "p/dev/a",
                 "An error occurred (InvalidRequestException): You can't perform this operation on the secret because it was marked for deletion."

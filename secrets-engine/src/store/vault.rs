@@ -589,7 +589,7 @@ fn find_cli() -> Result<Tool> {
         None => "bao",
     };
     let mut t = Tool::find_later(name, "VAULT_CLI", INSTALL);
-    t.silent = "check that the Vault server answers (VAULT_ADDR) and is unsealed";
+    t.silent = "check that the Vault server answers (VAULT_ADDR) and is unsealed".into();
     Ok(t)
 }
 

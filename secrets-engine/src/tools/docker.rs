@@ -21,7 +21,7 @@ impl Docker {
             "DOCKER",
             "install Docker Engine (Debian: `apt-get install docker.io`)",
         );
-        tool.silent = "the Docker daemon does not answer; start it (`systemctl start docker`, or `dockerd &`) or point DOCKER_HOST at a running engine";
+        tool.silent = "the Docker daemon does not answer; start it (`systemctl start docker`, or `dockerd &`) or point DOCKER_HOST at a running engine".into();
         Ok(Docker { tool })
     }
 

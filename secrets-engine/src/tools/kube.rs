@@ -97,7 +97,8 @@ impl Kubectl {
             "install kubectl (Debian: `apt-get install kubernetes-client`)",
         );
         tool.silent =
-            "the Kubernetes cluster does not answer; check KUBECONFIG and `kubectl cluster-info`";
+            "the Kubernetes cluster does not answer; check KUBECONFIG and `kubectl cluster-info`"
+                .into();
         Ok(Kubectl {
             tool,
             namespace: s.namespace.clone(),

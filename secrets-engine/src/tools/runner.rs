@@ -33,7 +33,7 @@ pub struct Tool {
     /// How long one call may take before it is killed.
     pub timeout: Duration,
     /// What a call that never answers means, for the timeout's message.
-    pub silent: &'static str,
+    pub silent: std::borrow::Cow<'static, str>,
     /// Why the program could not be found, for a tool looked up with
     /// [`Tool::find_later`]: the first call fails with it. So a command runs
     /// every check that needs no CLI before it says the CLI is missing.
@@ -121,7 +121,7 @@ impl Tool {
             name,
             bin: bin.into(),
             timeout,
-            silent: "check that the server it talks to answers",
+            silent: "check that the server it talks to answers".into(),
             missing: None,
         }
     }
