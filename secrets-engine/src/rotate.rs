@@ -384,9 +384,23 @@ fn execute(s: &Session, plan: &[Step], resumed: &[String], a: &Options) -> Resul
             Ok(runtime)
         })
         .map_err(stalled)?;
-    after(&current)?;
-    if let Some(users) = runtime.users()? {
-        let listed = s.store.list(&s.compare_key(&r)?)?;
+    // The after hooks and pruning's two lookups (who uses which version,
+    // what the store holds) run at once: the lookups only read, and nothing
+    // is removed unless every hook succeeded.
+    let (hooked, users, listed) = std::thread::scope(|scope| {
+        let hooked = scope.spawn(|| after(&current));
+        let listed = scope.spawn(|| -> Result<_> { s.store.list(&s.compare_key(&r)?) });
+        let users = runtime.users();
+        let join = |e| anyhow::anyhow!("a rotation thread panicked: {e:?}");
+        (
+            hooked.join().map_err(join).and_then(|x| x),
+            users,
+            listed.join().map_err(join).and_then(|x| x),
+        )
+    });
+    hooked?;
+    if let Some(users) = users? {
+        let listed = listed?;
         let names: Vec<String> = all.iter().map(|st| st.secret.clone()).collect();
         let gone = plan::prune(&listed, &names, a.keep, &users);
         for l in plan::prune(&listed, &names, a.keep, &Default::default()) {

@@ -82,7 +82,7 @@ impl Drop for RenderedFile {
 }
 
 /// What runs an environment's services (compose, swarm, k8s), opened by [`open`].
-pub trait Runtime {
+pub trait Runtime: Send + Sync {
     /// Disagreements between the runtime's deploy files and the manifest.
     fn check(&self) -> Result<Vec<String>>;
     /// Which services use each stored identity, for refusing removals and for

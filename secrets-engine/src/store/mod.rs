@@ -31,7 +31,7 @@ pub struct Item<'a> {
 }
 
 /// A store of one environment's secret values, opened by [`open`].
-pub trait SecretStore: Naming {
+pub trait SecretStore: Naming + Send + Sync {
     /// Which backend this is.
     fn kind(&self) -> BackendKind;
     /// Whether fingerprints are stored outside the env file (labels,
