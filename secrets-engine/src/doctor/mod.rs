@@ -245,7 +245,7 @@ pub fn evaluate_store(
                 "store",
                 format!(
                     "the {store} store could not be read, so no secret in it was checked: {}",
-                    name_env(env, e)
+                    e
                 ),
                 "do what the message says, then run `cargo xtask doctor` again",
             )];
@@ -331,7 +331,7 @@ pub fn evaluate_probes(env: &str, kind: BackendKind, probes: &[Probe]) -> Vec<Ch
                 match has {
                     Err(e) => finding(
                         name,
-                        format!("could not be asked: {}", name_env(env, e)),
+                        format!("could not be asked: {}", e),
                         "do what the message says, then run doctor again",
                     ),
                     Ok(has) => {
@@ -360,7 +360,7 @@ pub fn evaluate_probes(env: &str, kind: BackendKind, probes: &[Probe]) -> Vec<Ch
                     Ok(arn) => ok("access identity", format!("the AWS credentials are {arn}")),
                     Err(e) => finding(
                         "access identity",
-                        format!("`aws sts get-caller-identity` failed: {}", name_env(env, e)),
+                        format!("`aws sts get-caller-identity` failed: {}", e),
                         aws_identity_fix(env, aws_identity_cause(e, region.is_some())),
                     ),
                 };
@@ -421,7 +421,7 @@ pub fn aws_identity_cause(err: &str, region_set: bool) -> AwsCause {
 pub fn aws_identity_fix(env: &str, cause: AwsCause) -> String {
     match cause {
         AwsCause::Endpoint => format!(
-            "point `endpoint_url` in [environments.{env}.aws] (or AWS_ENDPOINT_URL) at a Secrets Manager endpoint that answers, or unset it to use AWS's own; then check the network (proxy, firewall, DNS)"
+            "point `endpoint_url` in [environments.{env}.aws] (or AWS_ENDPOINT_URL) at an endpoint that answers for Secrets Manager and STS, or unset it to use AWS's own; then check the network (proxy, firewall, DNS)"
         ),
         AwsCause::Region => {
             format!("set `region` in [environments.{env}.aws], or AWS_REGION")
@@ -430,11 +430,6 @@ pub fn aws_identity_fix(env: &str, cause: AwsCause) -> String {
             "set AWS credentials (AWS_PROFILE, `profile` in [environments.{env}.aws], AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or `aws configure` / `aws sso login`)"
         ),
     }
-}
-
-/// The store's messages name `[environments.<env>.aws]`: the real one here.
-fn name_env(env: &str, msg: &str) -> String {
-    msg.replace("[environments.<env>.", &format!("[environments.{env}."))
 }
 
 fn access_fix(env: &str, kind: BackendKind, missing: &str) -> String {
@@ -949,7 +944,7 @@ mod tests {
         let cases = [
             // store/aws.rs's words for each cause, then the CLI's own.
             (
-                "the Secrets Manager endpoint does not answer (Could not connect to the endpoint URL: \"http://127.0.0.1:1/\"); check `endpoint_url` / `region` in [environments.<env>.aws] (or AWS_ENDPOINT_URL, AWS_REGION) and the network",
+                "the AWS STS endpoint does not answer (Could not connect to the endpoint URL: \"http://127.0.0.1:1/\"); check `endpoint_url` / `region` in [environments.develop.aws] (or AWS_ENDPOINT_URL, AWS_REGION) and the network",
                 true,
                 Endpoint,
             ),
@@ -999,7 +994,7 @@ mod tests {
         assert!(
             fix(Credentials).contains("AWS credentials") && !fix(Credentials).contains("region")
         );
-        // Through the probe: the finding's fix, and the real environment named.
+        // Through the probe: the finding's fix names the real environment.
         let c = evaluate_probes(
             "staging",
             BackendKind::Aws,
@@ -1009,10 +1004,11 @@ mod tests {
             }],
         );
         assert_eq!(c[0].status, Status::Finding);
-        assert!(c[0].message.contains("[environments.staging.aws]"), "{c:?}");
+        assert!(c[0].message.contains("the AWS STS endpoint"), "{c:?}");
         assert!(!c[0].message.contains("<env>"), "{c:?}");
+        let f = c[0].fix.as_deref().unwrap();
         assert!(
-            c[0].fix.as_deref().unwrap().contains("endpoint_url"),
+            f.contains("endpoint_url") && f.contains("[environments.staging.aws]"),
             "{c:?}"
         );
         assert_eq!(c[1].status, Status::Ok);

@@ -352,6 +352,12 @@ pub fn diagnose(env: &str, what: &str, id: &str, stderr: &str) -> anyhow::Error 
             "no AWS region ({first}); set `region` in [environments.{env}.aws], or AWS_REGION"
         );
     }
+    // The identity check asks STS, every other call Secrets Manager.
+    let service = if what == "get-caller-identity" {
+        "AWS STS"
+    } else {
+        "Secrets Manager"
+    };
     if has(&[
         "could not connect to the endpoint",
         "connect timeout",
@@ -361,7 +367,7 @@ pub fn diagnose(env: &str, what: &str, id: &str, stderr: &str) -> anyhow::Error 
         "read timeout",
     ]) {
         return anyhow!(
-            "the Secrets Manager endpoint does not answer ({first}); check `endpoint_url` / `region` in [environments.{env}.aws] (or AWS_ENDPOINT_URL, AWS_REGION) and the network"
+            "the {service} endpoint does not answer ({first}); check `endpoint_url` / `region` in [environments.{env}.aws] (or AWS_ENDPOINT_URL, AWS_REGION) and the network"
         );
     }
     if has(&["expiredtoken", "token has expired", "token is expired"]) {
@@ -953,7 +959,18 @@ mod tests {
         assert!(d("Unable to locate credentials. You can configure").contains("aws configure"));
         assert!(
             d("Could not connect to the endpoint URL: \"http://127.0.0.1:1/\"")
-                .contains("does not answer")
+                .contains("the Secrets Manager endpoint does not answer")
+        );
+        // The identity check's call goes to STS, and says so.
+        let sts = diagnose(
+            "dev",
+            "get-caller-identity",
+            "-",
+            "Could not connect to the endpoint URL: \"http://127.0.0.1:1/\"",
+        );
+        assert!(
+            format!("{sts}").starts_with("the AWS STS endpoint does not answer"),
+            "{sts}"
         );
         assert!(
             d("An error occurred (AccessDeniedException) when calling the ListSecrets operation: no")
