@@ -288,7 +288,9 @@ impl Stack {
     }
 
     /// Runs xtask, timing its output lines: the run, its whole time, and
-    /// Kubernetes' part: from the first workload applied to `rolled out`.
+    /// Kubernetes' part: from the start of the workloads' apply (the tool's
+    /// `applying` line; kubectl prints what it applied only at its end) to
+    /// `rolled out`, as Swarm's part starts at its first `Updating service`.
     fn xtask_timed(&self, args: &[&str], envs: &[(&str, &str)]) -> (Run, Duration, Duration) {
         let mut c = self.cmd(args, envs);
         c.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -303,15 +305,7 @@ impl Stack {
         let (mut first, mut done, mut out) = (None, None, String::new());
         for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
             let line = line.unwrap();
-            let workload = [
-                "deployment.apps/",
-                "statefulset.apps/",
-                "service/",
-                "configmap/",
-            ]
-            .iter()
-            .any(|p| line.starts_with(p));
-            if first.is_none() && workload {
+            if first.is_none() && line.contains(": applying ") {
                 first = Some(start.elapsed());
             }
             if line.contains("workloads rolled out in") {
@@ -675,7 +669,7 @@ struct Case {
     ok: u64,
     failed: u64,
     tool: Duration,
-    /// From the first workload applied to `rolled out`: Kubernetes' part.
+    /// From the workloads' apply to `rolled out`: Kubernetes' part.
     k8s: Duration,
     workloads: Vec<String>,
     hooks: Vec<String>,
@@ -754,10 +748,13 @@ fn rotate_under_load(s: &Stack, label: &str, args: &[&str]) -> Case {
 }
 
 /// Kubernetes' own restart of the same workloads: `kubectl rollout restart`,
-/// then `kubectl rollout status` of each, to the same end as the tool's.
-fn restart(s: &Stack, workloads: &[String]) -> Duration {
+/// then `kubectl rollout status` of each (the first figure), then until no
+/// old pod is left terminating (the second): the end the tool waits for,
+/// since an old pod serves with the old credential through its `preStop` and
+/// grace period, and the after hooks revoke that credential.
+fn restart(s: &Stack, workloads: &[String]) -> (Duration, Duration) {
     if workloads.is_empty() {
-        return Duration::ZERO;
+        return (Duration::ZERO, Duration::ZERO);
     }
     s.settle();
     let start = Instant::now();
@@ -767,30 +764,51 @@ fn restart(s: &Stack, workloads: &[String]) -> Duration {
     for w in workloads {
         kubectl_ok(&["-n", &s.ns, "rollout", "status", w, "--timeout=300s"]);
     }
-    start.elapsed()
+    let rolled = start.elapsed();
+    loop {
+        let leaving = kubectl_ok(&[
+            "-n",
+            &s.ns,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/managed-by=cargo-xtask",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.deletionTimestamp}{\"\\n\"}{end}",
+        ]);
+        if leaving.lines().all(|l| l.trim().is_empty()) {
+            return (rolled, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "the restarted pods did not drain:\n{leaving}"
+        );
+        thread::sleep(Duration::from_millis(250));
+    }
 }
 
 fn figures(s: &Stack, cases: &[Case]) {
-    let rows: Vec<(Duration, &Case)> = cases
+    let rows: Vec<((Duration, Duration), &Case)> = cases
         .iter()
         .map(|c| (restart(s, &c.workloads), c))
         .collect();
     println!("\nKubernetes v1.34 (the test cluster), namespace {}:", s.ns);
     println!(
-        "{:<32} {:>8} {:>6} {:>6}  {:>8} {:>8} {:>7}  {:>8} {:>8}  workloads",
-        "CASE", "REQUESTS", "OK", "FAILED", "ROTATE", "RESTART", "DIFF", "K8S", "OWN"
+        "{:<32} {:>8} {:>6} {:>6}  {:>8} {:>8} {:>8} {:>7}  {:>8} {:>8}  workloads",
+        "CASE", "REQUESTS", "OK", "FAILED", "ROTATE", "RESTART", "DRAINED", "DIFF", "K8S", "OWN"
     );
-    for (base, c) in rows {
-        let diff = c.tool.as_secs_f64() - base.as_secs_f64();
+    for ((rolled, drained), c) in rows {
+        let diff = c.tool.as_secs_f64() - drained.as_secs_f64();
         let own = c.tool.as_secs_f64() - c.k8s.as_secs_f64();
         println!(
-            "{:<32} {:>8} {:>6} {:>6}  {:>7.2}s {:>7.2}s {:>+6.2}s  {:>7.2}s {:>7.2}s  {}",
+            "{:<32} {:>8} {:>6} {:>6}  {:>7.2}s {:>7.2}s {:>7.2}s {:>+6.2}s  {:>7.2}s {:>7.2}s  {}",
             c.label,
             c.requests,
             c.ok,
             c.failed,
             c.tool.as_secs_f64(),
-            base.as_secs_f64(),
+            rolled.as_secs_f64(),
+            drained.as_secs_f64(),
             diff,
             c.k8s.as_secs_f64(),
             own,
@@ -801,7 +819,7 @@ fn figures(s: &Stack, cases: &[Case]) {
         }
     }
     println!(
-        "ROTATE: rotate-secrets from start to converged; RESTART: kubectl rollout restart of the same workloads, then rollout status of each; K8S: ROTATE's part from the first workload applied to rolled out; OWN: the rest (checks, new versions, hooks, pruning)"
+        "ROTATE: rotate-secrets from start to end; RESTART: kubectl rollout restart of the same workloads, then rollout status of each; DRAINED: RESTART until no old pod is left terminating (the end the tool waits for before its after hooks); DIFF: ROTATE - DRAINED; K8S: ROTATE's part from the workloads' apply to rolled out; OWN: the rest (checks, hooks, new versions, pruning)"
     );
 }
 
