@@ -141,18 +141,19 @@ fn cores() -> usize {
         .unwrap_or(1)
 }
 
-/// The cold build (an empty target directory, then `--help`) and the warm `--help`.
+/// The cold build as `cargo xtask` builds it (the `xtask` profile; an empty
+/// target directory, then `--help`) and the warm `--help`.
 fn build(root: &Path) -> Result<String> {
     let target = std::env::temp_dir().join(format!("xtask-bench-build-{:x}", secret::random_u64()));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     println!("build: cold build of xtask into {}", target.display());
     let start = Instant::now();
     let st = Command::new(&cargo)
-        .args(["build", "--quiet", "-p", "xtask"])
+        .args(["build", "--quiet", "--profile", "xtask", "-p", "xtask"])
         .current_dir(root)
         .env("CARGO_TARGET_DIR", &target)
         .status()?;
-    let out = Command::new(target.join("debug/xtask"))
+    let out = Command::new(target.join("xtask/xtask"))
         .arg("--help")
         .output();
     let cold = start.elapsed();
